@@ -1,0 +1,189 @@
+//! The ingestor's settings: each a flag with an environment variable, parsed and checked
+//! once at start.
+
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use clap::Parser;
+
+/// The DOG token (The Doge NFT) on Ethereum mainnet, the first user's token.
+pub const DOG_TOKEN: &str = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
+
+/// Indexes an ERC-20 token's Transfer events into PostgreSQL.
+///
+/// `--from A --to B` indexes that range and exits; `--from A` indexes to the head, then
+/// follows new blocks; with neither, it follows from the latest block (or resumes after
+/// the stored checkpoint).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ingestor", version, about, long_about = None)]
+pub struct Config {
+    /// Ethereum JSON-RPC endpoint (http:// or https://).
+    #[arg(long, env = "RPC_URL", hide_env_values = true)]
+    pub rpc_url: String,
+
+    /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// ERC-20 token contract to index (mixed-case addresses must carry a valid EIP-55
+    /// checksum).
+    #[arg(long, env = "TOKEN_ADDRESS", default_value = DOG_TOKEN, value_parser = parse_address)]
+    pub token: Address,
+
+    /// First block to index (the token's creation block for correct balances).
+    #[arg(long, env = "FROM_BLOCK")]
+    pub from: Option<u64>,
+
+    /// Last block to index; the ingestor exits when it is indexed. Needs --from.
+    #[arg(long, env = "TO_BLOCK")]
+    pub to: Option<u64>,
+
+    /// eth_getLogs requests in flight at once.
+    #[arg(long, env = "INGESTOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+
+    /// Blocks in the first eth_getLogs request; later ones adapt to the node's answers.
+    #[arg(long, env = "INGESTOR_INITIAL_SPAN", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub initial_span: u64,
+
+    /// Never more blocks than this in one eth_getLogs request.
+    #[arg(long, env = "INGESTOR_MAX_SPAN", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_span: u64,
+
+    /// Aim for about this many logs per eth_getLogs answer (spans grow below half of it).
+    #[arg(long, env = "INGESTOR_TARGET_LOGS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub target_logs: u64,
+
+    /// Commit a batch once it holds this many transfers.
+    #[arg(long, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_transfers: u64,
+
+    /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).
+    #[arg(long, env = "INGESTOR_BATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+
+    /// How often to ask the node for new blocks while following.
+    #[arg(long, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Give up on one RPC request after this long.
+    #[arg(long, env = "RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub rpc_timeout: Duration,
+
+    /// Attempts per RPC call or commit before the ingestor gives up (exponential backoff
+    /// with jitter between them).
+    #[arg(long, env = "RPC_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// Longest wait between two attempts.
+    #[arg(long, env = "RPC_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub database_pool_size: u16,
+
+    /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    /// Checks what clap cannot: the rules between settings. The error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.from, self.to) {
+            (None, Some(_)) => {
+                return Err("--to (TO_BLOCK) needs --from (FROM_BLOCK): a range has a start".into());
+            }
+            (Some(from), Some(to)) if from > to => {
+                return Err(format!("--from {from} is after --to {to}"));
+            }
+            _ => {}
+        }
+        if self.initial_span > self.max_span {
+            return Err(format!(
+                "--initial-span {} is above --max-span {}",
+                self.initial_span, self.max_span
+            ));
+        }
+        if !(self.rpc_url.starts_with("http://") || self.rpc_url.starts_with("https://")) {
+            return Err("--rpc-url (RPC_URL) must start with http:// or https://".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses a 0x-prefixed address; a mixed-case one must pass its EIP-55 checksum.
+pub fn parse_address(s: &str) -> Result<Address, String> {
+    let hex = s.strip_prefix("0x").ok_or("an address starts with 0x")?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("an address is 0x and 40 hex digits".into());
+    }
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed {
+        Address::parse_checksummed(s, None)
+            .map_err(|_| "mixed-case address fails its EIP-55 checksum".to_string())
+    } else {
+        s.parse().map_err(|e| format!("{e}"))
+    }
+}
+
+/// Parses `250ms`, `2s`, `5m` or `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not a duration like 500ms, 2s or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("'{s}' is not a duration like 500ms, 2s or 5m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["ingestor", "--rpc-url", "http://x", "--database-url", "postgres://x"];
+        all.extend_from_slice(args);
+        let c = Config::try_parse_from(all).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_to_the_dog_token() {
+        assert_eq!(parse(&[]).unwrap().token, DOG_TOKEN.parse::<Address>().unwrap());
+    }
+
+    #[test]
+    fn to_without_from_is_refused() {
+        assert!(parse(&["--to", "5"]).unwrap_err().contains("--to"));
+        assert!(parse(&["--from", "6", "--to", "5"]).unwrap_err().contains("after"));
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(parse_address("0xbaac2b4491727d78d2b78815144570b9f2fe8899").is_ok());
+        assert!(parse_address("0xBAac2B4491727D78D2b78815144570b9f2Fe8899").is_ok());
+        assert!(
+            parse_address("0xBAAc2B4491727D78D2b78815144570b9f2Fe8899")
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(parse_address("0x1234").is_err());
+        assert!(parse_address("baac2b4491727d78d2b78815144570b9f2fe8899").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

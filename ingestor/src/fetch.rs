@@ -1,0 +1,295 @@
+//! Fetches the Transfer logs of a block range as a stream of contiguous chunks, in block
+//! order, with several `eth_getLogs` requests in flight. Spans start wide, shrink when the
+//! node refuses them (to the span it suggests, the maximum it names, or by half) and grow
+//! again while answers stay small. Each chunk comes decoded, with every block time filled.
+
+use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+
+use alloy_primitives::Address;
+use futures::{Stream, StreamExt};
+use tracing::{debug, warn};
+
+use crate::decode::{self, Transfer};
+use crate::rpc::{Rpc, RpcError};
+
+/// How spans are sized.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanPolicy {
+    /// Blocks in the first request.
+    pub initial: u64,
+    /// Never more blocks than this in one request.
+    pub max: u64,
+    /// Grow while a request returns fewer than half this many logs; shrink above it.
+    pub target_logs: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// The contiguous blocks of one or more requests, decoded.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The blocks covered.
+    pub span: RangeInclusive<u64>,
+    /// Their transfers, in log order, with block times.
+    pub transfers: Vec<Transfer>,
+    /// Logs with the Transfer topic but another shape.
+    pub rejected: u64,
+    /// `eth_getLogs` requests it took (refusals included).
+    pub requests: u32,
+}
+
+/// The span width shared by all requests of a range: what the node taught us so far.
+#[derive(Debug)]
+pub struct Width {
+    current: u64,
+    /// The most the node allows, once it said so (or `SpanPolicy::max`).
+    ceiling: u64,
+    target_logs: usize,
+}
+
+impl Width {
+    /// Starts at `policy.initial`, never above `policy.max`.
+    pub fn new(policy: &SpanPolicy) -> Self {
+        let ceiling = policy.max.max(1);
+        Self {
+            current: policy.initial.clamp(1, ceiling),
+            ceiling,
+            target_logs: policy.target_logs.max(1),
+        }
+    }
+
+    /// Blocks the next request should span.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
+    /// A request of `blocks` returned `logs`: grow while answers are small, shrink when
+    /// they are large, so that responses stay near the target.
+    pub fn on_success(&mut self, blocks: u64, logs: usize) {
+        if logs < self.target_logs / 2 && blocks >= self.current {
+            self.current = self.current.saturating_mul(2).min(self.ceiling);
+        } else if logs > self.target_logs && blocks > 1 {
+            self.current = (blocks / 2).max(1);
+        }
+    }
+
+    /// The node refused `blocks`: the next width, from its hint if it gave one. A named
+    /// maximum becomes the ceiling for the rest of the run.
+    pub fn on_refusal(
+        &mut self,
+        blocks: u64,
+        suggested_blocks: Option<u64>,
+        max_blocks: Option<u64>,
+    ) -> u64 {
+        if let Some(max) = max_blocks.filter(|&m| m > 0 && m < blocks) {
+            self.ceiling = self.ceiling.min(max);
+        }
+        let next = match (suggested_blocks, max_blocks) {
+            (Some(s), _) if s < blocks => s,
+            (_, Some(m)) if m < blocks => m,
+            _ => blocks / 2,
+        }
+        .max(1);
+        self.current = next.min(self.ceiling);
+        self.current
+    }
+}
+
+/// Fetches `range` as an ordered stream of chunks. A chunk is one planned span; up to
+/// `policy.concurrency` spans are fetched at once, each in its own task, so fetching goes
+/// on while the consumer writes.
+pub fn chunks(
+    rpc: Rpc,
+    token: Address,
+    range: RangeInclusive<u64>,
+    policy: SpanPolicy,
+) -> impl Stream<Item = anyhow::Result<Chunk>> {
+    let width = Arc::new(Mutex::new(Width::new(&policy)));
+    let end = *range.end();
+    let planner = futures::stream::unfold(Some(*range.start()), move |next| {
+        let width = width.clone();
+        async move {
+            let start = next.filter(|&s| s <= end)?;
+            let w = width.lock().expect("width lock").current();
+            let stop = start.saturating_add(w - 1).min(end);
+            let following = if stop >= end { None } else { Some(stop + 1) };
+            Some(((start..=stop, width), following))
+        }
+    });
+    planner
+        .map(move |(span, width)| {
+            let rpc = rpc.clone();
+            tokio::spawn(async move { fetch_span(&rpc, token, span, &width).await })
+        })
+        .buffered(policy.concurrency.max(1))
+        .map(|joined| {
+            joined.map_err(|e| anyhow::anyhow!("a fetch task failed: {e}")).and_then(|r| r)
+        })
+}
+
+/// Fetches every log of `span`, in as many requests as the node needs.
+async fn fetch_span(
+    rpc: &Rpc,
+    token: Address,
+    span: RangeInclusive<u64>,
+    width: &Mutex<Width>,
+) -> anyhow::Result<Chunk> {
+    let retry = rpc.retry_policy();
+    let mut logs = Vec::new();
+    let mut cursor = *span.start();
+    let mut blocks = span.end() - span.start() + 1;
+    let mut failures = 0u32;
+    let mut requests = 0u32;
+    while cursor <= *span.end() {
+        let stop = cursor.saturating_add(blocks - 1).min(*span.end());
+        requests += 1;
+        match rpc.transfer_logs(token, cursor..=stop).await {
+            Ok(got) => {
+                width.lock().expect("width lock").on_success(stop - cursor + 1, got.len());
+                logs.extend(got);
+                cursor = stop + 1;
+                failures = 0;
+            }
+            Err(RpcError::TooLarge { suggested, max_blocks, message }) => {
+                let asked = stop - cursor + 1;
+                // Use a suggestion only if it starts where we asked and is narrower.
+                let suggested_blocks = suggested
+                    .filter(|r| *r.start() == cursor && *r.end() < stop)
+                    .map(|r| r.end() - r.start() + 1);
+                if asked == 1 {
+                    failures += 1;
+                    anyhow::ensure!(
+                        failures < retry.max_attempts,
+                        "the node refuses even the single block {cursor}: {message}"
+                    );
+                    tokio::time::sleep(retry.backoff(failures)).await;
+                    continue;
+                }
+                blocks = width.lock().expect("width lock").on_refusal(
+                    asked,
+                    suggested_blocks,
+                    max_blocks,
+                );
+                debug!(from = cursor, to = stop, next_blocks = blocks, %message, "span refused; narrowing");
+            }
+            Err(e @ (RpcError::RateLimited { .. } | RpcError::Transient(_))) => {
+                failures += 1;
+                if failures >= retry.max_attempts {
+                    return Err(anyhow::anyhow!(e)
+                        .context(format!("eth_getLogs {cursor}..={stop} kept failing")));
+                }
+                let mut delay = retry.backoff(failures);
+                if let RpcError::RateLimited { retry_after: Some(after), .. } = &e {
+                    delay = delay.max(*after);
+                }
+                warn!(from = cursor, to = stop, attempt = failures, error = %e, delay_ms = delay.as_millis() as u64, "eth_getLogs failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e @ RpcError::Fatal(_)) => {
+                return Err(anyhow::anyhow!(e).context(format!("eth_getLogs {cursor}..={stop}")));
+            }
+        }
+        // Later spans of this range start from what the node accepts.
+        blocks = blocks.min(width.lock().expect("width lock").current()).max(1);
+    }
+
+    let mut transfers = Vec::with_capacity(logs.len());
+    let mut rejected = 0;
+    for log in &logs {
+        match decode::decode(log) {
+            Ok(t) => transfers.push(t),
+            Err(why) => {
+                rejected += 1;
+                debug!(block = ?log.block_number, log_index = ?log.log_index, %why, "skipped a log");
+            }
+        }
+    }
+    transfers.sort_by_key(|t| (t.block_number, t.log_index));
+    fill_block_times(rpc, &mut transfers).await?;
+    Ok(Chunk { span, transfers, rejected, requests })
+}
+
+/// Fills `block_time` where the node did not send `blockTimestamp` with its logs, with one
+/// batched header request for the blocks that hold such transfers (never for every block).
+async fn fill_block_times(rpc: &Rpc, transfers: &mut [Transfer]) -> anyhow::Result<()> {
+    let missing: BTreeSet<u64> =
+        transfers.iter().filter(|t| t.block_time.is_none()).map(|t| t.block_number).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let numbers: Vec<u64> = missing.into_iter().collect();
+    let headers = rpc.blocks(&numbers).await.context_blocks(&numbers)?;
+    let times: std::collections::HashMap<u64, u64> =
+        headers.iter().map(|b| (b.number, b.timestamp)).collect();
+    for t in transfers.iter_mut().filter(|t| t.block_time.is_none()) {
+        t.block_time = Some(*times.get(&t.block_number).ok_or_else(|| {
+            anyhow::anyhow!("the node returned no header for block {}", t.block_number)
+        })?);
+    }
+    Ok(())
+}
+
+trait BlocksContext<T> {
+    fn context_blocks(self, numbers: &[u64]) -> anyhow::Result<T>;
+}
+
+impl<T> BlocksContext<T> for Result<T, RpcError> {
+    fn context_blocks(self, numbers: &[u64]) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            anyhow::anyhow!(e).context(format!(
+                "fetching headers of {} blocks ({}..={})",
+                numbers.len(),
+                numbers.first().unwrap_or(&0),
+                numbers.last().unwrap_or(&0)
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> SpanPolicy {
+        SpanPolicy { initial: 1000, max: 100_000, target_logs: 1000, concurrency: 1 }
+    }
+
+    #[test]
+    fn grows_while_answers_are_small_up_to_the_max() {
+        let mut w = Width::new(&policy());
+        for _ in 0..20 {
+            let cur = w.current();
+            w.on_success(cur, 10);
+        }
+        assert_eq!(w.current(), 100_000);
+    }
+
+    #[test]
+    fn shrinks_when_answers_are_large() {
+        let mut w = Width::new(&policy());
+        w.on_success(1000, 5000);
+        assert_eq!(w.current(), 500);
+    }
+
+    #[test]
+    fn refusal_uses_suggestion_then_named_max_then_halves() {
+        let mut w = Width::new(&policy());
+        assert_eq!(w.on_refusal(1000, Some(300), None), 300);
+        assert_eq!(w.on_refusal(300, None, Some(100)), 100);
+        // The named maximum is now a ceiling: growth stops there.
+        for _ in 0..10 {
+            w.on_success(w.current(), 0);
+        }
+        assert_eq!(w.current(), 100);
+        assert_eq!(w.on_refusal(100, None, None), 50);
+        assert_eq!(w.on_refusal(1, None, None), 1);
+    }
+
+    #[test]
+    fn a_suggestion_wider_than_asked_is_ignored() {
+        let mut w = Width::new(&policy());
+        assert_eq!(w.on_refusal(1000, Some(5000), None), 500);
+    }
+}

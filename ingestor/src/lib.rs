@@ -1,0 +1,111 @@
+//! Indexes an ERC-20 token's Transfer events from an Ethereum JSON-RPC node into Postgres:
+//! transfers, balances derived from them, and a checkpoint, one transaction per batch.
+//!
+//! Modules in reading order:
+//! - [`config`]: the settings, from flags and environment variables;
+//! - [`sync`]: where a run starts, batching, commits in block order, following the head;
+//! - [`fetch`]: adaptive `eth_getLogs` spans, several in flight, delivered in order;
+//! - [`rpc`]: JSON-RPC calls and the sorting of their failures; [`refusal`] reads a
+//!   provider's "range too large" in its own words;
+//! - [`decode`]: logs to transfers;
+//! - [`store`]: the SQL of the write path; [`migrate`]: the schema.
+
+pub mod config;
+pub mod decode;
+pub mod fetch;
+pub mod migrate;
+pub mod refusal;
+pub mod rpc;
+pub mod store;
+pub mod sync;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::Config;
+
+use crate::fetch::SpanPolicy;
+use crate::rpc::{RetryPolicy, Rpc};
+use crate::store::Store;
+use crate::sync::{Indexer, SyncPolicy};
+
+/// Runs the ingestor until its range is indexed, or, when following, until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let retry = RetryPolicy {
+        max_attempts: config.max_attempts,
+        base_delay: std::time::Duration::from_millis(250),
+        max_delay: config.max_backoff,
+    };
+    let rpc = Rpc::new(&config.rpc_url, config.rpc_timeout, retry)?;
+    let store =
+        Store::new(store::pool(&config.database_url, usize::from(config.database_pool_size))?);
+    info!(database = %store::describe_url(&config.database_url), token = %config.token, "starting");
+
+    let applied =
+        with_db_retry(&retry, || store.migrate()).await.context("migrating the database")?;
+    if applied > 0 {
+        info!(applied, "schema migrated");
+    }
+    let chain_id = rpc.chain_id().await.context("reading the chain id")?;
+    let head = rpc.head().await.context("reading the chain head")?;
+    let existing = with_db_retry(&retry, || store.token(config.token)).await?;
+    let start = sync::start_block(existing.as_ref(), config.from, head, chain_id)?;
+    if let Some(to) = config.to.filter(|&to| to < start) {
+        info!(to, indexed = start - 1, "the range is already indexed; nothing to do");
+        return Ok(());
+    }
+    if existing.is_none() && config.from.is_none() {
+        info!(
+            start,
+            "no --from and nothing indexed: following from the latest block; balances count only transfers from here on"
+        );
+    }
+    let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
+    info!(name = %meta.name, symbol = %meta.symbol, decimals = meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
+    with_db_retry(&retry, || store.upsert_token(config.token, chain_id, &meta, start)).await?;
+
+    let indexer = Indexer {
+        rpc,
+        store,
+        token: config.token,
+        policy: SyncPolicy {
+            spans: SpanPolicy {
+                initial: config.initial_span,
+                max: config.max_span,
+                target_logs: config.target_logs as usize,
+                concurrency: usize::from(config.concurrency),
+            },
+            batch_transfers: config.batch_transfers as usize,
+            batch_interval: config.batch_interval,
+            poll_interval: config.poll_interval,
+        },
+        shutdown,
+    };
+    indexer.run(start, config.to).await
+}
+
+/// Repeats a store call while the database is unreachable.
+async fn with_db_retry<T, F, Fut>(retry: &RetryPolicy, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < retry.max_attempts && store::is_transient(&e) => {
+                let delay = retry.backoff(attempt);
+                tracing::warn!(
+                    attempt,
+                    error = format!("{e:#}"),
+                    delay_ms = delay.as_millis() as u64,
+                    "database unavailable; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Brings a database's schema up to date from the SQL files in `migrations/`, in order,
+//! each once, each in its own transaction. Several processes may start at once: a
+//! Postgres advisory lock lets one migrate while the others wait.
+
+use anyhow::Context;
+use tokio_postgres::Client;
+use tracing::info;
+
+/// The migrations, in the order they apply: (version, name, SQL).
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../../migrations/V1__initial.sql"))];
+
+/// Key of the advisory lock held while migrating (any constant unique to this program).
+const LOCK_KEY: i64 = 0x4552_4332_304d_4947; // "ERC20MIG"
+
+/// Applies the migrations the database lacks. Returns how many it applied.
+pub async fn run(client: &mut Client) -> anyhow::Result<usize> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .context("taking the migration lock")?;
+    let result = apply(client).await;
+    // Unlock even when a migration failed; a dead connection drops the lock anyway.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    result
+}
+
+async fn apply(client: &mut Client) -> anyhow::Result<usize> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .context("creating schema_migrations")?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await
+        .context("reading schema_migrations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(&newest) = applied.last() {
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        anyhow::ensure!(
+            newest <= known,
+            "the database has schema version {newest}, newer than this binary knows ({known}): run a newer ingestor"
+        );
+    }
+    let mut count = 0;
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("applying migration V{version}__{name}"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await?;
+        tx.commit().await.with_context(|| format!("committing migration V{version}__{name}"))?;
+        info!(version, name, "applied migration");
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Every file in migrations/ is listed, in version order, and nothing else is.
+    #[test]
+    fn every_migration_file_is_listed() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".sql"))
+            .collect();
+        files.sort_by_key(|f| f[1..f.find("__").unwrap()].parse::<i32>().unwrap());
+        let listed: Vec<String> =
+            MIGRATIONS.iter().map(|(v, n, _)| format!("V{v}__{n}.sql")).collect();
+        assert_eq!(files, listed);
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,474 @@
+//! Talks JSON-RPC to an Ethereum node: Transfer logs of a block span, block headers in
+//! batches, the token's metadata by `eth_call`. Every failure is sorted into what the
+//! caller can do about it (shrink the span, wait, retry, give up); calls without a span
+//! are retried here with exponential backoff and jitter.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use alloy_json_rpc::RpcError as JsonRpcError;
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_rpc_client::RpcClient;
+use alloy_rpc_types_eth::{Block, Log};
+use alloy_sol_types::{SolCall, SolEvent, sol};
+use alloy_transport::{TransportError, TransportErrorKind};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use crate::refusal::{self, Refusal};
+
+sol! {
+    /// The ERC-20 surface the ingestor reads.
+    interface IERC20 {
+        event Transfer(address indexed from, address indexed to, uint256 value);
+        function name() external view returns (string);
+        function symbol() external view returns (string);
+        function decimals() external view returns (uint8);
+        function totalSupply() external view returns (uint256);
+    }
+}
+
+/// The Transfer event's topic 0.
+pub const TRANSFER_TOPIC: B256 = IERC20::Transfer::SIGNATURE_HASH;
+
+/// A failed call, sorted by what the caller can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcError {
+    /// The node refused the span (too many blocks or results, or it timed out on it).
+    #[error("the node refused the block span: {message}")]
+    TooLarge {
+        /// A span the node says will work.
+        suggested: Option<RangeInclusive<u64>>,
+        /// The most blocks one request may span, as the node said.
+        max_blocks: Option<u64>,
+        /// The node's words.
+        message: String,
+    },
+    /// The node asks us to slow down.
+    #[error("rate limited by the node: {message}")]
+    RateLimited {
+        /// How long the node asked us to wait (HTTP Retry-After).
+        retry_after: Option<Duration>,
+        /// The node's words.
+        message: String,
+    },
+    /// Worth retrying as is: 5xx, a reset connection, a timeout, a truncated answer.
+    #[error("transient RPC failure: {0}")]
+    Transient(String),
+    /// Retrying will not help: a bad URL or key, a method the node lacks.
+    #[error("RPC failure: {0}")]
+    Fatal(String),
+}
+
+/// One block's identity and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    /// Block number.
+    pub number: u64,
+    /// Block hash.
+    pub hash: B256,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+/// What the token says about itself. Fields a contract lacks are empty.
+#[derive(Debug, Clone, Default)]
+pub struct TokenMetadata {
+    /// `name()`, or empty.
+    pub name: String,
+    /// `symbol()`, or empty.
+    pub symbol: String,
+    /// `decimals()`; 0 when the contract has no such function.
+    pub decimals: u8,
+}
+
+/// How hard to retry calls that fail transiently.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts before giving up, the first included.
+    pub max_attempts: u32,
+    /// The first backoff; each later one doubles, with jitter.
+    pub base_delay: Duration,
+    /// The longest backoff.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `attempt` (1-based): exponential, capped, with
+    /// "equal jitter" (half fixed, half random) so that many clients do not retry in step.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exp.min(self.max_delay);
+        let half = capped / 2;
+        half + half.mul_f64(jitter())
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes; good enough for jitter.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A JSON-RPC node.
+#[derive(Debug, Clone)]
+pub struct Rpc {
+    client: RpcClient,
+    retry: RetryPolicy,
+}
+
+impl Rpc {
+    /// A client for `url` (http or https) whose requests time out after `timeout`.
+    pub fn new(url: &str, timeout: Duration, retry: RetryPolicy) -> anyhow::Result<Self> {
+        let parsed = url.parse().map_err(|e| anyhow::anyhow!("--rpc-url is not a URL: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+        let client = RpcClient::new_http_with_client(http, parsed);
+        Ok(Self { client, retry })
+    }
+
+    /// The retry policy this client uses.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// `eth_chainId`, retried.
+    pub async fn chain_id(&self) -> Result<u64, RpcError> {
+        self.retrying("eth_chainId", || async {
+            let id: alloy_primitives::U64 =
+                self.client.request_noparams("eth_chainId").await.map_err(classify)?;
+            Ok(id.to())
+        })
+        .await
+    }
+
+    /// `eth_blockNumber`, retried.
+    pub async fn head(&self) -> Result<u64, RpcError> {
+        self.retrying("eth_blockNumber", || async {
+            let n: alloy_primitives::U64 =
+                self.client.request_noparams("eth_blockNumber").await.map_err(classify)?;
+            Ok(n.to())
+        })
+        .await
+    }
+
+    /// One attempt of `eth_getLogs` for the token's Transfer events in `span`. Not retried
+    /// here: on refusal the caller changes the span.
+    pub async fn transfer_logs(
+        &self,
+        token: Address,
+        span: RangeInclusive<u64>,
+    ) -> Result<Vec<Log>, RpcError> {
+        let filter = json!({
+            "address": token,
+            "topics": [TRANSFER_TOPIC],
+            "fromBlock": format!("{:#x}", span.start()),
+            "toBlock": format!("{:#x}", span.end()),
+        });
+        self.client.request("eth_getLogs", (filter,)).await.map_err(classify)
+    }
+
+    /// Headers of the given blocks, in one JSON-RPC batch per 100 blocks, retried.
+    pub async fn blocks(&self, numbers: &[u64]) -> Result<Vec<BlockRef>, RpcError> {
+        let mut out = Vec::with_capacity(numbers.len());
+        for chunk in numbers.chunks(100) {
+            let refs = self
+                .retrying("eth_getBlockByNumber", || async {
+                    let mut batch = self.client.new_batch();
+                    let mut waiters = Vec::with_capacity(chunk.len());
+                    for n in chunk {
+                        let call = batch
+                            .add_call::<_, Option<Block>>(
+                                "eth_getBlockByNumber",
+                                &(format!("{n:#x}"), false),
+                            )
+                            .map_err(|e| RpcError::Fatal(format!("cannot encode a batch: {e}")))?;
+                        waiters.push((*n, call));
+                    }
+                    batch.send().await.map_err(classify)?;
+                    let mut refs = Vec::with_capacity(chunk.len());
+                    for (n, waiter) in waiters {
+                        let block = waiter.await.map_err(classify)?.ok_or_else(|| {
+                            RpcError::Transient(format!("the node does not know block {n} yet"))
+                        })?;
+                        refs.push(BlockRef {
+                            number: block.header.number,
+                            hash: block.header.hash,
+                            timestamp: block.header.timestamp,
+                        });
+                    }
+                    Ok(refs)
+                })
+                .await?;
+            out.extend(refs);
+        }
+        Ok(out)
+    }
+
+    /// One block's header, retried.
+    pub async fn block(&self, number: u64) -> Result<BlockRef, RpcError> {
+        Ok(self.blocks(&[number]).await?.remove(0))
+    }
+
+    /// `name()`, `symbol()` and `decimals()` at the latest block. A function the contract
+    /// lacks (or answers in another shape, like MKR's bytes32 name) is left empty.
+    pub async fn token_metadata(&self, token: Address) -> Result<TokenMetadata, RpcError> {
+        let name = self.call_decoded(token, "latest", IERC20::nameCall {}).await;
+        let symbol = self.call_decoded(token, "latest", IERC20::symbolCall {}).await;
+        let decimals = self.call_decoded(token, "latest", IERC20::decimalsCall {}).await;
+        let mut meta = TokenMetadata::default();
+        match name {
+            Ok(v) => meta.name = v,
+            Err(e @ RpcError::Fatal(_)) => {
+                warn!(%token, error = %e, "name() unreadable; leaving it empty")
+            }
+            Err(e) => return Err(e),
+        }
+        match symbol {
+            Ok(v) => meta.symbol = v,
+            Err(e @ RpcError::Fatal(_)) => {
+                warn!(%token, error = %e, "symbol() unreadable; leaving it empty")
+            }
+            Err(e) => return Err(e),
+        }
+        match decimals {
+            Ok(v) => meta.decimals = v,
+            Err(e @ RpcError::Fatal(_)) => {
+                warn!(%token, error = %e, "decimals() unreadable; formatting balances with 0 decimals")
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(meta)
+    }
+
+    /// `totalSupply()` at `block`, retried; `None` when the node cannot answer for that
+    /// block (state pruned) or the contract has no such function.
+    pub async fn total_supply(&self, token: Address, block: u64) -> Result<Option<U256>, RpcError> {
+        match self.call_decoded(token, &format!("{block:#x}"), IERC20::totalSupplyCall {}).await {
+            Ok(v) => Ok(Some(v)),
+            Err(RpcError::Fatal(e)) => {
+                debug!(%token, block, error = %e, "totalSupply() unavailable at this block");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `eth_call` of `C` on `token` at `block`, decoded; a revert or an undecodable answer
+    /// is `Fatal`.
+    async fn call_decoded<C: SolCall>(
+        &self,
+        token: Address,
+        block: &str,
+        call: C,
+    ) -> Result<C::Return, RpcError> {
+        let data = Bytes::from(call.abi_encode());
+        let out: Bytes = self
+            .retrying("eth_call", || async {
+                let tx = json!({ "to": token, "data": data });
+                match self.client.request("eth_call", (tx, block)).await {
+                    Ok(out) => Ok(out),
+                    // A revert (or missing state) is the contract's or node's answer, not a fault.
+                    Err(JsonRpcError::ErrorResp(p)) if classify_payload(&p).is_none() => {
+                        Err(RpcError::Fatal(format!("eth_call {}: {}", C::SIGNATURE, p.message)))
+                    }
+                    Err(e) => Err(classify(e)),
+                }
+            })
+            .await?;
+        C::abi_decode_returns(&out).map_err(|e| {
+            RpcError::Fatal(format!("{} returned an undecodable answer: {e}", C::SIGNATURE))
+        })
+    }
+
+    /// Runs `op` until it succeeds, fails fatally, or runs out of attempts.
+    pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, RpcError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e @ RpcError::Fatal(_)) => return Err(e),
+                Err(e) if attempt >= self.retry.max_attempts => return Err(e),
+                Err(e) => {
+                    let mut delay = self.retry.backoff(attempt);
+                    if let RpcError::RateLimited { retry_after: Some(after), .. } = &e {
+                        delay = delay.max(*after);
+                    }
+                    warn!(call = what, attempt, error = %e, delay_ms = delay.as_millis() as u64, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Sorts a transport-level failure by what the caller can do about it.
+pub fn classify(err: TransportError) -> RpcError {
+    match err {
+        JsonRpcError::ErrorResp(payload) => classify_payload(&payload).unwrap_or_else(|| {
+            let text = payload_text(&payload);
+            match payload.code {
+                // Method not found: this node will never answer it.
+                -32601 => RpcError::Fatal(text),
+                _ => RpcError::Transient(text),
+            }
+        }),
+        JsonRpcError::Transport(kind) => classify_transport(kind),
+        JsonRpcError::DeserError { err, text } => {
+            let head: String = text.chars().take(200).collect();
+            RpcError::Transient(format!("unreadable answer ({err}): {head}"))
+        }
+        JsonRpcError::NullResp => RpcError::Transient("the node answered null".into()),
+        other => RpcError::Fatal(other.to_string()),
+    }
+}
+
+fn classify_payload<E: std::fmt::Display>(
+    payload: &alloy_json_rpc::ErrorPayload<E>,
+) -> Option<RpcError> {
+    let text = payload_text(payload);
+    let lower = text.to_ascii_lowercase();
+    // A node behind the requested block is lagging, not refusing: retry later.
+    if lower.contains("beyond current head")
+        || lower.contains("header not found")
+        || lower.contains("unknown block")
+    {
+        return Some(RpcError::Transient(text));
+    }
+    match refusal::classify(&text)? {
+        Refusal::RateLimited => Some(RpcError::RateLimited { retry_after: None, message: text }),
+        Refusal::TooLarge { suggested, max_blocks } => {
+            Some(RpcError::TooLarge { suggested, max_blocks, message: text })
+        }
+    }
+}
+
+fn payload_text<E: std::fmt::Display>(payload: &alloy_json_rpc::ErrorPayload<E>) -> String {
+    match &payload.data {
+        Some(data) => format!("{} (code {}) {}", payload.message, payload.code, data),
+        None => format!("{} (code {})", payload.message, payload.code),
+    }
+}
+
+fn classify_transport(kind: TransportErrorKind) -> RpcError {
+    let (status, body, retry_after) = match kind {
+        TransportErrorKind::HttpError(e) => (e.status, e.body, None),
+        TransportErrorKind::HttpErrorWithRetryAfter { error, retry_after } => {
+            (error.status, error.body, Some(retry_after))
+        }
+        TransportErrorKind::Custom(e) => {
+            return RpcError::Transient(format!("{e}: {}", source_chain(&*e)));
+        }
+        other => return RpcError::Transient(other.to_string()),
+    };
+    let head: String = body.chars().take(300).collect();
+    let message = format!("HTTP {status}: {head}");
+    match (status, refusal::classify(&body)) {
+        (429, _) | (_, Some(Refusal::RateLimited)) => {
+            RpcError::RateLimited { retry_after, message }
+        }
+        (_, Some(Refusal::TooLarge { suggested, max_blocks })) => {
+            RpcError::TooLarge { suggested, max_blocks, message }
+        }
+        // QuickNode refuses wide spans with 413.
+        (413, None) => RpcError::TooLarge { suggested: None, max_blocks: None, message },
+        (401 | 403 | 404, None) => {
+            RpcError::Fatal(format!("{message} (check the RPC URL and its API key)"))
+        }
+        _ => RpcError::Transient(message),
+    }
+}
+
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_transport::HttpError;
+
+    #[test]
+    fn http_statuses_sort_by_remedy() {
+        let http = |status, body: &str| {
+            classify(JsonRpcError::Transport(TransportErrorKind::HttpError(HttpError {
+                status,
+                body: body.into(),
+            })))
+        };
+        assert!(matches!(http(429, "slow down"), RpcError::RateLimited { .. }));
+        assert!(matches!(http(200, "error code: 1015"), RpcError::RateLimited { .. }));
+        assert!(matches!(http(413, "Request Entity Too Large"), RpcError::TooLarge { .. }));
+        assert!(matches!(http(502, "Bad Gateway"), RpcError::Transient(_)));
+        assert!(matches!(
+            http(503, "no backend is currently healthy to serve traffic"),
+            RpcError::Transient(_)
+        ));
+        assert!(matches!(http(401, "invalid project id"), RpcError::Fatal(_)));
+    }
+
+    #[test]
+    fn json_rpc_errors_sort_by_text_not_code() {
+        let resp = |code, message: &'static str| {
+            classify(JsonRpcError::ErrorResp(alloy_json_rpc::ErrorPayload {
+                code,
+                message: message.into(),
+                data: None,
+            }))
+        };
+        assert!(matches!(
+            resp(-32005, "query returned more than 10000 results"),
+            RpcError::TooLarge { .. }
+        ));
+        assert!(matches!(
+            resp(-32005, "daily request count exceeded, request rate limited"),
+            RpcError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            resp(-32602, "block range extends beyond current head block"),
+            RpcError::Transient(_)
+        ));
+        assert!(matches!(resp(-32601, "Method not found"), RpcError::Fatal(_)));
+        assert!(matches!(resp(-32603, "internal error"), RpcError::Transient(_)));
+    }
+
+    #[test]
+    fn backoff_grows_then_caps() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        for attempt in 1..20 {
+            let d = p.backoff(attempt);
+            let full = Duration::from_millis(100)
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(Duration::from_secs(1));
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The ingestor's side of Postgres: the token row and its checkpoint, and the commit of a
+//! batch of transfers. A batch's transfers, balance changes, blocks and checkpoint are
+//! written in one transaction, and a commit can be repeated safely: a transfer already
+//! stored is skipped, and only the transfers actually inserted move balances.
+
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
+use alloy_primitives::{Address, U256};
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use crate::decode::Transfer;
+use crate::migrate;
+use crate::rpc::{BlockRef, TokenMetadata};
+
+/// A token's row: metadata and checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Token address.
+    pub address: Address,
+    /// Chain the token was indexed from.
+    pub chain_id: u64,
+    /// First block indexed.
+    pub start_block: u64,
+    /// Every block in `start_block..=indexed_block` is indexed; `start_block - 1` before
+    /// the first commit.
+    pub indexed_block: i64,
+}
+
+/// Transfers of a contiguous block span, decoded and timestamped, ready to commit.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The blocks this batch covers, whether or not they hold transfers.
+    pub span: RangeInclusive<u64>,
+    /// The last block of the span: it becomes the checkpoint.
+    pub end: BlockRef,
+    /// Transfers in the span, every `block_time` filled.
+    pub transfers: Vec<Transfer>,
+    /// Logs with the Transfer topic but not an ERC-20 Transfer's shape.
+    pub rejected: u64,
+}
+
+/// What a commit changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transfers newly stored (the rest were stored before).
+    pub inserted: u64,
+    /// Addresses whose balance row changed.
+    pub balances_touched: u64,
+}
+
+/// A pool of connections to the indexer's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Parses a database URL and makes a pool of at most `size` connections. Nothing connects
+/// until the first use.
+pub fn pool(database_url: &str, size: usize) -> anyhow::Result<Pool> {
+    let config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| anyhow::anyhow!("--database-url is not a PostgreSQL URL: {e}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager).max_size(size.max(1)).build().context("building the database pool")
+}
+
+/// Where a URL points, without its password: for logs.
+pub fn describe_url(database_url: &str) -> String {
+    match tokio_postgres::Config::from_str(database_url) {
+        Ok(c) => {
+            let hosts: Vec<String> = c
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .collect();
+            format!(
+                "postgres://{}@{}:{}/{}",
+                c.get_user().unwrap_or("-"),
+                hosts.join(","),
+                c.get_ports().first().copied().unwrap_or(5432),
+                c.get_dbname().unwrap_or("-")
+            )
+        }
+        Err(_) => "<unparsable database URL>".into(),
+    }
+}
+
+impl Store {
+    /// A store over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies the migrations the database lacks.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        let mut client = self.pool.get().await.context("connecting to the database")?;
+        migrate::run(&mut client).await
+    }
+
+    /// The token's row, if it was ever indexed.
+    pub async fn token(&self, address: Address) -> anyhow::Result<Option<TokenRow>> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let row = client
+            .query_opt("SELECT address, chain_id, start_block, indexed_block FROM tokens WHERE address = $1", &[&address])
+            .await
+            .context("reading the token row")?;
+        Ok(row.map(|r| token_row(&r)))
+    }
+
+    /// Creates the token's row starting at `start_block`, or refreshes its metadata when it
+    /// exists (the start and checkpoint of an existing row never change here).
+    pub async fn upsert_token(
+        &self,
+        address: Address,
+        chain_id: u64,
+        meta: &TokenMetadata,
+        start_block: u64,
+    ) -> anyhow::Result<TokenRow> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let row = client
+            .query_one(
+                "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6 - 1)
+                 ON CONFLICT (address) DO UPDATE
+                    SET name = excluded.name, symbol = excluded.symbol, decimals = excluded.decimals,
+                        updated_at = now()
+                 RETURNING address, chain_id, start_block, indexed_block",
+                &[
+                    &address,
+                    &(chain_id as i64),
+                    &meta.name,
+                    &meta.symbol,
+                    &i16::from(meta.decimals),
+                    &(start_block as i64),
+                ],
+            )
+            .await
+            .context("writing the token row")?;
+        Ok(token_row(&row))
+    }
+
+    /// Records `totalSupply()` as read from the chain at `block`, for checks against the
+    /// supply derived from transfers.
+    pub async fn record_chain_supply(
+        &self,
+        token: Address,
+        block: u64,
+        supply: U256,
+    ) -> anyhow::Result<()> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        client
+            .execute(
+                "UPDATE tokens SET chain_supply = $2, chain_supply_block = $3 WHERE address = $1",
+                &[&token, &supply, &(block as i64)],
+            )
+            .await
+            .context("recording totalSupply()")?;
+        Ok(())
+    }
+
+    /// The supply derived from transfers (minted minus burned) and the chain's totalSupply()
+    /// when they were read at the same block: (derived, chain).
+    pub async fn supplies(&self, token: Address) -> anyhow::Result<(String, Option<String>)> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let row = client
+            .query_one(
+                "SELECT total_supply::text,
+                        CASE WHEN chain_supply_block = indexed_block THEN chain_supply::text END
+                 FROM tokens WHERE address = $1",
+                &[&token],
+            )
+            .await
+            .context("reading supplies")?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Writes a batch in one transaction: its transfers (each at most once), the balance
+    /// changes of the newly stored ones, its blocks and the checkpoint. Safe to repeat.
+    /// Refuses a batch that would leave a gap after the checkpoint.
+    pub async fn commit(&self, token: Address, batch: &Batch) -> anyhow::Result<CommitStats> {
+        let mut client = self.pool.get().await.context("connecting to the database")?;
+        let tx = client.transaction().await.context("starting the batch transaction")?;
+
+        // Locks the token row: one writer per token at a time, and no gap.
+        let row = tx
+            .query_opt("SELECT indexed_block FROM tokens WHERE address = $1 FOR UPDATE", &[&token])
+            .await
+            .context("locking the token row")?
+            .with_context(|| format!("token {token} has no row: register it first"))?;
+        let indexed: i64 = row.get(0);
+        let (from, to) = (*batch.span.start() as i64, *batch.span.end() as i64);
+        anyhow::ensure!(
+            from <= indexed + 1,
+            "batch {from}..={to} would leave blocks {}..={} unindexed",
+            indexed + 1,
+            from - 1
+        );
+
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
+                block_number bigint, log_index integer, block_hash bytea, block_time bigint,
+                tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0)
+             ) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .context("creating the staging table")?;
+        copy_transfers(&tx, &batch.transfers).await?;
+
+        let zero = Address::ZERO;
+        let row = tx
+            .query_one(
+                APPLY_BATCH,
+                &[
+                    &token,
+                    &zero,
+                    &to,
+                    &batch.end.hash,
+                    &(batch.end.timestamp as i64),
+                    &(batch.rejected as i64),
+                ],
+            )
+            .await
+            .context("applying the batch")?;
+        let stats = CommitStats {
+            inserted: row.get::<_, i64>(0) as u64,
+            balances_touched: row.get::<_, i64>(1) as u64,
+        };
+        tx.commit().await.context("committing the batch")?;
+        Ok(stats)
+    }
+}
+
+/// One statement applies a staged batch: data-modifying CTEs all see the snapshot taken
+/// before it, so `prev` reads balances as they were before `upsert` changes them.
+/// $1 token, $2 zero address, $3 checkpoint block, $4 its hash, $5 its time, $6 rejected logs.
+const APPLY_BATCH: &str = "
+WITH ins AS (
+    INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
+                           from_address, to_address, value)
+    SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+    FROM staging_transfers
+    ON CONFLICT DO NOTHING
+    RETURNING block_number, block_hash, block_time, from_address, to_address, value
+), moves AS (
+    SELECT to_address AS address, value AS delta, block_number FROM ins WHERE to_address <> $2
+    UNION ALL
+    SELECT from_address, -value, block_number FROM ins WHERE from_address <> $2
+), agg AS (
+    SELECT address, sum(delta) AS delta, max(block_number) AS last_block FROM moves GROUP BY address
+), prev AS (
+    SELECT a.delta, coalesce(b.balance, 0) AS old
+    FROM agg a LEFT JOIN balances b ON b.token = $1 AND b.address = a.address
+), upsert AS (
+    INSERT INTO balances (token, address, balance, last_transfer_block)
+    SELECT $1, address, delta, last_block FROM agg
+    ON CONFLICT (token, address) DO UPDATE
+       SET balance = balances.balance + excluded.balance,
+           last_transfer_block = greatest(balances.last_transfer_block, excluded.last_transfer_block)
+    RETURNING 1
+), blk AS (
+    INSERT INTO blocks (token, number, hash, time)
+    SELECT DISTINCT $1::bytea, block_number, block_hash, block_time FROM ins
+    UNION
+    SELECT $1, $3, $4, $5
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), tok AS (
+    UPDATE tokens SET
+        total_supply = total_supply
+            + (SELECT coalesce(sum(value), 0) FROM ins WHERE from_address = $2)
+            - (SELECT coalesce(sum(value), 0) FROM ins WHERE to_address = $2),
+        transfer_count = transfer_count + (SELECT count(*) FROM ins),
+        holder_count = holder_count
+            + (SELECT count(*) FILTER (WHERE old + delta > 0) - count(*) FILTER (WHERE old > 0) FROM prev),
+        rejected_logs = rejected_logs + $6,
+        indexed_hash = CASE WHEN $3 >= indexed_block THEN $4 ELSE indexed_hash END,
+        indexed_time = CASE WHEN $3 >= indexed_block THEN $5 ELSE indexed_time END,
+        indexed_block = greatest(indexed_block, $3),
+        updated_at = now()
+    WHERE address = $1
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upsert), (SELECT count(*) FROM blk), (SELECT count(*) FROM tok)";
+
+/// Streams the transfers into the staging table with binary COPY. U256, Address and B256
+/// travel through alloy's ToSql (NUMERIC and BYTEA): the one conversion of uint256 to
+/// Postgres in the ingestor.
+async fn copy_transfers(
+    tx: &tokio_postgres::Transaction<'_>,
+    transfers: &[Transfer],
+) -> anyhow::Result<()> {
+    let sink = tx
+        .copy_in(
+            "COPY staging_transfers (block_number, log_index, block_hash, block_time, tx_hash,
+                                     from_address, to_address, value) FROM STDIN BINARY",
+        )
+        .await
+        .context("starting COPY")?;
+    let types = [
+        Type::INT8,
+        Type::INT4,
+        Type::BYTEA,
+        Type::INT8,
+        Type::BYTEA,
+        Type::BYTEA,
+        Type::BYTEA,
+        Type::NUMERIC,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for t in transfers {
+        let block_time =
+            t.block_time.context("a transfer without a block time reached the store")? as i64;
+        let row: [&(dyn ToSql + Sync); 8] = [
+            &(t.block_number as i64),
+            &(t.log_index as i32),
+            &t.block_hash,
+            &block_time,
+            &t.tx_hash,
+            &t.from,
+            &t.to,
+            &t.value,
+        ];
+        writer.as_mut().write(&row).await.context("writing a COPY row")?;
+    }
+    writer.finish().await.context("finishing COPY")?;
+    Ok(())
+}
+
+fn token_row(r: &Row) -> TokenRow {
+    TokenRow {
+        address: r.get(0),
+        chain_id: r.get::<_, i64>(1) as u64,
+        start_block: r.get::<_, i64>(2) as u64,
+        indexed_block: r.get(3),
+    }
+}
+
+/// Whether a failed store call is worth repeating: the database was unreachable, the
+/// connection broke, or the server asked to retry. A repeated commit is safe (see
+/// [`Store::commit`]); a refused batch (a gap) or a SQL error is not transient.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.chain().any(|cause| {
+        if cause.downcast_ref::<deadpool_postgres::PoolError>().is_some() {
+            return true;
+        }
+        let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() else { return false };
+        match pg.code() {
+            // No SQLSTATE: the connection itself failed.
+            None => true,
+            Some(code) => {
+                [
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+                    || code.code().starts_with("08")
+            }
+        }
+    })
+}

@@ -1,0 +1,355 @@
+//! Keeps the store in step with the chain: decides where indexing resumes, pushes block
+//! ranges through fetch → decode → store in strict block order, and, without an end
+//! block, keeps polling for new blocks. A batch commits when it holds enough transfers or
+//! has waited long enough, so backfills write large batches and the head small ones.
+
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::Address;
+use anyhow::Context;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::fetch::{self, Chunk, SpanPolicy};
+use crate::rpc::Rpc;
+use crate::store::{Batch, Store, TokenRow};
+
+/// Where a run starts, given what the store holds and what was asked.
+///
+/// A token already in the store resumes after its checkpoint: a `--from` inside the
+/// indexed span (or right after it) resumes too, so restarting with the same flags never
+/// re-reads history. A `--from` that would leave a gap or reach before the indexed span
+/// is refused, since balances are sums over an unbroken history.
+pub fn start_block(
+    existing: Option<&TokenRow>,
+    from: Option<u64>,
+    head: u64,
+    chain_id: u64,
+) -> anyhow::Result<u64> {
+    let Some(row) = existing else {
+        return Ok(from.unwrap_or(head));
+    };
+    anyhow::ensure!(
+        row.chain_id == chain_id,
+        "token {} was indexed from chain {} but the RPC node serves chain {chain_id}: use the right --rpc-url or another database",
+        row.address,
+        row.chain_id
+    );
+    let resume = (row.indexed_block + 1) as u64;
+    match from {
+        Some(f) if f < row.start_block => anyhow::bail!(
+            "--from {f} is before block {}, where this token's index starts; to index earlier blocks, start over in an empty database",
+            row.start_block
+        ),
+        Some(f) if f > resume => anyhow::bail!(
+            "--from {f} would leave blocks {resume}..={} unindexed (the store holds {}..={}); use --from {resume} or less",
+            f - 1,
+            row.start_block,
+            row.indexed_block
+        ),
+        _ => Ok(resume),
+    }
+}
+
+/// How the pipeline batches and polls.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncPolicy {
+    /// Span sizing and concurrency of `eth_getLogs`.
+    pub spans: SpanPolicy,
+    /// Commit once a batch holds this many transfers.
+    pub batch_transfers: usize,
+    /// Commit a non-empty batch that has waited this long.
+    pub batch_interval: Duration,
+    /// How often to ask for the head when following.
+    pub poll_interval: Duration,
+}
+
+/// Indexes one token into one store.
+#[derive(Debug)]
+pub struct Indexer {
+    /// The node.
+    pub rpc: Rpc,
+    /// The database.
+    pub store: Store,
+    /// The token.
+    pub token: Address,
+    /// Batching and polling.
+    pub policy: SyncPolicy,
+    /// Stops the run between batches.
+    pub shutdown: CancellationToken,
+}
+
+impl Indexer {
+    /// Indexes from `start` to `to` (inclusive), waiting for the node to reach `to` if it
+    /// has not; without `to`, follows the head until shut down.
+    pub async fn run(&self, start: u64, to: Option<u64>) -> anyhow::Result<()> {
+        let mut next = start;
+        let mut caught_up_logged = false;
+        loop {
+            let head = self.rpc.head().await.context("reading the chain head")?;
+            let end = to.map_or(head, |t| t.min(head));
+            if next <= end {
+                self.index(next..=end).await?;
+                next = end + 1;
+                caught_up_logged = false;
+                self.check_supply(end).await;
+            }
+            if self.shutdown.is_cancelled() || to.is_some_and(|t| next > t) {
+                return Ok(());
+            }
+            if !caught_up_logged {
+                match to {
+                    Some(t) => info!(
+                        indexed = next - 1,
+                        waiting_for = t,
+                        "the node's head is behind --to; waiting"
+                    ),
+                    None => info!(indexed = next - 1, "caught up; following the head"),
+                }
+                caught_up_logged = true;
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.policy.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Indexes `range` in strict block order, committing batches as they fill.
+    pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
+        let (tx, mut rx) =
+            mpsc::channel::<anyhow::Result<Chunk>>(self.policy.spans.concurrency.max(2));
+        let stream = fetch::chunks(self.rpc.clone(), self.token, range.clone(), self.policy.spans);
+        let producer = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(chunk) = stream.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let _abort_producer = AbortOnDrop(producer);
+
+        let mut progress = Progress::new(range.clone());
+        let mut pending: Vec<Chunk> = Vec::new();
+        let mut pending_transfers = 0usize;
+        let mut pending_since = Instant::now();
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => None,
+                chunk = rx.recv() => chunk,
+            };
+            let last = match received {
+                Some(Ok(chunk)) => {
+                    let last = *chunk.span.end() == *range.end();
+                    if pending.is_empty() {
+                        pending_since = Instant::now();
+                    }
+                    pending_transfers += chunk.transfers.len();
+                    pending.push(chunk);
+                    last
+                }
+                Some(Err(e)) => return Err(e),
+                // Shut down, or the stream ended: write what is complete.
+                None => true,
+            };
+            let due = pending_transfers >= self.policy.batch_transfers
+                || pending_since.elapsed() >= self.policy.batch_interval;
+            if !pending.is_empty() && (last || due) {
+                let chunks = std::mem::take(&mut pending);
+                pending_transfers = 0;
+                let (end, transfers) = self.commit(chunks).await?;
+                progress.advance(end, transfers);
+            }
+            if last {
+                progress.finish();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Commits contiguous chunks as one batch, retrying while the database is unreachable.
+    /// Returns the batch's last block and its transfer count.
+    async fn commit(&self, chunks: Vec<Chunk>) -> anyhow::Result<(u64, usize)> {
+        let first = *chunks[0].span.start();
+        let last = *chunks[chunks.len() - 1].span.end();
+        let span = info_span!("batch", from = first, to = last);
+        async {
+            let started = Instant::now();
+            let end =
+                self.rpc.block(last).await.with_context(|| format!("reading block {last}"))?;
+            let mut transfers = Vec::with_capacity(chunks.iter().map(|c| c.transfers.len()).sum());
+            let (mut rejected, mut requests) = (0, 0);
+            for c in chunks {
+                rejected += c.rejected;
+                requests += c.requests;
+                transfers.extend(c.transfers);
+            }
+            let batch = Batch { span: first..=last, end, transfers, rejected };
+            let retry = self.rpc.retry_policy();
+            let mut attempt = 1;
+            let stats = loop {
+                match self.store.commit(self.token, &batch).await {
+                    Ok(stats) => break stats,
+                    Err(e) if attempt < retry.max_attempts && crate::store::is_transient(&e) => {
+                        let delay = retry.backoff(attempt);
+                        warn!(
+                            attempt,
+                            error = format!("{e:#}"),
+                            delay_ms = delay.as_millis() as u64,
+                            "commit failed; retrying"
+                        );
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            info!(
+                transfers = batch.transfers.len(),
+                inserted = stats.inserted,
+                balances = stats.balances_touched,
+                rejected,
+                requests,
+                ms = started.elapsed().as_millis() as u64,
+                "committed"
+            );
+            Ok((last, batch.transfers.len()))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reads totalSupply() at `block` and compares it with the supply derived from
+    /// transfers. A difference is a warning, not an error: rebasing or fee-on-transfer
+    /// tokens, or an index that started after the token's creation, differ by design.
+    async fn check_supply(&self, block: u64) {
+        let chain = match self.rpc.total_supply(self.token, block).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "could not read totalSupply()");
+                return;
+            }
+        };
+        if let Err(e) = self.store.record_chain_supply(self.token, block, chain).await {
+            warn!(error = format!("{e:#}"), "could not record totalSupply()");
+            return;
+        }
+        match self.store.supplies(self.token).await {
+            Ok((derived, Some(on_chain))) if derived != on_chain => warn!(
+                block,
+                %derived,
+                %on_chain,
+                "minted minus burned differs from totalSupply(): the token rebases or charges fees, or indexing started after its creation"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = format!("{e:#}"), "could not compare supplies"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs how far a long range has come: blocks, rate, transfers and an ETA.
+struct Progress {
+    range: RangeInclusive<u64>,
+    started: Instant,
+    last_log: Instant,
+    done_to: u64,
+    transfers: usize,
+}
+
+impl Progress {
+    fn new(range: RangeInclusive<u64>) -> Self {
+        let now = Instant::now();
+        Self {
+            done_to: range.start().saturating_sub(1),
+            range,
+            started: now,
+            last_log: now,
+            transfers: 0,
+        }
+    }
+
+    fn advance(&mut self, to: u64, transfers: usize) {
+        self.done_to = to;
+        self.transfers += transfers;
+        if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            self.log("progress");
+        }
+    }
+
+    fn finish(&self) {
+        if self.range.end() > self.range.start() {
+            self.log("range indexed");
+        }
+    }
+
+    fn log(&self, what: &str) {
+        let total = self.range.end() - self.range.start() + 1;
+        let done = self.done_to + 1 - self.range.start();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 { (total - done) as f64 / rate } else { f64::INFINITY };
+        info!(
+            block = self.done_to,
+            to = *self.range.end(),
+            percent = format!("{:.1}", done as f64 * 100.0 / total as f64),
+            blocks_per_s = format!("{rate:.0}"),
+            transfers = self.transfers,
+            transfers_per_s = format!("{:.0}", self.transfers as f64 / secs),
+            eta_s = format!("{eta:.0}"),
+            "{what}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: u64, indexed: i64) -> TokenRow {
+        TokenRow { address: Address::ZERO, chain_id: 1, start_block: start, indexed_block: indexed }
+    }
+
+    #[test]
+    fn a_new_token_starts_at_from_or_the_head() {
+        assert_eq!(start_block(None, Some(5), 100, 1).unwrap(), 5);
+        assert_eq!(start_block(None, None, 100, 1).unwrap(), 100);
+    }
+
+    #[test]
+    fn a_known_token_resumes_after_its_checkpoint() {
+        let r = row(10, 50);
+        assert_eq!(start_block(Some(&r), None, 100, 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(10), 100, 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(51), 100, 1).unwrap(), 51);
+    }
+
+    #[test]
+    fn gaps_earlier_starts_and_other_chains_are_refused() {
+        let r = row(10, 50);
+        let gap = start_block(Some(&r), Some(52), 100, 1).unwrap_err().to_string();
+        assert!(gap.contains("51..=51"), "{gap}");
+        assert!(
+            start_block(Some(&r), Some(9), 100, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("before block 10")
+        );
+        assert!(start_block(Some(&r), None, 100, 5).unwrap_err().to_string().contains("chain 1"));
+    }
+}

