@@ -113,34 +113,12 @@ impl Config {
     }
 }
 
-/// Parses a 0x-prefixed address; a mixed-case one must pass its EIP-55 checksum.
-pub fn parse_address(s: &str) -> Result<Address, String> {
-    let hex = s.strip_prefix("0x").ok_or("an address starts with 0x")?;
-    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("an address is 0x and 40 hex digits".into());
-    }
-    let mixed =
-        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
-    if mixed {
-        Address::parse_checksummed(s, None)
-            .map_err(|_| "mixed-case address fails its EIP-55 checksum".to_string())
-    } else {
-        s.parse().map_err(|e| format!("{e}"))
-    }
+fn parse_address(s: &str) -> Result<Address, String> {
+    bootstrap::parse_address(s).map_err(|e| e.to_string())
 }
 
-/// Parses `250ms`, `2s`, `5m` or `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not a duration like 500ms, 2s or 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("'{s}' is not a duration like 500ms, 2s or 5m")),
-    }
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    bootstrap::parse_duration(s)
 }
 
 #[cfg(test)]
@@ -167,23 +145,8 @@ mod tests {
     }
 
     #[test]
-    fn addresses_are_checked() {
-        assert!(parse_address("0xbaac2b4491727d78d2b78815144570b9f2fe8899").is_ok());
-        assert!(parse_address("0xBAac2B4491727D78D2b78815144570b9f2Fe8899").is_ok());
-        assert!(
-            parse_address("0xBAAc2B4491727D78D2b78815144570b9f2Fe8899")
-                .unwrap_err()
-                .contains("checksum")
-        );
-        assert!(parse_address("0x1234").is_err());
-        assert!(parse_address("baac2b4491727d78d2b78815144570b9f2fe8899").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("2").is_err());
-        assert!(parse_duration("fast").is_err());
+    fn mixed_case_token_must_pass_its_checksum() {
+        assert!(parse(&["--token", "0xBAAc2B4491727D78D2b78815144570b9f2Fe8899"]).is_err());
+        assert!(parse(&["--token", "0xbaac2b4491727d78d2b78815144570b9f2fe8899"]).is_ok());
     }
 }

@@ -1,1 +1,94 @@
-//! stub
+//! Serves the holders the ingestor indexed over gRPC: `holders.v1.HolderService`, with
+//! `grpc.health.v1` (NOT_SERVING while the database does not answer) and server
+//! reflection (v1 and v1alpha) so that grpcurl needs no .proto file.
+//!
+//! Modules in reading order:
+//! - [`config`]: the settings;
+//! - [`service`]: the gRPC methods; [`input`] checks their fields; [`error`] maps failures
+//!   to statuses;
+//! - [`store`]: the SQL of the read path.
+
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod service;
+pub mod store;
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use proto::pb::holder_service_server::HolderServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+/// Serves on `listener` until `shutdown`, reading from `pool`; checks the database every
+/// `health_interval` and reports it through grpc.health.v1.
+pub async fn serve(
+    listener: TcpListener,
+    pool: Pool,
+    health_interval: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    // grpcurl 1.8 asks for v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let watchdog = tokio::spawn(watch_database(pool.clone(), reporter.clone(), health_interval, shutdown.clone()));
+    info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(HolderServiceServer::new(service::Holders::new(pool)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.cancelled().await;
+            reporter.set_service_status("", ServingStatus::NotServing).await;
+            info!("shutting down");
+        })
+        .await;
+    watchdog.abort();
+    Ok(result?)
+}
+
+/// Keeps the health status in step with the database: SERVING while it answers and holds
+/// the schema, NOT_SERVING otherwise.
+async fn watch_database(pool: Pool, reporter: HealthReporter, every: Duration, shutdown: CancellationToken) {
+    let mut last: Option<bool> = None;
+    loop {
+        let ok = match store::ping(&pool).await {
+            Ok(()) => true,
+            Err(e) => {
+                if last != Some(false) {
+                    warn!(error = %e, "database check failed; NOT_SERVING");
+                }
+                false
+            }
+        };
+        if last != Some(ok) {
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status("holders.v1.HolderService", status).await;
+            if ok {
+                info!("database answers; SERVING");
+            }
+            last = Some(ok);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

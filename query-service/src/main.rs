@@ -1,1 +1,35 @@
-fn main() {}
+//! The `query-service` binary: settings, logging and signals; the work is in the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use query_service::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match bootstrap::parse_or_exit::<Config>("query-service", Config::validate) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    bootstrap::init_logging(&config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "query-service stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = bootstrap::shutdown_on_signal();
+    let pool = query_service::store::pool(
+        &config.database_url,
+        usize::from(config.database_pool_size),
+        config.statement_timeout,
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", config.listen))?;
+    query_service::serve(listener, pool, config.health_interval, shutdown).await
+}

@@ -1,1 +1,23 @@
-//! stub
+//! The test rig: real parts for end-to-end tests of the pair and for the demo.
+//!
+//! - [`anvil`]: an Anvil node on a free port;
+//! - [`chain`]: JSON-RPC to it, the compiled TestToken contract and its calls;
+//! - [`history`]: a deterministic token history (mints, transfers, burns, batches,
+//!   self-transfers, zero values, amounts past 2^128, days apart);
+//! - [`db`]: a throwaway database per test on the Postgres at `DATABASE_URL`;
+//! - [`pair`]: the ingestor and the query-service run in-process, and a gRPC client;
+//! - [`proxy`]: a JSON-RPC proxy that refuses wide `eth_getLogs` spans in providers' words.
+
+pub mod anvil;
+pub mod chain;
+pub mod db;
+pub mod history;
+pub mod pair;
+pub mod proxy;
+
+/// Logs of the code under test, shown for failing tests (RUST_LOG picks the level).
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}

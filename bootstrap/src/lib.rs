@@ -1,0 +1,141 @@
+//! What both binaries do before their work starts: parse settings (with errors on one line
+//! that name the setting), read addresses and durations the same way, set up logging, and
+//! turn SIGTERM or SIGINT into one shutdown token handed down by value.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Parses the settings of binary `name`. `--help` and `--version` print and exit 0; a bad
+/// or missing setting prints one line naming it and exits 2; `validate` checks the rules
+/// between settings.
+pub fn parse_or_exit<C: Parser>(name: &str, validate: impl FnOnce(&C) -> Result<(), String>) -> Result<C, ExitCode> {
+    let config = match C::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Err(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(config_error(name, &e.to_string())),
+    };
+    validate(&config).map_err(|e| config_error(name, &e))?;
+    Ok(config)
+}
+
+/// Prints `message` (clap's, or ours) as one line and returns exit code 2.
+#[allow(clippy::print_stderr)]
+fn config_error(name: &str, message: &str) -> ExitCode {
+    let lines = message.lines().map(str::trim).filter(|l| !l.is_empty()).take_while(|l| !l.starts_with("Usage:"));
+    let line = lines.collect::<Vec<_>>().join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("{name}: error: {line}");
+    ExitCode::from(2)
+}
+
+/// Logs to stderr, as JSON when `format` is "json", else for people; level from RUST_LOG
+/// (default info).
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token cancelled at the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        cancel.cancel();
+    });
+    token
+}
+
+/// Why a string is not an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressError {
+    /// Not `0x` and 40 hex digits.
+    Malformed,
+    /// Mixed case, but not the EIP-55 checksum of this address.
+    Checksum,
+}
+
+impl std::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "not an address (0x and 40 hex digits)",
+            Self::Checksum => "mixed-case address that fails its EIP-55 checksum",
+        })
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+/// Parses a `0x`-prefixed address. All-lowercase and all-uppercase are accepted as they
+/// are; mixed case claims an EIP-55 checksum, which must be right.
+pub fn parse_address(s: &str) -> Result<Address, AddressError> {
+    let hex = s.strip_prefix("0x").ok_or(AddressError::Malformed)?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AddressError::Malformed);
+    }
+    let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed {
+        Address::parse_checksummed(s, None).map_err(|_| AddressError::Checksum)
+    } else {
+        s.parse().map_err(|_| AddressError::Malformed)
+    }
+}
+
+/// Parses `250ms`, `2s`, `5m` or `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let bad = || format!("'{s}' is not a duration like 500ms, 2s or 5m");
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_follow_eip55() {
+        let dog = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
+        assert_eq!(parse_address(dog).unwrap(), parse_address(&dog.to_lowercase()).unwrap());
+        assert!(parse_address(&format!("0x{}", dog[2..].to_uppercase())).is_ok());
+        assert_eq!(parse_address("0xBAAc2B4491727D78D2b78815144570b9f2Fe8899"), Err(AddressError::Checksum));
+        for bad in ["", "0x", "0x1234", "baac2b4491727d78d2b78815144570b9f2fe8899", "0xzzac2b4491727d78d2b78815144570b9f2fe8899"] {
+            assert_eq!(parse_address(bad), Err(AddressError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

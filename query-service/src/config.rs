@@ -1,0 +1,50 @@
+//! The query-service's settings: each a flag with an environment variable, parsed and
+//! checked once at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Serves the indexed holders of ERC-20 tokens over gRPC (holders.v1.HolderService), with
+/// grpc.health.v1 and server reflection.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "query-service", version, about, long_about = None)]
+pub struct Config {
+    /// PostgreSQL URL of the ingestor's database (read-only access is enough).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Address and port to serve gRPC on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub database_pool_size: u16,
+
+    /// Cancel any query that runs longer than this (it answers DEADLINE_EXCEEDED).
+    #[arg(long, env = "QUERY_STATEMENT_TIMEOUT", default_value = "5s", value_parser = bootstrap::parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// How often the health check asks the database whether it answers.
+    #[arg(long, env = "QUERY_HEALTH_INTERVAL", default_value = "2s", value_parser = bootstrap::parse_duration)]
+    pub health_interval: Duration,
+
+    /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    /// Checks what clap cannot. The error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.statement_timeout.is_zero() {
+            return Err("--statement-timeout (QUERY_STATEMENT_TIMEOUT) must be above 0".into());
+        }
+        if self.health_interval.is_zero() {
+            return Err("--health-interval (QUERY_HEALTH_INTERVAL) must be above 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The failures a request can meet, and the one place they become gRPC statuses. SQL text
+//! never reaches a caller; the details go to the log.
+
+use tonic::{Code, Status};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The caller sent a bad value.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The request field at fault.
+        field: String,
+        /// What is wrong and what to send instead.
+        message: String,
+    },
+    /// The token asked for is not indexed.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store cannot answer yet (nothing indexed, schema missing).
+    #[error("{0}")]
+    NotReady(String),
+    /// The database is unreachable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The query ran past the statement timeout.
+    #[error("the query took too long")]
+    TooSlow,
+    /// Anything else: a bug or a broken store.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// A bad value in `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for QueryError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            None => Self::Unavailable(e.to_string()),
+            Some(c) if *c == SqlState::QUERY_CANCELED => Self::TooSlow,
+            Some(c) if *c == SqlState::UNDEFINED_TABLE => {
+                Self::NotReady("the database has no schema yet: start the ingestor once to migrate it".into())
+            }
+            Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") || *c == SqlState::TOO_MANY_CONNECTIONS => {
+                Self::Unavailable(e.to_string())
+            }
+            Some(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<QueryError> for Status {
+    fn from(e: QueryError) -> Self {
+        let code = match &e {
+            QueryError::Invalid { .. } => Code::InvalidArgument,
+            QueryError::NotFound(_) => Code::NotFound,
+            QueryError::NotReady(_) => Code::FailedPrecondition,
+            QueryError::Unavailable(_) => Code::Unavailable,
+            QueryError::TooSlow => Code::DeadlineExceeded,
+            QueryError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Code::Internal
+            }
+        };
+        if code == Code::Unavailable {
+            tracing::warn!(error = %e, "database unavailable");
+        }
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,199 @@
+//! `holders.v1.HolderService`: checks each request, reads one snapshot of the store, and
+//! shapes the answer (checksummed addresses, human-unit balances, ranks, page tokens).
+
+use std::pin::Pin;
+
+use alloy_primitives::U256;
+use deadpool_postgres::Pool;
+use futures::Stream;
+use proto::pb::holder_service_server::HolderService;
+use proto::pb::{
+    GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse, ListTokensRequest, ListTokensResponse,
+    StreamTransfersRequest, Token, TransferEvent,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::QueryError;
+use crate::input::{self, PageToken};
+use crate::store::{self, HolderRow, TokenView};
+
+/// The service, over a pool of read connections.
+#[derive(Debug, Clone)]
+pub struct Holders {
+    pool: Pool,
+}
+
+impl Holders {
+    /// A service reading from `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn top(&self, req: GetTopHoldersRequest) -> Result<HoldersResponse, QueryError> {
+        let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
+        let wanted = input::token(&req.token)?;
+        let mut client = self.pool.get().await?;
+        let tx = store::snapshot(&mut client).await?;
+        let token = store::token(&tx, wanted).await?;
+        let rows = store::ranked(&tx, &token, None, limit).await?;
+        tx.commit().await?;
+        Ok(response(&token, rows, Some(0), None))
+    }
+
+    async fn page(&self, req: GetHoldersRequest) -> Result<HoldersResponse, QueryError> {
+        let size = input::count("page_size", req.page_size, input::DEFAULT_PAGE)?;
+        let wanted = input::token(&req.token)?;
+        let addresses = input::addresses(&req.addresses)?;
+        if !addresses.is_empty() && !req.page_token.is_empty() {
+            return Err(QueryError::invalid("page_token", "pages are of the ranking; leave page_token empty when addresses are set"));
+        }
+        let mut client = self.pool.get().await?;
+        let tx = store::snapshot(&mut client).await?;
+        let token = store::token(&tx, wanted).await?;
+        let answer = if !addresses.is_empty() {
+            let rows = store::lookup(&tx, &token, &addresses).await?;
+            response(&token, rows, None, None)
+        } else {
+            let after = match req.page_token.as_str() {
+                "" => None,
+                text => Some(PageToken::decode(text, token.address)?),
+            };
+            let rows = store::ranked(&tx, &token, after.map(|p| (p.balance.to_string(), p.address)), size).await?;
+            let full = rows.len() as i64 == size;
+            let first_rank = after.map_or(0, |p| p.rank);
+            response(&token, rows, Some(first_rank), full.then_some(size))
+        };
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    async fn list(&self) -> Result<ListTokensResponse, QueryError> {
+        let mut client = self.pool.get().await?;
+        let tx = store::snapshot(&mut client).await?;
+        let tokens = store::tokens(&tx).await?;
+        tx.commit().await?;
+        Ok(ListTokensResponse {
+            tokens: tokens
+                .into_iter()
+                .map(|t| Token {
+                    address: t.address.to_checksum(None),
+                    name: t.name,
+                    symbol: t.symbol,
+                    decimals: u32::from(t.decimals),
+                    total_supply: t.total_supply,
+                    start_block: t.start_block.max(0) as u64,
+                    indexed_block: t.indexed_block.max(0) as u64,
+                    indexed_time: timestamp(t.indexed_time),
+                    holder_count: t.holder_count.max(0) as u64,
+                    transfer_count: t.transfer_count.max(0) as u64,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
+/// lookup, which has no ranks); `page_size` is set when a further page may exist.
+fn response(token: &TokenView, rows: Vec<HolderRow>, first_rank: Option<u64>, page_size: Option<i64>) -> HoldersResponse {
+    let next_page_token = match (page_size, rows.last(), first_rank) {
+        (Some(_), Some(last), Some(before)) => PageToken {
+            token: token.address,
+            rank: before + rows.len() as u64,
+            // Rows in a ranked page have balance > 0, so they parse as U256.
+            balance: last.balance.parse::<U256>().unwrap_or_default(),
+            address: last.address,
+        }
+        .encode(),
+        _ => String::new(),
+    };
+    let holders = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| Holder {
+            address: r.address.to_checksum(None),
+            balance_formatted: format_units(&r.balance, token.decimals),
+            balance: r.balance,
+            share_of_supply_percent: r.share_percent,
+            balance_7d_ago: r.balance_7d_ago,
+            weekly_change_percent: r.weekly_change_percent,
+            last_transfer_block: r.last_transfer_block.max(0) as u64,
+            rank: first_rank.map_or(0, |before| before + i as u64 + 1),
+        })
+        .collect();
+    HoldersResponse {
+        holders,
+        as_of_block: token.indexed_block.max(0) as u64,
+        as_of_time: timestamp(token.indexed_time),
+        total_supply: token.total_supply.clone(),
+        token: token.address.to_checksum(None),
+        next_page_token,
+        decimals: u32::from(token.decimals),
+        symbol: token.symbol.clone(),
+    }
+}
+
+fn timestamp(unix: i64) -> Option<prost_types::Timestamp> {
+    (unix > 0).then_some(prost_types::Timestamp { seconds: unix, nanos: 0 })
+}
+
+/// Writes base units as whole tokens: `decimals` digits after the point, trailing zeros
+/// and a bare point dropped ("1500000000000000000", 18 → "1.5").
+pub fn format_units(raw: &str, decimals: u8) -> String {
+    let (sign, digits) = match raw.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", raw),
+    };
+    let d = usize::from(decimals);
+    if d == 0 {
+        return raw.to_string();
+    }
+    let padded = if digits.len() <= d { format!("{}{digits}", "0".repeat(d + 1 - digits.len())) } else { digits.to_string() };
+    let (whole, frac) = padded.split_at(padded.len() - d);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") }
+}
+
+type TransferStream = Pin<Box<dyn Stream<Item = Result<TransferEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl HolderService for Holders {
+    async fn get_top_holders(&self, request: Request<GetTopHoldersRequest>) -> Result<Response<HoldersResponse>, Status> {
+        Ok(Response::new(self.top(request.into_inner()).await?))
+    }
+
+    async fn get_holders(&self, request: Request<GetHoldersRequest>) -> Result<Response<HoldersResponse>, Status> {
+        Ok(Response::new(self.page(request.into_inner()).await?))
+    }
+
+    async fn list_tokens(&self, _request: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+        Ok(Response::new(self.list().await?))
+    }
+
+    type StreamTransfersStream = TransferStream;
+
+    async fn stream_transfers(
+        &self,
+        _request: Request<StreamTransfersRequest>,
+    ) -> Result<Response<Self::StreamTransfersStream>, Status> {
+        Err(Status::unimplemented(
+            "StreamTransfers is declared but not implemented yet; use GetHolders and ListTokens meanwhile",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_units;
+
+    #[test]
+    fn formats_base_units() {
+        assert_eq!(format_units("1500000000000000000", 18), "1.5");
+        assert_eq!(format_units("1000000000000000000", 18), "1");
+        assert_eq!(format_units("1", 18), "0.000000000000000001");
+        assert_eq!(format_units("0", 18), "0");
+        assert_eq!(format_units("123", 0), "123");
+        assert_eq!(format_units("-2500", 3), "-2.5");
+        let max = "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+        assert_eq!(format_units(max, 18), "115792089237316195423570985008687907853269984665640564039457.584007913129639935");
+    }
+}

@@ -1,0 +1,227 @@
+//! The query-service's side of Postgres: reads only. Every answer is read inside one
+//! REPEATABLE READ, READ ONLY transaction, so the holders, the supply and the checkpoint
+//! it reports all come from the same committed batch.
+//!
+//! Amounts leave Postgres as decimal text (`numeric::text`) and the percentages are
+//! computed there in exact NUMERIC before the final cast to double.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use crate::error::QueryError;
+
+/// Seconds in the 7 days of "7 days ago".
+const WEEK: i64 = 7 * 24 * 3600;
+
+/// A token as the store knows it, with what a holders answer needs.
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    /// Token address.
+    pub address: Address,
+    /// name().
+    pub name: String,
+    /// symbol().
+    pub symbol: String,
+    /// decimals().
+    pub decimals: u8,
+    /// Minted minus burned, decimal.
+    pub total_supply: String,
+    /// First block indexed.
+    pub start_block: i64,
+    /// Last block indexed (start_block - 1 before the first batch).
+    pub indexed_block: i64,
+    /// Its timestamp.
+    pub indexed_time: i64,
+    /// Addresses with a balance above zero.
+    pub holder_count: i64,
+    /// Transfers stored.
+    pub transfer_count: i64,
+    /// "7 days ago": the newest block with transfers whose time is at least 7 days before
+    /// `indexed_time`; transfers after it are the week's changes.
+    pub week_ago_block: i64,
+}
+
+/// One holder's row of an answer.
+#[derive(Debug, Clone)]
+pub struct HolderRow {
+    /// Address.
+    pub address: Address,
+    /// Balance, decimal.
+    pub balance: String,
+    /// Balance 7 days before the checkpoint, decimal.
+    pub balance_7d_ago: String,
+    /// balance / total supply * 100.
+    pub share_percent: f64,
+    /// (balance - ago) / ago * 100; None when ago is 0.
+    pub weekly_change_percent: Option<f64>,
+    /// Newest block with a transfer of this address; 0 if none.
+    pub last_transfer_block: i64,
+}
+
+/// A pool whose connections cancel statements after `statement_timeout`.
+pub fn pool(database_url: &str, size: usize, statement_timeout: Duration) -> anyhow::Result<Pool> {
+    let mut config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| anyhow::anyhow!("--database-url is not a PostgreSQL URL: {e}"))?;
+    config.options(format!("-c statement_timeout={}", statement_timeout.as_millis()));
+    config.application_name("query-service");
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
+}
+
+/// Begins the snapshot every answer is read from.
+pub async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<Transaction<'_>, QueryError> {
+    Ok(client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?)
+}
+
+const TOKEN_COLUMNS: &str = "
+    t.address, t.name, t.symbol, t.decimals, t.total_supply::text, t.start_block, t.indexed_block,
+    t.indexed_time, t.holder_count, t.transfer_count,
+    coalesce((SELECT b.number FROM blocks b
+              WHERE b.token = t.address AND b.time <= t.indexed_time - $1
+              ORDER BY b.time DESC, b.number DESC LIMIT 1),
+             t.start_block - 1)";
+
+/// Every indexed token, by address.
+pub async fn tokens(tx: &Transaction<'_>) -> Result<Vec<TokenView>, QueryError> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens t ORDER BY t.address");
+    let rows = tx.query(&sql, &[&WEEK]).await?;
+    Ok(rows.iter().map(token_view).collect())
+}
+
+/// The token a request is about: the one named, or the only one indexed.
+pub async fn token(tx: &Transaction<'_>, wanted: Option<Address>) -> Result<TokenView, QueryError> {
+    if let Some(address) = wanted {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens t WHERE t.address = $2");
+        if let Some(row) = tx.query_opt(&sql, &[&WEEK, &address]).await? {
+            return Ok(token_view(&row));
+        }
+    }
+    let all = tokens(tx).await?;
+    let names = || all.iter().map(|t| t.address.to_string()).collect::<Vec<_>>().join(", ");
+    match (wanted, all.len()) {
+        (Some(a), 0) => Err(QueryError::NotFound(format!("token {a} is not indexed; no token is indexed yet"))),
+        (Some(a), _) => Err(QueryError::NotFound(format!("token {a} is not indexed; indexed tokens: {}", names()))),
+        (None, 0) => Err(QueryError::NotReady("no token is indexed yet: run the ingestor".into())),
+        (None, 1) => Ok(all.into_iter().next().expect("one token")),
+        (None, _) => Err(QueryError::invalid("token", format!("several tokens are indexed; name one of: {}", names()))),
+    }
+}
+
+fn token_view(r: &Row) -> TokenView {
+    TokenView {
+        address: r.get(0),
+        name: r.get(1),
+        symbol: r.get(2),
+        decimals: r.get::<_, i16>(3).clamp(0, 255) as u8,
+        total_supply: r.get(4),
+        start_block: r.get(5),
+        indexed_block: r.get(6),
+        indexed_time: r.get(7),
+        holder_count: r.get(8),
+        transfer_count: r.get(9),
+        week_ago_block: r.get(10),
+    }
+}
+
+/// Wraps a query that yields `address, balance, last_transfer_block` rows in ranking order
+/// with the 7-day figures. The week's changes of each row come from two index-only range
+/// scans (transfers_to, transfers_from) over blocks after `week_ago_block`.
+/// Parameters: $1 token, $2 week_ago_block, $3 total supply (decimal text), then the
+/// inner query's own.
+macro_rules! with_week {
+    ($inner:literal) => {
+        concat!(
+            "WITH page AS (",
+            $inner,
+            ")
+            SELECT p.address, p.balance::text, w.ago::text,
+                   coalesce((p.balance * 100 / nullif($3::text::numeric, 0))::float8, 0),
+                   CASE WHEN w.ago = 0 THEN NULL ELSE ((p.balance - w.ago) * 100 / w.ago)::float8 END,
+                   p.last_transfer_block
+            FROM page p
+            CROSS JOIN LATERAL (SELECT p.balance
+                - coalesce((SELECT sum(t.value) FROM transfers t
+                            WHERE t.token = $1 AND t.to_address = p.address AND t.block_number > $2), 0)
+                + coalesce((SELECT sum(t.value) FROM transfers t
+                            WHERE t.token = $1 AND t.from_address = p.address AND t.block_number > $2), 0)
+                AS ago) w
+            ORDER BY -p.balance, p.address"
+        )
+    };
+}
+
+/// The first `limit` holders in ranking order. $4 limit.
+const TOP: &str = with_week!(
+    "SELECT address, balance, last_transfer_block FROM balances
+     WHERE token = $1 AND balance > 0
+     ORDER BY -balance, address LIMIT $4"
+);
+
+/// The `limit` holders ranked after (balance $5, address $6). $4 limit.
+const AFTER: &str = with_week!(
+    "SELECT address, balance, last_transfer_block FROM balances
+     WHERE token = $1 AND balance > 0 AND (-balance, address) > (-($5::text::numeric), $6::bytea)
+     ORDER BY -balance, address LIMIT $4"
+);
+
+/// The holders at addresses $4, known or not.
+const LOOKUP: &str = with_week!(
+    "SELECT q.address, coalesce(b.balance, 0) AS balance, coalesce(b.last_transfer_block, 0) AS last_transfer_block
+     FROM unnest($4::bytea[]) AS q(address)
+     LEFT JOIN balances b ON b.token = $1 AND b.address = q.address"
+);
+
+/// The first `limit` holders of `token`, or those after `after` (balance, address).
+pub async fn ranked(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    after: Option<(String, Address)>,
+    limit: i64,
+) -> Result<Vec<HolderRow>, QueryError> {
+    let rows = match &after {
+        None => {
+            let stmt = tx.prepare_cached(TOP).await?;
+            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit]).await?
+        }
+        Some((balance, address)) => {
+            let stmt = tx.prepare_cached(AFTER).await?;
+            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit, balance, address])
+                .await?
+        }
+    };
+    Ok(rows.iter().map(holder_row).collect())
+}
+
+/// The holders at `addresses` (each once), zero balances included, in ranking order.
+pub async fn lookup(tx: &Transaction<'_>, token: &TokenView, addresses: &[Address]) -> Result<Vec<HolderRow>, QueryError> {
+    let stmt = tx.prepare_cached(LOOKUP).await?;
+    let rows = tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses]).await?;
+    Ok(rows.iter().map(holder_row).collect())
+}
+
+fn holder_row(r: &Row) -> HolderRow {
+    HolderRow {
+        address: r.get(0),
+        balance: r.get(1),
+        balance_7d_ago: r.get(2),
+        share_percent: r.get(3),
+        weekly_change_percent: r.get(4),
+        last_transfer_block: r.get(5),
+    }
+}
+
+/// Whether the database answers and has the schema.
+pub async fn ping(pool: &Pool) -> Result<(), QueryError> {
+    let client = pool.get().await?;
+    client.query_one("SELECT count(*) FROM tokens", &[]).await?;
+    Ok(())
+}
+
+/// The SQL of the ranking queries, for EXPLAIN in tests: (name, SQL, sample parameters
+/// are the caller's).
+pub const RANKING_QUERIES: [(&str, &str); 3] = [("top", TOP), ("after", AFTER), ("lookup", LOOKUP)];

@@ -1,0 +1,114 @@
+//! The gRPC surface: bad input gets INVALID_ARGUMENT naming the field; health follows the
+//! database; StreamTransfers says it is not implemented yet.
+
+use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, StreamTransfersRequest};
+use tests::history::Spec;
+use tests::pair::QueryService;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::world;
+
+fn small() -> Spec {
+    Spec { holders: 12, days: 1, blocks_per_day: 2, transfers_per_block: 3, spray_width: 3, max_out_supply: false, seed: 3 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_invalid_argument_naming_the_field() {
+    let w = world(small()).await;
+    w.ingest_all().await;
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let mut c = qs.client().await.unwrap();
+
+    let top = |limit, token: &str| GetTopHoldersRequest { limit, token: token.into() };
+    let cases_top = [
+        (top(10_001, ""), "limit"),
+        (top(5, "0x1234"), "token"),
+        (top(5, "0xBAAc2B4491727D78D2b78815144570b9f2Fe8899"), "checksum"),
+        (top(5, "not an address"), "token"),
+    ];
+    for (req, needle) in cases_top {
+        let e = c.get_top_holders(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{req:?}: {e:?}");
+        assert!(e.message().contains(needle), "{req:?}: '{}' lacks '{needle}'", e.message());
+    }
+
+    let good = w.history.addresses[0].to_string();
+    let page = |f: &dyn Fn(&mut GetHoldersRequest)| {
+        let mut r = GetHoldersRequest::default();
+        f(&mut r);
+        r
+    };
+    let cases = [
+        (page(&|r| r.page_size = 10_001), "page_size"),
+        (page(&|r| r.page_token = "garbage".into()), "page_token"),
+        (page(&|r| r.page_token = "01".repeat(81)), "page_token"),
+        (page(&|r| r.addresses = vec![good.clone(), "0xzz".into()]), "addresses[1]"),
+        (page(&|r| r.addresses = vec![good.to_uppercase().replace("0X", "0x"), "0xBAAc2B4491727D78D2b78815144570b9f2Fe8899".into()]), "addresses[1]"),
+        (page(&|r| r.addresses = vec![good.clone(); 1001]), "addresses"),
+        (page(&|r| {
+            r.addresses = vec![good.clone()];
+            r.page_token = "00".into();
+        }), "page_token"),
+    ];
+    for (req, needle) in cases {
+        let e = c.get_holders(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{needle}: {e:?}");
+        assert!(e.message().contains(needle), "'{}' lacks '{needle}'", e.message());
+    }
+
+    // A page token of another token is refused; an unknown token is NOT_FOUND.
+    let first = c.get_holders(GetHoldersRequest { page_size: 2, ..Default::default() }).await.unwrap().into_inner();
+    assert!(!first.next_page_token.is_empty());
+    let unknown = "0x000000000000000000000000000000000000dEaD";
+    let e = c.get_top_holders(top(5, unknown)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&w.history.token.to_checksum(None)), "names the indexed token: {}", e.message());
+
+    let e = c.stream_transfers(StreamTransfersRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+}
+
+/// Health is SERVING over a reachable database and NOT_SERVING over an unreachable one,
+/// where holder queries answer UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_unavailable_follow_the_database() {
+    tests::init_test_logging();
+    let db = tests::db::TestDb::create().await.unwrap();
+    // Migrated but empty: SERVING, and holder queries say nothing is indexed yet.
+    let mut client = db.client().await.unwrap();
+    ingestor::migrate::run(&mut client).await.unwrap();
+    let up = QueryService::start(&db.url).await.unwrap();
+    let mut health = HealthClient::new(channel(up.addr).await);
+    let status = wait_health(&mut health, 1).await;
+    assert_eq!(status, 1, "SERVING");
+    let e = up.client().await.unwrap().get_top_holders(GetTopHoldersRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Nothing listens on port 1.
+    let down = QueryService::start("postgres://postgres@127.0.0.1:1/postgres").await.unwrap();
+    let mut health = HealthClient::new(channel(down.addr).await);
+    assert_eq!(wait_health(&mut health, 2).await, 2, "NOT_SERVING");
+    let e = down.client().await.unwrap().get_top_holders(GetTopHoldersRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
+
+/// Polls the overall health until it is `want` (1 SERVING, 2 NOT_SERVING) or 10 s pass.
+async fn wait_health(health: &mut HealthClient<tonic::transport::Channel>, want: i32) -> i32 {
+    let mut last = -1;
+    for _ in 0..100 {
+        if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await {
+            last = r.into_inner().status;
+            if last == want {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    last
+}
+
+async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}

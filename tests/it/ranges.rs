@@ -1,0 +1,32 @@
+//! A node that refuses wide eth_getLogs spans, in each provider's words, and sends logs
+//! without blockTimestamp, still yields every transfer.
+
+use tests::db::TestDb;
+use tests::history::Spec;
+use tests::proxy::{FaultProxy, Rules};
+
+use crate::{dump, world};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_spans_are_split_until_every_transfer_is_in() {
+    let spec = Spec { holders: 20, days: 4, max_out_supply: false, ..Spec::test() };
+    let w = world(spec).await;
+    // The reference: a direct backfill.
+    w.ingest_all().await;
+    let direct = dump(&w.db).await;
+
+    let proxy = FaultProxy::start(&w.chain.url, Rules { max_blocks: 3, strip_block_timestamp: true }).await.unwrap();
+    let via_proxy = TestDb::create().await.unwrap();
+    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
+    let token = w.history.token.to_string();
+    tests::pair::ingest(
+        &proxy.url,
+        &via_proxy.url,
+        &["--token", &token, "--from", &from, "--to", &to, "--initial-span", "1000", "--concurrency", "3"],
+    )
+    .await
+    .expect("ingest through the refusing proxy");
+
+    assert!(proxy.refusals() >= 10, "every refusal wording was used ({} refusals)", proxy.refusals());
+    assert_eq!(dump(&via_proxy).await, direct, "the same store as a direct backfill");
+}

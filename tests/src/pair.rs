@@ -1,0 +1,51 @@
+//! The ingestor and the query-service, run in-process the way their binaries run them,
+//! and a gRPC client of the query-service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use proto::pb::holder_service_client::HolderServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Runs the ingestor with these flags (besides --rpc-url and --database-url) until it
+/// exits: a bounded range (--from and --to) exits by itself.
+pub async fn ingest(rpc_url: &str, database_url: &str, flags: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["ingestor", "--rpc-url", rpc_url, "--database-url", database_url];
+    args.extend_from_slice(flags);
+    let config = ingestor::Config::try_parse_from(args)?;
+    config.validate().map_err(anyhow::Error::msg)?;
+    ingestor::run(config, CancellationToken::new()).await
+}
+
+/// A query-service serving on a free port until dropped.
+#[derive(Debug)]
+pub struct QueryService {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl QueryService {
+    /// Starts serving `database_url` on 127.0.0.1 at a free port.
+    pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+        let pool = query_service::store::pool(database_url, 4, Duration::from_secs(5))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(query_service::serve(listener, pool, Duration::from_millis(200), shutdown.clone()));
+        Ok(Self { addr, shutdown })
+    }
+
+    /// A client of it.
+    pub async fn client(&self) -> anyhow::Result<HolderServiceClient<Channel>> {
+        Ok(HolderServiceClient::connect(format!("http://{}", self.addr)).await?)
+    }
+}
+
+impl Drop for QueryService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
