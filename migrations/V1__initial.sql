@@ -20,7 +20,7 @@ CREATE TABLE tokens (
     chain_supply_block bigint,
     transfer_count   bigint NOT NULL DEFAULT 0,
     holder_count     bigint NOT NULL DEFAULT 0, -- addresses with balance > 0
-    rejected_logs    bigint NOT NULL DEFAULT 0, -- logs with the Transfer topic but another shape
+    rejected_logs    bigint NOT NULL DEFAULT 0, -- rows of rejected_logs for this token
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CHECK (indexed_block >= start_block - 1)
 );
@@ -66,3 +66,12 @@ CREATE TABLE blocks (
     PRIMARY KEY (token, number)
 );
 CREATE INDEX blocks_time ON blocks (token, time, number);
+
+-- Logs at the token's address with the Transfer topic but not an ERC-20 Transfer's shape
+-- (an ERC-721-style Transfer has 4 topics): skipped, and kept here once each for audit.
+CREATE TABLE rejected_logs (
+    token        bytea NOT NULL REFERENCES tokens (address),
+    block_number bigint NOT NULL,
+    log_index    integer NOT NULL,
+    PRIMARY KEY (token, block_number, log_index)
+);

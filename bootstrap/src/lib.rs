@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 /// Parses the settings of binary `name`. `--help` and `--version` print and exit 0; a bad
 /// or missing setting prints one line naming it and exits 2; `validate` checks the rules
 /// between settings.
-pub fn parse_or_exit<C: Parser>(name: &str, validate: impl FnOnce(&C) -> Result<(), String>) -> Result<C, ExitCode> {
+pub fn parse_or_exit<C: Parser>(
+    name: &str,
+    validate: impl FnOnce(&C) -> Result<(), String>,
+) -> Result<C, ExitCode> {
     let config = match C::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
@@ -28,7 +31,11 @@ pub fn parse_or_exit<C: Parser>(name: &str, validate: impl FnOnce(&C) -> Result<
 /// Prints `message` (clap's, or ours) as one line and returns exit code 2.
 #[allow(clippy::print_stderr)]
 fn config_error(name: &str, message: &str) -> ExitCode {
-    let lines = message.lines().map(str::trim).filter(|l| !l.is_empty()).take_while(|l| !l.starts_with("Usage:"));
+    let lines = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("Usage:"));
     let line = lines.collect::<Vec<_>>().join(" ");
     let line = line.strip_prefix("error: ").unwrap_or(&line);
     eprintln!("{name}: error: {line}");
@@ -92,7 +99,8 @@ pub fn parse_address(s: &str) -> Result<Address, AddressError> {
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AddressError::Malformed);
     }
-    let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed {
         Address::parse_checksummed(s, None).map_err(|_| AddressError::Checksum)
     } else {
@@ -124,8 +132,17 @@ mod tests {
         let dog = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
         assert_eq!(parse_address(dog).unwrap(), parse_address(&dog.to_lowercase()).unwrap());
         assert!(parse_address(&format!("0x{}", dog[2..].to_uppercase())).is_ok());
-        assert_eq!(parse_address("0xBAAc2B4491727D78D2b78815144570b9f2Fe8899"), Err(AddressError::Checksum));
-        for bad in ["", "0x", "0x1234", "baac2b4491727d78d2b78815144570b9f2fe8899", "0xzzac2b4491727d78d2b78815144570b9f2fe8899"] {
+        assert_eq!(
+            parse_address("0xBAAc2B4491727D78D2b78815144570b9f2Fe8899"),
+            Err(AddressError::Checksum)
+        );
+        for bad in [
+            "",
+            "0x",
+            "0x1234",
+            "baac2b4491727d78d2b78815144570b9f2fe8899",
+            "0xzzac2b4491727d78d2b78815144570b9f2fe8899",
+        ] {
             assert_eq!(parse_address(bad), Err(AddressError::Malformed), "{bad}");
         }
     }

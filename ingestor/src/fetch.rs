@@ -34,8 +34,8 @@ pub struct Chunk {
     pub span: RangeInclusive<u64>,
     /// Their transfers, in log order, with block times.
     pub transfers: Vec<Transfer>,
-    /// Logs with the Transfer topic but another shape.
-    pub rejected: u64,
+    /// Positions (block, log index) of logs with the Transfer topic but another shape.
+    pub rejected: Vec<(u64, u64)>,
     /// `eth_getLogs` requests it took (refusals included).
     pub requests: u32,
 }
@@ -46,6 +46,11 @@ pub struct Width {
     current: u64,
     /// The most the node allows, once it said so (or `SpanPolicy::max`).
     ceiling: u64,
+    /// The narrowest width refused lately: growth stays below it for a while, so a node
+    /// that refuses without naming its limit is not asked the same thing every time.
+    refused: Option<u64>,
+    /// Successes since the last refusal; after [`Width::FORGET_AFTER`] growth may probe again.
+    successes: u32,
     target_logs: usize,
 }
 
@@ -56,9 +61,15 @@ impl Width {
         Self {
             current: policy.initial.clamp(1, ceiling),
             ceiling,
+            refused: None,
+            successes: 0,
             target_logs: policy.target_logs.max(1),
         }
     }
+
+    /// Successes after which a refused width may be tried again (log density changes
+    /// along the chain).
+    pub const FORGET_AFTER: u32 = 8;
 
     /// Blocks the next request should span.
     pub fn current(&self) -> u64 {
@@ -68,8 +79,13 @@ impl Width {
     /// A request of `blocks` returned `logs`: grow while answers are small, shrink when
     /// they are large, so that responses stay near the target.
     pub fn on_success(&mut self, blocks: u64, logs: usize) {
+        self.successes += 1;
+        if self.successes >= Self::FORGET_AFTER {
+            self.refused = None;
+        }
+        let limit = self.refused.map_or(self.ceiling, |r| (r - 1).clamp(1, self.ceiling));
         if logs < self.target_logs / 2 && blocks >= self.current {
-            self.current = self.current.saturating_mul(2).min(self.ceiling);
+            self.current = self.current.saturating_mul(2).min(limit).max(self.current.min(limit));
         } else if logs > self.target_logs && blocks > 1 {
             self.current = (blocks / 2).max(1);
         }
@@ -86,6 +102,8 @@ impl Width {
         if let Some(max) = max_blocks.filter(|&m| m > 0 && m < blocks) {
             self.ceiling = self.ceiling.min(max);
         }
+        self.refused = Some(self.refused.map_or(blocks, |r| r.min(blocks)));
+        self.successes = 0;
         let next = match (suggested_blocks, max_blocks) {
             (Some(s), _) if s < blocks => s,
             (_, Some(m)) if m < blocks => m,
@@ -191,17 +209,21 @@ async fn fetch_span(
                 return Err(anyhow::anyhow!(e).context(format!("eth_getLogs {cursor}..={stop}")));
             }
         }
-        // Later spans of this range start from what the node accepts.
-        blocks = blocks.min(width.lock().expect("width lock").current()).max(1);
+        // Continue at what the node accepts now: narrower after a refusal, wider after
+        // small answers.
+        blocks = width.lock().expect("width lock").current().max(1);
     }
 
     let mut transfers = Vec::with_capacity(logs.len());
-    let mut rejected = 0;
+    let mut rejected = Vec::new();
     for log in &logs {
         match decode::decode(log) {
             Ok(t) => transfers.push(t),
             Err(why) => {
-                rejected += 1;
+                rejected.push((
+                    log.block_number.unwrap_or_default(),
+                    log.log_index.unwrap_or_default(),
+                ));
                 debug!(block = ?log.block_number, log_index = ?log.log_index, %why, "skipped a log");
             }
         }
@@ -285,6 +307,19 @@ mod tests {
         assert_eq!(w.current(), 100);
         assert_eq!(w.on_refusal(100, None, None), 50);
         assert_eq!(w.on_refusal(1, None, None), 1);
+    }
+
+    #[test]
+    fn growth_stays_below_a_refused_width_then_probes_again() {
+        let mut w = Width::new(&policy());
+        assert_eq!(w.on_refusal(1000, None, None), 500);
+        for _ in 0..Width::FORGET_AFTER - 1 {
+            w.on_success(w.current(), 0);
+            assert!(w.current() < 1000, "{}", w.current());
+        }
+        w.on_success(w.current(), 0);
+        w.on_success(w.current(), 0);
+        assert!(w.current() >= 1000, "probes again after enough successes: {}", w.current());
     }
 
     #[test]

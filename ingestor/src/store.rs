@@ -41,8 +41,9 @@ pub struct Batch {
     pub end: BlockRef,
     /// Transfers in the span, every `block_time` filled.
     pub transfers: Vec<Transfer>,
-    /// Logs with the Transfer topic but not an ERC-20 Transfer's shape.
-    pub rejected: u64,
+    /// Positions (block, log index) of logs with the Transfer topic but not an ERC-20
+    /// Transfer's shape.
+    pub rejected: Vec<(u64, u64)>,
 }
 
 /// What a commit changed.
@@ -132,7 +133,7 @@ impl Store {
         let row = client
             .query_one(
                 "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6 - 1)
+                 VALUES ($1, $2, $3, $4, $5, $6::bigint, $6::bigint - 1)
                  ON CONFLICT (address) DO UPDATE
                     SET name = excluded.name, symbol = excluded.symbol, decimals = excluded.decimals,
                         updated_at = now()
@@ -228,7 +229,8 @@ impl Store {
                     &to,
                     &batch.end.hash,
                     &(batch.end.timestamp as i64),
-                    &(batch.rejected as i64),
+                    &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
+                    &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
                 ],
             )
             .await
@@ -244,7 +246,8 @@ impl Store {
 
 /// One statement applies a staged batch: data-modifying CTEs all see the snapshot taken
 /// before it, so `prev` reads balances as they were before `upsert` changes them.
-/// $1 token, $2 zero address, $3 checkpoint block, $4 its hash, $5 its time, $6 rejected logs.
+/// $1 token, $2 zero address, $3 checkpoint block, $4 its hash, $5 its time, $6 and $7 the
+/// block numbers and log indexes of rejected logs.
 const APPLY_BATCH: &str = "
 WITH ins AS (
     INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
@@ -276,6 +279,11 @@ WITH ins AS (
     SELECT $1, $3, $4, $5
     ON CONFLICT DO NOTHING
     RETURNING 1
+), rej AS (
+    INSERT INTO rejected_logs (token, block_number, log_index)
+    SELECT $1, b, i FROM unnest($6::bigint[], $7::integer[]) AS r(b, i)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 ), tok AS (
     UPDATE tokens SET
         total_supply = total_supply
@@ -284,7 +292,7 @@ WITH ins AS (
         transfer_count = transfer_count + (SELECT count(*) FROM ins),
         holder_count = holder_count
             + (SELECT count(*) FILTER (WHERE old + delta > 0) - count(*) FILTER (WHERE old > 0) FROM prev),
-        rejected_logs = rejected_logs + $6,
+        rejected_logs = rejected_logs + (SELECT count(*) FROM rej),
         indexed_hash = CASE WHEN $3 >= indexed_block THEN $4 ELSE indexed_hash END,
         indexed_time = CASE WHEN $3 >= indexed_block THEN $5 ELSE indexed_time END,
         indexed_block = greatest(indexed_block, $3),

@@ -184,9 +184,9 @@ impl Indexer {
             let end =
                 self.rpc.block(last).await.with_context(|| format!("reading block {last}"))?;
             let mut transfers = Vec::with_capacity(chunks.iter().map(|c| c.transfers.len()).sum());
-            let (mut rejected, mut requests) = (0, 0);
+            let (mut rejected, mut requests) = (Vec::new(), 0);
             for c in chunks {
-                rejected += c.rejected;
+                rejected.extend(c.rejected);
                 requests += c.requests;
                 transfers.extend(c.transfers);
             }
@@ -214,7 +214,7 @@ impl Indexer {
                 transfers = batch.transfers.len(),
                 inserted = stats.inserted,
                 balances = stats.balances_touched,
-                rejected,
+                rejected = batch.rejected.len(),
                 requests,
                 ms = started.elapsed().as_millis() as u64,
                 "committed"

@@ -50,10 +50,14 @@ impl From<tokio_postgres::Error> for QueryError {
         match e.code() {
             None => Self::Unavailable(e.to_string()),
             Some(c) if *c == SqlState::QUERY_CANCELED => Self::TooSlow,
-            Some(c) if *c == SqlState::UNDEFINED_TABLE => {
-                Self::NotReady("the database has no schema yet: start the ingestor once to migrate it".into())
-            }
-            Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") || *c == SqlState::TOO_MANY_CONNECTIONS => {
+            Some(c) if *c == SqlState::UNDEFINED_TABLE => Self::NotReady(
+                "the database has no schema yet: start the ingestor once to migrate it".into(),
+            ),
+            Some(c)
+                if c.code().starts_with("08")
+                    || c.code().starts_with("57P")
+                    || *c == SqlState::TOO_MANY_CONNECTIONS =>
+            {
                 Self::Unavailable(e.to_string())
             }
             Some(_) => Self::Internal(e.to_string()),

@@ -18,7 +18,9 @@ pub const MAX_ADDRESSES: usize = 1000;
 pub fn count(field: &str, value: u32, default: u32) -> Result<i64, QueryError> {
     match value {
         0 => Ok(i64::from(default)),
-        v if v > MAX_HOLDERS => Err(QueryError::invalid(field, format!("{v} is above the maximum of {MAX_HOLDERS}"))),
+        v if v > MAX_HOLDERS => {
+            Err(QueryError::invalid(field, format!("{v} is above the maximum of {MAX_HOLDERS}")))
+        }
         v => Ok(i64::from(v)),
     }
 }
@@ -30,7 +32,8 @@ pub fn token(value: &str) -> Result<Option<Address>, QueryError> {
 
 /// One address field.
 pub fn address(field: &str, value: &str) -> Result<Address, QueryError> {
-    bootstrap::parse_address(value).map_err(|e| QueryError::invalid(field, format!("'{}' is a {e}", shorten(value))))
+    bootstrap::parse_address(value)
+        .map_err(|e| QueryError::invalid(field, format!("'{}' is a {e}", shorten(value))))
 }
 
 /// The lookup list: at most [`MAX_ADDRESSES`], each checked, duplicates dropped.
@@ -81,7 +84,12 @@ impl PageToken {
 
     /// Reads a `page_token` issued for `token`.
     pub fn decode(value: &str, token: Address) -> Result<Self, QueryError> {
-        let forged = || QueryError::invalid("page_token", "not a token this service issued: pass next_page_token unchanged, or leave it empty for the first page");
+        let forged = || {
+            QueryError::invalid(
+                "page_token",
+                "not a token this service issued: pass next_page_token unchanged, or leave it empty for the first page",
+            )
+        };
         if value.len() != PAGE_TOKEN_LEN * 2 {
             return Err(forged());
         }
@@ -96,7 +104,10 @@ impl PageToken {
             address: Address::from_slice(&bytes[61..81]),
         };
         if page.token != token {
-            return Err(QueryError::invalid("page_token", format!("issued for token {}, not {token}", page.token)));
+            return Err(QueryError::invalid(
+                "page_token",
+                format!("issued for token {}, not {token}", page.token),
+            ));
         }
         if page.balance.is_zero() {
             return Err(forged());
@@ -107,7 +118,11 @@ impl PageToken {
 
 /// At most 60 characters of a bad value, for error messages.
 fn shorten(value: &str) -> String {
-    if value.chars().count() <= 60 { value.to_string() } else { format!("{}…", value.chars().take(60).collect::<String>()) }
+    if value.chars().count() <= 60 {
+        value.to_string()
+    } else {
+        format!("{}…", value.chars().take(60).collect::<String>())
+    }
 }
 
 #[cfg(test)]
@@ -119,10 +134,18 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_refuse_forgeries() {
-        let p = PageToken { token: T, rank: 1000, balance: U256::MAX, address: Address::repeat_byte(7) };
+        let p = PageToken {
+            token: T,
+            rank: 1000,
+            balance: U256::MAX,
+            address: Address::repeat_byte(7),
+        };
         assert_eq!(PageToken::decode(&p.encode(), T).unwrap(), p);
         for bad in ["", "zz", "00", &p.encode()[2..], &format!("02{}", &p.encode()[2..])] {
-            assert!(PageToken::decode(bad, T).unwrap_err().to_string().contains("page_token"), "{bad}");
+            assert!(
+                PageToken::decode(bad, T).unwrap_err().to_string().contains("page_token"),
+                "{bad}"
+            );
         }
         let other = PageToken::decode(&p.encode(), Address::ZERO).unwrap_err().to_string();
         assert!(other.contains("issued for token"), "{other}");
@@ -141,6 +164,11 @@ mod tests {
         assert_eq!(addresses(&[a.clone(), a.clone()]).unwrap().len(), 1);
         let e = addresses(&[a, "0x12".into()]).unwrap_err().to_string();
         assert!(e.contains("addresses[1]"), "{e}");
-        assert!(addresses(&vec!["0x00".to_string(); 1001]).unwrap_err().to_string().contains("at most 1000"));
+        assert!(
+            addresses(&vec!["0x00".to_string(); 1001])
+                .unwrap_err()
+                .to_string()
+                .contains("at most 1000")
+        );
     }
 }

@@ -46,7 +46,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let watchdog = tokio::spawn(watch_database(pool.clone(), reporter.clone(), health_interval, shutdown.clone()));
+    let watchdog = tokio::spawn(watch_database(
+        pool.clone(),
+        reporter.clone(),
+        health_interval,
+        shutdown.clone(),
+    ));
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let result = tonic::transport::Server::builder()
         .add_service(health)
@@ -65,7 +70,12 @@ pub async fn serve(
 
 /// Keeps the health status in step with the database: SERVING while it answers and holds
 /// the schema, NOT_SERVING otherwise.
-async fn watch_database(pool: Pool, reporter: HealthReporter, every: Duration, shutdown: CancellationToken) {
+async fn watch_database(
+    pool: Pool,
+    reporter: HealthReporter,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last: Option<bool> = None;
     loop {
         let ok = match store::ping(&pool).await {

@@ -8,8 +8,8 @@ use deadpool_postgres::Pool;
 use futures::Stream;
 use proto::pb::holder_service_server::HolderService;
 use proto::pb::{
-    GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse, ListTokensRequest, ListTokensResponse,
-    StreamTransfersRequest, Token, TransferEvent,
+    GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse, ListTokensRequest,
+    ListTokensResponse, StreamTransfersRequest, Token, TransferEvent,
 };
 use tonic::{Request, Response, Status};
 
@@ -45,7 +45,10 @@ impl Holders {
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
         if !addresses.is_empty() && !req.page_token.is_empty() {
-            return Err(QueryError::invalid("page_token", "pages are of the ranking; leave page_token empty when addresses are set"));
+            return Err(QueryError::invalid(
+                "page_token",
+                "pages are of the ranking; leave page_token empty when addresses are set",
+            ));
         }
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
@@ -58,7 +61,9 @@ impl Holders {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            let rows = store::ranked(&tx, &token, after.map(|p| (p.balance.to_string(), p.address)), size).await?;
+            let rows =
+                store::ranked(&tx, &token, after.map(|p| (p.balance.to_string(), p.address)), size)
+                    .await?;
             let full = rows.len() as i64 == size;
             let first_rank = after.map_or(0, |p| p.rank);
             response(&token, rows, Some(first_rank), full.then_some(size))
@@ -94,7 +99,12 @@ impl Holders {
 
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
 /// lookup, which has no ranks); `page_size` is set when a further page may exist.
-fn response(token: &TokenView, rows: Vec<HolderRow>, first_rank: Option<u64>, page_size: Option<i64>) -> HoldersResponse {
+fn response(
+    token: &TokenView,
+    rows: Vec<HolderRow>,
+    first_rank: Option<u64>,
+    page_size: Option<i64>,
+) -> HoldersResponse {
     let next_page_token = match (page_size, rows.last(), first_rank) {
         (Some(_), Some(last), Some(before)) => PageToken {
             token: token.address,
@@ -147,7 +157,11 @@ pub fn format_units(raw: &str, decimals: u8) -> String {
     if d == 0 {
         return raw.to_string();
     }
-    let padded = if digits.len() <= d { format!("{}{digits}", "0".repeat(d + 1 - digits.len())) } else { digits.to_string() };
+    let padded = if digits.len() <= d {
+        format!("{}{digits}", "0".repeat(d + 1 - digits.len()))
+    } else {
+        digits.to_string()
+    };
     let (whole, frac) = padded.split_at(padded.len() - d);
     let frac = frac.trim_end_matches('0');
     if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") }
@@ -157,15 +171,24 @@ type TransferStream = Pin<Box<dyn Stream<Item = Result<TransferEvent, Status>> +
 
 #[tonic::async_trait]
 impl HolderService for Holders {
-    async fn get_top_holders(&self, request: Request<GetTopHoldersRequest>) -> Result<Response<HoldersResponse>, Status> {
+    async fn get_top_holders(
+        &self,
+        request: Request<GetTopHoldersRequest>,
+    ) -> Result<Response<HoldersResponse>, Status> {
         Ok(Response::new(self.top(request.into_inner()).await?))
     }
 
-    async fn get_holders(&self, request: Request<GetHoldersRequest>) -> Result<Response<HoldersResponse>, Status> {
+    async fn get_holders(
+        &self,
+        request: Request<GetHoldersRequest>,
+    ) -> Result<Response<HoldersResponse>, Status> {
         Ok(Response::new(self.page(request.into_inner()).await?))
     }
 
-    async fn list_tokens(&self, _request: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+    async fn list_tokens(
+        &self,
+        _request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
         Ok(Response::new(self.list().await?))
     }
 
@@ -194,6 +217,9 @@ mod tests {
         assert_eq!(format_units("123", 0), "123");
         assert_eq!(format_units("-2500", 3), "-2.5");
         let max = "115792089237316195423570985008687907853269984665640564039457584007913129639935";
-        assert_eq!(format_units(max, 18), "115792089237316195423570985008687907853269984665640564039457.584007913129639935");
+        assert_eq!(
+            format_units(max, 18),
+            "115792089237316195423570985008687907853269984665640564039457.584007913129639935"
+        );
     }
 }

@@ -68,14 +68,24 @@ pub fn pool(database_url: &str, size: usize, statement_timeout: Duration) -> any
         .map_err(|e| anyhow::anyhow!("--database-url is not a PostgreSQL URL: {e}"))?;
     config.options(format!("-c statement_timeout={}", statement_timeout.as_millis()));
     config.application_name("query-service");
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
 }
 
 /// Begins the snapshot every answer is read from.
-pub async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<Transaction<'_>, QueryError> {
-    Ok(client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?)
+pub async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Transaction<'_>, QueryError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
 }
 
 const TOKEN_COLUMNS: &str = "
@@ -104,11 +114,19 @@ pub async fn token(tx: &Transaction<'_>, wanted: Option<Address>) -> Result<Toke
     let all = tokens(tx).await?;
     let names = || all.iter().map(|t| t.address.to_string()).collect::<Vec<_>>().join(", ");
     match (wanted, all.len()) {
-        (Some(a), 0) => Err(QueryError::NotFound(format!("token {a} is not indexed; no token is indexed yet"))),
-        (Some(a), _) => Err(QueryError::NotFound(format!("token {a} is not indexed; indexed tokens: {}", names()))),
+        (Some(a), 0) => {
+            Err(QueryError::NotFound(format!("token {a} is not indexed; no token is indexed yet")))
+        }
+        (Some(a), _) => Err(QueryError::NotFound(format!(
+            "token {a} is not indexed; indexed tokens: {}",
+            names()
+        ))),
         (None, 0) => Err(QueryError::NotReady("no token is indexed yet: run the ingestor".into())),
         (None, 1) => Ok(all.into_iter().next().expect("one token")),
-        (None, _) => Err(QueryError::invalid("token", format!("several tokens are indexed; name one of: {}", names()))),
+        (None, _) => Err(QueryError::invalid(
+            "token",
+            format!("several tokens are indexed; name one of: {}", names()),
+        )),
     }
 }
 
@@ -186,21 +204,38 @@ pub async fn ranked(
     let rows = match &after {
         None => {
             let stmt = tx.prepare_cached(TOP).await?;
-            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit]).await?
+            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit])
+                .await?
         }
         Some((balance, address)) => {
             let stmt = tx.prepare_cached(AFTER).await?;
-            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit, balance, address])
-                .await?
+            tx.query(
+                &stmt,
+                &[
+                    &token.address,
+                    &token.week_ago_block,
+                    &token.total_supply,
+                    &limit,
+                    balance,
+                    address,
+                ],
+            )
+            .await?
         }
     };
     Ok(rows.iter().map(holder_row).collect())
 }
 
 /// The holders at `addresses` (each once), zero balances included, in ranking order.
-pub async fn lookup(tx: &Transaction<'_>, token: &TokenView, addresses: &[Address]) -> Result<Vec<HolderRow>, QueryError> {
+pub async fn lookup(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    addresses: &[Address],
+) -> Result<Vec<HolderRow>, QueryError> {
     let stmt = tx.prepare_cached(LOOKUP).await?;
-    let rows = tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses]).await?;
+    let rows = tx
+        .query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses])
+        .await?;
     Ok(rows.iter().map(holder_row).collect())
 }
 

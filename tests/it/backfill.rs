@@ -23,14 +23,19 @@ async fn every_balance_matches_the_chain() {
     let end = w.history.end_block;
 
     let holders = all_holders(&qs, 7).await;
-    let top = client.get_top_holders(GetTopHoldersRequest { limit: 10_000, token: String::new() }).await.unwrap().into_inner();
+    let top = client
+        .get_top_holders(GetTopHoldersRequest { limit: 10_000, token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(top.as_of_block, end);
     assert_eq!(top.token, w.history.token.to_checksum(None));
     assert_eq!(top.holders, holders, "pages of 7 and one GetTopHolders agree");
 
     // Balances: every address that ever held, against the chain.
     let on_chain = w.chain.balances_at(w.history.token, &w.history.addresses, end).await.unwrap();
-    let served: std::collections::HashMap<String, &proto::pb::Holder> = holders.iter().map(|h| (h.address.clone(), h)).collect();
+    let served: std::collections::HashMap<String, &proto::pb::Holder> =
+        holders.iter().map(|h| (h.address.clone(), h)).collect();
     let mut expected_holders = 0;
     for (a, bal) in w.history.addresses.iter().zip(&on_chain) {
         match served.get(&a.to_checksum(None)) {
@@ -47,7 +52,10 @@ async fn every_balance_matches_the_chain() {
     let supply = w.chain.total_supply_at(w.history.token, end).await.unwrap();
     assert_eq!(supply, U256::MAX - U256::from(1));
     assert_eq!(u256(&top.total_supply), supply);
-    let sum = holders.iter().map(|h| u256(&h.balance)).fold(U256::ZERO, |a, b| a.checked_add(b).expect("sum fits"));
+    let sum = holders
+        .iter()
+        .map(|h| u256(&h.balance))
+        .fold(U256::ZERO, |a, b| a.checked_add(b).expect("sum fits"));
     assert_eq!(sum, supply);
 
     // Ranking: richest first, ties by lowest address, ranks 1..n, shares add to 100.
@@ -57,18 +65,28 @@ async fn every_balance_matches_the_chain() {
     }
     for pair in holders.windows(2) {
         let (a, b) = (u256(&pair[0].balance), u256(&pair[1].balance));
-        assert!(a > b || (a == b && addr(&pair[0].address) < addr(&pair[1].address)), "order at rank {}", pair[0].rank);
+        assert!(
+            a > b || (a == b && addr(&pair[0].address) < addr(&pair[1].address)),
+            "order at rank {}",
+            pair[0].rank
+        );
     }
     let shares: f64 = holders.iter().map(|h| h.share_of_supply_percent).sum();
     assert!((shares - 100.0).abs() < 1e-6, "shares sum to {shares}");
-    assert!(holders.iter().all(|h| h.address == addr(&h.address).to_checksum(None)), "EIP-55 addresses");
+    assert!(
+        holders.iter().all(|h| h.address == addr(&h.address).to_checksum(None)),
+        "EIP-55 addresses"
+    );
 
     // The other token is not indexed; rejected logs and transfers are counted.
     let tokens = client.list_tokens(ListTokensRequest {}).await.unwrap().into_inner().tokens;
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].transfer_count, w.history.transfers);
     assert_eq!(tokens[0].holder_count, holders.len() as u64);
-    assert_eq!((tokens[0].symbol.as_str(), tokens[0].decimals, tokens[0].start_block), ("TDOG", 18, w.history.start_block));
+    assert_eq!(
+        (tokens[0].symbol.as_str(), tokens[0].decimals, tokens[0].start_block),
+        ("TDOG", 18, w.history.start_block)
+    );
     let c = w.db.client().await.unwrap();
     let rejected: i64 = c.query_one("SELECT rejected_logs FROM tokens", &[]).await.unwrap().get(0);
     assert_eq!(rejected as u64, w.history.rejected_logs);
@@ -97,7 +115,10 @@ async fn every_balance_matches_the_chain() {
             }
             Some(pct) => {
                 let expected = (f64::from(*now) - f64::from(*ago)) / f64::from(*ago) * 100.0;
-                assert!((pct - expected).abs() <= 1e-9 * expected.abs().max(1.0), "weekly change of {a}: {pct} vs {expected}");
+                assert!(
+                    (pct - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+                    "weekly change of {a}: {pct} vs {expected}"
+                );
                 with_change += 1;
             }
         }
@@ -122,9 +143,19 @@ async fn every_balance_matches_the_chain() {
     assert_eq!((lookup.holders[1].balance.as_str(), lookup.holders[1].rank), ("0", 0));
     assert!(lookup.next_page_token.is_empty());
     // A zero-balance known address (one that sent everything away, if any) is served too.
-    let zero: Vec<_> = w.history.addresses.iter().zip(&on_chain).filter(|(_, b)| b.is_zero()).map(|(a, _)| a.to_string()).collect();
+    let zero: Vec<_> = w
+        .history
+        .addresses
+        .iter()
+        .zip(&on_chain)
+        .filter(|(_, b)| b.is_zero())
+        .map(|(a, _)| a.to_string())
+        .collect();
     if let Some(z) = zero.first() {
-        let r = client.get_holders(GetHoldersRequest { addresses: vec![z.clone()], ..Default::default() }).await.unwrap();
+        let r = client
+            .get_holders(GetHoldersRequest { addresses: vec![z.clone()], ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(r.into_inner().holders[0].balance, "0");
     }
 }

@@ -11,7 +11,15 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::world;
 
 fn small() -> Spec {
-    Spec { holders: 12, days: 1, blocks_per_day: 2, transfers_per_block: 3, spray_width: 3, max_out_supply: false, seed: 3 }
+    Spec {
+        holders: 12,
+        days: 1,
+        blocks_per_day: 2,
+        transfers_per_block: 3,
+        spray_width: 3,
+        max_out_supply: false,
+        seed: 3,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,12 +53,23 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         (page(&|r| r.page_token = "garbage".into()), "page_token"),
         (page(&|r| r.page_token = "01".repeat(81)), "page_token"),
         (page(&|r| r.addresses = vec![good.clone(), "0xzz".into()]), "addresses[1]"),
-        (page(&|r| r.addresses = vec![good.to_uppercase().replace("0X", "0x"), "0xBAAc2B4491727D78D2b78815144570b9f2Fe8899".into()]), "addresses[1]"),
+        (
+            page(&|r| {
+                r.addresses = vec![
+                    good.to_uppercase().replace("0X", "0x"),
+                    "0xBAAc2B4491727D78D2b78815144570b9f2Fe8899".into(),
+                ]
+            }),
+            "addresses[1]",
+        ),
         (page(&|r| r.addresses = vec![good.clone(); 1001]), "addresses"),
-        (page(&|r| {
-            r.addresses = vec![good.clone()];
-            r.page_token = "00".into();
-        }), "page_token"),
+        (
+            page(&|r| {
+                r.addresses = vec![good.clone()];
+                r.page_token = "00".into();
+            }),
+            "page_token",
+        ),
     ];
     for (req, needle) in cases {
         let e = c.get_holders(req.clone()).await.unwrap_err();
@@ -59,12 +78,20 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     }
 
     // A page token of another token is refused; an unknown token is NOT_FOUND.
-    let first = c.get_holders(GetHoldersRequest { page_size: 2, ..Default::default() }).await.unwrap().into_inner();
+    let first = c
+        .get_holders(GetHoldersRequest { page_size: 2, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!first.next_page_token.is_empty());
     let unknown = "0x000000000000000000000000000000000000dEaD";
     let e = c.get_top_holders(top(5, unknown)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    assert!(e.message().contains(&w.history.token.to_checksum(None)), "names the indexed token: {}", e.message());
+    assert!(
+        e.message().contains(&w.history.token.to_checksum(None)),
+        "names the indexed token: {}",
+        e.message()
+    );
 
     let e = c.stream_transfers(StreamTransfersRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
@@ -83,14 +110,26 @@ async fn health_and_unavailable_follow_the_database() {
     let mut health = HealthClient::new(channel(up.addr).await);
     let status = wait_health(&mut health, 1).await;
     assert_eq!(status, 1, "SERVING");
-    let e = up.client().await.unwrap().get_top_holders(GetTopHoldersRequest::default()).await.unwrap_err();
+    let e = up
+        .client()
+        .await
+        .unwrap()
+        .get_top_holders(GetTopHoldersRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
     // Nothing listens on port 1.
     let down = QueryService::start("postgres://postgres@127.0.0.1:1/postgres").await.unwrap();
     let mut health = HealthClient::new(channel(down.addr).await);
     assert_eq!(wait_health(&mut health, 2).await, 2, "NOT_SERVING");
-    let e = down.client().await.unwrap().get_top_holders(GetTopHoldersRequest::default()).await.unwrap_err();
+    let e = down
+        .client()
+        .await
+        .unwrap()
+        .get_top_holders(GetTopHoldersRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
 }
 
@@ -110,5 +149,9 @@ async fn wait_health(health: &mut HealthClient<tonic::transport::Channel>, want:
 }
 
 async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }

@@ -24,7 +24,8 @@ struct World {
 
 /// Thirty days ago, so that every block time is in the past.
 fn genesis_time() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 30 * 86_400
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        - 30 * 86_400
 }
 
 async fn world(spec: Spec) -> World {
@@ -41,9 +42,13 @@ impl World {
     async fn ingest(&self, db: &TestDb, from: u64, to: u64) {
         let (from, to) = (from.to_string(), to.to_string());
         let token = self.history.token.to_string();
-        tests::pair::ingest(&self.chain.url, &db.url, &["--token", &token, "--from", &from, "--to", &to])
-            .await
-            .expect("ingest");
+        tests::pair::ingest(
+            &self.chain.url,
+            &db.url,
+            &["--token", &token, "--from", &from, "--to", &to],
+        )
+        .await
+        .expect("ingest");
     }
 
     /// Indexes the whole history into this world's database.
@@ -59,7 +64,11 @@ async fn all_holders(qs: &QueryService, page_size: u32) -> Vec<Holder> {
     let mut page_token = String::new();
     loop {
         let page = client
-            .get_holders(GetHoldersRequest { page_size, page_token: page_token.clone(), ..Default::default() })
+            .get_holders(GetHoldersRequest {
+                page_size,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -90,6 +99,7 @@ async fn dump(db: &TestDb) -> Vec<String> {
         "SELECT * FROM transfers ORDER BY token, block_number, log_index",
         "SELECT * FROM balances ORDER BY token, address",
         "SELECT * FROM blocks ORDER BY token, number",
+        "SELECT * FROM rejected_logs ORDER BY token, block_number, log_index",
     ] {
         let rows = client.query(&format!("SELECT row_to_json(x)::text FROM ({sql}) x"), &[]).await.unwrap();
         out.extend(rows.iter().map(|r| r.get::<_, String>(0)));

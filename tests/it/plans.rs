@@ -26,9 +26,15 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
 
     for (name, sql) in RANKING_QUERIES {
         let params = match name {
-            "top" => "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, 1000::bigint",
-            "after" => "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, 1000::bigint, '50000000000000050000'::text, '\\x000000000000000000000000000000000000c350'::bytea",
-            _ => "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, ARRAY['\\x000000000000000000000000000000000000c350'::bytea]",
+            "top" => {
+                "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, 1000::bigint"
+            }
+            "after" => {
+                "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, 1000::bigint, '50000000000000050000'::text, '\\x000000000000000000000000000000000000c350'::bytea"
+            }
+            _ => {
+                "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, ARRAY['\\x000000000000000000000000000000000000c350'::bytea]"
+            }
         };
         c.batch_execute(&format!("PREPARE q_{name} AS {sql}")).await.unwrap();
         let plan: Vec<String> = c
@@ -43,7 +49,9 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
         assert!(!text.contains("Seq Scan on balances"), "{name} scans balances:\n{text}");
         assert!(!text.contains("Sort Method: external"), "{name} sorts on disk:\n{text}");
         match name {
-            "lookup" => assert!(text.contains("balances_pkey"), "{name} uses the primary key:\n{text}"),
+            "lookup" => {
+                assert!(text.contains("balances_pkey"), "{name} uses the primary key:\n{text}")
+            }
             _ => {
                 assert!(text.contains("balances_rank"), "{name} uses the rank index:\n{text}");
                 // The page is read straight off the index: no sort of the whole table.

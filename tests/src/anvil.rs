@@ -36,7 +36,9 @@ impl Anvil {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {} (run scripts/tools.sh to install it)", bin.display()))?;
+            .with_context(|| {
+                format!("starting {} (run scripts/tools.sh to install it)", bin.display())
+            })?;
         let stdout = child.stdout.take().context("anvil stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let url = tokio::time::timeout(std::time::Duration::from_secs(20), async {

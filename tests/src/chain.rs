@@ -30,7 +30,8 @@ sol! {
 }
 
 /// The deployer and minter: Anvil's first account.
-pub const DEPLOYER: Address = alloy_primitives::address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+pub const DEPLOYER: Address =
+    alloy_primitives::address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
 
 /// A JSON-RPC client of a test chain that tracks the nonces of the accounts it sends from.
 #[derive(Debug)]
@@ -47,8 +48,13 @@ pub struct Chain {
 impl Chain {
     /// Connects, turns automine off and lets any address send (impersonation).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let mut chain =
-            Self { http: reqwest::Client::new(), url: url.to_string(), nonces: HashMap::new(), queued: Vec::new(), last_time: 0 };
+        let mut chain = Self {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+            nonces: HashMap::new(),
+            queued: Vec::new(),
+            last_time: 0,
+        };
         chain.rpc("evm_setAutomine", json!([false])).await?;
         chain.rpc("anvil_autoImpersonateAccount", json!([true])).await?;
         let latest = chain.rpc("eth_getBlockByNumber", json!(["latest", false])).await?;
@@ -89,14 +95,21 @@ impl Chain {
     pub async fn fund(&self, addresses: &[Address]) -> anyhow::Result<()> {
         let wei = format!("{:#x}", U256::from(10).pow(U256::from(21)));
         for chunk in addresses.chunks(500) {
-            let calls: Vec<(&str, Value)> = chunk.iter().map(|a| ("anvil_setBalance", json!([a, wei]))).collect();
+            let calls: Vec<(&str, Value)> =
+                chunk.iter().map(|a| ("anvil_setBalance", json!([a, wei]))).collect();
             self.batch(&calls).await?;
         }
         Ok(())
     }
 
     /// Queues a transaction from `from`; it lands at the next [`Chain::mine`].
-    pub async fn send(&mut self, from: Address, to: Option<Address>, data: Vec<u8>, gas: u64) -> anyhow::Result<B256> {
+    pub async fn send(
+        &mut self,
+        from: Address,
+        to: Option<Address>,
+        data: Vec<u8>,
+        gas: u64,
+    ) -> anyhow::Result<B256> {
         let nonce = match self.nonces.get(&from) {
             Some(n) => *n,
             None => hex_u64(&self.rpc("eth_getTransactionCount", json!([from, "pending"])).await?)?,
@@ -113,13 +126,19 @@ impl Chain {
         if let Some(to) = to {
             tx["to"] = json!(to);
         }
-        let hash: B256 = serde_json::from_value(self.rpc("eth_sendTransaction", json!([tx])).await?)?;
+        let hash: B256 =
+            serde_json::from_value(self.rpc("eth_sendTransaction", json!([tx])).await?)?;
         self.queued.push(hash);
         Ok(hash)
     }
 
     /// Queues a call of `call` on `token` from `from`.
-    pub async fn call_from<C: SolCall>(&mut self, from: Address, token: Address, call: C) -> anyhow::Result<B256> {
+    pub async fn call_from<C: SolCall>(
+        &mut self,
+        from: Address,
+        token: Address,
+        call: C,
+    ) -> anyhow::Result<B256> {
         let gas = 200_000 + 40_000 * (call.abi_encoded_size() as u64 / 32);
         self.send(from, Some(token), call.abi_encode(), gas.min(30_000_000)).await
     }
@@ -139,7 +158,8 @@ impl Chain {
         self.last_time = time;
         let queued = std::mem::take(&mut self.queued);
         for chunk in queued.chunks(500) {
-            let calls: Vec<(&str, Value)> = chunk.iter().map(|h| ("eth_getTransactionReceipt", json!([h]))).collect();
+            let calls: Vec<(&str, Value)> =
+                chunk.iter().map(|h| ("eth_getTransactionReceipt", json!([h]))).collect();
             for (hash, receipt) in chunk.iter().zip(self.batch(&calls).await?) {
                 if receipt.is_null() {
                     bail!("transaction {hash} was not mined");
@@ -155,7 +175,9 @@ impl Chain {
     /// Deploys a TestToken and returns its address.
     pub async fn deploy_token(&mut self, name: &str, symbol: &str) -> anyhow::Result<Address> {
         let mut data = bytecode()?;
-        data.extend(TestToken::constructorCall { name_: name.into(), symbol_: symbol.into() }.abi_encode());
+        data.extend(
+            TestToken::constructorCall { name_: name.into(), symbol_: symbol.into() }.abi_encode(),
+        );
         let hash = self.send(DEPLOYER, None, data, 3_000_000).await?;
         self.mine(1).await?;
         let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await?;
@@ -168,7 +190,12 @@ impl Chain {
     }
 
     /// balanceOf(holder) at `block` for every holder, in one batch per 500.
-    pub async fn balances_at(&self, token: Address, holders: &[Address], block: u64) -> anyhow::Result<Vec<U256>> {
+    pub async fn balances_at(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> anyhow::Result<Vec<U256>> {
         let mut out = Vec::with_capacity(holders.len());
         for chunk in holders.chunks(500) {
             let calls: Vec<(&str, Value)> = chunk
@@ -179,7 +206,9 @@ impl Chain {
                 })
                 .collect();
             for v in self.batch(&calls).await? {
-                out.push(U256::from_be_slice(&hex::decode(v.as_str().context("eth_call answer")?)?));
+                out.push(U256::from_be_slice(&hex::decode(
+                    v.as_str().context("eth_call answer")?,
+                )?));
             }
         }
         Ok(out)
@@ -188,7 +217,9 @@ impl Chain {
     /// totalSupply() at `block`.
     pub async fn total_supply_at(&self, token: Address, block: u64) -> anyhow::Result<U256> {
         let data = Bytes::from(TestToken::totalSupplyCall {}.abi_encode());
-        let v = self.rpc("eth_call", json!([{"to": token, "data": data}, format!("{block:#x}")])).await?;
+        let v = self
+            .rpc("eth_call", json!([{"to": token, "data": data}, format!("{block:#x}")]))
+            .await?;
         Ok(U256::from_be_slice(&hex::decode(v.as_str().context("eth_call answer")?)?))
     }
 

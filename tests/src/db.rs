@@ -6,7 +6,8 @@ use tokio_postgres::NoTls;
 
 /// The server tests create their databases on.
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test.
@@ -24,7 +25,8 @@ impl TestDb {
         let name = format!(
             "holders_test_{}_{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() % 1_000_000_000_000
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
+                % 1_000_000_000_000
         );
         let client = connect(&admin).await?;
         client.execute(&format!("CREATE DATABASE {name}"), &[]).await.context("CREATE DATABASE")?;
@@ -46,7 +48,10 @@ impl Drop for TestDb {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let client = connect(&admin).await.ok()?;
-                client.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[]).await.ok()
+                client
+                    .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -55,7 +60,9 @@ impl Drop for TestDb {
 
 /// Connects one client and drives its connection in the background.
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connecting to {url}"))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -102,13 +102,18 @@ pub async fn build(chain: &mut Chain, spec: Spec) -> anyhow::Result<History> {
     // The first mint: a few whales, a long tail, and one amount past 2^128.
     let mut amounts = Vec::with_capacity(holders.len());
     for i in 0..holders.len() {
-        let tokens = if i % 17 == 0 { 1_000_000 + rng.below(9_000_000) } else { 1 + rng.below(5_000) };
+        let tokens =
+            if i % 17 == 0 { 1_000_000 + rng.below(9_000_000) } else { 1 + rng.below(5_000) };
         amounts.push(unit * U256::from(tokens));
     }
     amounts[0] = U256::from(1) << 200;
     for (chunk_h, chunk_a) in holders.chunks(200).zip(amounts.chunks(200)) {
         chain
-            .call_from(DEPLOYER, token, TestToken::mintBatchCall { to: chunk_h.to_vec(), values: chunk_a.to_vec() })
+            .call_from(
+                DEPLOYER,
+                token,
+                TestToken::mintBatchCall { to: chunk_h.to_vec(), values: chunk_a.to_vec() },
+            )
             .await?;
         transfers += chunk_h.len() as u64;
     }
@@ -125,7 +130,11 @@ pub async fn build(chain: &mut Chain, spec: Spec) -> anyhow::Result<History> {
             for _ in 0..spec.transfers_per_block {
                 let (from, to) = (pick(&mut rng), pick(&mut rng));
                 let bal = model.get(&from).copied().unwrap_or_default();
-                let value = if bal.is_zero() { U256::ZERO } else { bal * U256::from(1 + rng.below(30)) / U256::from(100) };
+                let value = if bal.is_zero() {
+                    U256::ZERO
+                } else {
+                    bal * U256::from(1 + rng.below(30)) / U256::from(100)
+                };
                 chain.call_from(from, token, TestToken::transferCall { to, value }).await?;
                 *model.entry(from).or_default() -= value;
                 *model.entry(to).or_default() += value;
@@ -151,7 +160,13 @@ pub async fn build(chain: &mut Chain, spec: Spec) -> anyhow::Result<History> {
             chain.call_from(a, token, TestToken::transferCall { to: b, value: U256::ZERO }).await?;
             transfers += 2;
             // Noise the indexer must not count: another token's Transfer.
-            chain.call_from(DEPLOYER, other_token, TestToken::mintCall { to: pick(&mut rng), value: unit }).await?;
+            chain
+                .call_from(
+                    DEPLOYER,
+                    other_token,
+                    TestToken::mintCall { to: pick(&mut rng), value: unit },
+                )
+                .await?;
             if slot == 0 {
                 // A burn, and an ERC-721-shaped Transfer log from the token itself.
                 let burner = pick(&mut rng);
@@ -160,7 +175,15 @@ pub async fn build(chain: &mut Chain, spec: Spec) -> anyhow::Result<History> {
                 *model.entry(burner).or_default() -= value;
                 transfers += 1;
                 chain
-                    .call_from(DEPLOYER, token, TestToken::emitNftShapedTransferCall { from: a, to: b, tokenId: U256::from(day) })
+                    .call_from(
+                        DEPLOYER,
+                        token,
+                        TestToken::emitNftShapedTransferCall {
+                            from: a,
+                            to: b,
+                            tokenId: U256::from(day),
+                        },
+                    )
                     .await?;
                 rejected_logs += 1;
             }
@@ -172,15 +195,27 @@ pub async fn build(chain: &mut Chain, spec: Spec) -> anyhow::Result<History> {
         // Mint up to a supply of exactly 2^256-1, then move and burn a part of it.
         let supply: U256 = model.values().copied().sum();
         let rich = holders[1];
-        chain.call_from(DEPLOYER, token, TestToken::mintCall { to: rich, value: U256::MAX - supply }).await?;
+        chain
+            .call_from(DEPLOYER, token, TestToken::mintCall { to: rich, value: U256::MAX - supply })
+            .await?;
         chain.mine(60).await?;
         let big = U256::MAX / U256::from(3);
-        chain.call_from(rich, token, TestToken::transferCall { to: holders[2], value: big }).await?;
+        chain
+            .call_from(rich, token, TestToken::transferCall { to: holders[2], value: big })
+            .await?;
         chain.call_from(rich, token, TestToken::burnCall { value: U256::from(1) }).await?;
         chain.mine(60).await?;
         transfers += 3;
     }
 
     let end_block = chain.head().await?;
-    Ok(History { token, other_token, start_block, end_block, addresses: holders, rejected_logs, transfers })
+    Ok(History {
+        token,
+        other_token,
+        start_block,
+        end_block,
+        addresses: holders,
+        rejected_logs,
+        transfers,
+    })
 }

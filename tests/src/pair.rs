@@ -34,7 +34,12 @@ impl QueryService {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(query_service::serve(listener, pool, Duration::from_millis(200), shutdown.clone()));
+        tokio::spawn(query_service::serve(
+            listener,
+            pool,
+            Duration::from_millis(200),
+            shutdown.clone(),
+        ));
         Ok(Self { addr, shutdown })
     }
 

@@ -60,7 +60,8 @@ impl FaultProxy {
                 let state = serving.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
@@ -78,7 +79,10 @@ impl FaultProxy {
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, Bytes::new())),
@@ -100,10 +104,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             return Ok(reply(status, Bytes::from(answer.to_string())));
         }
     }
-    let upstream = state.http.post(&state.upstream).header("content-type", "application/json").body(body).send().await;
+    let upstream = state
+        .http
+        .post(&state.upstream)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
     let bytes = match upstream {
         Ok(r) => r.bytes().await.unwrap_or_default(),
-        Err(_) => return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"upstream unreachable"))),
+        Err(_) => {
+            return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"upstream unreachable")));
+        }
     };
     if is_get_logs && state.rules.strip_block_timestamp {
         if let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes) {
@@ -126,24 +138,48 @@ fn refusal(n: u64, from: u64, to: u64, max: u64) -> (StatusCode, Value) {
     let hint_to = from + max - 1;
     let span = to - from + 1;
     match n % 10 {
-        0 => (StatusCode::OK, json!({"code": -32005,
+        0 => (
+            StatusCode::OK,
+            json!({"code": -32005,
             "message": format!("query returned more than 10000 results. Try with this block range [{from:#x}, {hint_to:#x}]."),
-            "data": {"from": format!("{from:#x}"), "limit": 10000, "to": format!("{hint_to:#x}")}})),
-        1 => (StatusCode::BAD_REQUEST, json!({"code": -32600,
-            "message": format!("You can make eth_getLogs requests with up to a {max} block range. Based on your parameters, this block range should work: [{from:#x}, {hint_to:#x}]")})),
-        2 => (StatusCode::PAYLOAD_TOO_LARGE, json!({"code": -32614,
-            "message": format!("eth_getLogs is limited to a {} range", thousands(max))})),
-        3 => (StatusCode::OK, json!({"code": -32602, "message": format!("exceed maximum block range {max}")})),
-        4 => (StatusCode::OK, json!({"code": -32602,
-            "message": format!("query block range exceeds server limit, narrow your filter: {max}")})),
-        5 => (StatusCode::OK, json!({"code": -32602,
-            "message": format!("Block range {span} exceeds the maximum of {max} blocks per logs request. Use a narrower fromBlock/toBlock range or increase Receipt.MaxBlockDepth.")})),
+            "data": {"from": format!("{from:#x}"), "limit": 10000, "to": format!("{hint_to:#x}")}}),
+        ),
+        1 => (
+            StatusCode::BAD_REQUEST,
+            json!({"code": -32600,
+            "message": format!("You can make eth_getLogs requests with up to a {max} block range. Based on your parameters, this block range should work: [{from:#x}, {hint_to:#x}]")}),
+        ),
+        2 => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"code": -32614,
+            "message": format!("eth_getLogs is limited to a {} range", thousands(max))}),
+        ),
+        3 => (
+            StatusCode::OK,
+            json!({"code": -32602, "message": format!("exceed maximum block range {max}")}),
+        ),
+        4 => (
+            StatusCode::OK,
+            json!({"code": -32602,
+            "message": format!("query block range exceeds server limit, narrow your filter: {max}")}),
+        ),
+        5 => (
+            StatusCode::OK,
+            json!({"code": -32602,
+            "message": format!("Block range {span} exceeds the maximum of {max} blocks per logs request. Use a narrower fromBlock/toBlock range or increase Receipt.MaxBlockDepth.")}),
+        ),
         6 => (StatusCode::OK, json!({"code": -32600, "message": "block range is too wide"})),
         7 => (StatusCode::OK, json!({"code": -32005, "message": "query timeout exceeded"})),
-        8 => (StatusCode::OK, json!({"code": -32047,
-            "message": format!("Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. Max range: {max}")})),
-        _ => (StatusCode::OK, json!({"code": -32602,
-            "message": format!("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response. Based on your parameters and the response size limit, this block range should work: [{from:#x}, {hint_to:#x}]")})),
+        8 => (
+            StatusCode::OK,
+            json!({"code": -32047,
+            "message": format!("Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. Max range: {max}")}),
+        ),
+        _ => (
+            StatusCode::OK,
+            json!({"code": -32602,
+            "message": format!("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response. Based on your parameters and the response size limit, this block range should work: [{from:#x}, {hint_to:#x}]")}),
+        ),
     }
 }
 
@@ -166,6 +202,7 @@ fn quantity(v: &Value) -> Option<u64> {
 fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
     r
 }
