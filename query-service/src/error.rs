@@ -81,6 +81,6 @@ impl From<QueryError> for Status {
         if code == Code::Unavailable {
             tracing::warn!(error = %e, "database unavailable");
         }
-        Status::new(code, e.to_string())
+        Self::new(code, e.to_string())
     }
 }

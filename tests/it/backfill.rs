@@ -164,7 +164,7 @@ async fn every_balance_matches_the_chain() {
 /// stored transfers, leaves exactly the same store as one clean backfill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_and_split_backfills_store_the_same() {
-    let spec = Spec { holders: 30, days: 3, max_out_supply: false, ..Spec::test() };
+    let spec = Spec { holders: 30, days: 3, extreme_amounts: false, ..Spec::test() };
     let w = world(spec).await;
     let (start, end) = (w.history.start_block, w.history.end_block);
     w.ingest_all().await;

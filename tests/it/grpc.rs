@@ -17,7 +17,7 @@ fn small() -> Spec {
         blocks_per_day: 2,
         transfers_per_block: 3,
         spray_width: 3,
-        max_out_supply: false,
+        extreme_amounts: false,
         seed: 3,
     }
 }

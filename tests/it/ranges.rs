@@ -9,7 +9,7 @@ use crate::{dump, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_spans_are_split_until_every_transfer_is_in() {
-    let spec = Spec { holders: 20, days: 4, max_out_supply: false, ..Spec::test() };
+    let spec = Spec { holders: 20, days: 4, extreme_amounts: false, ..Spec::test() };
     let w = world(spec).await;
     // Empty blocks after the history: many spans to fetch, so that spans grow, are
     // refused again and every wording comes round.

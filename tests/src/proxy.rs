@@ -117,17 +117,16 @@ async fn handle(
             return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"upstream unreachable")));
         }
     };
-    if is_get_logs && state.rules.strip_block_timestamp {
-        if let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes) {
-            if let Some(logs) = answer["result"].as_array_mut() {
-                for log in logs {
-                    if let Some(obj) = log.as_object_mut() {
-                        obj.remove("blockTimestamp");
-                    }
-                }
+    if is_get_logs
+        && state.rules.strip_block_timestamp
+        && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
+    {
+        for log in answer["result"].as_array_mut().into_iter().flatten() {
+            if let Some(obj) = log.as_object_mut() {
+                obj.remove("blockTimestamp");
             }
-            return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
         }
+        return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
     }
     Ok(reply(StatusCode::OK, bytes))
 }
@@ -187,7 +186,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

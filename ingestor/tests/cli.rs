@@ -1,0 +1,86 @@
+//! The binary's contract with its operator: a bad or missing setting stops it with one
+//! line naming the setting and exit code 2; --help lists every environment variable.
+
+use std::process::Command;
+
+fn ingestor(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingestor"));
+    cmd.args(args).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run the ingestor");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+const BASE: &[(&str, &str)] =
+    &[("RPC_URL", "http://127.0.0.1:1"), ("DATABASE_URL", "postgres://u:secret@127.0.0.1:1/db")];
+
+#[test]
+fn to_without_from_is_refused_in_one_line() {
+    let (code, _, err) = ingestor(&["--to", "100"], BASE);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--to") && err.contains("--from"), "{err}");
+}
+
+#[test]
+fn a_missing_setting_is_named() {
+    let (code, _, err) = ingestor(&[], &[("DATABASE_URL", "postgres://x@127.0.0.1/db")]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--rpc-url"), "{err}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (args, needle) in [
+        (&["--token", "0xBAAc2B4491727D78D2b78815144570b9f2Fe8899"][..], "--token"),
+        (&["--from", "ten"][..], "--from"),
+        (&["--poll-interval", "soon"][..], "--poll-interval"),
+        (&["--no-such-flag"][..], "--no-such-flag"),
+    ] {
+        let (code, _, err) = ingestor(args, BASE);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (code, _, err) =
+        ingestor(&[], &[("RPC_URL", "ws://x"), ("DATABASE_URL", "postgres://x@h/db")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--rpc-url"), "{err}");
+}
+
+#[test]
+fn help_lists_every_environment_variable() {
+    let (code, out, _) = ingestor(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for var in [
+        "RPC_URL",
+        "DATABASE_URL",
+        "TOKEN_ADDRESS",
+        "FROM_BLOCK",
+        "TO_BLOCK",
+        "INGESTOR_POLL_INTERVAL",
+        "LOG_FORMAT",
+    ] {
+        assert!(out.contains(var), "--help lacks {var}");
+    }
+}
+
+/// An unreachable database fails the run (exit 1) after its retries, and the password in
+/// DATABASE_URL appears nowhere in the output.
+#[test]
+fn an_unreachable_database_fails_without_leaking_the_password() {
+    let (code, out, err) = ingestor(
+        &["--from", "1", "--to", "2", "--max-attempts", "2", "--max-backoff", "10ms"],
+        BASE,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.contains("secret") && !err.contains("secret"), "{err}");
+    assert!(err.contains("database"), "{err}");
+}
