@@ -167,7 +167,9 @@ macro_rules! with_week {
                             WHERE t.token = $1 AND t.to_address = p.address AND t.block_number > $2), 0)
                 + coalesce((SELECT sum(t.value) FROM transfers t
                             WHERE t.token = $1 AND t.from_address = p.address AND t.block_number > $2), 0)
-                AS ago) w
+                AS ago
+                -- OFFSET 0 keeps this a subquery: inlined, its sums would run once per use.
+                OFFSET 0) w
             ORDER BY -p.balance, p.address"
         )
     };
