@@ -452,6 +452,21 @@ mod tests {
         assert!(matches!(resp(-32603, "internal error"), RpcError::Transient(_)));
     }
 
+    /// https:// works (a TLS backend is compiled in): the call fails at connecting, not
+    /// at "scheme is not http".
+    #[tokio::test]
+    async fn https_urls_are_supported() {
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let rpc = Rpc::new("https://127.0.0.1:1", Duration::from_secs(2), policy).unwrap();
+        let err = rpc.head().await.unwrap_err().to_string();
+        assert!(!err.contains("scheme"), "{err}");
+        assert!(matches!(rpc.head().await, Err(RpcError::Transient(_))));
+    }
+
     #[test]
     fn backoff_grows_then_caps() {
         let p = RetryPolicy {

@@ -2,9 +2,11 @@
 //! Postgres. Each test starts its own chain and database, so they run in parallel.
 
 mod backfill;
+mod follow;
 mod grpc;
 mod plans;
 mod ranges;
+mod store;
 
 use alloy_primitives::{Address, U256};
 use proto::pb::{GetHoldersRequest, Holder};

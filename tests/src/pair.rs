@@ -12,11 +12,21 @@ use tonic::transport::Channel;
 /// Runs the ingestor with these flags (besides --rpc-url and --database-url) until it
 /// exits: a bounded range (--from and --to) exits by itself.
 pub async fn ingest(rpc_url: &str, database_url: &str, flags: &[&str]) -> anyhow::Result<()> {
+    ingest_until(rpc_url, database_url, flags, CancellationToken::new()).await
+}
+
+/// Runs the ingestor with these flags until it exits or `shutdown` is cancelled.
+pub async fn ingest_until(
+    rpc_url: &str,
+    database_url: &str,
+    flags: &[&str],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut args = vec!["ingestor", "--rpc-url", rpc_url, "--database-url", database_url];
     args.extend_from_slice(flags);
     let config = ingestor::Config::try_parse_from(args)?;
     config.validate().map_err(anyhow::Error::msg)?;
-    ingestor::run(config, CancellationToken::new()).await
+    ingestor::run(config, shutdown).await
 }
 
 /// A query-service serving on a free port until dropped.

@@ -1,0 +1,76 @@
+//! Without --to the ingestor keeps polling the head: transfers mined after it caught up
+//! are served within seconds, and a shutdown stops it between batches.
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::U256;
+use proto::pb::GetHoldersRequest;
+use tests::chain::TestToken;
+use tests::history::Spec;
+use tests::pair::QueryService;
+use tokio_util::sync::CancellationToken;
+
+use crate::{u256, world};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_picks_up_new_blocks() {
+    let spec =
+        Spec { holders: 10, days: 1, blocks_per_day: 2, extreme_amounts: false, ..Spec::test() };
+    let mut w = world(spec).await;
+    let shutdown = CancellationToken::new();
+    let (rpc, db, token, from) = (
+        w.chain.url.clone(),
+        w.db.url.clone(),
+        w.history.token.to_string(),
+        w.history.start_block.to_string(),
+    );
+    let stop = shutdown.clone();
+    let running = tokio::spawn(async move {
+        tests::pair::ingest_until(
+            &rpc,
+            &db,
+            &["--token", &token, "--from", &from, "--poll-interval", "100ms"],
+            stop,
+        )
+        .await
+    });
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let mut client = qs.client().await.unwrap();
+
+    // A transfer mined after the start reaches the store and the service.
+    let (from_holder, to_holder) = (w.history.addresses[0], w.history.addresses[1]);
+    let value = U256::from(12345);
+    w.chain
+        .call_from(from_holder, w.history.token, TestToken::transferCall { to: to_holder, value })
+        .await
+        .unwrap();
+    let mined = w.chain.mine(12).await.unwrap();
+    let expected = w.chain.balances_at(w.history.token, &[to_holder], mined).await.unwrap()[0];
+    let started = Instant::now();
+    loop {
+        let r = client
+            .get_holders(GetHoldersRequest {
+                addresses: vec![to_holder.to_string()],
+                ..Default::default()
+            })
+            .await;
+        if let Ok(r) = r {
+            let r = r.into_inner();
+            if r.as_of_block >= mined {
+                assert_eq!(u256(&r.holders[0].balance), expected);
+                assert_eq!(r.holders[0].last_transfer_block, mined);
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "block {mined} not served within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    shutdown.cancel();
+    let result =
+        tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops within 10 s");
+    result.unwrap().expect("a clean stop");
+}

@@ -1,0 +1,92 @@
+//! The write path on a real Postgres: uint256 values round-trip exactly (2^256-1 included),
+//! a repeated commit changes nothing, and a batch that would leave a gap is refused.
+
+use alloy_primitives::{Address, B256, U256};
+use ingestor::decode::Transfer;
+use ingestor::rpc::{BlockRef, TokenMetadata};
+use ingestor::store::{self, Batch, Store};
+use tests::db::TestDb;
+
+const TOKEN: Address = Address::repeat_byte(0x70);
+const A: Address = Address::repeat_byte(0xa1);
+const B: Address = Address::repeat_byte(0xb2);
+
+fn transfer(block: u64, log_index: u64, from: Address, to: Address, value: U256) -> Transfer {
+    Transfer {
+        block_number: block,
+        block_hash: B256::repeat_byte(block as u8),
+        block_time: Some(1_700_000_000 + block),
+        tx_hash: B256::repeat_byte(0xee),
+        log_index,
+        from,
+        to,
+        value,
+    }
+}
+
+fn batch(from: u64, to: u64, transfers: Vec<Transfer>) -> Batch {
+    let end =
+        BlockRef { number: to, hash: B256::repeat_byte(to as u8), timestamp: 1_700_000_000 + to };
+    Batch { span: from..=to, end, transfers, rejected: vec![] }
+}
+
+async fn balance(db: &tokio_postgres::Client, who: Address) -> U256 {
+    db.query_one("SELECT balance FROM balances WHERE token = $1 AND address = $2", &[&TOKEN, &who])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uint256_round_trips_and_commits_are_idempotent() {
+    tests::init_test_logging();
+    let db = TestDb::create().await.unwrap();
+    let store = Store::new(store::pool(&db.url, 2).unwrap());
+    store.migrate().await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 0, "migrations apply once");
+    let meta = TokenMetadata { name: "T".into(), symbol: "T".into(), decimals: 18 };
+    store.upsert_token(TOKEN, 1, &meta, 1).await.unwrap();
+    let c = db.client().await.unwrap();
+
+    // Mint the largest uint256 there is.
+    let first = batch(1, 1, vec![transfer(1, 0, Address::ZERO, A, U256::MAX)]);
+    assert_eq!(store.commit(TOKEN, &first).await.unwrap().inserted, 1);
+    assert_eq!(balance(&c, A).await, U256::MAX);
+    let stored: U256 = c.query_one("SELECT value FROM transfers", &[]).await.unwrap().get(0);
+    assert_eq!(stored, U256::MAX);
+    let text: String =
+        c.query_one("SELECT total_supply::text FROM tokens", &[]).await.unwrap().get(0);
+    assert_eq!(text, U256::MAX.to_string());
+
+    // Move almost all of it, a self-transfer, and a burn past 2^128.
+    let burn = (U256::from(1) << 128) + U256::from(1);
+    let second = batch(
+        2,
+        5,
+        vec![
+            transfer(3, 0, A, B, U256::MAX - U256::from(1)),
+            transfer(3, 1, A, A, U256::from(1)),
+            transfer(4, 0, B, Address::ZERO, burn),
+        ],
+    );
+    store.commit(TOKEN, &second).await.unwrap();
+    let after = (balance(&c, A).await, balance(&c, B).await);
+    assert_eq!(after, (U256::from(1), U256::MAX - U256::from(1) - burn));
+    let (supply, _) = store.supplies(TOKEN).await.unwrap();
+    assert_eq!(supply, (U256::MAX - burn).to_string());
+
+    // The same batch again: nothing inserted, nothing moved.
+    assert_eq!(store.commit(TOKEN, &second).await.unwrap().inserted, 0);
+    assert_eq!((balance(&c, A).await, balance(&c, B).await), after);
+    let holders: i64 = c.query_one("SELECT holder_count FROM tokens", &[]).await.unwrap().get(0);
+    assert_eq!(holders, 2);
+
+    // A gap after the checkpoint (block 5) is refused, and changes nothing.
+    let gap = batch(7, 8, vec![transfer(7, 0, Address::ZERO, A, U256::from(5))]);
+    let err = store.commit(TOKEN, &gap).await.unwrap_err().to_string();
+    assert!(err.contains("6..=6"), "{err}");
+    assert_eq!(balance(&c, A).await, U256::from(1));
+    let checkpoint: i64 =
+        c.query_one("SELECT indexed_block FROM tokens", &[]).await.unwrap().get(0);
+    assert_eq!(checkpoint, 5);
+}
