@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo's last line is the doc-tests' own count).
+sum() { grep -oE "test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed" "$log" | awk -v f="$1" '{s += $f} END {print s + 0}'; }
+echo "all tests: $(sum 4) passed, $(sum 6) failed"
+exit "$status"

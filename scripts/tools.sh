@@ -37,10 +37,11 @@ install_grpcurl() {
 
 # Uses DATABASE_URL when a server answers there; otherwise starts one of our own.
 ensure_postgres() {
+  local given=${DATABASE_URL:-}
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
   if pg_isready -q -d "$DATABASE_URL" 2>/dev/null; then return; fi
-  # A machine of this kind has a cluster that may just be stopped.
-  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+  # A machine of this kind has a cluster on 5432 that may just be stopped.
+  if [ -z "$given" ] && command -v pg_ctlcluster >/dev/null && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
     log "starting the machine's PostgreSQL cluster"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start 2>/dev/null || true
     for _ in $(seq 1 30); do pg_isready -q -d "$DATABASE_URL" && return; sleep 0.5; done
@@ -61,8 +62,9 @@ ensure_postgres() {
     as=(runuser -u postgres --)
   fi
   [ -f "$data/PG_VERSION" ] || "${as[@]}" "$pgbin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
-  "${as[@]}" "$pgbin/pg_ctl" -D "$data" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" -l "$data/log" -w start >/dev/null
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  pg_isready -q -d "$DATABASE_URL" 2>/dev/null && return
+  "${as[@]}" "$pgbin/pg_ctl" -D "$data" -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" -l "$data/log" -w start >/dev/null
 }
 
 install_anvil
