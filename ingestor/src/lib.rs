@@ -81,6 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             poll_interval: config.poll_interval,
         },
         shutdown,
+        supply_warned: Default::default(),
     };
     indexer.run(start, config.to).await
 }

@@ -371,6 +371,11 @@ fn classify_transport(kind: TransportErrorKind) -> RpcError {
             (error.status, error.body, Some(retry_after))
         }
         TransportErrorKind::Custom(e) => {
+            // reqwest puts the URL in its errors, and hosted RPC URLs carry the API key.
+            let e: Box<dyn std::error::Error + Send + Sync> = match e.downcast::<reqwest::Error>() {
+                Ok(r) => Box::new(r.without_url()),
+                Err(other) => other,
+            };
             return RpcError::Transient(format!("{e}: {}", source_chain(&*e)));
         }
         other => return RpcError::Transient(other.to_string()),
@@ -453,7 +458,7 @@ mod tests {
     }
 
     /// https:// works (a TLS backend is compiled in): the call fails at connecting, not
-    /// at "scheme is not http".
+    /// at "scheme is not http"; and the error does not carry the URL's API key.
     #[tokio::test]
     async fn https_urls_are_supported() {
         let policy = RetryPolicy {
@@ -461,9 +466,11 @@ mod tests {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(1),
         };
-        let rpc = Rpc::new("https://127.0.0.1:1", Duration::from_secs(2), policy).unwrap();
+        let rpc =
+            Rpc::new("https://127.0.0.1:1/v3/SECRETKEY", Duration::from_secs(2), policy).unwrap();
         let err = rpc.head().await.unwrap_err().to_string();
         assert!(!err.contains("scheme"), "{err}");
+        assert!(!err.contains("SECRETKEY"), "the URL's key leaks into errors: {err}");
         assert!(matches!(rpc.head().await, Err(RpcError::Transient(_))));
     }
 

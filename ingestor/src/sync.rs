@@ -80,6 +80,8 @@ pub struct Indexer {
     pub policy: SyncPolicy,
     /// Stops the run between batches.
     pub shutdown: CancellationToken,
+    /// Whether the supply mismatch was reported already (once per run is enough).
+    pub supply_warned: std::sync::atomic::AtomicBool,
 }
 
 impl Indexer {
@@ -242,12 +244,17 @@ impl Indexer {
             return;
         }
         match self.store.supplies(self.token).await {
-            Ok((derived, Some(on_chain))) if derived != on_chain => warn!(
-                block,
-                %derived,
-                %on_chain,
-                "minted minus burned differs from totalSupply(): the token rebases or charges fees, or indexing started after its creation"
-            ),
+            Ok((derived, Some(on_chain)))
+                if derived != on_chain
+                    && !self.supply_warned.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                warn!(
+                    block,
+                    %derived,
+                    %on_chain,
+                    "minted minus burned differs from totalSupply(): the token rebases or charges fees, or indexing started after its creation"
+                )
+            }
             Ok(_) => {}
             Err(e) => warn!(error = format!("{e:#}"), "could not compare supplies"),
         }

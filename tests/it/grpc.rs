@@ -110,27 +110,20 @@ async fn health_and_unavailable_follow_the_database() {
     let mut health = HealthClient::new(channel(up.addr).await);
     let status = wait_health(&mut health, 1).await;
     assert_eq!(status, 1, "SERVING");
-    let e = up
-        .client()
-        .await
-        .unwrap()
-        .get_top_holders(GetTopHoldersRequest::default())
-        .await
-        .unwrap_err();
+    let e = top_holders_error(&up).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
     // Nothing listens on port 1.
     let down = QueryService::start("postgres://postgres@127.0.0.1:1/postgres").await.unwrap();
     let mut health = HealthClient::new(channel(down.addr).await);
     assert_eq!(wait_health(&mut health, 2).await, 2, "NOT_SERVING");
-    let e = down
-        .client()
-        .await
-        .unwrap()
-        .get_top_holders(GetTopHoldersRequest::default())
-        .await
-        .unwrap_err();
+    let e = top_holders_error(&down).await;
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
+
+/// The status a GetTopHolders call fails with.
+async fn top_holders_error(qs: &QueryService) -> tonic::Status {
+    qs.client().await.unwrap().get_top_holders(GetTopHoldersRequest::default()).await.unwrap_err()
 }
 
 /// Polls the overall health until it is `want` (1 SERVING, 2 NOT_SERVING) or 10 s pass.
