@@ -66,6 +66,16 @@ pub struct Config {
     #[arg(long, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
+    /// Blocks within this distance of the head are indexed in verified steps (each header
+    /// checked against its parent) and rolled back on a reorg; a deeper reorg stops the
+    /// ingestor rather than serve wrong data.
+    #[arg(long, env = "INGESTOR_REORG_WINDOW", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reorg_window: u64,
+
+    /// Index only blocks at least this many blocks below the head.
+    #[arg(long, env = "INGESTOR_CONFIRMATIONS", default_value_t = 0)]
+    pub confirmations: u64,
+
     /// Give up on one RPC request after this long.
     #[arg(long, env = "RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,

@@ -79,6 +79,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             batch_transfers: config.batch_transfers as usize,
             batch_interval: config.batch_interval,
             poll_interval: config.poll_interval,
+            reorg_window: config.reorg_window,
+            confirmations: config.confirmations,
         },
         shutdown,
         supply_warned: Default::default(),

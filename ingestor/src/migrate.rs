@@ -7,8 +7,10 @@ use tokio_postgres::Client;
 use tracing::info;
 
 /// The migrations, in the order they apply: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../../migrations/V1__initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/V1__initial.sql")),
+    (2, "stream_and_reorgs", include_str!("../../migrations/V2__stream_and_reorgs.sql")),
+];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).
 const LOCK_KEY: i64 = 0x4552_4332_304d_4947; // "ERC20MIG"

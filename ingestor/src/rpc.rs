@@ -69,6 +69,8 @@ pub struct BlockRef {
     pub hash: B256,
     /// Unix seconds.
     pub timestamp: u64,
+    /// The parent block's hash.
+    pub parent_hash: B256,
 }
 
 /// What the token says about itself. Fields a contract lacks are empty.
@@ -177,8 +179,25 @@ impl Rpc {
         self.client.request("eth_getLogs", (filter,)).await.map_err(classify)
     }
 
-    /// Headers of the given blocks, in one JSON-RPC batch per 100 blocks, retried.
+    /// Headers of the given blocks, in one JSON-RPC batch per 100 blocks, retried; a block
+    /// the node does not have (yet, or any more) is an error.
     pub async fn blocks(&self, numbers: &[u64]) -> Result<Vec<BlockRef>, RpcError> {
+        let found = self.blocks_if_known(numbers).await?;
+        numbers
+            .iter()
+            .zip(found)
+            .map(|(n, b)| {
+                b.ok_or_else(|| RpcError::Transient(format!("the node does not know block {n}")))
+            })
+            .collect()
+    }
+
+    /// Headers of the given blocks, `None` for a block the node does not have (a chain that
+    /// just got shorter), in one JSON-RPC batch per 100 blocks, retried.
+    pub async fn blocks_if_known(
+        &self,
+        numbers: &[u64],
+    ) -> Result<Vec<Option<BlockRef>>, RpcError> {
         let mut out = Vec::with_capacity(numbers.len());
         for chunk in numbers.chunks(100) {
             let refs = self
@@ -196,15 +215,14 @@ impl Rpc {
                     }
                     batch.send().await.map_err(classify)?;
                     let mut refs = Vec::with_capacity(chunk.len());
-                    for (n, waiter) in waiters {
-                        let block = waiter.await.map_err(classify)?.ok_or_else(|| {
-                            RpcError::Transient(format!("the node does not know block {n} yet"))
-                        })?;
-                        refs.push(BlockRef {
-                            number: block.header.number,
-                            hash: block.header.hash,
-                            timestamp: block.header.timestamp,
-                        });
+                    for (_, waiter) in waiters {
+                        let block = waiter.await.map_err(classify)?;
+                        refs.push(block.map(|b| BlockRef {
+                            number: b.header.number,
+                            hash: b.header.hash,
+                            timestamp: b.header.timestamp,
+                            parent_hash: b.header.parent_hash,
+                        }));
                     }
                     Ok(refs)
                 })

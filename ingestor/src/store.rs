@@ -6,7 +6,7 @@
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::pin_mut;
@@ -44,6 +44,9 @@ pub struct Batch {
     /// Positions (block, log index) of logs with the Transfer topic but not an ERC-20
     /// Transfer's shape.
     pub rejected: Vec<(u64, u64)>,
+    /// Headers of the span's blocks when they were checked against each other (near the
+    /// head): their hashes are kept so that a later reorg can be traced to its fork.
+    pub verified: Vec<BlockRef>,
 }
 
 /// What a commit changed.
@@ -194,13 +197,9 @@ impl Store {
         let mut client = self.pool.get().await.context("connecting to the database")?;
         let tx = client.transaction().await.context("starting the batch transaction")?;
 
-        // Locks the token row: one writer per token at a time, and no gap.
-        let row = tx
-            .query_opt("SELECT indexed_block FROM tokens WHERE address = $1 FOR UPDATE", &[&token])
-            .await
-            .context("locking the token row")?
-            .with_context(|| format!("token {token} has no row: register it first"))?;
-        let indexed: i64 = row.get(0);
+        // Locks the token row: one writer per token at a time, no gap, and sequence numbers
+        // handed out in commit order.
+        let (indexed, last_seq) = lock_token(&tx, token).await?;
         let (from, to) = (*batch.span.start() as i64, *batch.span.end() as i64);
         anyhow::ensure!(
             from <= indexed + 1,
@@ -220,6 +219,8 @@ impl Store {
         copy_transfers(&tx, &batch.transfers).await?;
 
         let zero = Address::ZERO;
+        let mut blocks = batch.verified.clone();
+        blocks.push(batch.end);
         let row = tx
             .query_one(
                 APPLY_BATCH,
@@ -231,6 +232,10 @@ impl Store {
                     &(batch.end.timestamp as i64),
                     &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
                     &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
+                    &last_seq,
+                    &blocks.iter().map(|b| b.number as i64).collect::<Vec<_>>(),
+                    &blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
+                    &blocks.iter().map(|b| b.timestamp as i64).collect::<Vec<_>>(),
                 ],
             )
             .await
@@ -239,23 +244,183 @@ impl Store {
             inserted: row.get::<_, i64>(0) as u64,
             balances_touched: row.get::<_, i64>(1) as u64,
         };
+        if stats.inserted > 0 {
+            notify(&tx, token).await?;
+        }
         tx.commit().await.context("committing the batch")?;
         Ok(stats)
     }
+
+    /// The hash stored for `block`, if the store kept one (blocks with transfers, verified
+    /// blocks near the head, and every checkpoint).
+    pub async fn block_hash(&self, token: Address, block: u64) -> anyhow::Result<Option<B256>> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let row = client
+            .query_opt(
+                "SELECT hash FROM blocks WHERE token = $1 AND number = $2",
+                &[&token, &(block as i64)],
+            )
+            .await
+            .context("reading a block hash")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Stored block hashes at or below `below`, newest first, at most `limit`.
+    pub async fn recent_blocks(
+        &self,
+        token: Address,
+        below: u64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(u64, B256)>> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let rows = client
+            .query(
+                "SELECT number, hash FROM blocks WHERE token = $1 AND number <= $2 ORDER BY number DESC LIMIT $3",
+                &[&token, &(below as i64), &limit],
+            )
+            .await
+            .context("reading stored block hashes")?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1))).collect())
+    }
+
+    /// Undoes everything above block `fork` in one transaction: its transfers move to
+    /// removed_transfers with new sequence numbers (newest first), their balance changes
+    /// and supply are reversed, their blocks and rejected logs are dropped, and the
+    /// checkpoint moves back to `fork`. Returns how many transfers were removed.
+    pub async fn roll_back(&self, token: Address, fork: &BlockRef) -> anyhow::Result<u64> {
+        let mut client = self.pool.get().await.context("connecting to the database")?;
+        let tx = client.transaction().await.context("starting the rollback transaction")?;
+        let (indexed, last_seq) = lock_token(&tx, token).await?;
+        anyhow::ensure!(
+            (fork.number as i64) <= indexed,
+            "cannot roll back to block {} above the checkpoint {indexed}",
+            fork.number
+        );
+        let row = tx
+            .query_one(
+                ROLL_BACK,
+                &[
+                    &token,
+                    &Address::ZERO,
+                    &(fork.number as i64),
+                    &fork.hash,
+                    &(fork.timestamp as i64),
+                    &last_seq,
+                ],
+            )
+            .await
+            .context("rolling back")?;
+        let removed = row.get::<_, i64>(0) as u64;
+        notify(&tx, token).await?;
+        tx.commit().await.context("committing the rollback")?;
+        Ok(removed)
+    }
 }
+
+/// Locks the token's row for this transaction; returns its checkpoint and last sequence
+/// number.
+async fn lock_token(
+    tx: &tokio_postgres::Transaction<'_>,
+    token: Address,
+) -> anyhow::Result<(i64, i64)> {
+    let row = tx
+        .query_opt(
+            "SELECT indexed_block, last_seq FROM tokens WHERE address = $1 FOR UPDATE",
+            &[&token],
+        )
+        .await
+        .context("locking the token row")?
+        .with_context(|| format!("token {token} has no row: register it first"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The channel on which every commit and rollback is announced (delivered at commit):
+/// the payload is the token (hex) and its newest sequence number, `<hex>:<seq>`.
+pub const CHANNEL: &str = "holders_transfers";
+
+async fn notify(tx: &tokio_postgres::Transaction<'_>, token: Address) -> anyhow::Result<()> {
+    tx.execute(
+        "SELECT pg_notify($2, encode(address, 'hex') || ':' || last_seq) FROM tokens WHERE address = $1",
+        &[&token, &CHANNEL],
+    )
+    .await
+    .context("announcing the commit")?;
+    Ok(())
+}
+
+/// Reverses the transfers above block $3. $1 token, $2 zero address, $3 fork block, $4 its
+/// hash, $5 its time, $6 the token's last sequence number.
+const ROLL_BACK: &str = "
+WITH gone AS (
+    DELETE FROM transfers WHERE token = $1 AND block_number > $3
+    RETURNING seq, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+), moved AS (
+    INSERT INTO removed_transfers (token, removed_seq, seq, block_number, log_index, block_hash, block_time,
+                                   tx_hash, from_address, to_address, value)
+    SELECT $1, $6 + row_number() OVER (ORDER BY block_number DESC, log_index DESC), seq, block_number, log_index,
+           block_hash, block_time, tx_hash, from_address, to_address, value
+    FROM gone
+    RETURNING removed_seq
+), moves AS (
+    SELECT to_address AS address, -value AS delta FROM gone WHERE to_address <> $2
+    UNION ALL
+    SELECT from_address, value FROM gone WHERE from_address <> $2
+), agg AS (
+    SELECT address, sum(delta) AS delta FROM moves GROUP BY address
+), prev AS (
+    SELECT a.delta, b.balance AS old FROM agg a JOIN balances b ON b.token = $1 AND b.address = a.address
+), upd AS (
+    UPDATE balances b SET
+        balance = b.balance + a.delta,
+        -- The statement sees the rows it deletes, hence the explicit bound.
+        last_transfer_block = greatest(
+            coalesce((SELECT max(t.block_number) FROM transfers t
+                      WHERE t.token = $1 AND t.from_address = b.address AND t.block_number <= $3), 0),
+            coalesce((SELECT max(t.block_number) FROM transfers t
+                      WHERE t.token = $1 AND t.to_address = b.address AND t.block_number <= $3), 0))
+    FROM agg a
+    WHERE b.token = $1 AND b.address = a.address
+    RETURNING 1
+), blk AS (
+    DELETE FROM blocks WHERE token = $1 AND number > $3 RETURNING 1
+), rej AS (
+    DELETE FROM rejected_logs WHERE token = $1 AND block_number > $3 RETURNING 1
+), fork AS (
+    INSERT INTO blocks (token, number, hash, time) VALUES ($1, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
+), tok AS (
+    UPDATE tokens SET
+        total_supply = total_supply
+            - (SELECT coalesce(sum(value), 0) FROM gone WHERE from_address = $2)
+            + (SELECT coalesce(sum(value), 0) FROM gone WHERE to_address = $2),
+        transfer_count = transfer_count - (SELECT count(*) FROM gone),
+        holder_count = holder_count
+            + (SELECT count(*) FILTER (WHERE old + delta > 0) - count(*) FILTER (WHERE old > 0) FROM prev),
+        rejected_logs = rejected_logs - (SELECT count(*) FROM rej),
+        last_seq = coalesce((SELECT max(removed_seq) FROM moved), last_seq),
+        indexed_block = $3,
+        indexed_hash = $4,
+        indexed_time = $5,
+        updated_at = now()
+    WHERE address = $1
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM upd), (SELECT count(*) FROM blk),
+       (SELECT count(*) FROM fork), (SELECT count(*) FROM tok)";
 
 /// One statement applies a staged batch: data-modifying CTEs all see the snapshot taken
 /// before it, so `prev` reads balances as they were before `upsert` changes them.
 /// $1 token, $2 zero address, $3 checkpoint block, $4 its hash, $5 its time, $6 and $7 the
-/// block numbers and log indexes of rejected logs.
+/// block numbers and log indexes of rejected logs, $8 the token's last sequence number,
+/// $9-$11 numbers, hashes and times of the blocks to remember (the checkpoint among them).
 const APPLY_BATCH: &str = "
 WITH ins AS (
     INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
-                           from_address, to_address, value)
-    SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+                           from_address, to_address, value, seq)
+    SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value,
+           $8 + row_number() OVER (ORDER BY block_number, log_index)
     FROM staging_transfers
     ON CONFLICT DO NOTHING
-    RETURNING block_number, block_hash, block_time, from_address, to_address, value
+    RETURNING block_number, block_hash, block_time, from_address, to_address, value, seq
 ), moves AS (
     SELECT to_address AS address, value AS delta, block_number FROM ins WHERE to_address <> $2
     UNION ALL
@@ -276,7 +441,7 @@ WITH ins AS (
     INSERT INTO blocks (token, number, hash, time)
     SELECT DISTINCT $1::bytea, block_number, block_hash, block_time FROM ins
     UNION
-    SELECT $1, $3, $4, $5
+    SELECT $1, n, h, t FROM unnest($9::bigint[], $10::bytea[], $11::bigint[]) AS b(n, h, t)
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), rej AS (
@@ -293,6 +458,7 @@ WITH ins AS (
         holder_count = holder_count
             + (SELECT count(*) FILTER (WHERE old + delta > 0) - count(*) FILTER (WHERE old > 0) FROM prev),
         rejected_logs = rejected_logs + (SELECT count(*) FROM rej),
+        last_seq = coalesce((SELECT max(seq) FROM ins), last_seq),
         indexed_hash = CASE WHEN $3 >= indexed_block THEN $4 ELSE indexed_hash END,
         indexed_time = CASE WHEN $3 >= indexed_block THEN $5 ELSE indexed_time END,
         indexed_block = greatest(indexed_block, $3),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::fetch::{self, Chunk, SpanPolicy};
-use crate::rpc::Rpc;
+use crate::rpc::{BlockRef, Rpc};
 use crate::store::{Batch, Store, TokenRow};
 
 /// Where a run starts, given what the store holds and what was asked.
@@ -65,7 +65,15 @@ pub struct SyncPolicy {
     pub batch_interval: Duration,
     /// How often to ask for the head when following.
     pub poll_interval: Duration,
+    /// Blocks within this distance of the head are indexed in verified steps and their
+    /// hashes kept; a reorg deeper than this stops the ingestor.
+    pub reorg_window: u64,
+    /// Index only blocks at least this many blocks below the head.
+    pub confirmations: u64,
 }
+
+/// At most this many blocks in one verified step (one batch of headers).
+const MAX_STEP_BLOCKS: u64 = 256;
 
 /// Indexes one token into one store.
 #[derive(Debug)]
@@ -86,18 +94,31 @@ pub struct Indexer {
 
 impl Indexer {
     /// Indexes from `start` to `to` (inclusive), waiting for the node to reach `to` if it
-    /// has not; without `to`, follows the head until shut down.
+    /// has not; without `to`, follows the head until shut down. Blocks deeper than the
+    /// reorg window go through wide ranges; the rest through verified steps.
     pub async fn run(&self, start: u64, to: Option<u64>) -> anyhow::Result<()> {
         let mut next = start;
         let mut caught_up_logged = false;
         loop {
             let head = self.rpc.head().await.context("reading the chain head")?;
-            let end = to.map_or(head, |t| t.min(head));
+            let tip = head.saturating_sub(self.policy.confirmations);
+            let end = to.map_or(tip, |t| t.min(tip));
             if next <= end {
-                self.index(next..=end).await?;
-                next = end + 1;
+                let deep_end = end.min(head.saturating_sub(self.policy.reorg_window));
+                if next <= deep_end {
+                    self.index(next..=deep_end).await?;
+                    next = deep_end + 1;
+                }
+                while next <= end && !self.shutdown.is_cancelled() {
+                    let after = self.step(next, end).await?;
+                    if after == next {
+                        // The chain moved while we read it: look at the head again.
+                        break;
+                    }
+                    next = after;
+                }
                 caught_up_logged = false;
-                self.check_supply(end).await;
+                self.check_supply(next - 1).await;
             }
             if self.shutdown.is_cancelled() || to.is_some_and(|t| next > t) {
                 return Ok(());
@@ -117,6 +138,100 @@ impl Indexer {
                 () = self.shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(self.policy.poll_interval) => {}
             }
+        }
+    }
+
+    /// Indexes blocks from `next` (at most [`MAX_STEP_BLOCKS`], not past `end`) with each
+    /// header checked against its parent and each log against its block's hash, and keeps
+    /// their hashes. Returns the block to index next: after the step; `next` again when the
+    /// chain moved while it was read; or the block after the fork when the stored chain was
+    /// orphaned, after rolling back to the fork.
+    async fn step(&self, next: u64, end: u64) -> anyhow::Result<u64> {
+        let stop = end.min(next + MAX_STEP_BLOCKS - 1);
+        let numbers: Vec<u64> = (next..=stop).collect();
+        let found = self.rpc.blocks_if_known(&numbers).await?;
+        let Some(headers) = found.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(next);
+        };
+        if next > 0
+            && let Some(stored) = self.store.block_hash(self.token, next - 1).await?
+            && headers[0].parent_hash != stored
+        {
+            let fork = self.find_fork(next - 1).await?;
+            let removed = self.store.roll_back(self.token, &fork).await?;
+            warn!(
+                fork = fork.number,
+                depth = next - 1 - fork.number,
+                removed,
+                "reorg: rolled back to the fork"
+            );
+            return Ok(fork.number + 1);
+        }
+        if headers.windows(2).any(|w| w[1].parent_hash != w[0].hash) {
+            return Ok(next);
+        }
+        let mut spans = std::pin::pin!(fetch::chunks(
+            self.rpc.clone(),
+            self.token,
+            next..=stop,
+            self.policy.spans
+        ));
+        let (mut transfers, mut rejected) = (Vec::new(), Vec::new());
+        while let Some(chunk) = spans.next().await {
+            let chunk = chunk?;
+            transfers.extend(chunk.transfers);
+            rejected.extend(chunk.rejected);
+        }
+        let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
+        if !transfers.iter().all(|t| on_branch(t.block_number, t.block_hash)) {
+            // Logs of another branch than the headers: the chain moved between the calls.
+            return Ok(next);
+        }
+        let end_block = *headers.last().expect("at least one header");
+        let count = transfers.len();
+        let batch =
+            Batch { span: next..=stop, end: end_block, transfers, rejected, verified: headers };
+        let started = Instant::now();
+        let stats = self
+            .commit_batch(&batch)
+            .instrument(info_span!("batch", from = next, to = stop))
+            .await?;
+        info!(
+            from = next,
+            to = stop,
+            transfers = count,
+            inserted = stats.inserted,
+            ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        Ok(stop + 1)
+    }
+
+    /// The newest stored block that is still on the node's chain, searching down from
+    /// `top`; an error if none is within the reorg window.
+    async fn find_fork(&self, top: u64) -> anyhow::Result<BlockRef> {
+        let floor = top.saturating_sub(self.policy.reorg_window);
+        let mut below = top;
+        loop {
+            let stored = self.store.recent_blocks(self.token, below, 64).await?;
+            let Some(&(oldest, _)) = stored.last() else {
+                anyhow::bail!(
+                    "reorg below the first indexed block: the store holds no block of the node's chain"
+                );
+            };
+            let numbers: Vec<u64> = stored.iter().map(|b| b.0).collect();
+            let node = self.rpc.blocks_if_known(&numbers).await?;
+            for ((number, hash), on_node) in stored.iter().zip(node) {
+                if let Some(b) = on_node.filter(|b| b.hash == *hash) {
+                    return Ok(b);
+                }
+                anyhow::ensure!(
+                    *number >= floor,
+                    "reorg deeper than --reorg-window {}: block {number} changed; refusing to serve data that may be wrong",
+                    self.policy.reorg_window
+                );
+            }
+            below = oldest.saturating_sub(1);
         }
     }
 
@@ -192,26 +307,9 @@ impl Indexer {
                 requests += c.requests;
                 transfers.extend(c.transfers);
             }
-            let batch = Batch { span: first..=last, end, transfers, rejected };
-            let retry = self.rpc.retry_policy();
-            let mut attempt = 1;
-            let stats = loop {
-                match self.store.commit(self.token, &batch).await {
-                    Ok(stats) => break stats,
-                    Err(e) if attempt < retry.max_attempts && crate::store::is_transient(&e) => {
-                        let delay = retry.backoff(attempt);
-                        warn!(
-                            attempt,
-                            error = format!("{e:#}"),
-                            delay_ms = delay.as_millis() as u64,
-                            "commit failed; retrying"
-                        );
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
+            let batch =
+                Batch { span: first..=last, end, transfers, rejected, verified: Vec::new() };
+            let stats = self.commit_batch(&batch).await?;
             info!(
                 transfers = batch.transfers.len(),
                 inserted = stats.inserted,
@@ -225,6 +323,30 @@ impl Indexer {
         }
         .instrument(span)
         .await
+    }
+
+    /// Commits a batch, retrying while the database is unreachable (a repeated commit is
+    /// safe).
+    async fn commit_batch(&self, batch: &Batch) -> anyhow::Result<crate::store::CommitStats> {
+        let retry = self.rpc.retry_policy();
+        let mut attempt = 1;
+        loop {
+            match self.store.commit(self.token, batch).await {
+                Ok(stats) => return Ok(stats),
+                Err(e) if attempt < retry.max_attempts && crate::store::is_transient(&e) => {
+                    let delay = retry.backoff(attempt);
+                    warn!(
+                        attempt,
+                        error = format!("{e:#}"),
+                        delay_ms = delay.as_millis() as u64,
+                        "commit failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Reads totalSupply() at `block` and compares it with the supply derived from

@@ -42,15 +42,16 @@ async fn world(spec: Spec) -> World {
 impl World {
     /// Runs the ingestor over `from..=to` of this chain.
     async fn ingest(&self, db: &TestDb, from: u64, to: u64) {
+        self.ingest_with(db, from, to, &[]).await;
+    }
+
+    /// Runs the ingestor over `from..=to` of this chain with extra flags.
+    async fn ingest_with(&self, db: &TestDb, from: u64, to: u64, extra: &[&str]) {
         let (from, to) = (from.to_string(), to.to_string());
         let token = self.history.token.to_string();
-        tests::pair::ingest(
-            &self.chain.url,
-            &db.url,
-            &["--token", &token, "--from", &from, "--to", &to],
-        )
-        .await
-        .expect("ingest");
+        let mut flags = vec!["--token", &token, "--from", &from, "--to", &to];
+        flags.extend_from_slice(extra);
+        tests::pair::ingest(&self.chain.url, &db.url, &flags).await.expect("ingest");
     }
 
     /// Indexes the whole history into this world's database.

@@ -14,8 +14,9 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
     // Empty blocks after the history: many spans to fetch, so that spans grow, are
     // refused again and every wording comes round.
     w.chain.rpc("anvil_mine", serde_json::json!(["0x190"])).await.unwrap();
-    // The reference: a direct backfill.
-    w.ingest_all().await;
+    // The reference: a direct backfill, with the same reorg window.
+    w.ingest_with(&w.db, w.history.start_block, w.history.end_block, &["--reorg-window", "8"])
+        .await;
 
     let proxy =
         FaultProxy::start(&w.chain.url, Rules { max_blocks: 3, strip_block_timestamp: true })
@@ -23,7 +24,7 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
             .unwrap();
     let via_proxy = TestDb::create().await.unwrap();
     let end = w.chain.head().await.unwrap();
-    w.ingest(&w.db, w.history.end_block + 1, end).await;
+    w.ingest_with(&w.db, w.history.end_block + 1, end, &["--reorg-window", "8"]).await;
     let direct = dump(&w.db).await;
     let (from, to) = (w.history.start_block.to_string(), end.to_string());
     let token = w.history.token.to_string();
@@ -41,6 +42,9 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
             "1000",
             "--concurrency",
             "3",
+            // Most blocks are then "deep": fetched in wide, adaptive ranges.
+            "--reorg-window",
+            "8",
         ],
     )
     .await

@@ -25,9 +25,13 @@ fn transfer(block: u64, log_index: u64, from: Address, to: Address, value: U256)
 }
 
 fn batch(from: u64, to: u64, transfers: Vec<Transfer>) -> Batch {
-    let end =
-        BlockRef { number: to, hash: B256::repeat_byte(to as u8), timestamp: 1_700_000_000 + to };
-    Batch { span: from..=to, end, transfers, rejected: vec![] }
+    let end = BlockRef {
+        number: to,
+        hash: B256::repeat_byte(to as u8),
+        timestamp: 1_700_000_000 + to,
+        parent_hash: B256::ZERO,
+    };
+    Batch { span: from..=to, end, transfers, rejected: vec![], verified: vec![] }
 }
 
 async fn balance(db: &tokio_postgres::Client, who: Address) -> U256 {
