@@ -103,6 +103,10 @@ impl Indexer {
             let head = self.rpc.head().await.context("reading the chain head")?;
             let tip = head.saturating_sub(self.policy.confirmations);
             let end = to.map_or(tip, |t| t.min(tip));
+            if next > end && next > start {
+                // Nothing new: the block we stopped at must still be the node's.
+                next = self.check_tip(next, head).await?;
+            }
             if next <= end {
                 let deep_end = end.min(head.saturating_sub(self.policy.reorg_window));
                 if next <= deep_end {
@@ -205,6 +209,33 @@ impl Indexer {
             "committed"
         );
         Ok(stop + 1)
+    }
+
+    /// With no new block to index, checks that the checkpoint block (`next - 1`) is still
+    /// on the node's chain; if the chain got shorter or changed, rolls back to the fork.
+    /// Returns the block to index next.
+    async fn check_tip(&self, next: u64, head: u64) -> anyhow::Result<u64> {
+        let checkpoint = next - 1;
+        let Some(stored) = self.store.block_hash(self.token, checkpoint).await? else {
+            return Ok(next);
+        };
+        let on_node = if checkpoint <= head {
+            self.rpc.blocks_if_known(&[checkpoint]).await?.pop().flatten()
+        } else {
+            None
+        };
+        if on_node.is_some_and(|b| b.hash == stored) {
+            return Ok(next);
+        }
+        let fork = self.find_fork(checkpoint).await?;
+        let removed = self.store.roll_back(self.token, &fork).await?;
+        warn!(
+            fork = fork.number,
+            depth = checkpoint - fork.number,
+            removed,
+            "reorg: rolled back to the fork"
+        );
+        Ok(fork.number + 1)
     }
 
     /// The newest stored block that is still on the node's chain, searching down from

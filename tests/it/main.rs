@@ -6,6 +6,7 @@ mod follow;
 mod grpc;
 mod plans;
 mod ranges;
+mod reorg;
 mod store;
 
 use alloy_primitives::{Address, U256};

@@ -172,6 +172,25 @@ impl Chain {
         self.head().await
     }
 
+    /// Takes a snapshot of the chain to return to with [`Chain::revert`].
+    pub async fn snapshot(&self) -> anyhow::Result<Value> {
+        self.rpc("evm_snapshot", json!([])).await
+    }
+
+    /// Returns the chain to a snapshot: the blocks after it are gone, and the next ones
+    /// mined form another branch.
+    pub async fn revert(&mut self, snapshot: Value) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.rpc("evm_revert", json!([snapshot])).await? == json!(true),
+            "evm_revert refused"
+        );
+        self.nonces.clear();
+        self.queued.clear();
+        let head = self.head().await?;
+        self.last_time = self.block_time(head).await?;
+        Ok(())
+    }
+
     /// Deploys a TestToken and returns its address.
     pub async fn deploy_token(&mut self, name: &str, symbol: &str) -> anyhow::Result<Address> {
         let mut data = bytecode()?;

@@ -1,0 +1,211 @@
+//! Reorgs while following: the orphaned branch's transfers leave the store (kept as
+//! removals), the new branch's come in, and every balance equals balanceOf on the new
+//! chain. A reorg deeper than the window stops the ingestor instead.
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256};
+use tests::chain::{Chain, TestToken};
+use tests::db::TestDb;
+use tests::history::{History, Spec};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::world;
+
+fn small() -> Spec {
+    Spec {
+        holders: 12,
+        days: 1,
+        blocks_per_day: 2,
+        transfers_per_block: 3,
+        spray_width: 3,
+        extreme_amounts: false,
+        seed: 11,
+    }
+}
+
+/// Starts a following ingestor over the world's history.
+fn follow(
+    chain: &Chain,
+    db: &TestDb,
+    h: &History,
+    extra: &[&str],
+    stop: CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
+    let (rpc, url) = (chain.url.clone(), db.url.clone());
+    let mut flags: Vec<String> = [
+        "--token",
+        &h.token.to_string(),
+        "--from",
+        &h.start_block.to_string(),
+        "--poll-interval",
+        "50ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    tokio::spawn(async move {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        tests::pair::ingest_until(&rpc, &url, &flags, stop).await
+    })
+}
+
+/// Waits until the store's checkpoint is the node's head block, same hash.
+async fn wait_synced(chain: &Chain, db: &TestDb) -> u64 {
+    let c = db.client().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let head = chain.head().await.unwrap();
+        let block = chain
+            .rpc("eth_getBlockByNumber", serde_json::json!([format!("{head:#x}"), false]))
+            .await
+            .unwrap();
+        let hash: B256 = serde_json::from_value(block["hash"].clone()).unwrap();
+        if let Ok(Some(row)) =
+            c.query_opt("SELECT indexed_block, indexed_hash FROM tokens", &[]).await
+            && row.get::<_, i64>(0) as u64 == head
+            && row.get::<_, Option<B256>>(1) == Some(hash)
+        {
+            return head;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the store did not reach head {head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send(chain: &mut Chain, h: &History, from: usize, to: usize, value: u64) -> B256 {
+    let (from, to) = (h.addresses[from], h.addresses[to]);
+    chain
+        .call_from(from, h.token, TestToken::transferCall { to, value: U256::from(value) })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_replaces_the_orphaned_transfers() {
+    let mut w = world(small()).await;
+    let stop = CancellationToken::new();
+    let running = follow(&w.chain, &w.db, &w.history, &[], stop.clone());
+    let fork = wait_synced(&w.chain, &w.db).await;
+    let snapshot = w.chain.snapshot().await.unwrap();
+
+    // Branch A: two blocks of transfers, indexed.
+    let a1 = send(&mut w.chain, &w.history, 0, 1, 111).await;
+    w.chain.mine(12).await.unwrap();
+    let a2 = send(&mut w.chain, &w.history, 2, 3, 222).await;
+    w.chain.mine(12).await.unwrap();
+    wait_synced(&w.chain, &w.db).await;
+    let c = w.db.client().await.unwrap();
+    let stored = |tx: B256| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT count(*) FROM transfers WHERE tx_hash = $1", &[&tx])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!((stored(a1).await, stored(a2).await), (1, 1));
+
+    // Branch B from the same parent: other transfers, one block shorter than A's... then
+    // one more block, so both a shorter and a longer chain are seen.
+    w.chain.revert(snapshot).await.unwrap();
+    let b1 = send(&mut w.chain, &w.history, 4, 5, 333).await;
+    w.chain.mine(13).await.unwrap();
+    wait_synced(&w.chain, &w.db).await;
+    let b2 = send(&mut w.chain, &w.history, 6, 7, 444).await;
+    w.chain.mine(13).await.unwrap();
+    w.chain.mine(13).await.unwrap();
+    let head = wait_synced(&w.chain, &w.db).await;
+
+    assert_eq!((stored(a1).await, stored(a2).await), (0, 0), "orphaned transfers are gone");
+    assert_eq!((stored(b1).await, stored(b2).await), (1, 1), "the new branch is in");
+    let removed: Vec<(i64, B256)> = c
+        .query("SELECT removed_seq, tx_hash FROM removed_transfers ORDER BY removed_seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        removed.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![a2, a1],
+        "removals, newest first"
+    );
+
+    // Every stored transfer above the fork sits on the node's chain.
+    for row in c
+        .query(
+            "SELECT block_number, block_hash FROM transfers WHERE block_number > $1",
+            &[&(fork as i64)],
+        )
+        .await
+        .unwrap()
+    {
+        let (n, hash): (i64, B256) = (row.get(0), row.get(1));
+        let block = w
+            .chain
+            .rpc("eth_getBlockByNumber", serde_json::json!([format!("{n:#x}"), false]))
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::from_value::<B256>(block["hash"].clone()).unwrap(),
+            hash,
+            "block {n}"
+        );
+    }
+
+    // Balances, holders and supply equal the chain's at the new head.
+    let addresses: Vec<Address> = w.history.addresses.clone();
+    let on_chain = w.chain.balances_at(w.history.token, &addresses, head).await.unwrap();
+    for (a, expected) in addresses.iter().zip(&on_chain) {
+        let row =
+            c.query_opt("SELECT balance FROM balances WHERE address = $1", &[a]).await.unwrap();
+        let stored: U256 = row.map_or(U256::ZERO, |r| r.get(0));
+        assert_eq!(stored, *expected, "balance of {a}");
+    }
+    let (holders, supply): (i64, U256) = c
+        .query_one("SELECT holder_count, total_supply FROM tokens", &[])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(holders as usize, on_chain.iter().filter(|b| !b.is_zero()).count());
+    assert_eq!(supply, w.chain.total_supply_at(w.history.token, head).await.unwrap());
+    let seqs: Vec<i64> = c
+        .query("SELECT seq FROM transfers ORDER BY block_number, log_index", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequence numbers grow with the chain");
+
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_window_stops_the_ingestor() {
+    let mut w = world(small()).await;
+    let stop = CancellationToken::new();
+    let running = follow(&w.chain, &w.db, &w.history, &["--reorg-window", "2"], stop.clone());
+    wait_synced(&w.chain, &w.db).await;
+    let snapshot = w.chain.snapshot().await.unwrap();
+    for i in 0..4 {
+        send(&mut w.chain, &w.history, i, i + 1, 5).await;
+        w.chain.mine(12).await.unwrap();
+    }
+    wait_synced(&w.chain, &w.db).await;
+    w.chain.revert(snapshot).await.unwrap();
+    for _ in 0..5 {
+        send(&mut w.chain, &w.history, 8, 9, 7).await;
+        w.chain.mine(13).await.unwrap();
+    }
+    let result = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the ingestor stops")
+        .unwrap();
+    let err = format!("{:#}", result.expect_err("a deep reorg is an error"));
+    assert!(err.contains("deeper than --reorg-window 2"), "{err}");
+}
