@@ -31,6 +31,15 @@ pub struct Config {
     #[arg(long, env = "QUERY_HEALTH_INTERVAL", default_value = "2s", value_parser = bootstrap::parse_duration)]
     pub health_interval: Duration,
 
+    /// Most StreamTransfers streams open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUERY_MAX_STREAMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
+    /// Events the live feed keeps for subscribers that fall behind; one further behind
+    /// catches up from the database.
+    #[arg(long, env = "QUERY_STREAM_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
+    pub stream_buffer: u32,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -9,6 +9,8 @@ use crate::error::QueryError;
 pub const DEFAULT_TOP: u32 = 100;
 /// Holders per GetHolders page when `page_size` is 0.
 pub const DEFAULT_PAGE: u32 = 1000;
+/// Transfers per ListTransfers page when `page_size` is 0.
+pub const DEFAULT_TRANSFERS: u32 = 100;
 /// The most holders one answer may hold.
 pub const MAX_HOLDERS: u32 = 10_000;
 /// The most addresses one lookup may name.
@@ -67,53 +69,131 @@ pub struct PageToken {
     pub address: Address,
 }
 
-const PAGE_TOKEN_VERSION: u8 = 1;
-const PAGE_TOKEN_LEN: usize = 1 + 20 + 8 + 32 + 20;
-
 impl PageToken {
     /// Opaque text for `next_page_token`.
     pub fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(PAGE_TOKEN_LEN);
-        bytes.push(PAGE_TOKEN_VERSION);
-        bytes.extend_from_slice(self.token.as_slice());
-        bytes.extend_from_slice(&self.rank.to_be_bytes());
-        bytes.extend_from_slice(&self.balance.to_be_bytes::<32>());
-        bytes.extend_from_slice(self.address.as_slice());
-        hex::encode(bytes)
+        let mut rest = Vec::with_capacity(60);
+        rest.extend_from_slice(&self.rank.to_be_bytes());
+        rest.extend_from_slice(&self.balance.to_be_bytes::<32>());
+        rest.extend_from_slice(self.address.as_slice());
+        pack(1, self.token, &rest)
     }
 
     /// Reads a `page_token` issued for `token`.
     pub fn decode(value: &str, token: Address) -> Result<Self, QueryError> {
-        let forged = || {
-            QueryError::invalid(
-                "page_token",
-                "not a token this service issued: pass next_page_token unchanged, or leave it empty for the first page",
-            )
-        };
-        if value.len() != PAGE_TOKEN_LEN * 2 {
-            return Err(forged());
-        }
-        let bytes = hex::decode(value).map_err(|_| forged())?;
-        if bytes[0] != PAGE_TOKEN_VERSION {
-            return Err(forged());
-        }
+        let rest = unpack("page_token", value, 1, token, 60)?;
         let page = Self {
-            token: Address::from_slice(&bytes[1..21]),
-            rank: u64::from_be_bytes(bytes[21..29].try_into().expect("8 bytes")),
-            balance: U256::from_be_slice(&bytes[29..61]),
-            address: Address::from_slice(&bytes[61..81]),
+            token,
+            rank: u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")),
+            balance: U256::from_be_slice(&rest[8..40]),
+            address: Address::from_slice(&rest[40..60]),
         };
-        if page.token != token {
-            return Err(QueryError::invalid(
-                "page_token",
-                format!("issued for token {}, not {token}", page.token),
-            ));
-        }
         if page.balance.is_zero() {
-            return Err(forged());
+            return Err(forged("page_token"));
         }
         Ok(page)
     }
+}
+
+/// A position in a token's stream of transfer events: resume after `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The token of the stream.
+    pub token: Address,
+    /// The sequence number of the last event received.
+    pub seq: i64,
+}
+
+impl Cursor {
+    /// Opaque text for `TransferEvent.cursor`.
+    pub fn encode(&self) -> String {
+        pack(2, self.token, &self.seq.to_be_bytes())
+    }
+
+    /// Reads a `cursor` issued for `token`.
+    pub fn decode(value: &str, token: Address) -> Result<Self, QueryError> {
+        let rest = unpack("cursor", value, 2, token, 8)?;
+        let seq = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        if seq < 0 {
+            return Err(forged("cursor"));
+        }
+        Ok(Self { token, seq })
+    }
+}
+
+/// Where a ListTransfers page starts: before this position, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferPage {
+    /// The token listed.
+    pub token: Address,
+    /// Block of the last transfer of the previous page.
+    pub block: i64,
+    /// Its log index.
+    pub log_index: i32,
+}
+
+impl TransferPage {
+    /// Opaque text for `next_page_token`.
+    pub fn encode(&self) -> String {
+        let mut rest = self.block.to_be_bytes().to_vec();
+        rest.extend_from_slice(&self.log_index.to_be_bytes());
+        pack(3, self.token, &rest)
+    }
+
+    /// Reads a ListTransfers `page_token` issued for `token`.
+    pub fn decode(value: &str, token: Address) -> Result<Self, QueryError> {
+        let rest = unpack("page_token", value, 3, token, 12)?;
+        let block = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        let log_index = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+        if block < 0 || log_index < 0 {
+            return Err(forged("page_token"));
+        }
+        Ok(Self { token, block, log_index })
+    }
+}
+
+/// The opaque tokens this service hands out: a kind byte, the token address, the rest;
+/// as hex.
+fn pack(kind: u8, token: Address, rest: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(21 + rest.len());
+    bytes.push(kind);
+    bytes.extend_from_slice(token.as_slice());
+    bytes.extend_from_slice(rest);
+    hex::encode(bytes)
+}
+
+/// Reads what [`pack`] wrote: refuses another kind, length, or token.
+fn unpack(
+    field: &str,
+    value: &str,
+    kind: u8,
+    token: Address,
+    rest_len: usize,
+) -> Result<Vec<u8>, QueryError> {
+    if value.len() != (21 + rest_len) * 2 {
+        return Err(forged(field));
+    }
+    let bytes = hex::decode(value).map_err(|_| forged(field))?;
+    if bytes[0] != kind {
+        return Err(forged(field));
+    }
+    let issued_for = Address::from_slice(&bytes[1..21]);
+    if issued_for != token {
+        return Err(QueryError::invalid(
+            field,
+            format!("issued for token {issued_for}, not {token}"),
+        ));
+    }
+    Ok(bytes[21..].to_vec())
+}
+
+fn forged(field: &str) -> QueryError {
+    QueryError::invalid(
+        field,
+        format!(
+            "not a {field} this service issued: pass it back unchanged, or leave it empty to start over"
+        ),
+    )
 }
 
 /// At most 60 characters of a bad value, for error messages.
@@ -149,6 +229,28 @@ mod tests {
         }
         let other = PageToken::decode(&p.encode(), Address::ZERO).unwrap_err().to_string();
         assert!(other.contains("issued for token"), "{other}");
+    }
+
+    #[test]
+    fn cursors_and_transfer_pages_round_trip() {
+        let c = Cursor { token: T, seq: 42 };
+        assert_eq!(Cursor::decode(&c.encode(), T).unwrap(), c);
+        let p = TransferPage { token: T, block: 7, log_index: 3 };
+        assert_eq!(TransferPage::decode(&p.encode(), T).unwrap(), p);
+        // One kind is not another, even at the same length.
+        assert!(
+            Cursor::decode(
+                &PageToken { token: T, rank: 1, balance: U256::from(1), address: T }.encode(),
+                T
+            )
+            .is_err()
+        );
+        assert!(
+            TransferPage::decode(&c.encode(), T).unwrap_err().to_string().contains("page_token")
+        );
+        assert!(Cursor::decode("xyz", T).unwrap_err().to_string().contains("cursor"));
+        let negative = pack(2, T, &(-5i64).to_be_bytes());
+        assert!(Cursor::decode(&negative, T).is_err());
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! - [`config`]: the settings;
 //! - [`service`]: the gRPC methods; [`input`] checks their fields; [`error`] maps failures
 //!   to statuses;
-//! - [`store`]: the SQL of the read path.
+//! - [`store`]: the SQL of the read path;
+//! - [`stream`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out).
 
 pub mod config;
 pub mod error;
 pub mod input;
 pub mod service;
 pub mod store;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -27,12 +29,25 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
-/// Serves on `listener` until `shutdown`, reading from `pool`; checks the database every
-/// `health_interval` and reports it through grpc.health.v1.
+/// How the server runs, besides where it listens and what it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How often the health check asks the database.
+    pub health_interval: Duration,
+    /// Most StreamTransfers streams open at once.
+    pub max_streams: usize,
+    /// Events the live feed buffers for subscribers that fall behind.
+    pub stream_buffer: usize,
+}
+
+/// Serves on `listener` until `shutdown`, reading from `pool`; listens for the ingestor's
+/// commits on a connection of its own to `database_url`; reports the database's health
+/// through grpc.health.v1.
 pub async fn serve(
     listener: TcpListener,
+    database_url: String,
     pool: Pool,
-    health_interval: Duration,
+    settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -49,15 +64,18 @@ pub async fn serve(
     let watchdog = tokio::spawn(watch_database(
         pool.clone(),
         reporter.clone(),
-        health_interval,
+        settings.health_interval,
         shutdown.clone(),
     ));
+    let feed = stream::Feed::new(settings.stream_buffer, settings.max_streams);
+    let listening = tokio::spawn(feed.clone().listen(database_url, pool.clone(), shutdown.clone()));
+    let holders = service::Holders::new(pool, feed, shutdown.clone());
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(HolderServiceServer::new(service::Holders::new(pool)))
+        .add_service(HolderServiceServer::new(holders))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -65,6 +83,7 @@ pub async fn serve(
         })
         .await;
     watchdog.abort();
+    listening.abort();
     Ok(result?)
 }
 

@@ -31,5 +31,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding --listen {}", config.listen))?;
-    query_service::serve(listener, pool, config.health_interval, shutdown).await
+    let settings = query_service::Settings {
+        health_interval: config.health_interval,
+        max_streams: config.max_streams as usize,
+        stream_buffer: config.stream_buffer as usize,
+    };
+    query_service::serve(listener, config.database_url, pool, settings, shutdown).await
 }

@@ -9,24 +9,104 @@ use futures::Stream;
 use proto::pb::holder_service_server::HolderService;
 use proto::pb::{
     GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse, ListTokensRequest,
-    ListTokensResponse, StreamTransfersRequest, Token, TransferEvent,
+    ListTokensResponse, ListTransfersRequest, ListTransfersResponse, StreamTransfersRequest, Token,
+    TransferEvent,
 };
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::QueryError;
-use crate::input::{self, PageToken};
-use crate::store::{self, HolderRow, TokenView};
+use crate::input::{self, Cursor, PageToken, TransferPage};
+use crate::store::{self, HolderRow, TokenView, TransferFilter};
+use crate::stream::{Feed, Start, transfer_message};
 
-/// The service, over a pool of read connections.
+/// The service, over a pool of read connections and the live transfer feed.
 #[derive(Debug, Clone)]
 pub struct Holders {
     pool: Pool,
+    feed: Feed,
+    shutdown: CancellationToken,
 }
 
 impl Holders {
-    /// A service reading from `pool`.
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// A service reading from `pool`, streaming from `feed`; open streams end at `shutdown`.
+    pub fn new(pool: Pool, feed: Feed, shutdown: CancellationToken) -> Self {
+        Self { pool, feed, shutdown }
+    }
+
+    async fn stream(&self, req: StreamTransfersRequest) -> Result<TransferStream, Status> {
+        let wanted = input::token(&req.token)?;
+        let addresses = input::addresses(&req.addresses)?;
+        let token = {
+            let mut client = self.pool.get().await.map_err(QueryError::from)?;
+            let tx = store::snapshot(&mut client).await?;
+            let token = store::token(&tx, wanted).await?;
+            tx.commit().await.map_err(QueryError::from)?;
+            token
+        };
+        let start = match (req.cursor.as_str(), req.from_block) {
+            ("", None) => Start::Now,
+            ("", Some(block)) => Start::Block(
+                i64::try_from(block).map_err(|_| QueryError::invalid("from_block", "too large"))?,
+            ),
+            (cursor, _) => Start::After(Cursor::decode(cursor, token.address)?.seq),
+        };
+        let rx = self
+            .feed
+            .subscribe(self.pool.clone(), token.address, start, addresses, self.shutdown.clone())
+            .await?;
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn transfers(
+        &self,
+        req: ListTransfersRequest,
+    ) -> Result<ListTransfersResponse, QueryError> {
+        let limit = input::count("page_size", req.page_size, input::DEFAULT_TRANSFERS)?;
+        let wanted = input::token(&req.token)?;
+        let address = match req.address.as_str() {
+            "" => None,
+            a => Some(input::address("address", a)?),
+        };
+        let block = |field: &str, v: Option<u64>, default: i64| match v {
+            None => Ok(default),
+            Some(b) => i64::try_from(b)
+                .map_err(|_| QueryError::invalid(field, format!("{b} is not a block number"))),
+        };
+        let from_block = block("from_block", req.from_block, 0)?;
+        let to_block = block("to_block", req.to_block, i64::MAX)?;
+        if from_block > to_block {
+            return Err(QueryError::invalid(
+                "from_block",
+                format!("{from_block} is after to_block {to_block}"),
+            ));
+        }
+        let mut client = self.pool.get().await?;
+        let tx = store::snapshot(&mut client).await?;
+        let token = store::token(&tx, wanted).await?;
+        let before = match req.page_token.as_str() {
+            "" => (i64::MAX, 0),
+            text => {
+                let p = TransferPage::decode(text, token.address)?;
+                (p.block, p.log_index)
+            }
+        };
+        let filter = TransferFilter { address, from_block, to_block, before, limit };
+        let rows = store::list_transfers(&tx, token.address, &filter).await?;
+        tx.commit().await?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() as i64 == limit => TransferPage {
+                token: token.address,
+                block: last.block_number,
+                log_index: last.log_index,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(ListTransfersResponse {
+            transfers: rows.iter().map(transfer_message).collect(),
+            next_page_token,
+        })
     }
 
     async fn top(&self, req: GetTopHoldersRequest) -> Result<HoldersResponse, QueryError> {
@@ -196,11 +276,16 @@ impl HolderService for Holders {
 
     async fn stream_transfers(
         &self,
-        _request: Request<StreamTransfersRequest>,
+        request: Request<StreamTransfersRequest>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
-        Err(Status::unimplemented(
-            "StreamTransfers is declared but not implemented yet; use GetHolders and ListTokens meanwhile",
-        ))
+        Ok(Response::new(self.stream(request.into_inner()).await?))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<ListTransfersRequest>,
+    ) -> Result<Response<ListTransfersResponse>, Status> {
+        Ok(Response::new(self.transfers(request.into_inner()).await?))
     }
 }
 

@@ -262,3 +262,181 @@ pub async fn ping(pool: &Pool) -> Result<(), QueryError> {
 /// The SQL of the ranking queries, for EXPLAIN in tests: (name, SQL, sample parameters
 /// are the caller's).
 pub const RANKING_QUERIES: [(&str, &str); 3] = [("top", TOP), ("after", AFTER), ("lookup", LOOKUP)];
+
+/// One event of a token's stream: a transfer added, or taken back by a reorg.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Sequence number: the event's place in the stream.
+    pub seq: i64,
+    /// True for a removal.
+    pub removed: bool,
+    /// The transfer.
+    pub transfer: TransferRow,
+}
+
+/// A stored transfer.
+#[derive(Debug, Clone)]
+pub struct TransferRow {
+    /// Block number.
+    pub block_number: i64,
+    /// Position in the block.
+    pub log_index: i32,
+    /// Block hash.
+    pub block_hash: alloy_primitives::B256,
+    /// Block time, Unix seconds.
+    pub block_time: i64,
+    /// Transaction hash.
+    pub tx_hash: alloy_primitives::B256,
+    /// Sender.
+    pub from: Address,
+    /// Receiver.
+    pub to: Address,
+    /// Amount, decimal.
+    pub value: String,
+}
+
+fn transfer_row(r: &Row, at: usize) -> TransferRow {
+    TransferRow {
+        block_number: r.get(at),
+        log_index: r.get(at + 1),
+        block_hash: r.get(at + 2),
+        block_time: r.get(at + 3),
+        tx_hash: r.get(at + 4),
+        from: r.get(at + 5),
+        to: r.get(at + 6),
+        value: r.get(at + 7),
+    }
+}
+
+/// Events of `token` after sequence number `after`, in order, at most `limit`; only those
+/// touching `addresses` when it is not empty. A transfer later taken back appears twice:
+/// its addition (its original number) and its removal (a later one).
+pub async fn events_after(
+    client: &deadpool_postgres::Object,
+    token: Address,
+    after: i64,
+    limit: i64,
+    addresses: &[Address],
+) -> Result<Vec<EventRow>, QueryError> {
+    const SQL: &str = "
+        SELECT seq, removed, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+        FROM (
+            SELECT seq, false AS removed, block_number, log_index, block_hash, block_time, tx_hash,
+                   from_address, to_address, value
+            FROM transfers WHERE token = $1 AND seq > $2
+            UNION ALL
+            SELECT seq, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+            FROM removed_transfers WHERE token = $1 AND seq > $2
+            UNION ALL
+            SELECT removed_seq, true, block_number, log_index, block_hash, block_time, tx_hash,
+                   from_address, to_address, value
+            FROM removed_transfers WHERE token = $1 AND removed_seq > $2
+        ) e
+        WHERE cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4)
+        ORDER BY seq
+        LIMIT $3";
+    let stmt = client.prepare_cached(SQL).await?;
+    let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventRow { seq: r.get(0), removed: r.get(1), transfer: transfer_row(r, 2) })
+        .collect())
+}
+
+/// The token's newest sequence number.
+pub async fn last_seq(
+    client: &deadpool_postgres::Object,
+    token: Address,
+) -> Result<i64, QueryError> {
+    let row = client.query_opt("SELECT last_seq FROM tokens WHERE address = $1", &[&token]).await?;
+    row.map(|r| r.get(0))
+        .ok_or_else(|| QueryError::NotFound(format!("token {token} is not indexed")))
+}
+
+/// The newest sequence number of every token.
+pub async fn last_seqs(client: &tokio_postgres::Client) -> Result<Vec<(Address, i64)>, QueryError> {
+    let rows = client.query("SELECT address, last_seq FROM tokens", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The sequence number to resume after so that a stream starts with the transfers of
+/// `block`: just before the first stored transfer at or after it (or the newest number,
+/// when there is none yet).
+pub async fn seq_before_block(
+    client: &deadpool_postgres::Object,
+    token: Address,
+    block: i64,
+) -> Result<i64, QueryError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(
+                 (SELECT seq - 1 FROM transfers WHERE token = $1 AND block_number >= $2
+                  ORDER BY block_number, log_index LIMIT 1),
+                 (SELECT last_seq FROM tokens WHERE address = $1))",
+            &[&token, &block],
+        )
+        .await?;
+    Ok(row.get::<_, Option<i64>>(0).unwrap_or(0))
+}
+
+/// Filters of a ListTransfers page.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferFilter {
+    /// Only transfers from or to this address.
+    pub address: Option<Address>,
+    /// Lowest block.
+    pub from_block: i64,
+    /// Highest block.
+    pub to_block: i64,
+    /// Strictly before this (block, log index).
+    pub before: (i64, i32),
+    /// Page size.
+    pub limit: i64,
+}
+
+/// Stored transfers, newest first. With an address, two index range scans (as sender, as
+/// receiver) each read at most one page.
+pub async fn list_transfers(
+    tx: &Transaction<'_>,
+    token: Address,
+    f: &TransferFilter,
+) -> Result<Vec<TransferRow>, QueryError> {
+    const ALL: &str = "
+        SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+        FROM transfers
+        WHERE token = $1 AND block_number BETWEEN $2 AND $3 AND (block_number, log_index) < ($4, $5)
+        ORDER BY block_number DESC, log_index DESC LIMIT $6";
+    const ONE: &str = "
+        SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+        FROM (
+            (SELECT * FROM transfers
+             WHERE token = $1 AND from_address = $7 AND block_number BETWEEN $2 AND $3
+               AND (block_number, log_index) < ($4, $5)
+             ORDER BY block_number DESC, log_index DESC LIMIT $6)
+            UNION
+            (SELECT * FROM transfers
+             WHERE token = $1 AND to_address = $7 AND block_number BETWEEN $2 AND $3
+               AND (block_number, log_index) < ($4, $5)
+             ORDER BY block_number DESC, log_index DESC LIMIT $6)
+        ) t
+        ORDER BY block_number DESC, log_index DESC LIMIT $6";
+    let rows = match f.address {
+        None => {
+            let stmt = tx.prepare_cached(ALL).await?;
+            tx.query(
+                &stmt,
+                &[&token, &f.from_block, &f.to_block, &f.before.0, &f.before.1, &f.limit],
+            )
+            .await?
+        }
+        Some(a) => {
+            let stmt = tx.prepare_cached(ONE).await?;
+            tx.query(
+                &stmt,
+                &[&token, &f.from_block, &f.to_block, &f.before.0, &f.before.1, &f.limit, &a],
+            )
+            .await?
+        }
+    };
+    Ok(rows.iter().map(|r| transfer_row(r, 0)).collect())
+}

@@ -1,7 +1,9 @@
 //! The gRPC surface: bad input gets INVALID_ARGUMENT naming the field; health follows the
-//! database; StreamTransfers says it is not implemented yet.
+//! database.
 
-use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, StreamTransfersRequest};
+use proto::pb::{
+    GetHoldersRequest, GetTopHoldersRequest, ListTransfersRequest, StreamTransfersRequest,
+};
 use tests::history::Spec;
 use tests::pair::QueryService;
 use tonic::Code;
@@ -93,8 +95,32 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         e.message()
     );
 
-    let e = c.stream_transfers(StreamTransfersRequest::default()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    // Streams and transfer pages check their fields the same way.
+    let forged = StreamTransfersRequest { cursor: "00".repeat(29), ..Default::default() };
+    let e = c.stream_transfers(forged).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("cursor"), "{}", e.message());
+    let bad = StreamTransfersRequest { addresses: vec!["0x12".into()], ..Default::default() };
+    assert!(c.stream_transfers(bad).await.unwrap_err().message().contains("addresses[0]"));
+    for (req, needle) in [
+        (ListTransfersRequest { page_size: 10_001, ..Default::default() }, "page_size"),
+        (ListTransfersRequest { address: "0xnope".into(), ..Default::default() }, "address"),
+        (
+            ListTransfersRequest { from_block: Some(9), to_block: Some(3), ..Default::default() },
+            "from_block",
+        ),
+        (
+            ListTransfersRequest {
+                page_token: first.next_page_token.clone(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        let e = c.list_transfers(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{needle}: {e:?}");
+        assert!(e.message().contains(needle), "'{}' lacks '{needle}'", e.message());
+    }
 }
 
 /// Health is SERVING over a reachable database and NOT_SERVING over an unreachable one,

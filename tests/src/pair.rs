@@ -44,10 +44,16 @@ impl QueryService {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        let settings = query_service::Settings {
+            health_interval: Duration::from_millis(200),
+            max_streams: 300,
+            stream_buffer: 4096,
+        };
         tokio::spawn(query_service::serve(
             listener,
+            database_url.to_string(),
             pool,
-            Duration::from_millis(200),
+            settings,
             shutdown.clone(),
         ));
         Ok(Self { addr, shutdown })

@@ -1,0 +1,322 @@
+//! Live transfers for StreamTransfers. One LISTEN connection per process hears each
+//! commit the ingestor announces, reads the new events once, and hands them to every
+//! subscriber through a bounded broadcast. A subscriber first replays the store from its
+//! starting point, then follows the broadcast, skipping what it has already sent; if it
+//! falls behind the broadcast's buffer it catches up from the store again. So no event is
+//! missed or repeated at the seam, and a slow client costs a bounded amount of memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use proto::pb::{Transfer, TransferEvent};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::input::Cursor;
+use crate::store::{self, EventRow, TransferRow};
+
+/// Events read from the store per query.
+const PAGE: i64 = 1000;
+
+/// The channel the ingestor announces commits on (see the ingestor's store).
+const CHANNEL: &str = "holders_transfers";
+
+/// One event, ready to send, with what filters need.
+#[derive(Debug)]
+pub struct Event {
+    /// Token of the stream.
+    pub token: Address,
+    /// Sequence number.
+    pub seq: i64,
+    /// Sender, for address filters.
+    pub from: Address,
+    /// Receiver, for address filters.
+    pub to: Address,
+    /// The message.
+    pub message: TransferEvent,
+}
+
+impl Event {
+    fn new(token: Address, row: EventRow) -> Self {
+        let (from, to) = (row.transfer.from, row.transfer.to);
+        let message = TransferEvent {
+            transfer: Some(transfer_message(&row.transfer)),
+            cursor: Cursor { token, seq: row.seq }.encode(),
+            removed: row.removed,
+        };
+        Self { token, seq: row.seq, from, to, message }
+    }
+
+    fn touches(&self, addresses: &[Address]) -> bool {
+        addresses.is_empty() || addresses.contains(&self.from) || addresses.contains(&self.to)
+    }
+}
+
+/// A stored transfer as the contract shows it.
+pub fn transfer_message(t: &TransferRow) -> Transfer {
+    Transfer {
+        block_number: t.block_number.max(0) as u64,
+        block_hash: t.block_hash.to_string(),
+        block_timestamp: Some(prost_types::Timestamp { seconds: t.block_time, nanos: 0 }),
+        tx_hash: t.tx_hash.to_string(),
+        log_index: t.log_index.max(0) as u32,
+        from: t.from.to_checksum(None),
+        to: t.to.to_checksum(None),
+        value: t.value.clone(),
+    }
+}
+
+/// The shared live feed of one query-service process.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    events: broadcast::Sender<Arc<Event>>,
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+}
+
+impl Feed {
+    /// A feed buffering `buffer` events for slow subscribers, serving at most
+    /// `max_streams` streams at once.
+    pub fn new(buffer: usize, max_streams: usize) -> Self {
+        let (events, _) = broadcast::channel(buffer.max(16));
+        Self { events, streams: Arc::new(Semaphore::new(max_streams)), max_streams }
+    }
+
+    /// Listens for the ingestor's announcements on its own connection to `database_url`
+    /// and broadcasts new events, until `shutdown`. Reconnects when the connection drops,
+    /// and also looks every few seconds, so a lost notification only delays events.
+    pub async fn listen(self, database_url: String, pool: Pool, shutdown: CancellationToken) {
+        let mut sent: HashMap<Address, i64> = HashMap::new();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.listen_once(&database_url, &pool, &mut sent, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, "transfer feed: connection lost; reconnecting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen_once(
+        &self,
+        database_url: &str,
+        pool: &Pool,
+        sent: &mut HashMap<Address, i64>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (client, mut connection) = tokio_postgres::connect(database_url, NoTls).await?;
+        let (wake, mut woken) = mpsc::channel::<()>(1);
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        let _ = wake.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        info!("transfer feed: listening");
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            self.publish_new(&client, pool, sent).await?;
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+                w = woken.recv() => if w.is_none() {
+                    let reason = driver.await.map_err(anyhow::Error::from)?.err();
+                    anyhow::bail!("the LISTEN connection ended: {reason:?}");
+                },
+            }
+        }
+    }
+
+    /// Broadcasts every event committed since the last call.
+    async fn publish_new(
+        &self,
+        client: &tokio_postgres::Client,
+        pool: &Pool,
+        sent: &mut HashMap<Address, i64>,
+    ) -> anyhow::Result<()> {
+        for (token, newest) in store::last_seqs(client).await? {
+            let from = sent.get(&token).copied();
+            // Nobody listens, or first sight of the token: nothing to send, only remember
+            // where the stream is. Subscribers replay from the store themselves.
+            if from.is_none() || self.events.receiver_count() == 0 {
+                sent.insert(token, newest);
+                continue;
+            }
+            let mut after = from.unwrap_or(newest);
+            let db = pool.get().await?;
+            while after < newest {
+                let rows = store::events_after(&db, token, after, PAGE, &[]).await?;
+                let Some(last) = rows.last() else { break };
+                after = last.seq;
+                for row in rows {
+                    // An error only means no subscriber right now.
+                    let _ = self.events.send(Arc::new(Event::new(token, row)));
+                }
+            }
+            sent.insert(token, after.max(newest));
+        }
+        Ok(())
+    }
+
+    /// Starts one subscriber's stream of `token` events after `start`, touching `addresses`
+    /// (all when empty). RESOURCE_EXHAUSTED past the stream limit.
+    pub async fn subscribe(
+        &self,
+        pool: Pool,
+        token: Address,
+        start: Start,
+        addresses: Vec<Address>,
+        shutdown: CancellationToken,
+    ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, Status> {
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} streams are open, the most this server allows; retry later",
+                self.max_streams
+            ))
+        })?;
+        // Subscribe before reading the store, so nothing committed from now on is missed.
+        let live = self.events.subscribe();
+        let db = pool.get().await.map_err(crate::error::QueryError::from)?;
+        let after = match start {
+            Start::After(seq) => seq,
+            Start::Block(block) => store::seq_before_block(&db, token, block).await?,
+            Start::Now => store::last_seq(&db, token).await?,
+        };
+        drop(db);
+        let (out, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut sub = Subscriber { pool, token, addresses, seen: after, out, live };
+            match sub.run(shutdown).await {
+                Ok(()) => {}
+                Err(status) => {
+                    let _ = sub.out.send(Err(status)).await;
+                }
+            }
+            debug!(token = %sub.token, seen = sub.seen, "stream closed");
+        });
+        Ok(rx)
+    }
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// After this sequence number (a cursor).
+    After(i64),
+    /// With the transfers of this block.
+    Block(i64),
+    /// With the next commit.
+    Now,
+}
+
+struct Subscriber {
+    pool: Pool,
+    token: Address,
+    addresses: Vec<Address>,
+    /// The newest sequence number handled (sent, or filtered out).
+    seen: i64,
+    out: mpsc::Sender<Result<TransferEvent, Status>>,
+    live: broadcast::Receiver<Arc<Event>>,
+}
+
+impl Subscriber {
+    /// Replays, then follows; returns when the client leaves (Ok) or with the status to
+    /// end the stream with.
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Status> {
+        if !self.replay().await? {
+            return Ok(());
+        }
+        loop {
+            let event = tokio::select! {
+                () = self.out.closed() => return Ok(()),
+                () = shutdown.cancelled() => return Err(Status::unavailable("the server is shutting down; resume with your last cursor")),
+                event = self.live.recv() => event,
+            };
+            match event {
+                Ok(event) => {
+                    if event.token != self.token || event.seq <= self.seen {
+                        continue;
+                    }
+                    if event.seq > self.seen + 1 {
+                        // The broadcast skipped something this subscriber must see (it
+                        // started after the feed read those events): read the store.
+                        if !self.replay().await? {
+                            return Ok(());
+                        }
+                        if event.seq <= self.seen {
+                            continue;
+                        }
+                    }
+                    self.seen = event.seq;
+                    if event.touches(&self.addresses)
+                        && self.out.send(Ok(event.message.clone())).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    debug!(
+                        missed,
+                        "subscriber fell behind the live buffer; catching up from the store"
+                    );
+                    if !self.replay().await? {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Status::unavailable("the feed stopped"));
+                }
+            }
+        }
+    }
+
+    /// Sends every stored event after `seen`. False when the client has left.
+    async fn replay(&mut self) -> Result<bool, Status> {
+        // Everything up to `newest` is visible to the reads below; events the address
+        // filter leaves out are handled too, so `seen` can move past them.
+        let newest = {
+            let db = self.pool.get().await.map_err(crate::error::QueryError::from)?;
+            store::last_seq(&db, self.token).await?
+        };
+        loop {
+            let db = self.pool.get().await.map_err(crate::error::QueryError::from)?;
+            let rows =
+                store::events_after(&db, self.token, self.seen, PAGE, &self.addresses).await?;
+            drop(db);
+            let full = rows.len() as i64 == PAGE;
+            for row in rows {
+                self.seen = row.seq;
+                if self.out.send(Ok(Event::new(self.token, row).message)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            if !full {
+                self.seen = self.seen.max(newest);
+                return Ok(true);
+            }
+        }
+    }
+}
