@@ -28,7 +28,7 @@ const PAGE: i64 = 1000;
 /// The channel the ingestor announces commits on (see the ingestor's store).
 const CHANNEL: &str = "holders_transfers";
 
-/// One event, ready to send, with what filters need.
+/// One event, ready to send, with what filters need; or a marker.
 #[derive(Debug)]
 pub struct Event {
     /// Token of the stream.
@@ -39,8 +39,10 @@ pub struct Event {
     pub from: Address,
     /// Receiver, for address filters.
     pub to: Address,
-    /// The message.
-    pub message: TransferEvent,
+    /// The message; `None` for a marker: the feed moved to `seq` without sending the
+    /// events before it (it had just started, or nobody listened), so a subscriber behind
+    /// it reads them from the store.
+    pub message: Option<TransferEvent>,
 }
 
 impl Event {
@@ -51,7 +53,11 @@ impl Event {
             cursor: Cursor { token, seq: row.seq }.encode(),
             removed: row.removed,
         };
-        Self { token, seq: row.seq, from, to, message }
+        Self { token, seq: row.seq, from, to, message: Some(message) }
+    }
+
+    fn marker(token: Address, seq: i64) -> Self {
+        Self { token, seq, from: Address::ZERO, to: Address::ZERO, message: None }
     }
 
     fn touches(&self, addresses: &[Address]) -> bool {
@@ -161,6 +167,9 @@ impl Feed {
             // Nobody listens, or first sight of the token: nothing to send, only remember
             // where the stream is. Subscribers replay from the store themselves.
             if from.is_none() || self.events.receiver_count() == 0 {
+                if from != Some(newest) {
+                    let _ = self.events.send(Arc::new(Event::marker(token, newest)));
+                }
                 sent.insert(token, newest);
                 continue;
             }
@@ -260,6 +269,13 @@ impl Subscriber {
                     if event.token != self.token || event.seq <= self.seen {
                         continue;
                     }
+                    let Some(message) = &event.message else {
+                        // A marker ahead of us: what lies between comes from the store.
+                        if !self.replay().await? {
+                            return Ok(());
+                        }
+                        continue;
+                    };
                     if event.seq > self.seen + 1 {
                         // The broadcast skipped something this subscriber must see (it
                         // started after the feed read those events): read the store.
@@ -272,7 +288,7 @@ impl Subscriber {
                     }
                     self.seen = event.seq;
                     if event.touches(&self.addresses)
-                        && self.out.send(Ok(event.message.clone())).await.is_err()
+                        && self.out.send(Ok(message.clone())).await.is_err()
                     {
                         return Ok(());
                     }
@@ -309,7 +325,8 @@ impl Subscriber {
             let full = rows.len() as i64 == PAGE;
             for row in rows {
                 self.seen = row.seq;
-                if self.out.send(Ok(Event::new(self.token, row).message)).await.is_err() {
+                let message = Event::new(self.token, row).message.expect("an event");
+                if self.out.send(Ok(message)).await.is_err() {
                     return Ok(false);
                 }
             }

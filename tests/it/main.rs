@@ -8,6 +8,7 @@ mod plans;
 mod ranges;
 mod reorg;
 mod store;
+mod streaming;
 
 use alloy_primitives::{Address, U256};
 use proto::pb::{GetHoldersRequest, Holder};
@@ -109,4 +110,22 @@ async fn dump(db: &TestDb) -> Vec<String> {
         out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
     }
     out
+}
+
+/// Waits until the store's checkpoint reaches `block`.
+async fn wait_indexed(db: &TestDb, block: u64) {
+    let c = db.client().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(row)) = c.query_opt("SELECT indexed_block FROM tokens", &[]).await
+            && row.get::<_, i64>(0) >= block as i64
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "block {block} not indexed within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -40,15 +40,23 @@ pub struct QueryService {
 impl QueryService {
     /// Starts serving `database_url` on 127.0.0.1 at a free port.
     pub async fn start(database_url: &str) -> anyhow::Result<Self> {
-        let pool = query_service::store::pool(database_url, 4, Duration::from_secs(5))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
         let settings = query_service::Settings {
             health_interval: Duration::from_millis(200),
             max_streams: 300,
             stream_buffer: 4096,
         };
+        Self::start_with(database_url, settings).await
+    }
+
+    /// Starts serving `database_url` with these settings.
+    pub async fn start_with(
+        database_url: &str,
+        settings: query_service::Settings,
+    ) -> anyhow::Result<Self> {
+        let pool = query_service::store::pool(database_url, 8, Duration::from_secs(5))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
         tokio::spawn(query_service::serve(
             listener,
             database_url.to_string(),
@@ -69,4 +77,19 @@ impl Drop for QueryService {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The `ingestor` binary built next to the test binaries (`cargo test --workspace` builds
+/// it for the ingestor's own CLI tests).
+pub fn ingestor_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir =
+        exe.parent().and_then(|d| d.parent()).ok_or_else(|| anyhow::anyhow!("no target folder"))?;
+    let bin = dir.join("ingestor");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` (scripts/test.sh does)",
+        bin.display()
+    );
+    Ok(bin)
 }
