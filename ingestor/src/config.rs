@@ -17,7 +17,8 @@ pub const DOG_TOKEN: &str = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ingestor", version, about, long_about = None)]
 pub struct Config {
-    /// Ethereum JSON-RPC endpoint (http:// or https://).
+    /// Ethereum JSON-RPC endpoint: http(s)://, or ws(s):// to hear of new blocks by an
+    /// eth_subscribe newHeads subscription (polling stays as the fallback).
     #[arg(long, env = "RPC_URL", hide_env_values = true)]
     pub rpc_url: String,
 
@@ -116,8 +117,10 @@ impl Config {
                 self.initial_span, self.max_span
             ));
         }
-        if !(self.rpc_url.starts_with("http://") || self.rpc_url.starts_with("https://")) {
-            return Err("--rpc-url (RPC_URL) must start with http:// or https://".into());
+        if !["http://", "https://", "ws://", "wss://"].iter().any(|s| self.rpc_url.starts_with(s)) {
+            return Err(
+                "--rpc-url (RPC_URL) must start with http://, https://, ws:// or wss://".into()
+            );
         }
         Ok(())
     }

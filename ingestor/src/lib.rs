@@ -37,7 +37,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         base_delay: std::time::Duration::from_millis(250),
         max_delay: config.max_backoff,
     };
-    let rpc = Rpc::new(&config.rpc_url, config.rpc_timeout, retry)?;
+    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry).await?;
     let store =
         Store::new(store::pool(&config.database_url, usize::from(config.database_pool_size))?);
     info!(database = %store::describe_url(&config.database_url), token = %config.token, "starting");

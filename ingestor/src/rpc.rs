@@ -119,15 +119,16 @@ fn jitter() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A JSON-RPC node.
+/// A JSON-RPC node, over HTTP or a WebSocket.
 #[derive(Debug, Clone)]
 pub struct Rpc {
     client: RpcClient,
     retry: RetryPolicy,
+    timeout: Duration,
 }
 
 impl Rpc {
-    /// A client for `url` (http or https) whose requests time out after `timeout`.
+    /// A client for an http:// or https:// `url` whose requests time out after `timeout`.
     pub fn new(url: &str, timeout: Duration, retry: RetryPolicy) -> anyhow::Result<Self> {
         let parsed = url.parse().map_err(|e| anyhow::anyhow!("--rpc-url is not a URL: {e}"))?;
         let http = reqwest::Client::builder()
@@ -135,7 +136,79 @@ impl Rpc {
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
         let client = RpcClient::new_http_with_client(http, parsed);
-        Ok(Self { client, retry })
+        Ok(Self { client, retry, timeout })
+    }
+
+    /// A client for `url`: http(s):// as [`Rpc::new`], or ws(s)://, which connects now
+    /// (retried) and can also announce new heads ([`Rpc::watch_heads`]).
+    pub async fn connect(url: &str, timeout: Duration, retry: RetryPolicy) -> anyhow::Result<Self> {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Self::new(url, timeout, retry);
+        }
+        let mut attempt = 1;
+        loop {
+            let connect = alloy_rpc_client::WsConnect::new(url);
+            match tokio::time::timeout(timeout, RpcClient::builder().ws(connect)).await {
+                Ok(Ok(client)) => return Ok(Self { client, retry, timeout }),
+                Ok(Err(e)) if attempt >= retry.max_attempts => {
+                    // The error may quote the URL, and with it an API key.
+                    anyhow::bail!(
+                        "cannot open the WebSocket of --rpc-url: {}",
+                        classify(e).to_string().replace(url, "<RPC_URL>")
+                    )
+                }
+                Err(_) if attempt >= retry.max_attempts => {
+                    anyhow::bail!("cannot open the WebSocket of --rpc-url: timed out")
+                }
+                _ => {
+                    let delay = retry.backoff(attempt);
+                    warn!(
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        "WebSocket connect failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// On a WebSocket node, subscribes to newHeads: the receiver gets a tick per new block
+    /// and ends when the subscription drops. `None` over HTTP.
+    pub async fn watch_heads(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, RpcError> {
+        let Some(pubsub) = self.client.pubsub_frontend() else { return Ok(None) };
+        let id: B256 = self.timed(self.client.request("eth_subscribe", ("newHeads",))).await?;
+        let mut sub = self.timed(pubsub.get_subscription(id)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(_) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        let _ = tx.try_send(());
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx.try_send(());
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    /// Runs one call with the request timeout (HTTP has its own; a WebSocket does not).
+    async fn timed<T>(
+        &self,
+        call: impl IntoFuture<Output = Result<T, TransportError>>,
+    ) -> Result<T, RpcError> {
+        match tokio::time::timeout(self.timeout, call.into_future()).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
+        }
     }
 
     /// The retry policy this client uses.
@@ -147,7 +220,7 @@ impl Rpc {
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
         self.retrying("eth_chainId", || async {
             let id: alloy_primitives::U64 =
-                self.client.request_noparams("eth_chainId").await.map_err(classify)?;
+                self.timed(self.client.request_noparams("eth_chainId")).await?;
             Ok(id.to())
         })
         .await
@@ -157,7 +230,7 @@ impl Rpc {
     pub async fn head(&self) -> Result<u64, RpcError> {
         self.retrying("eth_blockNumber", || async {
             let n: alloy_primitives::U64 =
-                self.client.request_noparams("eth_blockNumber").await.map_err(classify)?;
+                self.timed(self.client.request_noparams("eth_blockNumber")).await?;
             Ok(n.to())
         })
         .await
@@ -176,7 +249,7 @@ impl Rpc {
             "fromBlock": format!("{:#x}", span.start()),
             "toBlock": format!("{:#x}", span.end()),
         });
-        self.client.request("eth_getLogs", (filter,)).await.map_err(classify)
+        self.timed(self.client.request("eth_getLogs", (filter,))).await
     }
 
     /// Headers of the given blocks, in one JSON-RPC batch per 100 blocks, retried; a block
@@ -213,7 +286,7 @@ impl Rpc {
                             .map_err(|e| RpcError::Fatal(format!("cannot encode a batch: {e}")))?;
                         waiters.push((*n, call));
                     }
-                    batch.send().await.map_err(classify)?;
+                    self.timed(batch.send()).await?;
                     let mut refs = Vec::with_capacity(chunk.len());
                     for (_, waiter) in waiters {
                         let block = waiter.await.map_err(classify)?;
@@ -293,7 +366,12 @@ impl Rpc {
         let out: Bytes = self
             .retrying("eth_call", || async {
                 let tx = json!({ "to": token, "data": data });
-                match self.client.request("eth_call", (tx, block)).await {
+                let call = self.client.request("eth_call", (tx, block));
+                match tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+                    Err(TransportErrorKind::custom_str(
+                        "eth_call: no answer within the request timeout",
+                    ))
+                }) {
                     Ok(out) => Ok(out),
                     // A revert (or missing state) is the contract's or node's answer, not a fault.
                     Err(JsonRpcError::ErrorResp(p)) if classify_payload(&p).is_none() => {

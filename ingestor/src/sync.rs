@@ -99,6 +99,7 @@ impl Indexer {
     pub async fn run(&self, start: u64, to: Option<u64>) -> anyhow::Result<()> {
         let mut next = start;
         let mut caught_up_logged = false;
+        let mut heads = Heads::default();
         loop {
             let head = self.rpc.head().await.context("reading the chain head")?;
             let tip = head.saturating_sub(self.policy.confirmations);
@@ -138,10 +139,49 @@ impl Indexer {
                 }
                 caught_up_logged = true;
             }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.policy.poll_interval) => {}
+            self.wait_for_head(&mut heads).await;
+            if self.shutdown.is_cancelled() {
+                return Ok(());
             }
+        }
+    }
+
+    /// Waits for the next block: a newHeads notification on a WebSocket node (polling ten
+    /// times slower as a safety net), else the poll interval. A dropped subscription is
+    /// reported, polling takes over, and it is renewed at most once a minute.
+    async fn wait_for_head(&self, heads: &mut Heads) {
+        if !heads.http
+            && heads.watch.is_none()
+            && heads.retry_at.is_none_or(|t| Instant::now() >= t)
+        {
+            match self.rpc.watch_heads().await {
+                Ok(Some(rx)) => {
+                    info!("subscribed to newHeads");
+                    heads.watch = Some(rx);
+                }
+                // HTTP: polling only, nothing to retry.
+                Ok(None) => heads.http = true,
+                Err(e) => {
+                    warn!(error = %e, "newHeads subscription failed; polling");
+                    heads.retry_at = Some(Instant::now() + Duration::from_secs(60));
+                }
+            }
+        }
+        let poll = self.policy.poll_interval;
+        match heads.watch.as_mut() {
+            Some(rx) => tokio::select! {
+                () = self.shutdown.cancelled() => {}
+                () = tokio::time::sleep(poll * 10) => {}
+                tick = rx.recv() => if tick.is_none() {
+                    warn!("newHeads subscription dropped; polling every {poll:?}");
+                    heads.watch = None;
+                    heads.retry_at = Some(Instant::now() + Duration::from_secs(60));
+                },
+            },
+            None => tokio::select! {
+                () = self.shutdown.cancelled() => {}
+                () = tokio::time::sleep(poll) => {}
+            },
         }
     }
 
@@ -412,6 +452,16 @@ impl Indexer {
             Err(e) => warn!(error = format!("{e:#}"), "could not compare supplies"),
         }
     }
+}
+
+/// The newHeads subscription of a following run, if any.
+#[derive(Debug, Default)]
+struct Heads {
+    watch: Option<tokio::sync::mpsc::Receiver<()>>,
+    /// When to try subscribing (again).
+    retry_at: Option<Instant>,
+    /// The node speaks HTTP: polling only.
+    http: bool,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -74,3 +74,40 @@ async fn following_picks_up_new_blocks() {
         tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops within 10 s");
     result.unwrap().expect("a clean stop");
 }
+
+/// Over ws:// the ingestor hears of new blocks from an eth_subscribe newHeads
+/// subscription: with polling set to 30 s, a new transfer is still stored within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_node_announces_new_blocks() {
+    let spec =
+        Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
+    let mut w = world(spec).await;
+    let ws = w.chain.url.replace("http://", "ws://");
+    let stop = CancellationToken::new();
+    let (db, token, from) =
+        (w.db.url.clone(), w.history.token.to_string(), w.history.start_block.to_string());
+    let halt = stop.clone();
+    let running = tokio::spawn(async move {
+        tests::pair::ingest_until(
+            &ws,
+            &db,
+            &["--token", &token, "--from", &from, "--poll-interval", "30s"],
+            halt,
+        )
+        .await
+    });
+    crate::wait_indexed(&w.db, w.history.end_block).await;
+    // Let the first poll pass, so that only the subscription can explain what follows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a, b) = (w.history.addresses[0], w.history.addresses[1]);
+    w.chain
+        .call_from(a, w.history.token, TestToken::transferCall { to: b, value: U256::from(9) })
+        .await
+        .unwrap();
+    let mined = w.chain.mine(12).await.unwrap();
+    let started = Instant::now();
+    crate::wait_indexed(&w.db, mined).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "indexed after {:?}", started.elapsed());
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
