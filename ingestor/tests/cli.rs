@@ -50,7 +50,7 @@ fn bad_values_are_named() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     let (code, _, err) =
-        ingestor(&[], &[("RPC_URL", "ws://x"), ("DATABASE_URL", "postgres://x@h/db")]);
+        ingestor(&[], &[("RPC_URL", "ftp://x"), ("DATABASE_URL", "postgres://x@h/db")]);
     assert_eq!(code, 2);
     assert!(err.contains("--rpc-url"), "{err}");
 }
