@@ -30,14 +30,19 @@ const DB: &str = "holders_bench_stream";
 async fn main() -> anyhow::Result<()> {
     let arg = |name: &str, default: usize| -> usize {
         let args: Vec<String> = std::env::args().collect();
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let subscribers = arg("--subscribers", 1000);
     let blocks = arg("--blocks", 40);
     let per_block = arg("--transfers-per-block", 5);
     let bin = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
 
-    let genesis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() - 86_400;
+    let genesis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() - 86_400;
     let anvil = Anvil::start(genesis).await?;
     let mut chain = Chain::connect(&anvil.url).await?;
     let spec = Spec {
@@ -67,7 +72,14 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     drop(listener);
     let mut qs = Command::new(bin.join("query-service"))
-        .args(["--database-url", &db_url, "--listen", &addr.to_string(), "--max-streams", &(subscribers + 10).to_string()])
+        .args([
+            "--database-url",
+            &db_url,
+            "--listen",
+            &addr.to_string(),
+            "--max-streams",
+            &(subscribers + 10).to_string(),
+        ])
         .args(["--database-pool-size", "8"])
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -94,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(m)) = messages.next().await {
             if let AsyncMessage::Notification(n) = m
-                && let Some(seq) = n.payload().rsplit(':').next().and_then(|s| s.parse::<i64>().ok())
+                && let Some(seq) =
+                    n.payload().rsplit(':').next().and_then(|s| s.parse::<i64>().ok())
             {
                 record.lock().expect("commits").insert(seq, Instant::now());
             }
@@ -109,17 +122,21 @@ async fn main() -> anyhow::Result<()> {
         channels.push(connect(&endpoint).await?);
     }
     let expected = blocks * per_block;
-    let received: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(subscribers * expected)));
+    let received: Arc<Mutex<Vec<(i64, Instant)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(subscribers * expected)));
     let mut tasks = Vec::new();
     for i in 0..subscribers {
         let mut client = channels[i % channels.len()].clone();
-        let mut stream = client.stream_transfers(StreamTransfersRequest::default()).await?.into_inner();
+        let mut stream =
+            client.stream_transfers(StreamTransfersRequest::default()).await?.into_inner();
         let received = received.clone();
         let token = h.token;
         tasks.push(tokio::spawn(async move {
             let mut got = 0;
             while got < expected {
-                let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_secs(30), stream.message()).await else {
+                let Ok(Ok(Some(e))) =
+                    tokio::time::timeout(Duration::from_secs(30), stream.message()).await
+                else {
                     break;
                 };
                 let at = Instant::now();
@@ -135,8 +152,17 @@ async fn main() -> anyhow::Result<()> {
     // Traffic: `blocks` blocks of `per_block` transfers, 100 ms apart.
     for b in 0..blocks {
         for t in 0..per_block {
-            let (from, to) = (h.addresses[(b + t) % h.addresses.len()], h.addresses[(b + t + 7) % h.addresses.len()]);
-            chain.call_from(from, h.token, TestToken::transferCall { to, value: alloy_primitives::U256::from(1) }).await?;
+            let (from, to) = (
+                h.addresses[(b + t) % h.addresses.len()],
+                h.addresses[(b + t + 7) % h.addresses.len()],
+            );
+            chain
+                .call_from(
+                    from,
+                    h.token,
+                    TestToken::transferCall { to, value: alloy_primitives::U256::from(1) },
+                )
+                .await?;
         }
         chain.mine(12).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -162,11 +188,25 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!("subscribers: {subscribers} ({complete} received all {expected} transfers)");
     println!("deliveries measured: {}", latencies.len());
-    println!("commit-to-client latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", pct(0.5), pct(0.99), pct(1.0));
-    println!("query-service memory: {:.1} MiB with the streams open, peak {:.1} MiB", rss_idle / 1024.0, peak / 1024.0);
+    println!(
+        "commit-to-client latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "query-service memory: {:.1} MiB with the streams open, peak {:.1} MiB",
+        rss_idle / 1024.0,
+        peak / 1024.0
+    );
     println!(
         "| {subscribers} | {expected} | {:.1} ms | {:.1} ms | {:.1} MiB |",
         pct(0.5),
@@ -179,7 +219,11 @@ async fn main() -> anyhow::Result<()> {
     let _ = qs.wait().await;
     let _ = ingestor.wait().await;
     client.execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"), &[]).await?;
-    anyhow::ensure!(complete == subscribers, "{} subscribers missed transfers", subscribers - complete);
+    anyhow::ensure!(
+        complete == subscribers,
+        "{} subscribers missed transfers",
+        subscribers - complete
+    );
     Ok(())
 }
 
@@ -196,6 +240,7 @@ async fn connect(endpoint: &str) -> anyhow::Result<HolderServiceClient<tonic::tr
 /// A memory figure of a process from /proc, in KiB.
 fn rss_kib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field}"))?;
+    let line =
+        status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field}"))?;
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
