@@ -394,6 +394,31 @@ pub struct TransferFilter {
     pub limit: i64,
 }
 
+/// ListTransfers without an address: $1 token, $2..$3 blocks, before ($4, $5), $6 limit.
+const LIST_ALL: &str = "
+    SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+    FROM transfers
+    WHERE token = $1 AND block_number BETWEEN $2 AND $3 AND (block_number, log_index) < ($4, $5)
+    ORDER BY block_number DESC, log_index DESC LIMIT $6";
+/// ListTransfers of one address ($7): as sender and as receiver, one page each, merged.
+const LIST_ONE: &str = "
+    SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+    FROM (
+        (SELECT * FROM transfers
+         WHERE token = $1 AND from_address = $7 AND block_number BETWEEN $2 AND $3
+           AND (block_number, log_index) < ($4, $5)
+         ORDER BY block_number DESC, log_index DESC LIMIT $6)
+        UNION
+        (SELECT * FROM transfers
+         WHERE token = $1 AND to_address = $7 AND block_number BETWEEN $2 AND $3
+           AND (block_number, log_index) < ($4, $5)
+         ORDER BY block_number DESC, log_index DESC LIMIT $6)
+    ) t
+    ORDER BY block_number DESC, log_index DESC LIMIT $6";
+
+/// The SQL of ListTransfers, for EXPLAIN in tests.
+pub const TRANSFER_QUERIES: [(&str, &str); 2] = [("all", LIST_ALL), ("one", LIST_ONE)];
+
 /// Stored transfers, newest first. With an address, two index range scans (as sender, as
 /// receiver) each read at most one page.
 pub async fn list_transfers(
@@ -401,28 +426,9 @@ pub async fn list_transfers(
     token: Address,
     f: &TransferFilter,
 ) -> Result<Vec<TransferRow>, QueryError> {
-    const ALL: &str = "
-        SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
-        FROM transfers
-        WHERE token = $1 AND block_number BETWEEN $2 AND $3 AND (block_number, log_index) < ($4, $5)
-        ORDER BY block_number DESC, log_index DESC LIMIT $6";
-    const ONE: &str = "
-        SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
-        FROM (
-            (SELECT * FROM transfers
-             WHERE token = $1 AND from_address = $7 AND block_number BETWEEN $2 AND $3
-               AND (block_number, log_index) < ($4, $5)
-             ORDER BY block_number DESC, log_index DESC LIMIT $6)
-            UNION
-            (SELECT * FROM transfers
-             WHERE token = $1 AND to_address = $7 AND block_number BETWEEN $2 AND $3
-               AND (block_number, log_index) < ($4, $5)
-             ORDER BY block_number DESC, log_index DESC LIMIT $6)
-        ) t
-        ORDER BY block_number DESC, log_index DESC LIMIT $6";
     let rows = match f.address {
         None => {
-            let stmt = tx.prepare_cached(ALL).await?;
+            let stmt = tx.prepare_cached(LIST_ALL).await?;
             tx.query(
                 &stmt,
                 &[&token, &f.from_block, &f.to_block, &f.before.0, &f.before.1, &f.limit],
@@ -430,7 +436,7 @@ pub async fn list_transfers(
             .await?
         }
         Some(a) => {
-            let stmt = tx.prepare_cached(ONE).await?;
+            let stmt = tx.prepare_cached(LIST_ONE).await?;
             tx.query(
                 &stmt,
                 &[&token, &f.from_block, &f.to_block, &f.before.0, &f.before.1, &f.limit, &a],

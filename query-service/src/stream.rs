@@ -271,12 +271,22 @@ impl Subscriber {
                     }
                     let Some(message) = &event.message else {
                         // A marker ahead of us: what lies between comes from the store.
+                        debug!(
+                            marker = event.seq,
+                            seen = self.seen,
+                            "catching up to a feed marker from the store"
+                        );
                         if !self.replay().await? {
                             return Ok(());
                         }
                         continue;
                     };
                     if event.seq > self.seen + 1 {
+                        debug!(
+                            event = event.seq,
+                            seen = self.seen,
+                            "a gap before a live event; reading the store"
+                        );
                         // The broadcast skipped something this subscriber must see (it
                         // started after the feed read those events): read the store.
                         if !self.replay().await? {

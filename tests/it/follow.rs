@@ -111,3 +111,51 @@ async fn a_websocket_node_announces_new_blocks() {
     stop.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// With --confirmations 2 a block is indexed only once two more blocks sit on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_hold_back_the_newest_blocks() {
+    let spec =
+        Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
+    let mut w = world(spec).await;
+    let stop = CancellationToken::new();
+    let (rpc, db, token, from) = (
+        w.chain.url.clone(),
+        w.db.url.clone(),
+        w.history.token.to_string(),
+        w.history.start_block.to_string(),
+    );
+    let halt = stop.clone();
+    let running = tokio::spawn(async move {
+        let flags =
+            ["--token", &token, "--from", &from, "--poll-interval", "50ms", "--confirmations", "2"];
+        tests::pair::ingest_until(&rpc, &db, &flags, halt).await
+    });
+    let head = w.chain.head().await.unwrap();
+    crate::wait_indexed(&w.db, head - 2).await;
+    let (a, b) = (w.history.addresses[0], w.history.addresses[1]);
+    w.chain
+        .call_from(a, w.history.token, TestToken::transferCall { to: b, value: U256::from(9) })
+        .await
+        .unwrap();
+    let block = w.chain.mine(12).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = w.db.client().await.unwrap();
+    let indexed = |c: tokio_postgres::Client| async move {
+        let v: i64 = c.query_one("SELECT indexed_block FROM tokens", &[]).await.unwrap().get(0);
+        (c, v as u64)
+    };
+    let (c, now) = indexed(c).await;
+    assert_eq!(now, block - 2, "only blocks two deep are indexed");
+    w.chain.mine(12).await.unwrap();
+    w.chain.mine(12).await.unwrap();
+    crate::wait_indexed(&w.db, block).await;
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM transfers WHERE block_number = $1", &[&(block as i64)])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}

@@ -80,3 +80,56 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
         }
     }
 }
+
+/// ListTransfers reads one page off an index whatever the table holds: checked with
+/// EXPLAIN on 500,000 transfers, for all transfers and for one busy address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_transfers_reads_one_page_off_an_index() {
+    tests::init_test_logging();
+    let db = TestDb::create().await.unwrap();
+    let mut c = db.client().await.unwrap();
+    ingestor::migrate::run(&mut c).await.unwrap();
+    c.batch_execute(
+        "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block)
+             VALUES ('\\xabababababababababababababababababababab', 1, 18, 0, 100000);
+         INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
+                                from_address, to_address, value, seq)
+             SELECT '\\xabababababababababababababababababababab', i / 5, i % 5, '\\x00', i, '\\x00',
+                    decode(lpad(to_hex(i % 1000), 40, '0'), 'hex'), decode(lpad(to_hex((i + 1) % 1000), 40, '0'), 'hex'),
+                    i, i
+             FROM generate_series(1, 500000) i;
+         ANALYZE transfers;",
+    )
+    .await
+    .unwrap();
+    let token = "'\\xabababababababababababababababababababab'::bytea";
+    let busy = "'\\x0000000000000000000000000000000000000007'::bytea";
+    for (name, sql) in query_service::store::TRANSFER_QUERIES {
+        let params = match name {
+            "all" => format!("{token}, 0::bigint, 9223372036854775807::bigint, 9223372036854775807::bigint, 0, 1000::bigint"),
+            _ => format!("{token}, 0::bigint, 9223372036854775807::bigint, 50000::bigint, 0, 100::bigint, {busy}"),
+        };
+        c.batch_execute(&format!("PREPARE t_{name} AS {sql}")).await.unwrap();
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE t_{name}({params})"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let text = plan.join("\n");
+        tracing::info!("plan of ListTransfers {name}:\n{text}");
+        assert!(!text.contains("Seq Scan"), "{name} scans:\n{text}");
+        match name {
+            "all" => assert!(text.contains("Index Scan Backward using transfers_pkey"), "{name}:\n{text}"),
+            _ => {
+                assert!(text.contains("transfers_from") && text.contains("transfers_to"), "{name}:\n{text}");
+                // Each direction reads at most one page (100 rows) of the index.
+                for line in text.lines().filter(|l| l.contains("using transfers_from") || l.contains("using transfers_to")) {
+                    let rows: u64 = line.split("rows=").nth(2).and_then(|r| r.split(' ').next()).and_then(|r| r.parse().ok()).unwrap();
+                    assert!(rows <= 100, "{name} reads {rows} rows:\n{text}");
+                }
+            }
+        }
+    }
+}
