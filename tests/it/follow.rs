@@ -159,3 +159,51 @@ async fn confirmations_hold_back_the_newest_blocks() {
     stop.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// Polling stays on as the fallback of a newHeads subscription: with the node's
+/// notifications swallowed by a proxy, new blocks are still indexed, by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_carries_on_when_the_subscription_goes_silent() {
+    let spec =
+        Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
+    let mut w = world(spec).await;
+    let proxy = tests::proxy::SilentHeadsProxy::start(&w.chain.url.replace("http://", "ws://"))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let (ws, db, token, from) = (
+        proxy.url.clone(),
+        w.db.url.clone(),
+        w.history.token.to_string(),
+        w.history.start_block.to_string(),
+    );
+    let halt = stop.clone();
+    let running = tokio::spawn(async move {
+        tests::pair::ingest_until(
+            &ws,
+            &db,
+            &["--token", &token, "--from", &from, "--poll-interval", "200ms"],
+            halt,
+        )
+        .await
+    });
+    crate::wait_indexed(&w.db, w.history.end_block).await;
+    for i in 0..3 {
+        let (a, b) = (w.history.addresses[i], w.history.addresses[i + 1]);
+        w.chain
+            .call_from(a, w.history.token, TestToken::transferCall { to: b, value: U256::from(9) })
+            .await
+            .unwrap();
+        let mined = w.chain.mine(12).await.unwrap();
+        // No notification arrives: only the polling backstop (10 x 200 ms) can see it.
+        let started = Instant::now();
+        crate::wait_indexed(&w.db, mined).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "block {mined} indexed after {:?}",
+            started.elapsed()
+        );
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}

@@ -106,8 +106,12 @@ async fn list_transfers_reads_one_page_off_an_index() {
     let busy = "'\\x0000000000000000000000000000000000000007'::bytea";
     for (name, sql) in query_service::store::TRANSFER_QUERIES {
         let params = match name {
-            "all" => format!("{token}, 0::bigint, 9223372036854775807::bigint, 9223372036854775807::bigint, 0, 1000::bigint"),
-            _ => format!("{token}, 0::bigint, 9223372036854775807::bigint, 50000::bigint, 0, 100::bigint, {busy}"),
+            "all" => format!(
+                "{token}, 0::bigint, 9223372036854775807::bigint, 9223372036854775807::bigint, 0, 1000::bigint"
+            ),
+            _ => format!(
+                "{token}, 0::bigint, 9223372036854775807::bigint, 50000::bigint, 0, 100::bigint, {busy}"
+            ),
         };
         c.batch_execute(&format!("PREPARE t_{name} AS {sql}")).await.unwrap();
         let plan: Vec<String> = c
@@ -121,12 +125,25 @@ async fn list_transfers_reads_one_page_off_an_index() {
         tracing::info!("plan of ListTransfers {name}:\n{text}");
         assert!(!text.contains("Seq Scan"), "{name} scans:\n{text}");
         match name {
-            "all" => assert!(text.contains("Index Scan Backward using transfers_pkey"), "{name}:\n{text}"),
+            "all" => assert!(
+                text.contains("Index Scan Backward using transfers_pkey"),
+                "{name}:\n{text}"
+            ),
             _ => {
-                assert!(text.contains("transfers_from") && text.contains("transfers_to"), "{name}:\n{text}");
+                assert!(
+                    text.contains("transfers_from") && text.contains("transfers_to"),
+                    "{name}:\n{text}"
+                );
                 // Each direction reads at most one page (100 rows) of the index.
-                for line in text.lines().filter(|l| l.contains("using transfers_from") || l.contains("using transfers_to")) {
-                    let rows: u64 = line.split("rows=").nth(2).and_then(|r| r.split(' ').next()).and_then(|r| r.parse().ok()).unwrap();
+                for line in text.lines().filter(|l| {
+                    l.contains("using transfers_from") || l.contains("using transfers_to")
+                }) {
+                    let rows: u64 = line
+                        .split("rows=")
+                        .nth(2)
+                        .and_then(|r| r.split(' ').next())
+                        .and_then(|r| r.parse().ok())
+                        .unwrap();
                     assert!(rows <= 100, "{name} reads {rows} rows:\n{text}");
                 }
             }
