@@ -104,8 +104,9 @@ impl Indexer {
             let head = self.rpc.head().await.context("reading the chain head")?;
             let tip = head.saturating_sub(self.policy.confirmations);
             let end = to.map_or(tip, |t| t.min(tip));
-            if next > end && next > start {
-                // Nothing new: the block we stopped at must still be the node's.
+            if next > 0 {
+                // The block we stopped at must still be the node's, also before a deep
+                // range (after a restart far behind the head) that checks no parents.
                 next = self.check_tip(next, head).await?;
             }
             if next <= end {
@@ -251,9 +252,9 @@ impl Indexer {
         Ok(stop + 1)
     }
 
-    /// With no new block to index, checks that the checkpoint block (`next - 1`) is still
-    /// on the node's chain; if the chain got shorter or changed, rolls back to the fork.
-    /// Returns the block to index next.
+    /// Checks that the checkpoint block (`next - 1`) is still on the node's chain; if the
+    /// chain got shorter or changed, rolls back to the fork. Returns the block to index
+    /// next.
     async fn check_tip(&self, next: u64, head: u64) -> anyhow::Result<u64> {
         let checkpoint = next - 1;
         let Some(stored) = self.store.block_hash(self.token, checkpoint).await? else {

@@ -209,3 +209,43 @@ async fn a_reorg_deeper_than_the_window_stops_the_ingestor() {
     let err = format!("{:#}", result.expect_err("a deep reorg is an error"));
     assert!(err.contains("deeper than --reorg-window 2"), "{err}");
 }
+
+/// A reorg while the ingestor is down, noticed at restart even though the restart is
+/// far behind the head (deeper than the window, where wide ranges check no parents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_while_stopped_is_rolled_back_at_restart() {
+    let mut w = world(small()).await;
+    let stop = CancellationToken::new();
+    let running = follow(&w.chain, &w.db, &w.history, &["--reorg-window", "4"], stop.clone());
+    wait_synced(&w.chain, &w.db).await;
+    let snapshot = w.chain.snapshot().await.unwrap();
+    let orphan = send(&mut w.chain, &w.history, 0, 1, 111).await;
+    w.chain.mine(12).await.unwrap();
+    wait_synced(&w.chain, &w.db).await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+
+    // While it is down: another branch, then 20 more blocks.
+    w.chain.revert(snapshot).await.unwrap();
+    let kept = send(&mut w.chain, &w.history, 2, 3, 222).await;
+    w.chain.mine(13).await.unwrap();
+    for _ in 0..20 {
+        w.chain.mine(12).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    let running = follow(&w.chain, &w.db, &w.history, &["--reorg-window", "4"], stop.clone());
+    wait_synced(&w.chain, &w.db).await;
+    let c = w.db.client().await.unwrap();
+    let count = |tx: B256| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT count(*) FROM transfers WHERE tx_hash = $1", &[&tx])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!((count(orphan).await, count(kept).await), (0, 1));
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
