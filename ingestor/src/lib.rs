@@ -43,13 +43,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(database = %store::describe_url(&config.database_url), token = %config.token, "starting");
 
     let applied =
-        with_db_retry(&retry, || store.migrate()).await.context("migrating the database")?;
+        store::retrying(&retry, || store.migrate()).await.context("migrating the database")?;
     if applied > 0 {
         info!(applied, "schema migrated");
     }
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
     let head = rpc.head().await.context("reading the chain head")?;
-    let existing = with_db_retry(&retry, || store.token(config.token)).await?;
+    let existing = store::retrying(&retry, || store.token(config.token)).await?;
     let start = sync::start_block(existing.as_ref(), config.from, head, chain_id)?;
     if let Some(to) = config.to.filter(|&to| to < start) {
         info!(to, indexed = start - 1, "the range is already indexed; nothing to do");
@@ -63,7 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
     info!(name = %meta.name, symbol = %meta.symbol, decimals = meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
-    with_db_retry(&retry, || store.upsert_token(config.token, chain_id, &meta, start)).await?;
+    store::retrying(&retry, || store.upsert_token(config.token, chain_id, &meta, start)).await?;
 
     let indexer = Indexer {
         rpc,
@@ -86,29 +86,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         supply_warned: Default::default(),
     };
     indexer.run(start, config.to).await
-}
-
-/// Repeats a store call while the database is unreachable.
-async fn with_db_retry<T, F, Fut>(retry: &RetryPolicy, mut op: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<T>>,
-{
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if attempt < retry.max_attempts && store::is_transient(&e) => {
-                let delay = retry.backoff(attempt);
-                tracing::warn!(
-                    attempt,
-                    error = format!("{e:#}"),
-                    delay_ms = delay.as_millis() as u64,
-                    "database unavailable; retrying"
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }

@@ -16,7 +16,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::decode::Transfer;
 use crate::migrate;
-use crate::rpc::{BlockRef, TokenMetadata};
+use crate::rpc::{BlockRef, RetryPolicy, TokenMetadata};
 
 /// A token's row: metadata and checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -549,4 +549,30 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
             }
         }
     })
+}
+
+/// Repeats a store call while the database is unreachable (see [`is_transient`]), with the
+/// backoff of `retry`.
+pub async fn retrying<T, F, Fut>(retry: &RetryPolicy, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < retry.max_attempts && is_transient(&e) => {
+                let delay = retry.backoff(attempt);
+                tracing::warn!(
+                    attempt,
+                    error = format!("{e:#}"),
+                    delay_ms = delay.as_millis() as u64,
+                    "database unavailable; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }

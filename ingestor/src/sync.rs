@@ -400,25 +400,8 @@ impl Indexer {
     /// Commits a batch, retrying while the database is unreachable (a repeated commit is
     /// safe).
     async fn commit_batch(&self, batch: &Batch) -> anyhow::Result<crate::store::CommitStats> {
-        let retry = self.rpc.retry_policy();
-        let mut attempt = 1;
-        loop {
-            match self.store.commit(self.token, batch).await {
-                Ok(stats) => return Ok(stats),
-                Err(e) if attempt < retry.max_attempts && crate::store::is_transient(&e) => {
-                    let delay = retry.backoff(attempt);
-                    warn!(
-                        attempt,
-                        error = format!("{e:#}"),
-                        delay_ms = delay.as_millis() as u64,
-                        "commit failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        crate::store::retrying(&self.rpc.retry_policy(), || self.store.commit(self.token, batch))
+            .await
     }
 
     /// Reads totalSupply() at `block` and compares it with the supply derived from

@@ -18,22 +18,7 @@ async fn following_picks_up_new_blocks() {
         Spec { holders: 10, days: 1, blocks_per_day: 2, extreme_amounts: false, ..Spec::test() };
     let mut w = world(spec).await;
     let shutdown = CancellationToken::new();
-    let (rpc, db, token, from) = (
-        w.chain.url.clone(),
-        w.db.url.clone(),
-        w.history.token.to_string(),
-        w.history.start_block.to_string(),
-    );
-    let stop = shutdown.clone();
-    let running = tokio::spawn(async move {
-        tests::pair::ingest_until(
-            &rpc,
-            &db,
-            &["--token", &token, "--from", &from, "--poll-interval", "100ms"],
-            stop,
-        )
-        .await
-    });
+    let running = w.follow(&["--poll-interval", "100ms"], shutdown.clone());
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut client = qs.client().await.unwrap();
 
@@ -82,20 +67,9 @@ async fn a_websocket_node_announces_new_blocks() {
     let spec =
         Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
     let mut w = world(spec).await;
-    let ws = w.chain.url.replace("http://", "ws://");
     let stop = CancellationToken::new();
-    let (db, token, from) =
-        (w.db.url.clone(), w.history.token.to_string(), w.history.start_block.to_string());
-    let halt = stop.clone();
-    let running = tokio::spawn(async move {
-        tests::pair::ingest_until(
-            &ws,
-            &db,
-            &["--token", &token, "--from", &from, "--poll-interval", "30s"],
-            halt,
-        )
-        .await
-    });
+    let ws = w.chain.url.replace("http://", "ws://");
+    let running = w.follow_via(&ws, &["--poll-interval", "30s"], stop.clone());
     crate::wait_indexed(&w.db, w.history.end_block).await;
     // Let the first poll pass, so that only the subscription can explain what follows.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -119,18 +93,7 @@ async fn confirmations_hold_back_the_newest_blocks() {
         Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
     let mut w = world(spec).await;
     let stop = CancellationToken::new();
-    let (rpc, db, token, from) = (
-        w.chain.url.clone(),
-        w.db.url.clone(),
-        w.history.token.to_string(),
-        w.history.start_block.to_string(),
-    );
-    let halt = stop.clone();
-    let running = tokio::spawn(async move {
-        let flags =
-            ["--token", &token, "--from", &from, "--poll-interval", "50ms", "--confirmations", "2"];
-        tests::pair::ingest_until(&rpc, &db, &flags, halt).await
-    });
+    let running = w.follow(&["--poll-interval", "50ms", "--confirmations", "2"], stop.clone());
     let head = w.chain.head().await.unwrap();
     crate::wait_indexed(&w.db, head - 2).await;
     let (a, b) = (w.history.addresses[0], w.history.addresses[1]);
@@ -171,22 +134,7 @@ async fn polling_carries_on_when_the_subscription_goes_silent() {
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    let (ws, db, token, from) = (
-        proxy.url.clone(),
-        w.db.url.clone(),
-        w.history.token.to_string(),
-        w.history.start_block.to_string(),
-    );
-    let halt = stop.clone();
-    let running = tokio::spawn(async move {
-        tests::pair::ingest_until(
-            &ws,
-            &db,
-            &["--token", &token, "--from", &from, "--poll-interval", "200ms"],
-            halt,
-        )
-        .await
-    });
+    let running = w.follow_via(&proxy.url, &["--poll-interval", "200ms"], stop.clone());
     crate::wait_indexed(&w.db, w.history.end_block).await;
     for i in 0..3 {
         let (a, b) = (w.history.addresses[i], w.history.addresses[i + 1]);

@@ -4,29 +4,16 @@
 use proto::pb::{
     GetHoldersRequest, GetTopHoldersRequest, ListTransfersRequest, StreamTransfersRequest,
 };
-use tests::history::Spec;
 use tests::pair::QueryService;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::world;
-
-fn small() -> Spec {
-    Spec {
-        holders: 12,
-        days: 1,
-        blocks_per_day: 2,
-        transfers_per_block: 3,
-        spray_width: 3,
-        extreme_amounts: false,
-        seed: 3,
-    }
-}
+use crate::{small, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_invalid_argument_naming_the_field() {
-    let w = world(small()).await;
+    let w = world(small(3)).await;
     w.ingest_all().await;
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut c = qs.client().await.unwrap();

@@ -17,6 +17,8 @@ use tests::chain::Chain;
 use tests::db::TestDb;
 use tests::history::{self, History, Spec};
 use tests::pair::QueryService;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A chain with a history on it, and an empty database.
 struct World {
@@ -56,9 +58,49 @@ impl World {
         tests::pair::ingest(&self.chain.url, &db.url, &flags).await.expect("ingest");
     }
 
+    /// Runs a following ingestor (no --to) over this world's history, through `rpc_url`,
+    /// until `stop`.
+    fn follow_via(
+        &self,
+        rpc_url: &str,
+        extra: &[&str],
+        stop: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
+        let mut flags: Vec<String> = vec![
+            "--token".into(),
+            self.history.token.to_string(),
+            "--from".into(),
+            self.history.start_block.to_string(),
+        ];
+        flags.extend(extra.iter().map(|f| f.to_string()));
+        let (rpc, db) = (rpc_url.to_string(), self.db.url.clone());
+        tokio::spawn(async move {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            tests::pair::ingest_until(&rpc, &db, &flags, stop).await
+        })
+    }
+
+    /// Runs a following ingestor over this world's chain until `stop`.
+    fn follow(&self, extra: &[&str], stop: CancellationToken) -> JoinHandle<anyhow::Result<()>> {
+        self.follow_via(&self.chain.url, extra, stop)
+    }
+
     /// Indexes the whole history into this world's database.
     async fn ingest_all(&self) {
         self.ingest(&self.db, self.history.start_block, self.history.end_block).await;
+    }
+}
+
+/// A small history: enough for the behaviour under test, quick to build.
+fn small(seed: u64) -> Spec {
+    Spec {
+        holders: 12,
+        days: 1,
+        blocks_per_day: 2,
+        transfers_per_block: 3,
+        spray_width: 3,
+        extreme_amounts: false,
+        seed,
     }
 }
 

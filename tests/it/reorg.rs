@@ -7,49 +7,10 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, B256, U256};
 use tests::chain::{Chain, TestToken};
 use tests::db::TestDb;
-use tests::history::{History, Spec};
-use tokio::task::JoinHandle;
+use tests::history::History;
 use tokio_util::sync::CancellationToken;
 
-use crate::world;
-
-fn small() -> Spec {
-    Spec {
-        holders: 12,
-        days: 1,
-        blocks_per_day: 2,
-        transfers_per_block: 3,
-        spray_width: 3,
-        extreme_amounts: false,
-        seed: 11,
-    }
-}
-
-/// Starts a following ingestor over the world's history.
-fn follow(
-    chain: &Chain,
-    db: &TestDb,
-    h: &History,
-    extra: &[&str],
-    stop: CancellationToken,
-) -> JoinHandle<anyhow::Result<()>> {
-    let (rpc, url) = (chain.url.clone(), db.url.clone());
-    let mut flags: Vec<String> = [
-        "--token",
-        &h.token.to_string(),
-        "--from",
-        &h.start_block.to_string(),
-        "--poll-interval",
-        "50ms",
-    ]
-    .map(String::from)
-    .to_vec();
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    tokio::spawn(async move {
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        tests::pair::ingest_until(&rpc, &url, &flags, stop).await
-    })
-}
+use crate::{small, world};
 
 /// Waits until the store's checkpoint is the node's head block, same hash.
 async fn wait_synced(chain: &Chain, db: &TestDb) -> u64 {
@@ -84,9 +45,9 @@ async fn send(chain: &mut Chain, h: &History, from: usize, to: usize, value: u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_replaces_the_orphaned_transfers() {
-    let mut w = world(small()).await;
+    let mut w = world(small(11)).await;
     let stop = CancellationToken::new();
-    let running = follow(&w.chain, &w.db, &w.history, &[], stop.clone());
+    let running = w.follow(&["--poll-interval", "50ms"], stop.clone());
     let fork = wait_synced(&w.chain, &w.db).await;
     let snapshot = w.chain.snapshot().await.unwrap();
 
@@ -187,9 +148,9 @@ async fn a_reorg_replaces_the_orphaned_transfers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_deeper_than_the_window_stops_the_ingestor() {
-    let mut w = world(small()).await;
+    let mut w = world(small(11)).await;
     let stop = CancellationToken::new();
-    let running = follow(&w.chain, &w.db, &w.history, &["--reorg-window", "2"], stop.clone());
+    let running = w.follow(&["--poll-interval", "50ms", "--reorg-window", "2"], stop.clone());
     wait_synced(&w.chain, &w.db).await;
     let snapshot = w.chain.snapshot().await.unwrap();
     for i in 0..4 {
@@ -214,9 +175,9 @@ async fn a_reorg_deeper_than_the_window_stops_the_ingestor() {
 /// far behind the head (deeper than the window, where wide ranges check no parents).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_while_stopped_is_rolled_back_at_restart() {
-    let mut w = world(small()).await;
+    let mut w = world(small(11)).await;
     let stop = CancellationToken::new();
-    let running = follow(&w.chain, &w.db, &w.history, &["--reorg-window", "4"], stop.clone());
+    let running = w.follow(&["--poll-interval", "50ms", "--reorg-window", "4"], stop.clone());
     wait_synced(&w.chain, &w.db).await;
     let snapshot = w.chain.snapshot().await.unwrap();
     let orphan = send(&mut w.chain, &w.history, 0, 1, 111).await;
@@ -233,7 +194,7 @@ async fn a_reorg_while_stopped_is_rolled_back_at_restart() {
         w.chain.mine(12).await.unwrap();
     }
     let stop = CancellationToken::new();
-    let running = follow(&w.chain, &w.db, &w.history, &["--reorg-window", "4"], stop.clone());
+    let running = w.follow(&["--poll-interval", "50ms", "--reorg-window", "4"], stop.clone());
     wait_synced(&w.chain, &w.db).await;
     let c = w.db.client().await.unwrap();
     let count = |tx: B256| {

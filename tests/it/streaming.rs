@@ -8,45 +8,13 @@ use alloy_primitives::{B256, U256};
 use proto::pb::holder_service_client::HolderServiceClient;
 use proto::pb::{ListTransfersRequest, StreamTransfersRequest, TransferEvent};
 use tests::chain::{Chain, TestToken};
-use tests::db::TestDb;
 use tests::history::{History, Spec};
 use tests::pair::QueryService;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::world;
-
-fn small() -> Spec {
-    Spec {
-        holders: 12,
-        days: 1,
-        blocks_per_day: 2,
-        transfers_per_block: 3,
-        spray_width: 3,
-        extreme_amounts: false,
-        seed: 5,
-    }
-}
-
-fn follow_in_process(
-    chain: &Chain,
-    db: &TestDb,
-    h: &History,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let (rpc, url, token, from) =
-        (chain.url.clone(), db.url.clone(), h.token.to_string(), h.start_block.to_string());
-    tokio::spawn(async move {
-        tests::pair::ingest_until(
-            &rpc,
-            &url,
-            &["--token", &token, "--from", &from, "--poll-interval", "50ms"],
-            stop,
-        )
-        .await
-    })
-}
+use crate::{small, world};
 
 async fn send(chain: &mut Chain, h: &History, from: usize, to: usize, value: u64) -> B256 {
     let (from, to) = (h.addresses[from % h.addresses.len()], h.addresses[to % h.addresses.len()]);
@@ -79,9 +47,9 @@ async fn open(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_transfers_arrive_within_two_seconds_and_reorgs_send_removals() {
-    let mut w = world(small()).await;
+    let mut w = world(small(5)).await;
     let stop = CancellationToken::new();
-    let ingest = follow_in_process(&w.chain, &w.db, &w.history, stop.clone());
+    let ingest = w.follow(&["--poll-interval", "50ms"], stop.clone());
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut client = qs.client().await.unwrap();
     // Wait until the history is in, then listen live only.
@@ -129,9 +97,9 @@ async fn live_transfers_arrive_within_two_seconds_and_reorgs_send_removals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_from_its_cursor_and_200_subscribers_see_everything_in_order() {
-    let mut w = world(small()).await;
+    let mut w = world(small(5)).await;
     let stop = CancellationToken::new();
-    let ingest = follow_in_process(&w.chain, &w.db, &w.history, stop.clone());
+    let ingest = w.follow(&["--poll-interval", "50ms"], stop.clone());
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut client = qs.client().await.unwrap();
     crate::wait_indexed(&w.db, w.history.end_block).await;
@@ -207,7 +175,7 @@ async fn a_client_resumes_from_its_cursor_and_200_subscribers_see_everything_in_
 /// every balance equals balanceOf.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_following_loses_and_repeats_nothing() {
-    let mut w = world(small()).await;
+    let mut w = world(small(5)).await;
     let bin = tests::pair::ingestor_binary().unwrap();
     let args = [
         "--rpc-url".to_string(),
@@ -267,7 +235,7 @@ async fn kill_9_while_following_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_limit_holds_and_a_cancelled_stream_frees_its_place() {
-    let w = world(Spec { holders: 6, days: 1, blocks_per_day: 1, ..small() }).await;
+    let w = world(Spec { holders: 6, days: 1, blocks_per_day: 1, ..small(5) }).await;
     w.ingest_all().await;
     let settings = query_service::Settings {
         health_interval: Duration::from_millis(200),
@@ -300,9 +268,9 @@ async fn the_stream_limit_holds_and_a_cancelled_stream_frees_its_place() {
 /// transfer once, in order. ListTransfers pages through one address's transfers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_caught_up_from_the_store() {
-    let mut w = world(small()).await;
+    let mut w = world(small(5)).await;
     let stop = CancellationToken::new();
-    let ingest = follow_in_process(&w.chain, &w.db, &w.history, stop.clone());
+    let ingest = w.follow(&["--poll-interval", "50ms"], stop.clone());
     let settings = query_service::Settings {
         health_interval: Duration::from_millis(200),
         max_streams: 10,

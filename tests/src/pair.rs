@@ -93,3 +93,15 @@ pub fn ingestor_binary() -> anyhow::Result<std::path::PathBuf> {
     );
     Ok(bin)
 }
+
+/// A client of the query-service at `endpoint` (http://host:port), waiting up to 10 s for
+/// it to listen.
+pub async fn wait_for_client(endpoint: &str) -> anyhow::Result<HolderServiceClient<Channel>> {
+    for _ in 0..100 {
+        if let Ok(client) = HolderServiceClient::connect(endpoint.to_string()).await {
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the query-service did not answer at {endpoint}")
+}

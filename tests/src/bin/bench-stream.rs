@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use proto::pb::StreamTransfersRequest;
-use proto::pb::holder_service_client::HolderServiceClient;
 use query_service::input::Cursor;
 use tests::anvil::Anvil;
 use tests::chain::{Chain, TestToken};
@@ -119,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = format!("http://{addr}");
     let mut channels = Vec::new();
     for _ in 0..10 {
-        channels.push(connect(&endpoint).await?);
+        channels.push(tests::pair::wait_for_client(&endpoint).await?);
     }
     let expected = blocks * per_block;
     let received: Arc<Mutex<Vec<(i64, Instant)>>> =
@@ -225,16 +224,6 @@ async fn main() -> anyhow::Result<()> {
         subscribers - complete
     );
     Ok(())
-}
-
-async fn connect(endpoint: &str) -> anyhow::Result<HolderServiceClient<tonic::transport::Channel>> {
-    for _ in 0..100 {
-        if let Ok(c) = HolderServiceClient::connect(endpoint.to_string()).await {
-            return Ok(c);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the query-service did not answer at {endpoint}")
 }
 
 /// A memory figure of a process from /proc, in KiB.

@@ -4,11 +4,9 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::Context;
 use proto::pb::GetTopHoldersRequest;
-use proto::pb::holder_service_client::HolderServiceClient;
 use tests::anvil::Anvil;
 use tests::chain::Chain;
 use tests::history::{self, Spec};
@@ -84,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let endpoint = format!("http://{listen}");
-    let mut grpc = connect(&endpoint).await?;
+    let mut grpc = tests::pair::wait_for_client(&endpoint).await?;
 
     step("top 10 holders, through grpcurl (reflection, no .proto file)");
     match grpcurl() {
@@ -162,16 +160,6 @@ fn step(what: &str) {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
-}
-
-async fn connect(endpoint: &str) -> anyhow::Result<HolderServiceClient<tonic::transport::Channel>> {
-    for _ in 0..100 {
-        if let Ok(c) = HolderServiceClient::connect(endpoint.to_string()).await {
-            return Ok(c);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the query-service did not answer at {endpoint}")
 }
 
 fn grpcurl() -> Option<PathBuf> {
