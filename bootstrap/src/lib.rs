@@ -1,6 +1,9 @@
 //! What both binaries do before their work starts: parse settings (with errors on one line
 //! that name the setting), read addresses and durations the same way, set up logging, and
-//! turn SIGTERM or SIGINT into one shutdown token handed down by value.
+//! turn SIGTERM or SIGINT into one shutdown token handed down by value; and serve
+//! Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
 
 use std::process::ExitCode;
 use std::time::Duration;

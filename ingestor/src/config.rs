@@ -94,6 +94,19 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub database_pool_size: u16,
 
+    /// Where to serve Prometheus metrics (GET /metrics).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: std::net::SocketAddr,
+
+    /// Where to serve grpc.health.v1: "" is SERVING once this ingestor holds the writer
+    /// lock and is within --ready-max-lag blocks of the head; "liveness" while it runs.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:50052")]
+    pub health_listen: std::net::SocketAddr,
+
+    /// Ready (health SERVING) only within this many blocks of the head.
+    #[arg(long, env = "INGESTOR_READY_MAX_LAG", default_value_t = 16)]
+    pub ready_max_lag: u64,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

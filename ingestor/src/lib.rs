@@ -8,11 +8,14 @@
 //! - [`rpc`]: JSON-RPC calls and the sorting of their failures; [`refusal`] reads a
 //!   provider's "range too large" in its own words;
 //! - [`decode`]: logs to transfers;
-//! - [`store`]: the SQL of the write path; [`migrate`]: the schema.
+//! - [`store`]: the SQL of the write path and the writer lock; [`migrate`]: the schema;
+//! - [`metrics`] and [`health`]: what operators and Kubernetes probes read.
 
 pub mod config;
 pub mod decode;
 pub mod fetch;
+pub mod health;
+pub mod metrics;
 pub mod migrate;
 pub mod refusal;
 pub mod rpc;
@@ -31,13 +34,30 @@ use crate::store::Store;
 use crate::sync::{Indexer, SyncPolicy};
 
 /// Runs the ingestor until its range is indexed, or, when following, until `shutdown`.
+/// Serves metrics and health while it runs; waits for the token's writer lock before it
+/// reads where to start, and stops if it loses the lock.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let retry = RetryPolicy {
         max_attempts: config.max_attempts,
         base_delay: std::time::Duration::from_millis(250),
         max_delay: config.max_backoff,
     };
-    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry).await?;
+    let metrics = metrics::Metrics::new();
+    let servers = shutdown.child_token();
+    let _stop_servers = servers.clone().drop_guard();
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding --metrics-listen {}", config.metrics_listen))?;
+    tokio::spawn(bootstrap::metrics::serve(
+        metrics_listener,
+        metrics.registry.clone(),
+        servers.clone(),
+    ));
+    let health = health::Health::serve(config.health_listen, servers.clone()).await?;
+
+    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
+        .await?
+        .with_metrics(metrics.clone());
     let store =
         Store::new(store::pool(&config.database_url, usize::from(config.database_pool_size))?);
     info!(database = %store::describe_url(&config.database_url), token = %config.token, "starting");
@@ -47,8 +67,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if applied > 0 {
         info!(applied, "schema migrated");
     }
+    // One writer per token: wait for the lock before reading where to start.
+    let Some(lock) = store::writer_lock(&config.database_url, config.token, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let work = shutdown.child_token();
+    let lost = lock.lost();
+    let stop_work = work.clone();
+    tokio::spawn(async move {
+        lost.cancelled().await;
+        stop_work.cancel();
+    });
+    health.follow(metrics.clone(), config.ready_max_lag, lock.lost());
+
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
     let head = rpc.head().await.context("reading the chain head")?;
+    metrics.head(head);
     let existing = store::retrying(&retry, || store.token(config.token)).await?;
     let start = sync::start_block(existing.as_ref(), config.from, head, chain_id)?;
     if let Some(to) = config.to.filter(|&to| to < start) {
@@ -60,6 +95,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             start,
             "no --from and nothing indexed: following from the latest block; balances count only transfers from here on"
         );
+    }
+    if start > 0
+        && let Ok(checkpoint) = rpc.block(start - 1).await
+    {
+        metrics.checkpoint(checkpoint.number, checkpoint.timestamp);
     }
     let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
     info!(name = %meta.name, symbol = %meta.symbol, decimals = meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
@@ -82,8 +122,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             reorg_window: config.reorg_window,
             confirmations: config.confirmations,
         },
-        shutdown,
+        shutdown: work,
+        metrics,
         supply_warned: Default::default(),
     };
-    indexer.run(start, config.to).await
+    let result = indexer.run(start, config.to).await;
+    if lock.lost().is_cancelled() && !shutdown.is_cancelled() {
+        anyhow::bail!(
+            "lost the writer lock (its database connection ended); stopping so that another ingestor can take over"
+        );
+    }
+    result
 }

@@ -15,6 +15,7 @@ use alloy_transport::{TransportError, TransportErrorKind};
 use serde_json::json;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
 use crate::refusal::{self, Refusal};
 
 sol! {
@@ -125,6 +126,7 @@ pub struct Rpc {
     client: RpcClient,
     retry: RetryPolicy,
     timeout: Duration,
+    metrics: Metrics,
 }
 
 impl Rpc {
@@ -136,7 +138,7 @@ impl Rpc {
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
         let client = RpcClient::new_http_with_client(http, parsed);
-        Ok(Self { client, retry, timeout })
+        Ok(Self { client, retry, timeout, metrics: Metrics::new() })
     }
 
     /// A client for `url`: http(s):// as [`Rpc::new`], or ws(s)://, which connects now
@@ -149,7 +151,9 @@ impl Rpc {
         loop {
             let connect = alloy_rpc_client::WsConnect::new(url);
             match tokio::time::timeout(timeout, RpcClient::builder().ws(connect)).await {
-                Ok(Ok(client)) => return Ok(Self { client, retry, timeout }),
+                Ok(Ok(client)) => {
+                    return Ok(Self { client, retry, timeout, metrics: Metrics::new() });
+                }
                 Ok(Err(e)) if attempt >= retry.max_attempts => {
                     // The error may quote the URL, and with it an API key.
                     anyhow::bail!(
@@ -178,8 +182,10 @@ impl Rpc {
     /// and ends when the subscription drops. `None` over HTTP.
     pub async fn watch_heads(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, RpcError> {
         let Some(pubsub) = self.client.pubsub_frontend() else { return Ok(None) };
-        let id: B256 = self.timed(self.client.request("eth_subscribe", ("newHeads",))).await?;
-        let mut sub = self.timed(pubsub.get_subscription(id)).await?;
+        let id: B256 = self
+            .timed("eth_subscribe", self.client.request("eth_subscribe", ("newHeads",)))
+            .await?;
+        let mut sub = self.timed("eth_subscribe", pubsub.get_subscription(id)).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             loop {
@@ -200,15 +206,41 @@ impl Rpc {
         Ok(Some(rx))
     }
 
-    /// Runs one call with the request timeout (HTTP has its own; a WebSocket does not).
+    /// Runs one call with the request timeout (HTTP has its own; a WebSocket does not),
+    /// recording its latency and outcome.
     async fn timed<T>(
         &self,
+        method: &'static str,
         call: impl IntoFuture<Output = Result<T, TransportError>>,
     ) -> Result<T, RpcError> {
-        match tokio::time::timeout(self.timeout, call.into_future()).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, call.into_future()).await {
             Ok(result) => result.map_err(classify),
             Err(_) => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RpcError::TooLarge { .. }) => "too_large",
+            Err(RpcError::RateLimited { .. }) => "rate_limited",
+            Err(RpcError::Transient(_)) => "transient",
+            Err(RpcError::Fatal(_)) => "fatal",
+        };
+        self.record(method, started, outcome);
+        result
+    }
+
+    fn record(&self, method: &'static str, started: std::time::Instant, outcome: &str) {
+        self.metrics
+            .rpc_seconds
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.rpc_requests.with_label_values(&[method, outcome]).inc();
+    }
+
+    /// Counts and times this client's calls into `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The retry policy this client uses.
@@ -220,7 +252,7 @@ impl Rpc {
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
         self.retrying("eth_chainId", || async {
             let id: alloy_primitives::U64 =
-                self.timed(self.client.request_noparams("eth_chainId")).await?;
+                self.timed("eth_chainId", self.client.request_noparams("eth_chainId")).await?;
             Ok(id.to())
         })
         .await
@@ -229,8 +261,9 @@ impl Rpc {
     /// `eth_blockNumber`, retried.
     pub async fn head(&self) -> Result<u64, RpcError> {
         self.retrying("eth_blockNumber", || async {
-            let n: alloy_primitives::U64 =
-                self.timed(self.client.request_noparams("eth_blockNumber")).await?;
+            let n: alloy_primitives::U64 = self
+                .timed("eth_blockNumber", self.client.request_noparams("eth_blockNumber"))
+                .await?;
             Ok(n.to())
         })
         .await
@@ -249,7 +282,7 @@ impl Rpc {
             "fromBlock": format!("{:#x}", span.start()),
             "toBlock": format!("{:#x}", span.end()),
         });
-        self.timed(self.client.request("eth_getLogs", (filter,))).await
+        self.timed("eth_getLogs", self.client.request("eth_getLogs", (filter,))).await
     }
 
     /// Headers of the given blocks, in one JSON-RPC batch per 100 blocks, retried; a block
@@ -286,7 +319,7 @@ impl Rpc {
                             .map_err(|e| RpcError::Fatal(format!("cannot encode a batch: {e}")))?;
                         waiters.push((*n, call));
                     }
-                    self.timed(batch.send()).await?;
+                    self.timed("eth_getBlockByNumber", batch.send()).await?;
                     let mut refs = Vec::with_capacity(chunk.len());
                     for (_, waiter) in waiters {
                         let block = waiter.await.map_err(classify)?;
@@ -366,18 +399,26 @@ impl Rpc {
         let out: Bytes = self
             .retrying("eth_call", || async {
                 let tx = json!({ "to": token, "data": data });
+                let started = std::time::Instant::now();
                 let call = self.client.request("eth_call", (tx, block));
                 match tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
                     Err(TransportErrorKind::custom_str(
                         "eth_call: no answer within the request timeout",
                     ))
                 }) {
-                    Ok(out) => Ok(out),
+                    Ok(out) => {
+                        self.record("eth_call", started, "ok");
+                        Ok(out)
+                    }
                     // A revert (or missing state) is the contract's or node's answer, not a fault.
                     Err(JsonRpcError::ErrorResp(p)) if classify_payload(&p).is_none() => {
+                        self.record("eth_call", started, "reverted");
                         Err(RpcError::Fatal(format!("eth_call {}: {}", C::SIGNATURE, p.message)))
                     }
-                    Err(e) => Err(classify(e)),
+                    Err(e) => {
+                        self.record("eth_call", started, "transient");
+                        Err(classify(e))
+                    }
                 }
             })
             .await?;

@@ -88,6 +88,8 @@ pub struct Indexer {
     pub policy: SyncPolicy,
     /// Stops the run between batches.
     pub shutdown: CancellationToken,
+    /// Where progress, RPC calls, commits and reorgs are counted.
+    pub metrics: crate::metrics::Metrics,
     /// Whether the supply mismatch was reported already (once per run is enough).
     pub supply_warned: std::sync::atomic::AtomicBool,
 }
@@ -102,6 +104,7 @@ impl Indexer {
         let mut heads = Heads::default();
         loop {
             let head = self.rpc.head().await.context("reading the chain head")?;
+            self.metrics.head(head);
             let tip = head.saturating_sub(self.policy.confirmations);
             let end = to.map_or(tip, |t| t.min(tip));
             if next > 0 {
@@ -204,6 +207,7 @@ impl Indexer {
         {
             let fork = self.find_fork(next - 1).await?;
             let removed = self.store.roll_back(self.token, &fork).await?;
+            self.count_reorg(&fork, next - 1 - fork.number);
             warn!(
                 fork = fork.number,
                 depth = next - 1 - fork.number,
@@ -270,6 +274,7 @@ impl Indexer {
         }
         let fork = self.find_fork(checkpoint).await?;
         let removed = self.store.roll_back(self.token, &fork).await?;
+        self.count_reorg(&fork, checkpoint - fork.number);
         warn!(
             fork = fork.number,
             depth = checkpoint - fork.number,
@@ -400,8 +405,21 @@ impl Indexer {
     /// Commits a batch, retrying while the database is unreachable (a repeated commit is
     /// safe).
     async fn commit_batch(&self, batch: &Batch) -> anyhow::Result<crate::store::CommitStats> {
-        crate::store::retrying(&self.rpc.retry_policy(), || self.store.commit(self.token, batch))
-            .await
+        let started = Instant::now();
+        let stats = crate::store::retrying(&self.rpc.retry_policy(), || {
+            self.store.commit(self.token, batch)
+        })
+        .await?;
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.transfers.inc_by(stats.inserted);
+        self.metrics.checkpoint(batch.end.number, batch.end.timestamp);
+        Ok(stats)
+    }
+
+    fn count_reorg(&self, fork: &BlockRef, depth: u64) {
+        self.metrics.reorgs.inc();
+        self.metrics.reorg_depth.observe(depth as f64);
+        self.metrics.checkpoint(fork.number, fork.timestamp);
     }
 
     /// Reads totalSupply() at `block` and compares it with the supply derived from

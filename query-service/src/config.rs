@@ -40,6 +40,10 @@ pub struct Config {
     #[arg(long, env = "QUERY_STREAM_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
     pub stream_buffer: u32,
 
+    /// Where to serve Prometheus metrics (GET /metrics).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod metrics;
 pub mod service;
 pub mod store;
 pub mod stream;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub max_streams: usize,
     /// Events the live feed buffers for subscribers that fall behind.
     pub stream_buffer: usize,
+    /// Where to serve Prometheus metrics; none when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Serves on `listener` until `shutdown`, reading from `pool`; listens for the ingestor's
@@ -67,9 +70,23 @@ pub async fn serve(
         settings.health_interval,
         shutdown.clone(),
     ));
-    let feed = stream::Feed::new(settings.stream_buffer, settings.max_streams);
+    let metrics = metrics::Metrics::new();
+    if let Some(addr) = settings.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding --metrics-listen {addr}: {e}"))?;
+        tokio::spawn(bootstrap::metrics::serve(
+            listener,
+            metrics.registry.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // "liveness" answers SERVING while the process runs; "" and the service follow the
+    // database (readiness).
+    reporter.set_service_status("liveness", ServingStatus::Serving).await;
+    let feed = stream::Feed::new(settings.stream_buffer, settings.max_streams, metrics.clone());
     let listening = tokio::spawn(feed.clone().listen(database_url, pool.clone(), shutdown.clone()));
-    let holders = service::Holders::new(pool, feed, shutdown.clone());
+    let holders = service::Holders::new(pool, feed, shutdown.clone(), metrics);
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let result = tonic::transport::Server::builder()
         .add_service(health)

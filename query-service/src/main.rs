@@ -35,6 +35,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         health_interval: config.health_interval,
         max_streams: config.max_streams as usize,
         stream_buffer: config.stream_buffer as usize,
+        metrics_listen: Some(config.metrics_listen),
     };
     query_service::serve(listener, config.database_url, pool, settings, shutdown).await
 }

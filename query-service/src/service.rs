@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::QueryError;
 use crate::input::{self, Cursor, PageToken, TransferPage};
+use crate::metrics::Metrics;
 use crate::store::{self, HolderRow, TokenView, TransferFilter};
 use crate::stream::{Feed, Start, transfer_message};
 
@@ -26,12 +27,13 @@ pub struct Holders {
     pool: Pool,
     feed: Feed,
     shutdown: CancellationToken,
+    metrics: Metrics,
 }
 
 impl Holders {
     /// A service reading from `pool`, streaming from `feed`; open streams end at `shutdown`.
-    pub fn new(pool: Pool, feed: Feed, shutdown: CancellationToken) -> Self {
-        Self { pool, feed, shutdown }
+    pub fn new(pool: Pool, feed: Feed, shutdown: CancellationToken, metrics: Metrics) -> Self {
+        Self { pool, feed, shutdown, metrics }
     }
 
     async fn stream(&self, req: StreamTransfersRequest) -> Result<TransferStream, Status> {
@@ -255,21 +257,28 @@ impl HolderService for Holders {
         &self,
         request: Request<GetTopHoldersRequest>,
     ) -> Result<Response<HoldersResponse>, Status> {
-        Ok(Response::new(self.top(request.into_inner()).await?))
+        let answer = self
+            .metrics
+            .observe("GetTopHolders", async { Ok(self.top(request.into_inner()).await?) });
+        Ok(Response::new(answer.await?))
     }
 
     async fn get_holders(
         &self,
         request: Request<GetHoldersRequest>,
     ) -> Result<Response<HoldersResponse>, Status> {
-        Ok(Response::new(self.page(request.into_inner()).await?))
+        let answer = self
+            .metrics
+            .observe("GetHolders", async { Ok(self.page(request.into_inner()).await?) });
+        Ok(Response::new(answer.await?))
     }
 
     async fn list_tokens(
         &self,
         _request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensResponse>, Status> {
-        Ok(Response::new(self.list().await?))
+        let answer = self.metrics.observe("ListTokens", async { Ok(self.list().await?) });
+        Ok(Response::new(answer.await?))
     }
 
     type StreamTransfersStream = TransferStream;
@@ -278,14 +287,18 @@ impl HolderService for Holders {
         &self,
         request: Request<StreamTransfersRequest>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
-        Ok(Response::new(self.stream(request.into_inner()).await?))
+        let stream = self.metrics.observe("StreamTransfers", self.stream(request.into_inner()));
+        Ok(Response::new(stream.await?))
     }
 
     async fn list_transfers(
         &self,
         request: Request<ListTransfersRequest>,
     ) -> Result<Response<ListTransfersResponse>, Status> {
-        Ok(Response::new(self.transfers(request.into_inner()).await?))
+        let answer = self
+            .metrics
+            .observe("ListTransfers", async { Ok(self.transfers(request.into_inner()).await?) });
+        Ok(Response::new(answer.await?))
     }
 }
 

@@ -20,6 +20,7 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::input::Cursor;
+use crate::metrics::Metrics;
 use crate::store::{self, EventRow, TransferRow};
 
 /// Events read from the store per query.
@@ -85,14 +86,15 @@ pub struct Feed {
     events: broadcast::Sender<Arc<Event>>,
     streams: Arc<Semaphore>,
     max_streams: usize,
+    metrics: Metrics,
 }
 
 impl Feed {
     /// A feed buffering `buffer` events for slow subscribers, serving at most
     /// `max_streams` streams at once.
-    pub fn new(buffer: usize, max_streams: usize) -> Self {
+    pub fn new(buffer: usize, max_streams: usize, metrics: Metrics) -> Self {
         let (events, _) = broadcast::channel(buffer.max(16));
-        Self { events, streams: Arc::new(Semaphore::new(max_streams)), max_streams }
+        Self { events, streams: Arc::new(Semaphore::new(max_streams)), max_streams, metrics }
     }
 
     /// Listens for the ingestor's announcements on its own connection to `database_url`
@@ -162,8 +164,10 @@ impl Feed {
         pool: &Pool,
         sent: &mut HashMap<Address, i64>,
     ) -> anyhow::Result<()> {
+        let mut behind = 0;
         for (token, newest) in store::last_seqs(client).await? {
             let from = sent.get(&token).copied();
+            behind += newest - from.unwrap_or(newest).min(newest);
             // Nobody listens, or first sight of the token: nothing to send, only remember
             // where the stream is. Subscribers replay from the store themselves.
             if from.is_none() || self.events.receiver_count() == 0 {
@@ -186,6 +190,7 @@ impl Feed {
             }
             sent.insert(token, after.max(newest));
         }
+        self.metrics.feed_lag_events.set(behind);
         Ok(())
     }
 
@@ -215,15 +220,26 @@ impl Feed {
         };
         drop(db);
         let (out, rx) = mpsc::channel(64);
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut sub = Subscriber { pool, token, addresses, seen: after, out, live };
+            metrics.active_streams.inc();
+            let mut sub = Subscriber {
+                pool,
+                token,
+                addresses,
+                seen: after,
+                out,
+                live,
+                metrics: metrics.clone(),
+            };
             match sub.run(shutdown).await {
                 Ok(()) => {}
                 Err(status) => {
                     let _ = sub.out.send(Err(status)).await;
                 }
             }
+            metrics.active_streams.dec();
             debug!(token = %sub.token, seen = sub.seen, "stream closed");
         });
         Ok(rx)
@@ -249,6 +265,7 @@ struct Subscriber {
     seen: i64,
     out: mpsc::Sender<Result<TransferEvent, Status>>,
     live: broadcast::Receiver<Arc<Event>>,
+    metrics: Metrics,
 }
 
 impl Subscriber {
@@ -276,7 +293,7 @@ impl Subscriber {
                             seen = self.seen,
                             "catching up to a feed marker from the store"
                         );
-                        if !self.replay().await? {
+                        if !self.catch_up().await? {
                             return Ok(());
                         }
                         continue;
@@ -289,7 +306,7 @@ impl Subscriber {
                         );
                         // The broadcast skipped something this subscriber must see (it
                         // started after the feed read those events): read the store.
-                        if !self.replay().await? {
+                        if !self.catch_up().await? {
                             return Ok(());
                         }
                         if event.seq <= self.seen {
@@ -308,7 +325,7 @@ impl Subscriber {
                         missed,
                         "subscriber fell behind the live buffer; catching up from the store"
                     );
-                    if !self.replay().await? {
+                    if !self.catch_up().await? {
                         return Ok(());
                     }
                 }
@@ -317,6 +334,12 @@ impl Subscriber {
                 }
             }
         }
+    }
+
+    /// Reads the store again after the live feed left a hole; counted as a catch-up.
+    async fn catch_up(&mut self) -> Result<bool, Status> {
+        self.metrics.stream_catchups.inc();
+        self.replay().await
     }
 
     /// Sends every stored event after `seen`. False when the client has left.

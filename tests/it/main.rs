@@ -4,6 +4,7 @@
 mod backfill;
 mod follow;
 mod grpc;
+mod ops;
 mod plans;
 mod ranges;
 mod reorg;
@@ -21,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A chain with a history on it, and an empty database.
-struct World {
+pub(crate) struct World {
     _anvil: Anvil,
     chain: Chain,
     history: History,

@@ -188,6 +188,10 @@ async fn kill_9_while_following_loses_and_repeats_nothing() {
         w.history.start_block.to_string(),
         "--poll-interval".into(),
         "50ms".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
+        "--health-listen".into(),
+        "127.0.0.1:0".into(),
     ];
     let spawn = || {
         tokio::process::Command::new(&bin)
@@ -241,6 +245,7 @@ async fn the_stream_limit_holds_and_a_cancelled_stream_frees_its_place() {
         health_interval: Duration::from_millis(200),
         max_streams: 2,
         stream_buffer: 64,
+        metrics_listen: None,
     };
     let qs = QueryService::start_with(&w.db.url, settings).await.unwrap();
     let mut client = qs.client().await.unwrap();
@@ -275,6 +280,7 @@ async fn a_slow_subscriber_is_caught_up_from_the_store() {
         health_interval: Duration::from_millis(200),
         max_streams: 10,
         stream_buffer: 16,
+        metrics_listen: None,
     };
     // The feed starts on a migrated store and has seen the token before the burst, so the
     // burst comes live and overflows the buffer.

@@ -9,6 +9,11 @@ use proto::pb::holder_service_client::HolderServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// Flags that put the ingestor's metrics and health on free local ports, so that several
+/// can run side by side.
+pub const LOCAL_PORTS: [&str; 4] =
+    ["--metrics-listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"];
+
 /// Runs the ingestor with these flags (besides --rpc-url and --database-url) until it
 /// exits: a bounded range (--from and --to) exits by itself.
 pub async fn ingest(rpc_url: &str, database_url: &str, flags: &[&str]) -> anyhow::Result<()> {
@@ -23,6 +28,7 @@ pub async fn ingest_until(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut args = vec!["ingestor", "--rpc-url", rpc_url, "--database-url", database_url];
+    args.extend_from_slice(&LOCAL_PORTS);
     args.extend_from_slice(flags);
     let config = ingestor::Config::try_parse_from(args)?;
     config.validate().map_err(anyhow::Error::msg)?;
@@ -44,6 +50,7 @@ impl QueryService {
             health_interval: Duration::from_millis(200),
             max_streams: 300,
             stream_buffer: 4096,
+            metrics_listen: None,
         };
         Self::start_with(database_url, settings).await
     }

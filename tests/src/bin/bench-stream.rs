@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let db_url = tests::db::url_with_db(&admin, DB);
 
     let mut ingestor = Command::new(bin.join("ingestor"))
+        .args(tests::pair::LOCAL_PORTS)
         .args(["--rpc-url", &anvil.url, "--database-url", &db_url, "--token", &h.token.to_string()])
         .args(["--from", &h.start_block.to_string(), "--poll-interval", "20ms"])
         .stderr(Stdio::null())
@@ -71,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     drop(listener);
     let mut qs = Command::new(bin.join("query-service"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args([
             "--database-url",
             &db_url,

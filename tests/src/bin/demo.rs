@@ -72,11 +72,16 @@ async fn main() -> anyhow::Result<()> {
         &to,
     ];
     println!("    $ ingestor --rpc-url {} --token {token} --from {from} --to {to}", anvil.url);
-    let status = Command::new(bin_dir.join("ingestor")).args(ingest).status().await?;
+    let status = Command::new(bin_dir.join("ingestor"))
+        .args(ingest)
+        .args(tests::pair::LOCAL_PORTS)
+        .status()
+        .await?;
     anyhow::ensure!(status.success(), "the ingestor failed: {status}");
 
     step(&format!("query-service on {listen}"));
     let mut qs = Command::new(bin_dir.join("query-service"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--database-url", &database_url, "--listen", &listen])
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -1,0 +1,67 @@
+//! The ingestor's grpc.health.v1 server, for Kubernetes probes: "liveness" is SERVING while
+//! the process runs; "" (readiness) is SERVING while this ingestor holds the writer lock
+//! and is within a configured number of blocks of the head.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::metrics::Metrics;
+
+/// The health service, once it listens.
+#[derive(Debug)]
+pub struct Health {
+    reporter: HealthReporter,
+    stop: CancellationToken,
+}
+
+impl Health {
+    /// Serves health on `addr` until `stop`: liveness SERVING, readiness NOT_SERVING.
+    pub async fn serve(addr: SocketAddr, stop: CancellationToken) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --health-listen {addr}"))?;
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("liveness", ServingStatus::Serving).await;
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        let until = stop.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    until.cancelled().await
+                }),
+        );
+        Ok(Self { reporter, stop })
+    }
+
+    /// From now on, readiness follows the lag in `metrics` and the writer lock.
+    pub fn follow(&self, metrics: Metrics, max_lag: u64, lock_lost: CancellationToken) {
+        let reporter = self.reporter.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let indexed = metrics.indexed_block.get() > 0;
+                let ready = indexed
+                    && !lock_lost.is_cancelled()
+                    && metrics.lag_blocks.get() as u64 <= max_lag;
+                if last != Some(ready) {
+                    let status =
+                        if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    reporter.set_service_status("", status).await;
+                    last = Some(ready);
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+    }
+}

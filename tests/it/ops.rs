@@ -1,0 +1,147 @@
+//! What operators and Kubernetes see, on the real binaries: grpc.health.v1 readiness and
+//! liveness, Prometheus metrics, and the single-writer lock (a second ingestor waits, not
+//! ready, and takes over when the first dies).
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use proto::pb::{GetTopHoldersRequest, StreamTransfersRequest};
+use tokio::process::{Child, Command};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::{small, world};
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn binary(name: &str) -> std::path::PathBuf {
+    tests::pair::ingestor_binary().unwrap().with_file_name(name)
+}
+
+/// grpc.health.v1 status of `service` at `addr` (1 SERVING, 2 NOT_SERVING, -1 no answer).
+async fn health(addr: SocketAddr, service: &str) -> i32 {
+    let Ok(channel) =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await
+    else {
+        return -1;
+    };
+    match HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await {
+        Ok(r) => r.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+async fn wait_health(addr: SocketAddr, service: &str, want: i32, within: Duration) {
+    let started = Instant::now();
+    let mut last = -1;
+    while started.elapsed() < within {
+        last = health(addr, service).await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health '{service}' at {addr} is {last}, not {want}, after {within:?}");
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{text}"))
+}
+
+fn ingestor(w: &crate::World, metrics: SocketAddr, health: SocketAddr) -> Child {
+    Command::new(binary("ingestor"))
+        .args([
+            "--rpc-url",
+            &w.chain.url,
+            "--database-url",
+            &w.db.url,
+            "--token",
+            &w.history.token.to_string(),
+        ])
+        .args(["--from", &w.history.start_block.to_string(), "--poll-interval", "100ms"])
+        .args(["--metrics-listen", &metrics.to_string(), "--health-listen", &health.to_string()])
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_the_writer_lock() {
+    let w = world(small(21)).await;
+    let (m1, h1) = (free_port(), free_port());
+    let mut first = ingestor(&w, m1, h1);
+    wait_health(h1, "liveness", 1, Duration::from_secs(10)).await;
+    wait_health(h1, "", 1, Duration::from_secs(20)).await;
+
+    let text = metrics(m1).await;
+    assert_eq!(sample(&text, "ingestor_indexed_block ") as u64, w.history.end_block);
+    assert_eq!(sample(&text, "ingestor_transfers_total ") as u64, w.history.transfers);
+    assert_eq!(sample(&text, "ingestor_lag_blocks "), 0.0);
+    assert!(
+        sample(
+            &text,
+            "ingestor_rpc_requests_total{method=\"eth_getBlockByNumber\",outcome=\"ok\"}"
+        ) > 0.0
+    );
+    assert!(sample(&text, "ingestor_commit_seconds_count ") > 0.0);
+
+    // A second ingestor on the same token waits for the lock: alive, not ready.
+    let (m2, h2) = (free_port(), free_port());
+    let mut second = ingestor(&w, m2, h2);
+    wait_health(h2, "liveness", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(health(h2, "").await, 2, "a waiting ingestor is not ready");
+    // The first dies without a word: the second takes over within seconds.
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    wait_health(h2, "", 1, Duration::from_secs(15)).await;
+    second.start_kill().unwrap();
+
+    // The query-service: requests by method and code, open streams.
+    let (listen, qm) = (free_port(), free_port());
+    let mut qs = Command::new(binary("query-service"))
+        .args([
+            "--database-url",
+            &w.db.url,
+            "--listen",
+            &listen.to_string(),
+            "--metrics-listen",
+            &qm.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_health(listen, "", 1, Duration::from_secs(10)).await;
+    assert_eq!(health(listen, "liveness").await, 1);
+    let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
+    client.get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() }).await.unwrap();
+    client
+        .get_top_holders(GetTopHoldersRequest { limit: 20_000, token: String::new() })
+        .await
+        .unwrap_err();
+    let _stream = client.stream_transfers(StreamTransfersRequest::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = metrics(qm).await;
+    assert_eq!(sample(&text, "query_requests_total{code=\"Ok\",method=\"GetTopHolders\"}"), 1.0);
+    assert_eq!(
+        sample(&text, "query_requests_total{code=\"InvalidArgument\",method=\"GetTopHolders\"}"),
+        1.0
+    );
+    assert_eq!(sample(&text, "query_active_streams "), 1.0);
+    assert!(sample(&text, "query_request_seconds_count{method=\"GetTopHolders\"}") >= 2.0);
+    qs.start_kill().unwrap();
+}
