@@ -19,8 +19,8 @@ pub const DOG_TOKEN: &str = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
 pub struct Config {
     /// Ethereum JSON-RPC endpoint: http(s)://, or ws(s):// to hear of new blocks by an
     /// eth_subscribe newHeads subscription (polling stays as the fallback).
-    #[arg(long, env = "RPC_URL", hide_env_values = true)]
-    pub rpc_url: String,
+    #[arg(long, env = "RPC_URL", hide_env_values = true, required_unless_present = "migrate_only")]
+    pub rpc_url: Option<String>,
 
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "INGESTOR_READY_MAX_LAG", default_value_t = 16)]
     pub ready_max_lag: u64,
 
+    /// Apply the database migrations and exit (for a Kubernetes init container or Job:
+    /// one owner of the schema). Needs only --database-url.
+    #[arg(long, env = "INGESTOR_MIGRATE_ONLY")]
+    pub migrate_only: bool,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -130,7 +135,8 @@ impl Config {
                 self.initial_span, self.max_span
             ));
         }
-        if !["http://", "https://", "ws://", "wss://"].iter().any(|s| self.rpc_url.starts_with(s)) {
+        let url = self.rpc_url.as_deref().unwrap_or("http://");
+        if !["http://", "https://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)) {
             return Err(
                 "--rpc-url (RPC_URL) must start with http://, https://, ws:// or wss://".into()
             );

@@ -84,3 +84,33 @@ fn an_unreachable_database_fails_without_leaking_the_password() {
     assert!(!out.contains("secret") && !err.contains("secret"), "{err}");
     assert!(err.contains("database"), "{err}");
 }
+
+/// --migrate-only needs no RPC URL: it migrates and exits 0 (here against the local test
+/// server, in a database of its own).
+#[test]
+fn migrate_only_needs_just_the_database() {
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = format!("holders_cli_{}", std::process::id());
+    let psql = |sql: &str| {
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        std::process::Command::new("psql")
+            .arg(format!("{base}/postgres"))
+            .args(["-qAtc", sql])
+            .output()
+            .unwrap()
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let (code, _, err) = ingestor(&["--migrate-only"], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "{err}");
+    let out = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-qAtc", "SELECT max(version) FROM schema_migrations"])
+        .output()
+        .unwrap();
+    let newest = ingestor::migrate::MIGRATIONS.last().unwrap().0;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), newest.to_string());
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
