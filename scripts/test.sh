@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Every check a change must pass, as CI runs it: formatting, lints, then the unit tests and
-# the end-to-end tests (real Anvil, real PostgreSQL, a real compiled ERC-20). Installs what
-# it needs into .tools/ and starts PostgreSQL if none answers at DATABASE_URL.
+# Every check a change must pass, as CI runs it: formatting, lints, the Kubernetes
+# manifests, then the unit tests and the end-to-end tests (real Anvil, real PostgreSQL, a
+# real compiled ERC-20). Installs what it needs into .tools/ and starts PostgreSQL if none
+# answers at DATABASE_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+# deploy/: renders, validates against the Kubernetes schemas, probes on the real ports.
+PYTHONPATH="$PWD/.tools/py" python3 deploy/check.py target/debug
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

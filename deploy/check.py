@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Checks deploy/ offline, as scripts/test.sh runs it.
+
+For the base and every overlay: `kubectl kustomize` renders it, kubernetes-validate
+accepts every object against the Kubernetes 1.30 schemas (strict), and every probe and
+named container port points at the port the binary really listens on: the binary's own
+default (read from its --help) unless the ConfigMap sets the variable.
+
+Usage: deploy/check.py <folder with the ingestor and query-service binaries>
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "target", "debug")
+# Which setting each named port and each probe of a container follows.
+PORT_SETTING = {
+    "ingestor": {"health": "HEALTH_ADDR", "metrics": "METRICS_ADDR", "probe": "HEALTH_ADDR"},
+    "query-service": {"grpc": "LISTEN_ADDR", "metrics": "METRICS_ADDR", "probe": "LISTEN_ADDR"},
+}
+
+
+def defaults(binary):
+    """{ENV: default} from a binary's --help."""
+    text = subprocess.run([os.path.join(BIN, binary), "--help"], capture_output=True, text=True, check=True).stdout
+    text = " ".join(text.split())
+    return dict(re.findall(r"\[env: (\w+)=?[^\]]*\] \[default: ([^\]]+)\]", text))
+
+
+def port_of(addr):
+    return int(addr.rsplit(":", 1)[1])
+
+
+def check(target, failures):
+    rendered = subprocess.run(["kubectl", "kustomize", target], capture_output=True, text=True)
+    if rendered.returncode != 0:
+        failures.append(f"{target}: kubectl kustomize failed: {rendered.stderr.strip()}")
+        return
+    path = os.path.join("/tmp", "deploy-check-" + target.replace("/", "_") + ".yaml")
+    with open(path, "w") as f:
+        f.write(rendered.stdout)
+    valid = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "-k", "1.30.0", "--strict", "--quiet", path],
+        capture_output=True, text=True,
+    )
+    if valid.returncode != 0:
+        failures.append(f"{target}: schema validation failed:\n{valid.stdout}{valid.stderr}")
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    config = {}
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            config.update(d.get("data") or {})
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    if {d["metadata"]["name"] for d in deployments} != set(PORT_SETTING):
+        failures.append(f"{target}: expected Deployments {sorted(PORT_SETTING)}")
+    for d in deployments:
+        name = d["metadata"]["name"]
+        spec = d["spec"]["template"]["spec"]
+        settings = {**defaults(name), **config}
+        for c in spec["containers"]:
+            ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            for port_name, setting in PORT_SETTING[name].items():
+                want = port_of(settings[setting])
+                if port_name == "probe":
+                    for probe in ("readinessProbe", "livenessProbe"):
+                        grpc = (c.get(probe) or {}).get("grpc")
+                        if not grpc:
+                            failures.append(f"{target}: {name} has no gRPC {probe}")
+                        elif grpc["port"] != want:
+                            failures.append(f"{target}: {name} {probe} port {grpc['port']}, but it listens on {want} ({setting})")
+                elif ports.get(port_name) != want:
+                    failures.append(f"{target}: {name} port {port_name} is {ports.get(port_name)}, but it listens on {want} ({setting})")
+            sc = c.get("securityContext") or {}
+            if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False:
+                failures.append(f"{target}: {name} container is not locked down")
+        if (spec.get("securityContext") or {}).get("runAsNonRoot") is not True:
+            failures.append(f"{target}: {name} may run as root")
+    print(f"deploy check: {target}: {len(docs)} objects rendered and checked")
+
+
+def main():
+    failures = []
+    targets = [os.path.join(HERE, "base")] + sorted(glob.glob(os.path.join(HERE, "overlays", "*")))
+    for t in targets:
+        check(os.path.relpath(t), failures)
+    for f in failures:
+        print("deploy check: " + f, file=sys.stderr)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
