@@ -127,6 +127,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             poll_interval: config.poll_interval,
             reorg_window: config.reorg_window,
             confirmations: config.confirmations,
+            draw_progress: config.log_format == "text"
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         },
         shutdown: work,
         metrics,

@@ -70,6 +70,8 @@ pub struct SyncPolicy {
     pub reorg_window: u64,
     /// Index only blocks at least this many blocks below the head.
     pub confirmations: u64,
+    /// Draw a progress line on the terminal during long ranges (batch lines go to debug).
+    pub draw_progress: bool,
 }
 
 /// At most this many blocks in one verified step (one batch of headers).
@@ -328,7 +330,7 @@ impl Indexer {
         });
         let _abort_producer = AbortOnDrop(producer);
 
-        let mut progress = Progress::new(range.clone());
+        let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
         let mut pending: Vec<Chunk> = Vec::new();
         let mut pending_transfers = 0usize;
         let mut pending_since = Instant::now();
@@ -387,6 +389,10 @@ impl Indexer {
             let batch =
                 Batch { span: first..=last, end, transfers, rejected, verified: Vec::new() };
             let stats = self.commit_batch(&batch).await?;
+            // On a terminal the progress line says it; a line per batch would tear it.
+            if self.policy.draw_progress {
+                return Ok((last, batch.transfers.len()));
+            }
             info!(
                 transfers = batch.transfers.len(),
                 inserted = stats.inserted,
@@ -481,10 +487,13 @@ struct Progress {
     last_log: Instant,
     done_to: u64,
     transfers: usize,
+    /// Redraw a status line on the terminal (stderr is one, logs are text).
+    draw: bool,
+    last_draw: Option<Instant>,
 }
 
 impl Progress {
-    fn new(range: RangeInclusive<u64>) -> Self {
+    fn new(range: RangeInclusive<u64>, draw: bool) -> Self {
         let now = Instant::now();
         Self {
             done_to: range.start().saturating_sub(1),
@@ -492,13 +501,20 @@ impl Progress {
             started: now,
             last_log: now,
             transfers: 0,
+            draw,
+            last_draw: None,
         }
     }
 
     fn advance(&mut self, to: u64, transfers: usize) {
         self.done_to = to;
         self.transfers += transfers;
-        if self.last_log.elapsed() >= Duration::from_secs(5) {
+        if self.draw {
+            if self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                self.last_draw = Some(Instant::now());
+                self.redraw(false);
+            }
+        } else if self.last_log.elapsed() >= Duration::from_secs(5) {
             self.last_log = Instant::now();
             self.log("progress");
         }
@@ -506,8 +522,34 @@ impl Progress {
 
     fn finish(&self) {
         if self.range.end() > self.range.start() {
+            if self.draw {
+                self.redraw(true);
+            }
             self.log("range indexed");
         }
+    }
+
+    /// Redraws the status line in place: bar, percent, blocks, rate, transfers, ETA.
+    #[allow(clippy::print_stderr, reason = "a terminal status line, not a log record")]
+    fn redraw(&self, last: bool) {
+        let total = self.range.end() - self.range.start() + 1;
+        let done = self.done_to + 1 - self.range.start();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 { ((total - done) as f64 / rate) as u64 } else { 0 };
+        let filled = (done * 30 / total.max(1)) as usize;
+        let bar = format!("{}{}", "#".repeat(filled), ".".repeat(30 - filled));
+        eprint!(
+            "\r\x1b[2K[{bar}] {:5.1}%  block {}/{}  {rate:.0} blocks/s  {} transfers ({:.0}/s)  ETA {}m{:02}s{}",
+            done as f64 * 100.0 / total as f64,
+            self.done_to,
+            self.range.end(),
+            self.transfers,
+            self.transfers as f64 / secs,
+            eta / 60,
+            eta % 60,
+            if last { "\n" } else { "" }
+        );
     }
 
     fn log(&self, what: &str) {

@@ -145,3 +145,46 @@ async fn health_metrics_and_the_writer_lock() {
     assert!(sample(&text, "query_request_seconds_count{method=\"GetTopHolders\"}") >= 2.0);
     qs.start_kill().unwrap();
 }
+
+/// A long backfill on a terminal draws its progress in place (bar, blocks/s, transfers,
+/// ETA); into a pipe it logs lines instead. `script` gives the binary a pseudo-terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_draws_progress_on_a_terminal() {
+    let w = world(small(23)).await;
+    w.chain.rpc("anvil_mine", serde_json::json!(["0x3e8"])).await.unwrap();
+    let head = w.chain.head().await.unwrap();
+    let command = |db: &str| {
+        format!(
+            "{} --rpc-url {} --database-url {db} --token {} --from {} --to {head} --reorg-window 8 --initial-span 50 --max-span 50 --metrics-listen 127.0.0.1:0 --health-listen 127.0.0.1:0",
+            binary("ingestor").display(),
+            w.chain.url,
+            w.history.token,
+            w.history.start_block,
+        )
+    };
+    let out = Command::new("script")
+        .args(["-qfec", &command(&w.db.url), "/dev/null"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\r\x1b[2K["), "a line redrawn in place: {text:?}");
+    assert!(
+        text.contains("blocks/s") && text.contains("transfers") && text.contains("ETA"),
+        "{text:?}"
+    );
+    // The wide range ends --reorg-window blocks below the head (the rest is verified steps).
+    let deep = head - 8;
+    assert!(
+        text.contains(&format!("block {deep}/{deep}")),
+        "the last draw reaches the range's end: {text:?}"
+    );
+
+    let piped = tests::db::TestDb::create().await.unwrap();
+    let out = Command::new("sh").args(["-c", &command(&piped.url)]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains('\r'), "no redrawing into a pipe: {text:?}");
+    assert!(text.contains("range indexed"), "{text:?}");
+}
