@@ -86,6 +86,27 @@ impl World {
         self.follow_via(&self.chain.url, extra, stop)
     }
 
+    /// Asserts that every address of the history holds in the store what balanceOf says
+    /// at `block`; returns the chain's balances.
+    async fn assert_balances_at(&self, block: u64) -> Vec<U256> {
+        let on_chain = self
+            .chain
+            .balances_at(self.history.token, &self.history.addresses, block)
+            .await
+            .unwrap();
+        let c = self.db.client().await.unwrap();
+        for (a, expected) in self.history.addresses.iter().zip(&on_chain) {
+            let row =
+                c.query_opt("SELECT balance FROM balances WHERE address = $1", &[a]).await.unwrap();
+            assert_eq!(
+                row.map_or(U256::ZERO, |r| r.get(0)),
+                *expected,
+                "balance of {a} at block {block}"
+            );
+        }
+        on_chain
+    }
+
     /// Indexes the whole history into this world's database.
     async fn ingest_all(&self) {
         self.ingest(&self.db, self.history.start_block, self.history.end_block).await;

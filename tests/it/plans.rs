@@ -36,15 +36,7 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
                 "'\\xabababababababababababababababababababab'::bytea, 50::bigint, '1000000000000000000000000000000'::text, ARRAY['\\x000000000000000000000000000000000000c350'::bytea]"
             }
         };
-        c.batch_execute(&format!("PREPARE q_{name} AS {sql}")).await.unwrap();
-        let plan: Vec<String> = c
-            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE q_{name}({params})"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let text = plan.join("\n");
+        let text = explain(&c, &format!("q_{name}"), sql, params).await;
         tracing::info!("plan of {name}:\n{text}");
         assert!(!text.contains("Seq Scan on balances"), "{name} scans balances:\n{text}");
         assert!(!text.contains("Sort Method: external"), "{name} sorts on disk:\n{text}");
@@ -113,15 +105,7 @@ async fn list_transfers_reads_one_page_off_an_index() {
                 "{token}, 0::bigint, 9223372036854775807::bigint, 50000::bigint, 0, 100::bigint, {busy}"
             ),
         };
-        c.batch_execute(&format!("PREPARE t_{name} AS {sql}")).await.unwrap();
-        let plan: Vec<String> = c
-            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE t_{name}({params})"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let text = plan.join("\n");
+        let text = explain(&c, &format!("t_{name}"), sql, &params).await;
         tracing::info!("plan of ListTransfers {name}:\n{text}");
         assert!(!text.contains("Seq Scan"), "{name} scans:\n{text}");
         match name {
@@ -149,4 +133,14 @@ async fn list_transfers_reads_one_page_off_an_index() {
             }
         }
     }
+}
+
+/// EXPLAIN (ANALYZE, BUFFERS) of `sql` prepared as `name`, executed with `params`.
+async fn explain(c: &tokio_postgres::Client, name: &str, sql: &str, params: &str) -> String {
+    c.batch_execute(&format!("PREPARE {name} AS {sql}")).await.unwrap();
+    let rows = c
+        .query(&format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}({params})"), &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{B256, U256};
 use tests::chain::{Chain, TestToken};
 use tests::db::TestDb;
 use tests::history::History;
@@ -118,14 +118,7 @@ async fn a_reorg_replaces_the_orphaned_transfers() {
     }
 
     // Balances, holders and supply equal the chain's at the new head.
-    let addresses: Vec<Address> = w.history.addresses.clone();
-    let on_chain = w.chain.balances_at(w.history.token, &addresses, head).await.unwrap();
-    for (a, expected) in addresses.iter().zip(&on_chain) {
-        let row =
-            c.query_opt("SELECT balance FROM balances WHERE address = $1", &[a]).await.unwrap();
-        let stored: U256 = row.map_or(U256::ZERO, |r| r.get(0));
-        assert_eq!(stored, *expected, "balance of {a}");
-    }
+    let on_chain = w.assert_balances_at(head).await;
     let (holders, supply): (i64, U256) = c
         .query_one("SELECT holder_count, total_supply FROM tokens", &[])
         .await

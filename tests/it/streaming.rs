@@ -221,12 +221,7 @@ async fn kill_9_while_following_loses_and_repeats_nothing() {
     let c = w.db.client().await.unwrap();
     let stored: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(stored as u64, w.history.transfers + sent);
-    let on_chain = w.chain.balances_at(w.history.token, &w.history.addresses, head).await.unwrap();
-    for (a, expected) in w.history.addresses.iter().zip(on_chain) {
-        let row =
-            c.query_opt("SELECT balance FROM balances WHERE address = $1", &[a]).await.unwrap();
-        assert_eq!(row.map_or(U256::ZERO, |r| r.get(0)), expected, "balance of {a}");
-    }
+    w.assert_balances_at(head).await;
     let seqs: Vec<i64> = c
         .query("SELECT seq FROM transfers ORDER BY block_number, log_index", &[])
         .await
