@@ -6,17 +6,14 @@ use std::time::{Duration, Instant};
 use alloy_primitives::U256;
 use proto::pb::GetHoldersRequest;
 use tests::chain::TestToken;
-use tests::history::Spec;
 use tests::pair::QueryService;
 use tokio_util::sync::CancellationToken;
 
-use crate::{u256, world};
+use crate::{small, u256, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_picks_up_new_blocks() {
-    let spec =
-        Spec { holders: 10, days: 1, blocks_per_day: 2, extreme_amounts: false, ..Spec::test() };
-    let mut w = world(spec).await;
+    let mut w = world(small(32)).await;
     let shutdown = CancellationToken::new();
     let running = w.follow(&["--poll-interval", "100ms"], shutdown.clone());
     let qs = QueryService::start(&w.db.url).await.unwrap();
@@ -64,9 +61,7 @@ async fn following_picks_up_new_blocks() {
 /// subscription: with polling set to 30 s, a new transfer is still stored within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_node_announces_new_blocks() {
-    let spec =
-        Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
-    let mut w = world(spec).await;
+    let mut w = world(small(33)).await;
     let stop = CancellationToken::new();
     let ws = w.chain.url.replace("http://", "ws://");
     let running = w.follow_via(&ws, &["--poll-interval", "30s"], stop.clone());
@@ -89,9 +84,7 @@ async fn a_websocket_node_announces_new_blocks() {
 /// With --confirmations 2 a block is indexed only once two more blocks sit on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmations_hold_back_the_newest_blocks() {
-    let spec =
-        Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
-    let mut w = world(spec).await;
+    let mut w = world(small(34)).await;
     let stop = CancellationToken::new();
     let running = w.follow(&["--poll-interval", "50ms", "--confirmations", "2"], stop.clone());
     let head = w.chain.head().await.unwrap();
@@ -127,9 +120,7 @@ async fn confirmations_hold_back_the_newest_blocks() {
 /// notifications swallowed by a proxy, new blocks are still indexed, by polling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_carries_on_when_the_subscription_goes_silent() {
-    let spec =
-        Spec { holders: 8, days: 1, blocks_per_day: 1, extreme_amounts: false, ..Spec::test() };
-    let mut w = world(spec).await;
+    let mut w = world(small(35)).await;
     let proxy = tests::proxy::SilentHeadsProxy::start(&w.chain.url.replace("http://", "ws://"))
         .await
         .unwrap();

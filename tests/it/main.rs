@@ -107,6 +107,29 @@ impl World {
         on_chain
     }
 
+    /// How many stored transfers the transaction `tx` has.
+    async fn stored_from_tx(&self, tx: alloy_primitives::B256) -> i64 {
+        let c = self.db.client().await.unwrap();
+        c.query_one("SELECT count(*) FROM transfers WHERE tx_hash = $1", &[&tx])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Asserts that sequence numbers grow with the chain: one sequence, in block order.
+    async fn assert_seq_in_chain_order(&self) {
+        let c = self.db.client().await.unwrap();
+        let rows = c
+            .query("SELECT seq FROM transfers ORDER BY block_number, log_index", &[])
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert!(
+            seqs.windows(2).all(|p| p[0] < p[1]),
+            "sequence numbers grow with the chain: {seqs:?}"
+        );
+    }
+
     /// Indexes the whole history into this world's database.
     async fn ingest_all(&self) {
         self.ingest(&self.db, self.history.start_block, self.history.end_block).await;

@@ -57,17 +57,7 @@ async fn a_reorg_replaces_the_orphaned_transfers() {
     let a2 = send(&mut w.chain, &w.history, 2, 3, 222).await;
     w.chain.mine(12).await.unwrap();
     wait_synced(&w.chain, &w.db).await;
-    let c = w.db.client().await.unwrap();
-    let stored = |tx: B256| {
-        let c = &c;
-        async move {
-            c.query_one("SELECT count(*) FROM transfers WHERE tx_hash = $1", &[&tx])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
-    assert_eq!((stored(a1).await, stored(a2).await), (1, 1));
+    assert_eq!((w.stored_from_tx(a1).await, w.stored_from_tx(a2).await), (1, 1));
 
     // Branch B from the same parent: other transfers, one block shorter than A's... then
     // one more block, so both a shorter and a longer chain are seen.
@@ -80,8 +70,17 @@ async fn a_reorg_replaces_the_orphaned_transfers() {
     w.chain.mine(13).await.unwrap();
     let head = wait_synced(&w.chain, &w.db).await;
 
-    assert_eq!((stored(a1).await, stored(a2).await), (0, 0), "orphaned transfers are gone");
-    assert_eq!((stored(b1).await, stored(b2).await), (1, 1), "the new branch is in");
+    assert_eq!(
+        (w.stored_from_tx(a1).await, w.stored_from_tx(a2).await),
+        (0, 0),
+        "orphaned transfers are gone"
+    );
+    assert_eq!(
+        (w.stored_from_tx(b1).await, w.stored_from_tx(b2).await),
+        (1, 1),
+        "the new branch is in"
+    );
+    let c = w.db.client().await.unwrap();
     let removed: Vec<(i64, B256)> = c
         .query("SELECT removed_seq, tx_hash FROM removed_transfers ORDER BY removed_seq", &[])
         .await
@@ -126,14 +125,7 @@ async fn a_reorg_replaces_the_orphaned_transfers() {
         .unwrap();
     assert_eq!(holders as usize, on_chain.iter().filter(|b| !b.is_zero()).count());
     assert_eq!(supply, w.chain.total_supply_at(w.history.token, head).await.unwrap());
-    let seqs: Vec<i64> = c
-        .query("SELECT seq FROM transfers ORDER BY block_number, log_index", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequence numbers grow with the chain");
+    w.assert_seq_in_chain_order().await;
 
     stop.cancel();
     running.await.unwrap().unwrap();
@@ -189,17 +181,7 @@ async fn a_reorg_while_stopped_is_rolled_back_at_restart() {
     let stop = CancellationToken::new();
     let running = w.follow(&["--poll-interval", "50ms", "--reorg-window", "4"], stop.clone());
     wait_synced(&w.chain, &w.db).await;
-    let c = w.db.client().await.unwrap();
-    let count = |tx: B256| {
-        let c = &c;
-        async move {
-            c.query_one("SELECT count(*) FROM transfers WHERE tx_hash = $1", &[&tx])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
-    assert_eq!((count(orphan).await, count(kept).await), (0, 1));
+    assert_eq!((w.stored_from_tx(orphan).await, w.stored_from_tx(kept).await), (0, 1));
     stop.cancel();
     running.await.unwrap().unwrap();
 }

@@ -222,14 +222,7 @@ async fn kill_9_while_following_loses_and_repeats_nothing() {
     let stored: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(stored as u64, w.history.transfers + sent);
     w.assert_balances_at(head).await;
-    let seqs: Vec<i64> = c
-        .query("SELECT seq FROM transfers ORDER BY block_number, log_index", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(seqs.windows(2).all(|p| p[0] < p[1]), "one sequence, in chain order");
+    w.assert_seq_in_chain_order().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
