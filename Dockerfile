@@ -4,8 +4,12 @@
 # Multi-stage: a full Rust toolchain builds release binaries; the runtime images are
 # debian-slim with only the C libraries the binaries link (OpenSSL for https/wss RPC
 # URLs) and run as an unprivileged user. protoc comes vendored with the build.
+# The base images are build arguments so that a build without registry access can point
+# them at local copies (scripts/build-images.sh does that with buildah).
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1.95-slim-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -13,7 +17,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin ingestor --bin query-service
 
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/*

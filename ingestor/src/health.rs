@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -31,11 +30,10 @@ impl Health {
         reporter.set_service_status("", ServingStatus::NotServing).await;
         let until = stop.clone();
         tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    until.cancelled().await
-                }),
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move { until.cancelled().await },
+            ),
         );
         Ok(Self { reporter, stop })
     }

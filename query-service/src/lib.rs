@@ -22,7 +22,6 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use proto::pb::holder_service_server::HolderServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -93,7 +92,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(HolderServiceServer::new(holders))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;
             info!("shutting down");
@@ -137,4 +136,10 @@ async fn watch_database(
             () = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC answers must not wait for
+/// the client's delayed ACK (about 40 ms a request otherwise).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -73,6 +73,18 @@ contract TestToken {
         }
     }
 
+    /// Moves tokens between any holders in one transaction (owner only): lets the
+    /// benchmark make a realistic many-sender history with a few large transactions.
+    function moveBatch(address[] calldata from, address[] calldata to, uint256[] calldata values)
+        external
+    {
+        require(msg.sender == owner, "owner");
+        require(from.length == to.length && to.length == values.length, "length");
+        for (uint256 i = 0; i < to.length; i++) {
+            _transfer(from[i], to[i], values[i]);
+        }
+    }
+
     /// Emits Transfer(address,address,uint256) with all three arguments indexed and no
     /// data, the ERC-721 shape. Balances do not change.
     function emitNftShapedTransfer(address from, address to, uint256 tokenId) external {

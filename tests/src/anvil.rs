@@ -28,10 +28,22 @@ pub fn binary() -> PathBuf {
 impl Anvil {
     /// Starts a chain whose genesis block has time `genesis_time` (Unix seconds).
     pub async fn start(genesis_time: u64) -> anyhow::Result<Self> {
+        Self::start_with(genesis_time, &[]).await
+    }
+
+    /// Like [`Anvil::start`], with more command-line arguments (a `--gas-limit` among them
+    /// replaces the default).
+    pub async fn start_with(genesis_time: u64, extra: &[&str]) -> anyhow::Result<Self> {
         let bin = binary();
         let mut child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", "0", "--timestamp", &genesis_time.to_string()])
-            .args(["--gas-limit", "100000000", "--order", "fifo"])
+            .args(["--order", "fifo"])
+            .args(if extra.contains(&"--gas-limit") {
+                &[][..]
+            } else {
+                &["--gas-limit", "100000000"]
+            })
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -23,6 +23,7 @@ sol! {
         function mintBatch(address[] to, uint256[] values) external;
         function burn(uint256 value) external;
         function spray(address[] to, uint256[] values) external;
+        function moveBatch(address[] from, address[] to, uint256[] values) external;
         function emitNftShapedTransfer(address from, address to, uint256 tokenId) external;
         function balanceOf(address who) external view returns (uint256);
         function totalSupply() external view returns (uint256);

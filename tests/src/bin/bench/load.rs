@@ -1,0 +1,364 @@
+//! The query side of the benchmark: fills a store with N holders (and a tenth as many
+//! transfers over 30 days, so the 7-day figures have work to do) by COPY, starts the real
+//! query-service on it, and measures GetTopHolders(100), 1000-row GetHolders pages and
+//! address lookups: latency with one client, throughput with several.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, keccak256};
+use anyhow::Context;
+use futures::SinkExt;
+use proto::pb::holder_service_client::HolderServiceClient;
+use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
+use tests::history::holder;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use crate::chain::{BLOCK_SECONDS, Rng, initial_balance};
+
+/// The token of the filled store.
+const TOKEN: Address = alloy_primitives::address!("0x00000000000000000000000000000000000b3c4e");
+/// Blocks in the filled history: 30 days.
+const HISTORY_BLOCKS: u64 = 30 * 86_400 / BLOCK_SECONDS;
+/// Addresses per lookup request.
+pub(crate) const LOOKUP_SIZE: usize = 10;
+
+/// A filled store.
+#[derive(Debug)]
+pub(crate) struct Filled {
+    /// Holders stored.
+    pub(crate) holders: u64,
+    /// Transfers stored.
+    pub(crate) transfers: u64,
+    /// Time the fill took.
+    pub(crate) elapsed: Duration,
+}
+
+/// Fills the migrated, empty database at `url` with `holders` holders.
+pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
+    let started = Instant::now();
+    let db = tests::db::connect(url).await?;
+    let transfers = holders / 10;
+    let genesis = now() - HISTORY_BLOCKS * BLOCK_SECONDS;
+    db.execute(
+        "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
+         VALUES ($1, 31337, 'Bench Token', 'BENCH', 18, 1, 0)",
+        &[&TOKEN.as_slice()],
+    )
+    .await?;
+    // Index builds after the load are much faster than index upkeep during it.
+    db.batch_execute("SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = 2")
+        .await?;
+    let rebuild = drop_indexes(&db, &["balances", "transfers"]).await?;
+
+    let token = hex(TOKEN.as_slice());
+    let mut rng = Rng(0x5eed);
+    copy(
+        &db,
+        "COPY balances (token, address, balance, last_transfer_block) FROM STDIN",
+        holders,
+        |i, out| {
+            let address = hex(holder(7, i as usize).as_slice());
+            let block = 1 + rng.next() % HISTORY_BLOCKS;
+            out.push_str(&format!(
+                "\\\\x{token}\t\\\\x{address}\t{}\t{block}\n",
+                initial_balance(i as usize)
+            ));
+        },
+    )
+    .await
+    .context("loading balances")?;
+    let n = holders as usize;
+    copy(
+        &db,
+        "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq) FROM STDIN",
+        transfers,
+        |i, out| {
+            let block = 1 + rng.next() % HISTORY_BLOCKS;
+            let (from, to) = (rng.counterparty(n), rng.counterparty(n));
+            let value = initial_balance(to) / alloy_primitives::U256::from(1 + rng.next() % 100);
+            out.push_str(&format!(
+                "\\\\x{token}\t{block}\t{i}\t\\\\x{}\t{}\t\\\\x{}\t\\\\x{}\t\\\\x{}\t{value}\t{}\n",
+                hex(keccak256(block.to_be_bytes()).as_slice()),
+                genesis + block * BLOCK_SECONDS,
+                hex(keccak256(i.to_be_bytes()).as_slice()),
+                hex(holder(7, from).as_slice()),
+                hex(holder(7, to).as_slice()),
+                i + 1,
+            ));
+        },
+    )
+    .await
+    .context("loading transfers")?;
+    for sql in rebuild {
+        db.batch_execute(&sql).await.with_context(|| format!("rebuilding: {sql}"))?;
+    }
+    db.execute(
+        "INSERT INTO blocks (token, number, hash, time)
+         SELECT DISTINCT ON (block_number) token, block_number, block_hash, block_time
+         FROM transfers WHERE token = $1 ORDER BY block_number",
+        &[&TOKEN.as_slice()],
+    )
+    .await?;
+    db.execute(
+        "UPDATE tokens SET
+             total_supply = (SELECT sum(balance) FROM balances WHERE token = $1),
+             holder_count = $2, transfer_count = $3, last_seq = $3,
+             (indexed_block, indexed_hash, indexed_time) =
+                 (SELECT number, hash, time FROM blocks WHERE token = $1 ORDER BY number DESC LIMIT 1)
+         WHERE address = $1",
+        &[&TOKEN.as_slice(), &(holders as i64), &(transfers as i64)],
+    )
+    .await?;
+    // Index-only scans (the 7-day sums) need the visibility map that VACUUM writes.
+    db.batch_execute("VACUUM ANALYZE balances, transfers, blocks, tokens").await?;
+    Ok(Filled { holders, transfers, elapsed: started.elapsed() })
+}
+
+/// Drops the indexes and primary keys of `tables`; returns the statements that rebuild them.
+async fn drop_indexes(db: &tokio_postgres::Client, tables: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut rebuild = Vec::new();
+    for table in tables {
+        for row in db
+            .query(
+                "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+                 WHERE conrelid = $1::text::regclass AND contype = 'p'",
+                &[table],
+            )
+            .await?
+        {
+            let (name, def): (String, String) = (row.get(0), row.get(1));
+            db.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}")).await?;
+            rebuild.push(format!("ALTER TABLE {table} ADD CONSTRAINT {name} {def}"));
+        }
+        for row in db
+            .query(
+                "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = $1",
+                &[table],
+            )
+            .await?
+        {
+            let (name, def): (String, String) = (row.get(0), row.get(1));
+            db.batch_execute(&format!("DROP INDEX {name}")).await?;
+            rebuild.push(def);
+        }
+    }
+    Ok(rebuild)
+}
+
+/// Streams `rows` rows made by `row` into `statement` (COPY ... FROM STDIN, text format).
+async fn copy(
+    db: &tokio_postgres::Client,
+    statement: &str,
+    rows: u64,
+    mut row: impl FnMut(u64, &mut String),
+) -> anyhow::Result<()> {
+    let sink = db.copy_in::<_, bytes::Bytes>(statement).await?;
+    futures::pin_mut!(sink);
+    let mut buf = String::with_capacity(1 << 20);
+    for i in 0..rows {
+        row(i, &mut buf);
+        if buf.len() >= 1 << 20 {
+            sink.send(bytes::Bytes::from(std::mem::take(&mut buf))).await?;
+        }
+    }
+    sink.send(bytes::Bytes::from(buf)).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// One request kind's figures.
+#[derive(Debug, Clone)]
+pub(crate) struct Figures {
+    /// What was asked.
+    pub(crate) name: &'static str,
+    /// Latency with one client.
+    pub(crate) p50: Duration,
+    /// 99th percentile with one client.
+    pub(crate) p99: Duration,
+    /// Requests per second with one client.
+    pub(crate) rps_one: f64,
+    /// Requests per second with `concurrency` clients.
+    pub(crate) rps_many: f64,
+    /// 99th percentile with `concurrency` clients.
+    pub(crate) p99_many: Duration,
+}
+
+/// The query-service binary serving `url`, and a client of it.
+pub(crate) struct Served {
+    _child: Child,
+    client: HolderServiceClient<Channel>,
+}
+
+/// Starts `bin` (the query-service) on `url`.
+pub(crate) async fn serve(bin: &Path, url: &str) -> anyhow::Result<Served> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    let child = Command::new(bin)
+        .args([
+            "--database-url",
+            url,
+            "--listen",
+            &addr.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let client = tests::pair::wait_for_client(&format!("http://{addr}")).await?;
+    Ok(Served { _child: child, client })
+}
+
+/// A request the load generator sends, `i` picking its variant.
+#[derive(Clone, Copy)]
+enum Kind {
+    Top100,
+    Page1000,
+    Lookup,
+}
+
+/// Measures the three request kinds against `served`.
+pub(crate) async fn measure(
+    served: &Served,
+    holders: u64,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Figures>> {
+    let token = TOKEN.to_string();
+    // Page tokens of the first pages: keyset pages cost the same at any depth.
+    let mut client = served.client.clone();
+    let mut pages = vec![String::new()];
+    let wanted = (holders / 1000).clamp(1, 50) as usize;
+    while pages.len() < wanted {
+        let r = client
+            .get_holders(GetHoldersRequest {
+                page_size: 1000,
+                page_token: pages.last().cloned().unwrap_or_default(),
+                token: token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            r.holders.len() == 1000,
+            "page {} has {} rows, not 1000",
+            pages.len(),
+            r.holders.len()
+        );
+        pages.push(r.next_page_token);
+    }
+    let setup = Setup { token, pages, holders };
+    let mut out = Vec::new();
+    for (name, kind) in [
+        ("GetTopHolders(limit 100)", Kind::Top100),
+        ("GetHolders 1000-row page", Kind::Page1000),
+        ("GetHolders lookup of 10 addresses", Kind::Lookup),
+    ] {
+        let (one, one_elapsed) = run(served, &setup, kind, 1, seconds).await?;
+        let (many, many_elapsed) = run(served, &setup, kind, concurrency, seconds).await?;
+        out.push(Figures {
+            name,
+            p50: percentile(&one, 0.50),
+            p99: percentile(&one, 0.99),
+            rps_one: one.len() as f64 / one_elapsed.as_secs_f64(),
+            rps_many: many.len() as f64 / many_elapsed.as_secs_f64(),
+            p99_many: percentile(&many, 0.99),
+        });
+    }
+    Ok(out)
+}
+
+struct Setup {
+    token: String,
+    pages: Vec<String>,
+    holders: u64,
+}
+
+/// `clients` loops of `kind` for `seconds` (after a one-second warm-up); every latency.
+async fn run(
+    served: &Served,
+    setup: &Setup,
+    kind: Kind,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    let deadline = warm_up + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = served.client.clone();
+        let token = setup.token.clone();
+        let pages = setup.pages.clone();
+        let holders = setup.holders;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0xabcd + c as u64);
+            let mut latencies = Vec::new();
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let rows = match kind {
+                    Kind::Top100 => client
+                        .get_top_holders(GetTopHoldersRequest { limit: 100, token: token.clone() })
+                        .await?
+                        .into_inner()
+                        .holders
+                        .len(),
+                    Kind::Page1000 => {
+                        let page = pages[(rng.next() % pages.len() as u64) as usize].clone();
+                        let r = GetHoldersRequest {
+                            page_size: 1000,
+                            page_token: page,
+                            token: token.clone(),
+                            ..Default::default()
+                        };
+                        client.get_holders(r).await?.into_inner().holders.len()
+                    }
+                    Kind::Lookup => {
+                        let addresses = (0..LOOKUP_SIZE)
+                            .map(|_| holder(7, (rng.next() % holders) as usize).to_string())
+                            .collect();
+                        let r = GetHoldersRequest {
+                            addresses,
+                            token: token.clone(),
+                            ..Default::default()
+                        };
+                        client.get_holders(r).await?.into_inner().holders.len()
+                    }
+                };
+                anyhow::ensure!(rows > 0, "an empty answer");
+                if now >= warm_up {
+                    latencies.push(now.elapsed());
+                }
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    Ok((all, Duration::from_secs(seconds)))
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}

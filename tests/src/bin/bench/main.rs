@@ -1,0 +1,274 @@
+//! The backfill and query benchmark. On one machine, against one Anvil and one Postgres:
+//! makes a chain with many Transfers and a realistic holder distribution; times our
+//! `ingestor` backfilling it end to end (and checks the result against the chain); times
+//! the seed-equivalent strategy on the same chain (a sample, extrapolated); loads the
+//! query-service at 1M and 10M holders. Prints a table and, with `--readme`, writes it
+//! into README's performance section. `scripts/bench.sh` builds release and runs it.
+
+mod chain;
+mod load;
+mod report;
+mod seed;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tests::anvil::Anvil;
+use tokio::process::Command;
+
+/// Benchmark of the ingestor backfill and the query-service.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// Transfers in the chain (mints included).
+    #[arg(long, default_value_t = 1_000_000)]
+    transfers: u64,
+    /// Holders in the chain.
+    #[arg(long, default_value_t = 100_000)]
+    holders: usize,
+    /// Transfers per block (one transaction each).
+    #[arg(long, default_value_t = 250)]
+    per_block: usize,
+    /// How long the seed-equivalent strategy runs before it is extrapolated.
+    #[arg(long, default_value = "60s", value_parser = bootstrap::parse_duration)]
+    seed_budget: Duration,
+    /// Holder counts at which the query-service is loaded.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    query_holders: Vec<u64>,
+    /// Seconds of each load phase.
+    #[arg(long, default_value_t = 10)]
+    query_seconds: u64,
+    /// Clients of the throughput phase.
+    #[arg(long, default_value_t = 8)]
+    query_clients: usize,
+    /// Extra flags for the ingestor (e.g. "--concurrency 8").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    ingestor_flags: String,
+    /// Write the results into this README's performance section.
+    #[arg(long)]
+    readme: Option<PathBuf>,
+}
+
+#[allow(clippy::print_stdout)]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
+    let admin = tests::db::admin_url();
+    let mut report = report::Report::new(&args);
+
+    println!("== chain: {} transfers among {} holders on Anvil", args.transfers, args.holders);
+    let history_seconds = (args.transfers / args.per_block as u64 + 10) * chain::BLOCK_SECONDS;
+    let anvil =
+        Anvil::start_with(now() - history_seconds - 3600, &["--gas-limit", "200000000"]).await?;
+    let mut rpc = tests::chain::Chain::connect(&anvil.url).await?;
+    let started = Instant::now();
+    let built = chain::build(&mut rpc, args.holders, args.transfers, args.per_block).await?;
+    report.chain_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "   {} transfers in blocks {}..={} in {:.0} s",
+        built.transfers, built.start_block, built.end_block, report.chain_seconds
+    );
+
+    println!("== ingestor backfill (release binary, end to end)");
+    let url = fresh_db(&admin, "holders_bench").await?;
+    let (elapsed, peak_kib) =
+        backfill(&bin, &anvil.url, &url, &built, &args.ingestor_flags).await?;
+    check_store(&rpc, &url, &built).await?;
+    report.ingestor = Some(report::Backfill {
+        transfers: built.transfers,
+        seconds: elapsed.as_secs_f64(),
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+    });
+    println!(
+        "   {} transfers in {:.2} s: {:.0} transfers/s, peak RSS {:.1} MiB; store checked against the chain",
+        built.transfers,
+        elapsed.as_secs_f64(),
+        built.transfers as f64 / elapsed.as_secs_f64(),
+        peak_kib as f64 / 1024.0
+    );
+
+    println!("== seed-equivalent strategy (budget {:?})", args.seed_budget);
+    let seed_url = fresh_db(&admin, "holders_bench_seed").await?;
+    let s = seed::run(
+        &anvil.url,
+        &seed_url,
+        built.token,
+        built.start_block,
+        built.end_block,
+        args.seed_budget,
+    )
+    .await?;
+    println!(
+        "   {} of {} transfers in {:.1} s: {:.1} transfers/s{}",
+        s.transfers,
+        built.transfers,
+        s.elapsed.as_secs_f64(),
+        s.transfers as f64 / s.elapsed.as_secs_f64(),
+        if s.complete { "" } else { " (a sample; the full run is extrapolated)" }
+    );
+    report.seed = Some(s);
+    drop(anvil);
+
+    for &holders in &args.query_holders {
+        println!("== query-service at {holders} holders");
+        let url = fresh_db(&admin, "holders_bench_query").await?;
+        migrate(&bin, &url).await?;
+        let filled = load::fill(&url, holders).await?;
+        println!(
+            "   filled {} holders and {} transfers by COPY in {:.0} s",
+            filled.holders,
+            filled.transfers,
+            filled.elapsed.as_secs_f64()
+        );
+        let served = load::serve(&bin.join("query-service"), &url).await?;
+        let figures =
+            load::measure(&served, holders, args.query_seconds, args.query_clients).await?;
+        for f in &figures {
+            println!(
+                "   {:<36} p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} req/s (1 client)  {:>6.0} req/s, p99 {:>7.2} ms ({} clients)",
+                f.name,
+                ms(f.p50),
+                ms(f.p99),
+                f.rps_one,
+                f.rps_many,
+                ms(f.p99_many),
+                args.query_clients
+            );
+        }
+        report.queries.push((filled, figures));
+    }
+
+    let table = report.markdown();
+    println!("\n{table}");
+    if let Some(readme) = &args.readme {
+        report::write_into(readme, &table)?;
+        println!("written into {}", readme.display());
+    }
+    Ok(())
+}
+
+/// Runs the ingestor binary over the whole chain; its wall time and peak RSS (KiB).
+async fn backfill(
+    bin: &std::path::Path,
+    rpc_url: &str,
+    url: &str,
+    built: &chain::BenchChain,
+    extra: &str,
+) -> anyhow::Result<(Duration, u64)> {
+    let log = std::fs::File::create(bin.join("bench-ingestor.log"))?;
+    let started = Instant::now();
+    let mut child = Command::new(bin.join("ingestor"))
+        .args(tests::pair::LOCAL_PORTS)
+        .args(["--rpc-url", rpc_url, "--database-url", url, "--token", &built.token.to_string()])
+        .args(["--from", &built.start_block.to_string(), "--to", &built.end_block.to_string()])
+        .args(extra.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("ingestor pid")?;
+    let mut peak = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        peak = peak.max(vm_hwm_kib(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        status.success(),
+        "the ingestor failed ({status}); see {}",
+        bin.join("bench-ingestor.log").display()
+    );
+    Ok((elapsed, peak))
+}
+
+/// The store holds every transfer once, Σ balances = totalSupply(), and the balances of
+/// a sample of holders equal balanceOf at the end block.
+async fn check_store(
+    rpc: &tests::chain::Chain,
+    url: &str,
+    built: &chain::BenchChain,
+) -> anyhow::Result<()> {
+    let db = tests::db::connect(url).await?;
+    let row = db
+        .query_one(
+            "SELECT transfer_count, indexed_block, total_supply::text,
+                    (SELECT count(*) FROM transfers WHERE token = $1)
+             FROM tokens WHERE address = $1",
+            &[&built.token.as_slice()],
+        )
+        .await?;
+    let (count, indexed, supply, rows): (i64, i64, String, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    anyhow::ensure!(
+        count as u64 == built.transfers && rows as u64 == built.transfers,
+        "the store holds {rows} transfers (counted {count}), the chain {}",
+        built.transfers
+    );
+    anyhow::ensure!(
+        indexed as u64 == built.end_block,
+        "indexed to {indexed}, not {}",
+        built.end_block
+    );
+    let chain_supply = rpc.total_supply_at(built.token, built.end_block).await?;
+    anyhow::ensure!(
+        supply == chain_supply.to_string(),
+        "supply {supply} != totalSupply() {chain_supply}"
+    );
+    let sample: Vec<_> =
+        built.holders.iter().step_by((built.holders.len() / 1000).max(1)).copied().collect();
+    let on_chain = rpc.balances_at(built.token, &sample, built.end_block).await?;
+    for (address, expected) in sample.iter().zip(on_chain) {
+        let stored: Option<String> = db
+            .query_opt(
+                "SELECT balance::text FROM balances WHERE token = $1 AND address = $2",
+                &[&built.token.as_slice(), &address.as_slice()],
+            )
+            .await?
+            .map(|r| r.get(0));
+        anyhow::ensure!(
+            stored.as_deref().unwrap_or("0") == expected.to_string(),
+            "{address}: stored {stored:?}, balanceOf {expected}"
+        );
+    }
+    Ok(())
+}
+
+async fn migrate(bin: &std::path::Path, url: &str) -> anyhow::Result<()> {
+    let status = Command::new(bin.join("ingestor"))
+        .args(["--migrate-only", "--database-url", url])
+        .args(tests::pair::LOCAL_PORTS)
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "ingestor --migrate-only failed: {status}");
+    Ok(())
+}
+
+async fn fresh_db(admin: &str, name: &str) -> anyhow::Result<String> {
+    let client = tests::db::connect(admin).await?;
+    client.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[]).await?;
+    client.execute(&format!("CREATE DATABASE {name}"), &[]).await?;
+    Ok(tests::db::url_with_db(admin, name))
+}
+
+/// The process's peak resident memory so far, from /proc.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,190 @@
+//! The benchmark's results as a Markdown section, with the machine and the date, written
+//! between two markers of README so that a run replaces the previous run's figures.
+
+use std::path::Path;
+
+use crate::Args;
+use crate::load::{Figures, Filled, LOOKUP_SIZE};
+use crate::seed::SeedRun;
+
+const BEGIN: &str = "<!-- bench:begin (written by scripts/bench.sh --readme README.md) -->";
+const END: &str = "<!-- bench:end -->";
+
+/// The backfill's figures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backfill {
+    /// Transfers indexed.
+    pub(crate) transfers: u64,
+    /// Wall time of the ingestor process.
+    pub(crate) seconds: f64,
+    /// Its peak resident memory.
+    pub(crate) peak_rss_mib: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug)]
+pub(crate) struct Report {
+    command: String,
+    /// Time to make the chain.
+    pub(crate) chain_seconds: f64,
+    /// Our backfill.
+    pub(crate) ingestor: Option<Backfill>,
+    /// The seed-equivalent strategy.
+    pub(crate) seed: Option<SeedRun>,
+    /// Query figures per holder count.
+    pub(crate) queries: Vec<(Filled, Vec<Figures>)>,
+    clients: usize,
+    holders: usize,
+}
+
+impl Report {
+    /// An empty report of a run with `args`.
+    pub(crate) fn new(args: &Args) -> Self {
+        Self {
+            command: format!(
+                "bash scripts/bench.sh --transfers {} --holders {} --per-block {}",
+                args.transfers, args.holders, args.per_block
+            ),
+            chain_seconds: 0.0,
+            ingestor: None,
+            seed: None,
+            queries: Vec::new(),
+            clients: args.query_clients,
+            holders: args.holders,
+        }
+    }
+
+    /// The section, in Markdown.
+    pub(crate) fn markdown(&self) -> String {
+        let mut s = format!(
+            "Run on {} by `{}`: {}; PostgreSQL, Anvil and the benchmark on the same machine; release build.\n\n",
+            today(),
+            self.command,
+            machine(),
+        );
+        if let (Some(ours), Some(seed)) = (self.ingestor, self.seed) {
+            let our_rate = ours.transfers as f64 / ours.seconds;
+            let seed_rate = seed.transfers as f64 / seed.elapsed.as_secs_f64();
+            let seed_full = ours.transfers as f64 / seed_rate;
+            s += &format!(
+                "Backfill of a {}-transfer history among {} holders (the chain took {:.0} s to make):\n\n",
+                group(ours.transfers),
+                group(self.holders as u64),
+                self.chain_seconds
+            );
+            s += "| strategy | transfers timed | time | transfers/s | peak RSS |\n| --- | --- | --- | --- | --- |\n";
+            s += &format!(
+                "| ours: `ingestor` end to end (getLogs → decode → Postgres, balances kept) | {} | {:.1} s | **{}** | {:.0} MiB |\n",
+                group(ours.transfers),
+                ours.seconds,
+                group(our_rate as u64),
+                ours.peak_rss_mib
+            );
+            s += &format!(
+                "| seed-equivalent: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
+                group(seed.transfers),
+                seed.elapsed.as_secs_f64(),
+                if seed.complete {
+                    String::new()
+                } else {
+                    format!(" (a sample; the whole history extrapolated: {})", human(seed_full))
+                },
+                seed_rate
+            );
+            s += &format!(
+                "Ours is **{:.0}×** the seed-equivalent strategy.\n\n",
+                our_rate / seed_rate
+            );
+        }
+        if !self.queries.is_empty() {
+            s += &format!(
+                "Query-service (the real binary; the store filled by COPY with the holders and a tenth as many transfers over 30 days, so the 7-day figures have work; lookups ask for {LOOKUP_SIZE} addresses):\n\n"
+            );
+            s += &format!(
+                "| holders | request | p50 | p99 | req/s, 1 client | req/s, {c} clients | p99, {c} clients |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+                c = self.clients
+            );
+            for (filled, figures) in &self.queries {
+                for f in figures {
+                    s += &format!(
+                        "| {} | {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.2} ms |\n",
+                        group(filled.holders),
+                        f.name,
+                        ms(f.p50),
+                        ms(f.p99),
+                        f.rps_one,
+                        f.rps_many,
+                        ms(f.p99_many)
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Replaces the section between the markers in `readme` (appends it when absent).
+pub(crate) fn write_into(readme: &Path, section: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(readme)?;
+    let block = format!("{BEGIN}\n{section}{END}");
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
+        _ => format!("{text}\n{block}\n"),
+    };
+    std::fs::write(readme, new)?;
+    Ok(())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
+}
+
+fn today() -> String {
+    let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn human(seconds: f64) -> String {
+    if seconds >= 3600.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else if seconds >= 60.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{seconds:.0} s")
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
