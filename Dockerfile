@@ -15,6 +15,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The workspace's release profile keeps debug info for profiling; images ship stripped.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN cargo build --release --locked --bin ingestor --bin query-service
 
 FROM ${RUNTIME_IMAGE} AS runtime

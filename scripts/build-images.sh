@@ -49,7 +49,18 @@ else
         debootstrap --variant=minbase ${include:+--include="$include"} bookworm "$rootfs" \
             http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 \
             || { tail -20 "$WORK/debootstrap.log"; exit 1; }
-        rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
+        # What Docker's official debian images do: no package cache, no docs.
+        cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+        printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\n' \
+            >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
+        rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb \
+            "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
+            "$rootfs"/usr/share/locale/*
         local ctr mnt
         ctr=$(buildah from scratch)
         mnt=$(buildah mount "$ctr")
@@ -114,9 +125,20 @@ for image in "$INGESTOR_IMAGE" "$QUERY_IMAGE"; do
     echo "$image: user $user"
 done
 
+say "processes in the images run as uid 65532"
+for image in "$INGESTOR_IMAGE" "$QUERY_IMAGE"; do
+    if docker info >/dev/null 2>&1; then
+        uid=$(docker run --rm --entrypoint id "$image" -u)
+    else
+        ctr=$(buildah from -q "$image"); uid=$(buildah run "$ctr" -- id -u); buildah rm "$ctr" >/dev/null
+    fi
+    [ "$uid" = 65532 ] || { echo "a process in $image runs as uid $uid"; exit 1; }
+    echo "$image: id -u = $uid"
+done
+
 say "ingestor --help and query-service --help inside the images"
-run_image "$INGESTOR_IMAGE" --help | head -3
-run_image "$QUERY_IMAGE" --help | head -3
+out=$(run_image "$INGESTOR_IMAGE" --help) && head -3 <<<"$out"
+out=$(run_image "$QUERY_IMAGE" --help) && head -3 <<<"$out"
 
 say "ingestor --migrate-only from the image, against Postgres"
 db=holders_image_check
@@ -129,13 +151,13 @@ say "query-service from the image answers a gRPC health check"
 port=${IMAGE_CHECK_PORT:-50061}
 if docker info >/dev/null 2>&1; then
     cid=$(start_image "$QUERY_IMAGE" --database-url "$image_db" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0)
-    trap 'stop_image "$cid"' EXIT
+    trap 'set +e; stop_image "$cid"' EXIT
 else
     ctr=$(buildah from -q "$QUERY_IMAGE")
     buildah run "$ctr" -- /usr/local/bin/query-service --database-url "$image_db" \
         --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 >"$WORK/query-service.log" 2>&1 &
     qs=$!
-    trap 'kill $qs 2>/dev/null; wait $qs 2>/dev/null; buildah rm "$ctr" >/dev/null' EXIT
+    trap 'set +e; kill $qs 2>/dev/null; wait $qs 2>/dev/null; buildah rm "$ctr" >/dev/null' EXIT
 fi
 for _ in $(seq 50); do
     if out=$(grpcurl -plaintext "127.0.0.1:$port" grpc.health.v1.Health/Check 2>/dev/null); then break; fi
