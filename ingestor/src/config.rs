@@ -44,7 +44,7 @@ pub struct Config {
     pub concurrency: u16,
 
     /// Blocks in the first eth_getLogs request; later ones adapt to the node's answers.
-    #[arg(long, env = "INGESTOR_INITIAL_SPAN", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "INGESTOR_INITIAL_SPAN", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub initial_span: u64,
 
     /// Never more blocks than this in one eth_getLogs request.
@@ -56,7 +56,7 @@ pub struct Config {
     pub target_logs: u64,
 
     /// Commit a batch once it holds this many transfers.
-    #[arg(long, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).

@@ -1,5 +1,5 @@
 //! Fetches the Transfer logs of a block range as a stream of contiguous chunks, in block
-//! order, with several `eth_getLogs` requests in flight. Spans start wide, shrink when the
+//! order, with several `eth_getLogs` requests in flight. Spans start narrow, shrink when the
 //! node refuses them (to the span it suggests, the maximum it names, or by half) and grow
 //! again while answers stay small. Each chunk comes decoded, with every block time filled.
 
@@ -87,7 +87,10 @@ impl Width {
         if logs < self.target_logs / 2 && blocks >= self.current {
             self.current = self.current.saturating_mul(2).min(limit).max(self.current.min(limit));
         } else if logs > self.target_logs && blocks > 1 {
-            self.current = (blocks / 2).max(1);
+            // In proportion to the target (at least halved): one dense answer sets a
+            // width near the target at once, instead of after several halvings.
+            let proportional = (blocks as u128 * self.target_logs as u128 / logs as u128) as u64;
+            self.current = proportional.min(blocks / 2).max(1);
         }
     }
 
@@ -125,21 +128,36 @@ pub fn chunks(
     policy: SpanPolicy,
 ) -> impl Stream<Item = anyhow::Result<Chunk>> {
     let width = Arc::new(Mutex::new(Width::new(&policy)));
+    // Until one answer has told how dense the logs are, only the first span is in
+    // flight: several wide spans of a dense range at once would hold far more logs in
+    // memory than the target.
+    let (calibrated, _) = tokio::sync::watch::channel(false);
+    let calibrated = Arc::new(calibrated);
     let end = *range.end();
-    let planner = futures::stream::unfold(Some(*range.start()), move |next| {
+    let first = *range.start();
+    let planner = futures::stream::unfold(Some(first), move |next| {
         let width = width.clone();
+        let calibrated = calibrated.clone();
         async move {
             let start = next.filter(|&s| s <= end)?;
+            if start != first {
+                // Errs only when no span is left to answer; plan on regardless.
+                let _ = calibrated.subscribe().wait_for(|done| *done).await;
+            }
             let w = width.lock().expect("width lock").current();
             let stop = start.saturating_add(w - 1).min(end);
             let following = if stop >= end { None } else { Some(stop + 1) };
-            Some(((start..=stop, width), following))
+            Some(((start..=stop, width, calibrated), following))
         }
     });
     planner
-        .map(move |(span, width)| {
+        .map(move |(span, width, calibrated)| {
             let rpc = rpc.clone();
-            tokio::spawn(async move { fetch_span(&rpc, token, span, &width).await })
+            tokio::spawn(async move {
+                let chunk = fetch_span(&rpc, token, span, &width).await;
+                calibrated.send_replace(true);
+                chunk
+            })
         })
         .buffered(policy.concurrency.max(1))
         .map(|joined| {
@@ -292,7 +310,9 @@ mod tests {
     fn shrinks_when_answers_are_large() {
         let mut w = Width::new(&policy());
         w.on_success(1000, 5000);
-        assert_eq!(w.current(), 500);
+        assert_eq!(w.current(), 200, "in proportion to the 1000-log target");
+        w.on_success(200, 1500);
+        assert_eq!(w.current(), 100, "at least halved");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tracing::info;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/V1__initial.sql")),
     (2, "stream_and_reorgs", include_str!("../../migrations/V2__stream_and_reorgs.sql")),
+    (3, "no_token_foreign_keys", include_str!("../../migrations/V3__no_token_foreign_keys.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

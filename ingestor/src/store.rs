@@ -208,15 +208,29 @@ impl Store {
             from - 1
         );
 
+        // A backfill batch aggregates tens of thousands of balance changes: let the
+        // grouping stay in memory.
         tx.batch_execute(
-            "CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
+            "SET LOCAL work_mem = '256MB';
+             CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
                 block_number bigint, log_index integer, block_hash bytea, block_time bigint,
-                tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0)
+                tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0),
+                seq bigint
              ) ON COMMIT DELETE ROWS",
         )
         .await
         .context("creating the staging table")?;
-        copy_transfers(&tx, &batch.transfers).await?;
+        // Sequence numbers follow (block, log index); chunks arrive sorted, so this
+        // copies only if a caller did not.
+        let key = |t: &Transfer| (t.block_number, t.log_index);
+        let sorted = if batch.transfers.is_sorted_by_key(key) {
+            std::borrow::Cow::Borrowed(&batch.transfers)
+        } else {
+            let mut v = batch.transfers.clone();
+            v.sort_by_key(key);
+            std::borrow::Cow::Owned(v)
+        };
+        copy_transfers(&tx, &sorted, last_seq + 1).await?;
 
         let zero = Address::ZERO;
         let mut blocks = batch.verified.clone();
@@ -232,7 +246,7 @@ impl Store {
                     &(batch.end.timestamp as i64),
                     &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
                     &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
-                    &last_seq,
+                    &indexed,
                     &blocks.iter().map(|b| b.number as i64).collect::<Vec<_>>(),
                     &blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
                     &blocks.iter().map(|b| b.timestamp as i64).collect::<Vec<_>>(),
@@ -416,10 +430,14 @@ const APPLY_BATCH: &str = "
 WITH ins AS (
     INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
                            from_address, to_address, value, seq)
-    SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value,
-           $8 + row_number() OVER (ORDER BY block_number, log_index)
-    FROM staging_transfers
-    ON CONFLICT DO NOTHING
+    SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq
+    FROM staging_transfers s
+    -- Every stored transfer is at or below the checkpoint ($8), so only a batch that
+    -- re-reads indexed blocks can meet stored rows, and only those rows are probed.
+    -- (Cheaper than ON CONFLICT's speculative insertion of every row.)
+    WHERE s.block_number > $8
+       OR NOT EXISTS (SELECT 1 FROM transfers t WHERE t.token = $1
+                      AND t.block_number = s.block_number AND t.log_index = s.log_index)
     RETURNING block_number, block_hash, block_time, from_address, to_address, value, seq
 ), moves AS (
     SELECT to_address AS address, value AS delta, block_number FROM ins WHERE to_address <> $2
@@ -474,11 +492,12 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upsert), (SELECT count(
 async fn copy_transfers(
     tx: &tokio_postgres::Transaction<'_>,
     transfers: &[Transfer],
+    first_seq: i64,
 ) -> anyhow::Result<()> {
     let sink = tx
         .copy_in(
             "COPY staging_transfers (block_number, log_index, block_hash, block_time, tx_hash,
-                                     from_address, to_address, value) FROM STDIN BINARY",
+                                     from_address, to_address, value, seq) FROM STDIN BINARY",
         )
         .await
         .context("starting COPY")?;
@@ -491,13 +510,16 @@ async fn copy_transfers(
         Type::BYTEA,
         Type::BYTEA,
         Type::NUMERIC,
+        Type::INT8,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for t in transfers {
+    // Sequence numbers in (block, log index) order; a row that turns out to be stored
+    // already leaves its number unused.
+    for (t, seq) in transfers.iter().zip(first_seq..) {
         let block_time =
             t.block_time.context("a transfer without a block time reached the store")? as i64;
-        let row: [&(dyn ToSql + Sync); 8] = [
+        let row: [&(dyn ToSql + Sync); 9] = [
             &(t.block_number as i64),
             &(t.log_index as i32),
             &t.block_hash,
@@ -506,6 +528,7 @@ async fn copy_transfers(
             &t.from,
             &t.to,
             &t.value,
+            &seq,
         ];
         writer.as_mut().write(&row).await.context("writing a COPY row")?;
     }

@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, env = "QUERY_STREAM_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
     pub stream_buffer: u32,
 
+    /// Ranked answers (top holders, ranking pages) kept per store state, so repeated
+    /// questions between two commits are answered from memory; 0 turns it off.
+    #[arg(long, env = "QUERY_ANSWER_CACHE", default_value_t = 256)]
+    pub answer_cache: u32,
+
     /// Where to serve Prometheus metrics (GET /metrics).
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,

@@ -9,6 +9,7 @@
 //! - [`store`]: the SQL of the read path;
 //! - [`stream`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out).
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod input;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub stream_buffer: usize,
     /// Where to serve Prometheus metrics; none when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Ranked answers kept per store state (0: none).
+    pub answer_cache: usize,
 }
 
 /// Serves on `listener` until `shutdown`, reading from `pool`; listens for the ingestor's
@@ -85,7 +88,8 @@ pub async fn serve(
     reporter.set_service_status("liveness", ServingStatus::Serving).await;
     let feed = stream::Feed::new(settings.stream_buffer, settings.max_streams, metrics.clone());
     let listening = tokio::spawn(feed.clone().listen(database_url, pool.clone(), shutdown.clone()));
-    let holders = service::Holders::new(pool, feed, shutdown.clone(), metrics);
+    let answers = std::sync::Arc::new(cache::Answers::new(settings.answer_cache));
+    let holders = service::Holders::new(pool, feed, answers, shutdown.clone(), metrics);
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let result = tonic::transport::Server::builder()
         .add_service(health)

@@ -36,6 +36,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_streams: config.max_streams as usize,
         stream_buffer: config.stream_buffer as usize,
         metrics_listen: Some(config.metrics_listen),
+        answer_cache: config.answer_cache as usize,
     };
     query_service::serve(listener, config.database_url, pool, settings, shutdown).await
 }

@@ -1,7 +1,9 @@
 //! `holders.v1.HolderService`: checks each request, reads one snapshot of the store, and
 //! shapes the answer (checksummed addresses, human-unit balances, ranks, page tokens).
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use alloy_primitives::U256;
 use deadpool_postgres::Pool;
@@ -15,6 +17,7 @@ use proto::pb::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::cache::{Answers, Key};
 use crate::error::QueryError;
 use crate::input::{self, Cursor, PageToken, TransferPage};
 use crate::metrics::Metrics;
@@ -26,14 +29,35 @@ use crate::stream::{Feed, Start, transfer_message};
 pub struct Holders {
     pool: Pool,
     feed: Feed,
+    answers: Arc<Answers>,
     shutdown: CancellationToken,
     metrics: Metrics,
 }
 
 impl Holders {
-    /// A service reading from `pool`, streaming from `feed`; open streams end at `shutdown`.
-    pub fn new(pool: Pool, feed: Feed, shutdown: CancellationToken, metrics: Metrics) -> Self {
-        Self { pool, feed, shutdown, metrics }
+    /// A service reading from `pool`, streaming from `feed`, keeping ranked answers in
+    /// `answers`; open streams end at `shutdown`.
+    pub fn new(
+        pool: Pool,
+        feed: Feed,
+        answers: Arc<Answers>,
+        shutdown: CancellationToken,
+        metrics: Metrics,
+    ) -> Self {
+        Self { pool, feed, answers, shutdown, metrics }
+    }
+
+    /// The ranked answer for `key`'s state from the cache, or read by `read` and kept.
+    async fn ranked_answer<F>(&self, key: Key, read: F) -> Result<HoldersResponse, QueryError>
+    where
+        F: Future<Output = Result<HoldersResponse, QueryError>>,
+    {
+        if let Some(hit) = self.answers.get(&key) {
+            return Ok((*hit).clone());
+        }
+        let answer = read.await?;
+        self.answers.put(key, Arc::new(answer.clone()));
+        Ok(answer)
     }
 
     async fn stream(&self, req: StreamTransfersRequest) -> Result<TransferStream, Status> {
@@ -117,9 +141,15 @@ impl Holders {
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
         let token = store::token(&tx, wanted).await?;
-        let rows = store::ranked(&tx, &token, None, limit).await?;
+        let key = key(&token, limit, "");
+        let answer = self
+            .ranked_answer(key, async {
+                let rows = store::ranked(&tx, &token, None, limit).await?;
+                Ok(response(&token, rows, Some(0), None))
+            })
+            .await?;
         tx.commit().await?;
-        Ok(response(&token, rows, Some(0), None))
+        Ok(answer)
     }
 
     async fn page(&self, req: GetHoldersRequest) -> Result<HoldersResponse, QueryError> {
@@ -143,12 +173,14 @@ impl Holders {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            let rows =
-                store::ranked(&tx, &token, after.map(|p| (p.balance.to_string(), p.address)), size)
-                    .await?;
-            let full = rows.len() as i64 == size;
-            let first_rank = after.map_or(0, |p| p.rank);
-            response(&token, rows, Some(first_rank), full.then_some(size))
+            self.ranked_answer(key(&token, size, &req.page_token), async {
+                let after_row = after.map(|p| (p.balance.to_string(), p.address));
+                let rows = store::ranked(&tx, &token, after_row, size).await?;
+                let full = rows.len() as i64 == size;
+                let first_rank = after.map_or(0, |p| p.rank);
+                Ok(response(&token, rows, Some(first_rank), full.then_some(size)))
+            })
+            .await?
         };
         tx.commit().await?;
         Ok(answer)
@@ -319,5 +351,16 @@ mod tests {
             format_units(max, 18),
             "115792089237316195423570985008687907853269984665640564039457.584007913129639935"
         );
+    }
+}
+
+/// The cache key of a ranked answer of `token` in its current state.
+fn key(token: &TokenView, limit: i64, after: &str) -> Key {
+    Key {
+        token: token.address,
+        indexed_block: token.indexed_block,
+        last_seq: token.last_seq,
+        limit,
+        after: after.to_string(),
     }
 }

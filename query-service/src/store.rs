@@ -40,6 +40,8 @@ pub struct TokenView {
     pub holder_count: i64,
     /// Transfers stored.
     pub transfer_count: i64,
+    /// Newest sequence number: moves with every commit and rollback.
+    pub last_seq: i64,
     /// "7 days ago": the newest block with transfers whose time is at least 7 days before
     /// `indexed_time`; transfers after it are the week's changes.
     pub week_ago_block: i64,
@@ -88,26 +90,31 @@ pub async fn snapshot(
         .await?)
 }
 
-const TOKEN_COLUMNS: &str = "
-    t.address, t.name, t.symbol, t.decimals, t.total_supply::text, t.start_block, t.indexed_block,
-    t.indexed_time, t.holder_count, t.transfer_count,
-    coalesce((SELECT b.number FROM blocks b
-              WHERE b.token = t.address AND b.time <= t.indexed_time - $1
-              ORDER BY b.time DESC, b.number DESC LIMIT 1),
-             t.start_block - 1)";
+/// The columns of a [`TokenView`]; $1 is [`WEEK`].
+macro_rules! token_columns {
+    () => {
+        "SELECT t.address, t.name, t.symbol, t.decimals, t.total_supply::text, t.start_block,
+                t.indexed_block, t.indexed_time, t.holder_count, t.transfer_count, t.last_seq,
+                coalesce((SELECT b.number FROM blocks b
+                          WHERE b.token = t.address AND b.time <= t.indexed_time - $1
+                          ORDER BY b.time DESC, b.number DESC LIMIT 1),
+                         t.start_block - 1)
+         FROM tokens t "
+    };
+}
 
 /// Every indexed token, by address.
 pub async fn tokens(tx: &Transaction<'_>) -> Result<Vec<TokenView>, QueryError> {
-    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens t ORDER BY t.address");
-    let rows = tx.query(&sql, &[&WEEK]).await?;
+    let stmt = tx.prepare_cached(concat!(token_columns!(), "ORDER BY t.address")).await?;
+    let rows = tx.query(&stmt, &[&WEEK]).await?;
     Ok(rows.iter().map(token_view).collect())
 }
 
 /// The token a request is about: the one named, or the only one indexed.
 pub async fn token(tx: &Transaction<'_>, wanted: Option<Address>) -> Result<TokenView, QueryError> {
     if let Some(address) = wanted {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens t WHERE t.address = $2");
-        if let Some(row) = tx.query_opt(&sql, &[&WEEK, &address]).await? {
+        let stmt = tx.prepare_cached(concat!(token_columns!(), "WHERE t.address = $2")).await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&WEEK, &address]).await? {
             return Ok(token_view(&row));
         }
     }
@@ -142,7 +149,8 @@ fn token_view(r: &Row) -> TokenView {
         indexed_time: r.get(7),
         holder_count: r.get(8),
         transfer_count: r.get(9),
-        week_ago_block: r.get(10),
+        last_seq: r.get(10),
+        week_ago_block: r.get(11),
     }
 }
 
@@ -162,12 +170,15 @@ macro_rules! with_week {
                    CASE WHEN w.ago = 0 THEN NULL ELSE ((p.balance - w.ago) * 100 / w.ago)::float8 END,
                    p.last_transfer_block
             FROM page p
-            CROSS JOIN LATERAL (SELECT p.balance
+            CROSS JOIN LATERAL (SELECT CASE
+                -- No transfer after the week-ago block: nothing to add up (most holders).
+                WHEN p.last_transfer_block <= $2 THEN p.balance
+                ELSE p.balance
                 - coalesce((SELECT sum(t.value) FROM transfers t
                             WHERE t.token = $1 AND t.to_address = p.address AND t.block_number > $2), 0)
                 + coalesce((SELECT sum(t.value) FROM transfers t
                             WHERE t.token = $1 AND t.from_address = p.address AND t.block_number > $2), 0)
-                AS ago
+                END AS ago
                 -- OFFSET 0 keeps this a subquery: inlined, its sums would run once per use.
                 OFFSET 0) w
             ORDER BY -p.balance, p.address"

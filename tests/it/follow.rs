@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
-use proto::pb::GetHoldersRequest;
+use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
 use tests::chain::TestToken;
 use tests::pair::QueryService;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,64 @@ async fn following_picks_up_new_blocks() {
     let result =
         tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops within 10 s");
     result.unwrap().expect("a clean stop");
+}
+
+/// Ranked answers are kept between commits (the answer cache) but never outlive one: a
+/// transfer that makes a new richest holder shows in the next GetTopHolders and first
+/// page, and the answers before it came from the cache (the same as a repeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranked_answers_follow_each_commit() {
+    let mut w = world(small(34)).await;
+    let shutdown = CancellationToken::new();
+    let running = w.follow(&["--poll-interval", "100ms"], shutdown.clone());
+    crate::wait_indexed(&w.db, w.history.end_block).await;
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let mut client = qs.client().await.unwrap();
+    let top = |c: &mut proto::pb::holder_service_client::HolderServiceClient<_>| {
+        let mut c = c.clone();
+        async move {
+            c.get_top_holders(GetTopHoldersRequest { limit: 5, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let page = |c: &mut proto::pb::holder_service_client::HolderServiceClient<_>| {
+        let mut c = c.clone();
+        async move {
+            c.get_holders(GetHoldersRequest { page_size: 5, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let before = top(&mut client).await;
+    assert_eq!(top(&mut client).await, before, "a repeat in the same state is the same answer");
+    let first_page = page(&mut client).await;
+
+    // The richest holder sends everything to a fresh address: a new richest holder.
+    let richest: alloy_primitives::Address = before.holders[0].address.parse().unwrap();
+    let fresh = tests::history::holder(4242, 0);
+    let all = u256(&before.holders[0].balance);
+    w.chain
+        .call_from(richest, w.history.token, TestToken::transferCall { to: fresh, value: all })
+        .await
+        .unwrap();
+    let mined = w.chain.mine(12).await.unwrap();
+    crate::wait_indexed(&w.db, mined).await;
+
+    let after = top(&mut client).await;
+    assert_eq!(after.as_of_block, mined);
+    assert_eq!(after.holders[0].address, fresh.to_string());
+    assert_eq!(u256(&after.holders[0].balance), all);
+    assert!(after.holders.iter().all(|h| h.address != richest.to_string()));
+    let next_page = page(&mut client).await;
+    assert_ne!(next_page, first_page);
+    assert_eq!(next_page.holders[0].address, fresh.to_string());
+    assert_eq!(next_page.as_of_block, mined);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();
 }
 
 /// Over ws:// the ingestor hears of new blocks from an eth_subscribe newHeads

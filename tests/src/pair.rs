@@ -51,6 +51,7 @@ impl QueryService {
             max_streams: 300,
             stream_buffer: 4096,
             metrics_listen: None,
+            answer_cache: 64,
         };
         Self::start_with(database_url, settings).await
     }

@@ -182,6 +182,8 @@ fn now() -> u64 {
 pub(crate) struct Figures {
     /// What was asked.
     pub(crate) name: &'static str,
+    /// Whether the query-service kept ranked answers (`--answer-cache`).
+    pub(crate) cached: bool,
     /// Latency with one client.
     pub(crate) p50: Duration,
     /// 99th percentile with one client.
@@ -200,8 +202,8 @@ pub(crate) struct Served {
     client: HolderServiceClient<Channel>,
 }
 
-/// Starts `bin` (the query-service) on `url`.
-pub(crate) async fn serve(bin: &Path, url: &str) -> anyhow::Result<Served> {
+/// Starts `bin` (the query-service) on `url`, with `answer_cache` ranked answers kept.
+pub(crate) async fn serve(bin: &Path, url: &str, answer_cache: u32) -> anyhow::Result<Served> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     drop(listener);
@@ -214,6 +216,7 @@ pub(crate) async fn serve(bin: &Path, url: &str) -> anyhow::Result<Served> {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
+        .args(["--answer-cache", &answer_cache.to_string()])
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -233,6 +236,7 @@ enum Kind {
 /// Measures the three request kinds against `served`.
 pub(crate) async fn measure(
     served: &Served,
+    cached: bool,
     holders: u64,
     seconds: u64,
     concurrency: usize,
@@ -262,15 +266,20 @@ pub(crate) async fn measure(
     }
     let setup = Setup { token, pages, holders };
     let mut out = Vec::new();
-    for (name, kind) in [
+    let mut kinds = vec![
         ("GetTopHolders(limit 100)", Kind::Top100),
         ("GetHolders 1000-row page", Kind::Page1000),
-        ("GetHolders lookup of 10 addresses", Kind::Lookup),
-    ] {
+    ];
+    if !cached {
+        // Lookups are never cached: one run measures them.
+        kinds.push(("GetHolders lookup of 10 addresses", Kind::Lookup));
+    }
+    for (name, kind) in kinds {
         let (one, one_elapsed) = run(served, &setup, kind, 1, seconds).await?;
         let (many, many_elapsed) = run(served, &setup, kind, concurrency, seconds).await?;
         out.push(Figures {
             name,
+            cached,
             p50: percentile(&one, 0.50),
             p99: percentile(&one, 0.99),
             rps_one: one.len() as f64 / one_elapsed.as_secs_f64(),

@@ -124,13 +124,20 @@ async fn main() -> anyhow::Result<()> {
             filled.transfers,
             filled.elapsed.as_secs_f64()
         );
-        let served = load::serve(&bin.join("query-service"), &url).await?;
-        let figures =
-            load::measure(&served, holders, args.query_seconds, args.query_clients).await?;
+        let mut figures = Vec::new();
+        for cache in [0, 256] {
+            let served = load::serve(&bin.join("query-service"), &url, cache).await?;
+            let cached = cache > 0;
+            figures.extend(
+                load::measure(&served, cached, holders, args.query_seconds, args.query_clients)
+                    .await?,
+            );
+        }
         for f in &figures {
             println!(
-                "   {:<36} p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} req/s (1 client)  {:>6.0} req/s, p99 {:>7.2} ms ({} clients)",
+                "   {:<36} {:<9} p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} req/s (1 client)  {:>6.0} req/s, p99 {:>7.2} ms ({} clients)",
                 f.name,
+                if f.cached { "cache on" } else { "cache off" },
                 ms(f.p50),
                 ms(f.p99),
                 f.rps_one,

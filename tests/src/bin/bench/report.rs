@@ -98,18 +98,19 @@ impl Report {
         }
         if !self.queries.is_empty() {
             s += &format!(
-                "Query-service (the real binary; the store filled by COPY with the holders and a tenth as many transfers over 30 days, so the 7-day figures have work; lookups ask for {LOOKUP_SIZE} addresses):\n\n"
+                "Query-service (the real binary; the store filled by COPY with the holders and a tenth as many transfers over 30 days, so the 7-day figures have work; lookups ask for {LOOKUP_SIZE} addresses and are never cached; `--answer-cache 0` shows the cost of computing each ranked answer, the default keeps answers until the next commit):\n\n"
             );
             s += &format!(
-                "| holders | request | p50 | p99 | req/s, 1 client | req/s, {c} clients | p99, {c} clients |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+                "| holders | request | answer cache | p50 | p99 | req/s, 1 client | req/s, {c} clients | p99, {c} clients |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
                 c = self.clients
             );
             for (filled, figures) in &self.queries {
                 for f in figures {
                     s += &format!(
-                        "| {} | {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.2} ms |\n",
+                        "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.2} ms |\n",
                         group(filled.holders),
                         f.name,
+                        if f.cached { "on (default)" } else { "off: computed" },
                         ms(f.p50),
                         ms(f.p99),
                         f.rps_one,
