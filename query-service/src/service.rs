@@ -334,6 +334,17 @@ impl HolderService for Holders {
     }
 }
 
+/// The cache key of a ranked answer of `token` in its current state.
+fn key(token: &TokenView, limit: i64, after: &str) -> Key {
+    Key {
+        token: token.address,
+        indexed_block: token.indexed_block,
+        last_seq: token.last_seq,
+        limit,
+        after: after.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::format_units;
@@ -351,16 +362,5 @@ mod tests {
             format_units(max, 18),
             "115792089237316195423570985008687907853269984665640564039457.584007913129639935"
         );
-    }
-}
-
-/// The cache key of a ranked answer of `token` in its current state.
-fn key(token: &TokenView, limit: i64, after: &str) -> Key {
-    Key {
-        token: token.address,
-        indexed_block: token.indexed_block,
-        last_seq: token.last_seq,
-        limit,
-        after: after.to_string(),
     }
 }
