@@ -6,6 +6,7 @@
 //! into README's performance section. `scripts/bench.sh` builds release and runs it.
 
 mod chain;
+mod cpu;
 mod load;
 mod report;
 mod seed;
@@ -75,13 +76,14 @@ async fn main() -> anyhow::Result<()> {
 
     println!("== ingestor backfill (release binary, end to end)");
     let url = fresh_db(&admin, "holders_bench").await?;
-    let (elapsed, peak_kib) =
+    let (elapsed, peak_kib, cpu) =
         backfill(&bin, &anvil.url, &url, &built, &args.ingestor_flags).await?;
     check_store(&rpc, &url, &built).await?;
     report.ingestor = Some(report::Backfill {
         transfers: built.transfers,
         seconds: elapsed.as_secs_f64(),
         peak_rss_mib: peak_kib as f64 / 1024.0,
+        cpu: cpu.clone(),
     });
     println!(
         "   {} transfers in {:.2} s: {:.0} transfers/s, peak RSS {:.1} MiB; store checked against the chain",
@@ -90,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
         built.transfers as f64 / elapsed.as_secs_f64(),
         peak_kib as f64 / 1024.0
     );
+    let shares: Vec<String> = cpu
+        .iter()
+        .map(|(p, s)| format!("{p} {s:.1} s ({:.0}%)", s / elapsed.as_secs_f64() * 100.0))
+        .collect();
+    println!("   CPU during the backfill: {}", shares.join(", "));
 
     println!("== seed-equivalent strategy (budget {:?})", args.seed_budget);
     let seed_url = fresh_db(&admin, "holders_bench_seed").await?;
@@ -165,7 +172,7 @@ async fn backfill(
     url: &str,
     built: &chain::BenchChain,
     extra: &str,
-) -> anyhow::Result<(Duration, u64)> {
+) -> anyhow::Result<(Duration, u64, Vec<(String, f64)>)> {
     let log = std::fs::File::create(bin.join("bench-ingestor.log"))?;
     let started = Instant::now();
     let mut child = Command::new(bin.join("ingestor"))
@@ -179,7 +186,13 @@ async fn backfill(
         .spawn()?;
     let pid = child.id().context("ingestor pid")?;
     let mut peak = 0;
+    let mut cpu = cpu::CpuWatch::default();
+    let mut polls = 0u64;
     let status = loop {
+        if polls.is_multiple_of(10) {
+            cpu.sample();
+        }
+        polls += 1;
         if let Some(status) = child.try_wait()? {
             break status;
         }
@@ -187,12 +200,13 @@ async fn backfill(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = started.elapsed();
+    cpu.sample();
     anyhow::ensure!(
         status.success(),
         "the ingestor failed ({status}); see {}",
         bin.join("bench-ingestor.log").display()
     );
-    Ok((elapsed, peak))
+    Ok((elapsed, peak, cpu.seconds()))
 }
 
 /// The store holds every transfer once, Σ balances = totalSupply(), and the balances of

@@ -11,7 +11,7 @@ const BEGIN: &str = "<!-- bench:begin (written by scripts/bench.sh --readme READ
 const END: &str = "<!-- bench:end -->";
 
 /// The backfill's figures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Backfill {
     /// Transfers indexed.
     pub(crate) transfers: u64,
@@ -19,6 +19,8 @@ pub(crate) struct Backfill {
     pub(crate) seconds: f64,
     /// Its peak resident memory.
     pub(crate) peak_rss_mib: f64,
+    /// CPU seconds per program meanwhile.
+    pub(crate) cpu: Vec<(String, f64)>,
 }
 
 /// Everything a run measured.
@@ -62,7 +64,7 @@ impl Report {
             self.command,
             machine(),
         );
-        if let (Some(ours), Some(seed)) = (self.ingestor, self.seed) {
+        if let (Some(ours), Some(seed)) = (&self.ingestor, self.seed) {
             let our_rate = ours.transfers as f64 / ours.seconds;
             let seed_rate = seed.transfers as f64 / seed.elapsed.as_secs_f64();
             let seed_full = ours.transfers as f64 / seed_rate;
@@ -94,6 +96,16 @@ impl Report {
             s += &format!(
                 "Ours is **{:.0}×** the seed-equivalent strategy.\n\n",
                 our_rate / seed_rate
+            );
+            let shares: Vec<String> = ours
+                .cpu
+                .iter()
+                .map(|(p, c)| format!("{p} {c:.1} s ({:.0}%)", c / ours.seconds * 100.0))
+                .collect();
+            s += &format!(
+                "Where the backfill's time went, CPU seconds per program over its {:.1} s (from /proc; 2 cores make 200%): {}.\n\n",
+                ours.seconds,
+                shares.join(", ")
             );
         }
         if !self.queries.is_empty() {
