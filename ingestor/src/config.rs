@@ -43,8 +43,9 @@ pub struct Config {
     #[arg(long, env = "INGESTOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 
-    /// Blocks in the first eth_getLogs request; later ones adapt to the node's answers.
-    #[arg(long, env = "INGESTOR_INITIAL_SPAN", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Blocks in the first eth_getLogs request, alone in flight; later ones adapt to the
+    /// node's answers (small, so one dense first answer cannot flood memory).
+    #[arg(long, env = "INGESTOR_INITIAL_SPAN", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub initial_span: u64,
 
     /// Never more blocks than this in one eth_getLogs request.

@@ -235,9 +235,10 @@ impl Store {
         let zero = Address::ZERO;
         let mut blocks = batch.verified.clone();
         blocks.push(batch.end);
+        let apply = tx.prepare_cached(APPLY_BATCH).await.context("preparing the batch")?;
         let row = tx
             .query_one(
-                APPLY_BATCH,
+                &apply,
                 &[
                     &token,
                     &zero,

@@ -30,8 +30,9 @@ struct Args {
     /// Holders in the chain.
     #[arg(long, default_value_t = 100_000)]
     holders: usize,
-    /// Transfers per block (one transaction each).
-    #[arg(long, default_value_t = 250)]
+    /// Transfers per block (one transaction each). Anvil's cost grows with the number of
+    /// blocks, so fewer, fuller blocks make the chain several times faster.
+    #[arg(long, default_value_t = 1000)]
     per_block: usize,
     /// How long the seed-equivalent strategy runs before it is extrapolated.
     #[arg(long, default_value = "60s", value_parser = bootstrap::parse_duration)]
@@ -45,9 +46,11 @@ struct Args {
     /// Clients of the throughput phase.
     #[arg(long, default_value_t = 8)]
     query_clients: usize,
-    /// Extra flags for the ingestor (e.g. "--concurrency 8").
-    #[arg(long, allow_hyphen_values = true, default_value = "")]
-    ingestor_flags: String,
+    /// Also time the backfill with these ingestor flags (e.g. "--concurrency 1"), once
+    /// per occurrence, on the same chain: what each technique is worth. The defaults'
+    /// run comes first and is the one compared with the seed-equivalent strategy.
+    #[arg(long = "also", allow_hyphen_values = true)]
+    variants: Vec<String>,
     /// Write the results into this README's performance section.
     #[arg(long)]
     readme: Option<PathBuf>,
@@ -74,29 +77,32 @@ async fn main() -> anyhow::Result<()> {
         built.transfers, built.start_block, built.end_block, report.chain_seconds
     );
 
-    println!("== ingestor backfill (release binary, end to end)");
-    let url = fresh_db(&admin, "holders_bench").await?;
-    let (elapsed, peak_kib, cpu) =
-        backfill(&bin, &anvil.url, &url, &built, &args.ingestor_flags).await?;
-    check_store(&rpc, &url, &built).await?;
-    report.ingestor = Some(report::Backfill {
-        transfers: built.transfers,
-        seconds: elapsed.as_secs_f64(),
-        peak_rss_mib: peak_kib as f64 / 1024.0,
-        cpu: cpu.clone(),
-    });
-    println!(
-        "   {} transfers in {:.2} s: {:.0} transfers/s, peak RSS {:.1} MiB; store checked against the chain",
-        built.transfers,
-        elapsed.as_secs_f64(),
-        built.transfers as f64 / elapsed.as_secs_f64(),
-        peak_kib as f64 / 1024.0
-    );
-    let shares: Vec<String> = cpu
-        .iter()
-        .map(|(p, s)| format!("{p} {s:.1} s ({:.0}%)", s / elapsed.as_secs_f64() * 100.0))
-        .collect();
-    println!("   CPU during the backfill: {}", shares.join(", "));
+    for flags in std::iter::once(String::new()).chain(args.variants.iter().cloned()) {
+        let label = if flags.is_empty() { "defaults".to_string() } else { flags.clone() };
+        println!("== ingestor backfill (release binary, end to end; {label})");
+        let url = fresh_db(&admin, "holders_bench").await?;
+        let (elapsed, peak_kib, cpu) = backfill(&bin, &anvil.url, &url, &built, &flags).await?;
+        check_store(&rpc, &url, &built).await?;
+        println!(
+            "   {} transfers in {:.2} s: {:.0} transfers/s, peak RSS {:.1} MiB; store checked against the chain",
+            built.transfers,
+            elapsed.as_secs_f64(),
+            built.transfers as f64 / elapsed.as_secs_f64(),
+            peak_kib as f64 / 1024.0
+        );
+        let shares: Vec<String> = cpu
+            .iter()
+            .map(|(p, s)| format!("{p} {s:.1} s ({:.0}%)", s / elapsed.as_secs_f64() * 100.0))
+            .collect();
+        println!("   CPU during the backfill: {}", shares.join(", "));
+        report.backfills.push(report::Backfill {
+            flags,
+            transfers: built.transfers,
+            seconds: elapsed.as_secs_f64(),
+            peak_rss_mib: peak_kib as f64 / 1024.0,
+            cpu,
+        });
+    }
 
     println!("== seed-equivalent strategy (budget {:?})", args.seed_budget);
     let seed_url = fresh_db(&admin, "holders_bench_seed").await?;

@@ -13,6 +13,8 @@ const END: &str = "<!-- bench:end -->";
 /// The backfill's figures.
 #[derive(Debug, Clone)]
 pub(crate) struct Backfill {
+    /// Ingestor flags beyond the defaults ("" for none).
+    pub(crate) flags: String,
     /// Transfers indexed.
     pub(crate) transfers: u64,
     /// Wall time of the ingestor process.
@@ -29,8 +31,8 @@ pub(crate) struct Report {
     command: String,
     /// Time to make the chain.
     pub(crate) chain_seconds: f64,
-    /// Our backfill.
-    pub(crate) ingestor: Option<Backfill>,
+    /// Our backfills: the defaults first, then each `--also` variant.
+    pub(crate) backfills: Vec<Backfill>,
     /// The seed-equivalent strategy.
     pub(crate) seed: Option<SeedRun>,
     /// Query figures per holder count.
@@ -48,7 +50,7 @@ impl Report {
                 args.transfers, args.holders, args.per_block
             ),
             chain_seconds: 0.0,
-            ingestor: None,
+            backfills: Vec::new(),
             seed: None,
             queries: Vec::new(),
             clients: args.query_clients,
@@ -64,7 +66,7 @@ impl Report {
             self.command,
             machine(),
         );
-        if let (Some(ours), Some(seed)) = (&self.ingestor, self.seed) {
+        if let (Some(ours), Some(seed)) = (self.backfills.first(), self.seed) {
             let our_rate = ours.transfers as f64 / ours.seconds;
             let seed_rate = seed.transfers as f64 / seed.elapsed.as_secs_f64();
             let seed_full = ours.transfers as f64 / seed_rate;
@@ -75,13 +77,20 @@ impl Report {
                 self.chain_seconds
             );
             s += "| strategy | transfers timed | time | transfers/s | peak RSS |\n| --- | --- | --- | --- | --- |\n";
-            s += &format!(
-                "| ours: `ingestor` end to end (getLogs → decode → Postgres, balances kept) | {} | {:.1} s | **{}** | {:.0} MiB |\n",
-                group(ours.transfers),
-                ours.seconds,
-                group(our_rate as u64),
-                ours.peak_rss_mib
-            );
+            for b in &self.backfills {
+                let rate = (b.transfers as f64 / b.seconds) as u64;
+                let (what, rate) = if b.flags.is_empty() {
+                    ("ours: `ingestor` end to end, defaults (getLogs → decode → Postgres, balances kept)".to_string(), format!("**{}**", group(rate)))
+                } else {
+                    (format!("ours, with `{}`", b.flags), group(rate))
+                };
+                s += &format!(
+                    "| {what} | {} | {:.1} s | {rate} | {:.0} MiB |\n",
+                    group(b.transfers),
+                    b.seconds,
+                    b.peak_rss_mib
+                );
+            }
             s += &format!(
                 "| seed-equivalent: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
                 group(seed.transfers),
