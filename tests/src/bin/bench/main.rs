@@ -67,7 +67,13 @@ async fn main() -> anyhow::Result<()> {
     println!("== chain: {} transfers among {} holders on Anvil", args.transfers, args.holders);
     let history_seconds = (args.transfers / args.per_block as u64 + 10) * chain::BLOCK_SECONDS;
     let anvil =
-        Anvil::start_with(now() - history_seconds - 3600, &["--gas-limit", "200000000"]).await?;
+        // Only the newest state is ever read here; without pruning Anvil writes the
+        // state of every block to ~/.foundry (tens of GB for this chain) and slows down.
+        Anvil::start_with(
+            now() - history_seconds - 3600,
+            &["--gas-limit", "200000000", "--prune-history", "64"],
+        )
+        .await?;
     let mut rpc = tests::chain::Chain::connect(&anvil.url).await?;
     let started = Instant::now();
     let built = chain::build(&mut rpc, args.holders, args.transfers, args.per_block).await?;
