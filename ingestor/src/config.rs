@@ -57,7 +57,7 @@ pub struct Config {
     pub target_logs: u64,
 
     /// Commit a batch once it holds this many transfers.
-    #[arg(long, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).

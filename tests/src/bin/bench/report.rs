@@ -35,6 +35,8 @@ pub(crate) struct Report {
     pub(crate) backfills: Vec<Backfill>,
     /// The seed-equivalent strategy.
     pub(crate) seed: Option<SeedRun>,
+    /// `perf` summary lines of the default backfill (with --perf).
+    pub(crate) profile: Vec<String>,
     /// Query figures per holder count.
     pub(crate) queries: Vec<(Filled, Vec<Figures>)>,
     clients: usize,
@@ -51,6 +53,7 @@ impl Report {
             ),
             chain_seconds: 0.0,
             backfills: Vec::new(),
+            profile: Vec::new(),
             seed: None,
             queries: Vec::new(),
             clients: args.query_clients,
@@ -68,8 +71,8 @@ impl Report {
         );
         if let (Some(ours), Some(seed)) = (self.backfills.first(), self.seed) {
             let our_rate = ours.transfers as f64 / ours.seconds;
-            let seed_rate = seed.transfers as f64 / seed.elapsed.as_secs_f64();
-            let seed_full = ours.transfers as f64 / seed_rate;
+            let seed_rate = ours.transfers as f64 / seed.whole.as_secs_f64();
+            let seed_full = seed.whole.as_secs_f64();
             s += &format!(
                 "Backfill of a {}-transfer history among {} holders (the chain took {:.0} s to make):\n\n",
                 group(ours.transfers),
@@ -98,7 +101,10 @@ impl Report {
                 if seed.complete {
                     String::new()
                 } else {
-                    format!(" (a sample; the whole history extrapolated: {})", human(seed_full))
+                    format!(
+                        " for this sample; the whole history extrapolated (time per getLogs window × windows + time per event × events): {}",
+                        human(seed_full)
+                    )
                 },
                 seed_rate
             );
@@ -116,6 +122,12 @@ impl Report {
                 ours.seconds,
                 shares.join(", ")
             );
+            if !self.profile.is_empty() {
+                s += &format!(
+                    "`perf record -a -e cpu-clock` over the default backfill:\n\n```\n{}\n```\n\n",
+                    self.profile.join("\n")
+                );
+            }
         }
         if !self.queries.is_empty() {
             s += &format!(

@@ -25,6 +25,9 @@ pub(crate) struct SeedRun {
     pub(crate) elapsed: Duration,
     /// Whether it reached the end block within the budget.
     pub(crate) complete: bool,
+    /// Its time for the whole history: measured when complete, else the time per
+    /// `eth_getLogs` window times the windows plus the time per event times the events.
+    pub(crate) whole: Duration,
 }
 
 /// Runs the strategy over `start..=end` until done or `budget` has passed.
@@ -34,6 +37,7 @@ pub(crate) async fn run(
     token: Address,
     start: u64,
     end: u64,
+    total_transfers: u64,
     budget: Duration,
 ) -> anyhow::Result<SeedRun> {
     let chain = Chain::connect(rpc_url).await?;
@@ -50,9 +54,19 @@ pub(crate) async fn run(
     let topic = alloy_primitives::keccak256("Transfer(address,address,uint256)");
     let started = Instant::now();
     let mut stored = 0u64;
+    let mut fetching = Duration::ZERO;
+    let mut windows = 0u64;
+    let all_windows = (end - start) / WINDOW + 1;
+    let estimate = |stored: u64, fetching: Duration, windows: u64| {
+        let per_window = fetching / windows.max(1) as u32;
+        let per_event = (started.elapsed() - fetching).as_secs_f64() / stored.max(1) as f64;
+        per_window * all_windows as u32
+            + Duration::from_secs_f64(per_event * total_transfers as f64)
+    };
     let mut from_block = start;
     while from_block <= end {
         let to_block = (from_block + WINDOW - 1).min(end);
+        let fetch_started = Instant::now();
         let logs = chain
             .rpc(
                 "eth_getLogs",
@@ -60,12 +74,15 @@ pub(crate) async fn run(
                         "fromBlock": format!("{from_block:#x}"), "toBlock": format!("{to_block:#x}")}]),
             )
             .await?;
+        fetching += fetch_started.elapsed();
+        windows += 1;
         for log in logs.as_array().context("eth_getLogs answer")? {
             if started.elapsed() >= budget {
                 return Ok(SeedRun {
                     transfers: stored,
                     elapsed: started.elapsed(),
                     complete: false,
+                    whole: estimate(stored, fetching, windows),
                 });
             }
             let topics = log["topics"].as_array().context("topics")?;
@@ -116,7 +133,12 @@ pub(crate) async fn run(
         }
         from_block = to_block + 1;
     }
-    Ok(SeedRun { transfers: stored, elapsed: started.elapsed(), complete: true })
+    Ok(SeedRun {
+        transfers: stored,
+        elapsed: started.elapsed(),
+        complete: true,
+        whole: started.elapsed(),
+    })
 }
 
 /// balanceOf(who) at the newest block, as the script asks it: one request per call.
