@@ -247,7 +247,6 @@ impl Store {
                     &(batch.end.timestamp as i64),
                     &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
                     &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
-                    &indexed,
                     &blocks.iter().map(|b| b.number as i64).collect::<Vec<_>>(),
                     &blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
                     &blocks.iter().map(|b| b.timestamp as i64).collect::<Vec<_>>(),
@@ -425,18 +424,19 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM upd), (SELECT count(*)
 /// One statement applies a staged batch: data-modifying CTEs all see the snapshot taken
 /// before it, so `prev` reads balances as they were before `upsert` changes them.
 /// $1 token, $2 zero address, $3 checkpoint block, $4 its hash, $5 its time, $6 and $7 the
-/// block numbers and log indexes of rejected logs, $8 the token's last sequence number,
-/// $9-$11 numbers, hashes and times of the blocks to remember (the checkpoint among them).
+/// block numbers and log indexes of rejected logs, $8-$10 numbers, hashes and times of the
+/// blocks to remember (the checkpoint among them). Sequence numbers come staged.
 const APPLY_BATCH: &str = "
 WITH ins AS (
     INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
                            from_address, to_address, value, seq)
     SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq
     FROM staging_transfers s
-    -- Every stored transfer is at or below the checkpoint ($8), so only a batch that
-    -- re-reads indexed blocks can meet stored rows, and only those rows are probed.
-    -- (Cheaper than ON CONFLICT's speculative insertion of every row.)
-    WHERE s.block_number > $8
+    -- Only rows at or below the newest stored block can meet a stored row (a re-read),
+    -- so only those are probed: cheaper than ON CONFLICT's speculative insertion of
+    -- every row. The newest stored block is one backward step of the primary key.
+    WHERE s.block_number > (SELECT coalesce(max(t.block_number), -1) FROM transfers t
+                            WHERE t.token = $1)
        OR NOT EXISTS (SELECT 1 FROM transfers t WHERE t.token = $1
                       AND t.block_number = s.block_number AND t.log_index = s.log_index)
     RETURNING block_number, block_hash, block_time, from_address, to_address, value, seq
@@ -460,7 +460,7 @@ WITH ins AS (
     INSERT INTO blocks (token, number, hash, time)
     SELECT DISTINCT $1::bytea, block_number, block_hash, block_time FROM ins
     UNION
-    SELECT $1, n, h, t FROM unnest($9::bigint[], $10::bytea[], $11::bigint[]) AS b(n, h, t)
+    SELECT $1, n, h, t FROM unnest($8::bigint[], $9::bytea[], $10::bigint[]) AS b(n, h, t)
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), rej AS (
