@@ -151,7 +151,7 @@ fn refusal(n: u64, from: u64, to: u64, max: u64) -> (StatusCode, Value) {
         2 => (
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"code": -32614,
-            "message": format!("eth_getLogs is limited to a {} range", thousands(max))}),
+            "message": format!("eth_getLogs is limited to a {} range", crate::thousands(max))}),
         ),
         3 => (
             StatusCode::OK,
@@ -180,18 +180,6 @@ fn refusal(n: u64, from: u64, to: u64, max: u64) -> (StatusCode, Value) {
             "message": format!("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response. Based on your parameters and the response size limit, this block range should work: [{from:#x}, {hint_to:#x}]")}),
         ),
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn quantity(v: &Value) -> Option<u64> {

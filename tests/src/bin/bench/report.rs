@@ -75,28 +75,28 @@ impl Report {
             let seed_full = seed.whole.as_secs_f64();
             s += &format!(
                 "Backfill of a {}-transfer history among {} holders (the chain took {:.0} s to make):\n\n",
-                group(ours.transfers),
-                group(self.holders as u64),
+                tests::thousands(ours.transfers),
+                tests::thousands(self.holders as u64),
                 self.chain_seconds
             );
             s += "| strategy | transfers timed | time | transfers/s | peak RSS |\n| --- | --- | --- | --- | --- |\n";
             for b in &self.backfills {
                 let rate = (b.transfers as f64 / b.seconds) as u64;
                 let (what, rate) = if b.flags.is_empty() {
-                    ("ours: `ingestor` end to end, defaults (getLogs → decode → Postgres, balances kept)".to_string(), format!("**{}**", group(rate)))
+                    ("ours: `ingestor` end to end, defaults (getLogs → decode → Postgres, balances kept)".to_string(), format!("**{}**", tests::thousands(rate)))
                 } else {
-                    (format!("ours, with `{}`", b.flags), group(rate))
+                    (format!("ours, with `{}`", b.flags), tests::thousands(rate))
                 };
                 s += &format!(
                     "| {what} | {} | {:.1} s | {rate} | {:.0} MiB |\n",
-                    group(b.transfers),
+                    tests::thousands(b.transfers),
                     b.seconds,
                     b.peak_rss_mib
                 );
             }
             s += &format!(
                 "| seed-equivalent: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
-                group(seed.transfers),
+                tests::thousands(seed.transfers),
                 seed.elapsed.as_secs_f64(),
                 if seed.complete {
                     String::new()
@@ -141,7 +141,7 @@ impl Report {
                 for f in figures {
                     s += &format!(
                         "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.2} ms |\n",
-                        group(filled.holders),
+                        tests::thousands(filled.holders),
                         f.name,
                         if f.cached { "on (default)" } else { "off: computed" },
                         ms(f.p50),
@@ -195,18 +195,6 @@ fn machine() -> String {
 fn today() -> String {
     let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
-}
-
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn human(seconds: f64) -> String {
