@@ -49,7 +49,10 @@ fn config_error(name: &str, message: &str) -> ExitCode {
 /// (default info).
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // alloy's HTTP transport opens a debug span carrying the whole RPC URL, and with
+        // it a provider's API key: never enable it, whatever RUST_LOG says.
+        .add_directive("alloy_transport_http=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

@@ -18,9 +18,23 @@ pub const DOG_TOKEN: &str = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
 #[command(name = "ingestor", version, about, long_about = None)]
 pub struct Config {
     /// Ethereum JSON-RPC endpoint: http(s)://, or ws(s):// to hear of new blocks by an
-    /// eth_subscribe newHeads subscription (polling stays as the fallback).
-    #[arg(long, env = "RPC_URL", hide_env_values = true, required_unless_present = "migrate_only")]
-    pub rpc_url: Option<String>,
+    /// eth_subscribe newHeads subscription (polling stays as the fallback). Several
+    /// (repeated, or comma-separated) fail over in order: a 5xx, reset, timeout or rate
+    /// limit moves the ingestor to the next.
+    #[arg(
+        long,
+        env = "RPC_URL",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required_unless_present = "migrate_only"
+    )]
+    pub rpc_url: Vec<String>,
+
+    /// Send at most this many JSON-RPC calls within any one second, all tasks together (a
+    /// call in a batch counts as one); 0 for no limit. Keeps a free provider plan inside
+    /// its quota.
+    #[arg(long, env = "RPC_MAX_REQUESTS_PER_SECOND", default_value_t = 0)]
+    pub max_requests_per_second: u32,
 
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -136,11 +150,13 @@ impl Config {
                 self.initial_span, self.max_span
             ));
         }
-        let url = self.rpc_url.as_deref().unwrap_or("http://");
-        if !["http://", "https://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)) {
-            return Err(
-                "--rpc-url (RPC_URL) must start with http://, https://, ws:// or wss://".into()
-            );
+        for (i, url) in self.rpc_url.iter().enumerate() {
+            if !["http://", "https://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)) {
+                return Err(format!(
+                    "--rpc-url (RPC_URL) #{} must start with http://, https://, ws:// or wss://",
+                    i + 1
+                ));
+            }
         }
         Ok(())
     }

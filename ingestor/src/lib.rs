@@ -49,7 +49,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         info!(applied, database = %store::describe_url(&config.database_url), "migrations applied");
         return Ok(());
     }
-    let rpc_url = config.rpc_url.as_deref().context("--rpc-url (RPC_URL) is required")?;
     let metrics = metrics::Metrics::new();
     let servers = shutdown.child_token();
     let _stop_servers = servers.clone().drop_guard();
@@ -63,7 +62,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     let health = health::Health::serve(config.health_listen, servers.clone()).await?;
 
-    let rpc = Rpc::connect(rpc_url, config.rpc_timeout, retry).await?.with_metrics(metrics.clone());
+    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
+        .await?
+        .with_rate_limit(config.max_requests_per_second)
+        .with_metrics(metrics.clone());
     let store =
         Store::new(store::pool(&config.database_url, usize::from(config.database_pool_size))?);
     info!(database = %store::describe_url(&config.database_url), token = %config.token, "starting");

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub rpc_requests: IntCounterVec,
     /// JSON-RPC call latency by method.
     pub rpc_seconds: HistogramVec,
+    /// Moves from one --rpc-url to the next after a failure.
+    pub rpc_failovers: IntCounter,
     /// Time to commit one batch.
     pub commit_seconds: Histogram,
     /// Reorgs rolled back.
@@ -70,6 +72,11 @@ impl Metrics {
                 &["method"],
             )
             .expect("metric"),
+            rpc_failovers: IntCounter::new(
+                "ingestor_rpc_failovers_total",
+                "Moves from one --rpc-url to the next after a failure",
+            )
+            .expect("metric"),
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new("ingestor_commit_seconds", "Time to commit one batch")
                     .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
@@ -94,6 +101,7 @@ impl Metrics {
             Box::new(m.transfers.clone()),
             Box::new(m.rpc_requests.clone()),
             Box::new(m.rpc_seconds.clone()),
+            Box::new(m.rpc_failovers.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.reorgs.clone()),
             Box::new(m.reorg_depth.clone()),

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/V1__initial.sql")),
     (2, "stream_and_reorgs", include_str!("../../migrations/V2__stream_and_reorgs.sql")),
     (3, "no_token_foreign_keys", include_str!("../../migrations/V3__no_token_foreign_keys.sql")),
+    (4, "reader_role", include_str!("../../migrations/V4__reader_role.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).
@@ -31,7 +32,9 @@ pub async fn run(client: &mut Client) -> anyhow::Result<usize> {
 async fn apply(client: &mut Client) -> anyhow::Result<usize> {
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            // No NOTICE "already exists" (logged) at every start.
+            "SET client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version    integer PRIMARY KEY,
                 name       text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
@@ -39,6 +42,7 @@ async fn apply(client: &mut Client) -> anyhow::Result<usize> {
         )
         .await
         .context("creating schema_migrations")?;
+    client.batch_execute("RESET client_min_messages").await?;
     let applied: Vec<i32> = client
         .query("SELECT version FROM schema_migrations ORDER BY version", &[])
         .await

@@ -4,6 +4,8 @@
 //! are retried here with exponential backoff and jitter.
 
 use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alloy_json_rpc::RpcError as JsonRpcError;
@@ -12,6 +14,7 @@ use alloy_rpc_client::RpcClient;
 use alloy_rpc_types_eth::{Block, Log};
 use alloy_sol_types::{SolCall, SolEvent, sol};
 use alloy_transport::{TransportError, TransportErrorKind};
+use anyhow::Context;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -120,72 +123,142 @@ fn jitter() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A JSON-RPC node, over HTTP or a WebSocket.
+/// The JSON-RPC nodes of `--rpc-url`, over HTTP or WebSockets, used one at a time: a
+/// transient failure or a rate limit moves every later call to the next node in order
+/// (after the last, back to the first).
 #[derive(Debug, Clone)]
 pub struct Rpc {
-    client: RpcClient,
+    nodes: Arc<Nodes>,
+    limit: Option<Arc<RateLimit>>,
     retry: RetryPolicy,
     timeout: Duration,
     metrics: Metrics,
 }
 
+#[derive(Debug)]
+struct Nodes {
+    clients: Vec<RpcClient>,
+    /// Index of the node in use.
+    active: AtomicUsize,
+}
+
+/// At most `per_second` calls within any one second, all tasks together: what a provider
+/// plan allows. A JSON-RPC batch counts each call in it.
+#[derive(Debug)]
+struct RateLimit {
+    per_second: u32,
+    /// When recent requests went out, and how many calls each carried.
+    sent: std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, u32)>>,
+}
+
+impl RateLimit {
+    /// Waits until `calls` more fit in the last second, and counts them as sent.
+    async fn acquire(&self, calls: u32) {
+        // A second and a margin: a provider counts calls as they arrive, and a request
+        // held up on its way must not land in the next second's share.
+        const WINDOW: Duration = Duration::from_millis(1100);
+        loop {
+            let wait = {
+                let mut sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = tokio::time::Instant::now();
+                while sent.front().is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW) {
+                    sent.pop_front();
+                }
+                let in_window: u32 = sent.iter().map(|(_, n)| n).sum();
+                // A batch larger than the quota goes alone.
+                if sent.is_empty() || in_window + calls <= self.per_second {
+                    sent.push_back((now, calls));
+                    return;
+                }
+                // Wait for the oldest to leave the window, then look again.
+                sent.front()
+                    .map_or(WINDOW, |(at, _)| WINDOW.saturating_sub(now.duration_since(*at)))
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 impl Rpc {
-    /// A client for an http:// or https:// `url` whose requests time out after `timeout`.
+    /// A client for one http:// or https:// `url` whose requests time out after `timeout`.
     pub fn new(url: &str, timeout: Duration, retry: RetryPolicy) -> anyhow::Result<Self> {
-        let parsed = url.parse().map_err(|e| anyhow::anyhow!("--rpc-url is not a URL: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
-        let client = RpcClient::new_http_with_client(http, parsed);
-        Ok(Self { client, retry, timeout, metrics: Metrics::new() })
+        Ok(Self::over(vec![http_client(url, timeout)?], timeout, retry))
     }
 
-    /// A client for `url`: http(s):// as [`Rpc::new`], or ws(s)://, which connects now
-    /// (retried) and can also announce new heads ([`Rpc::watch_heads`]).
-    pub async fn connect(url: &str, timeout: Duration, retry: RetryPolicy) -> anyhow::Result<Self> {
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Self::new(url, timeout, retry);
+    /// A client for the nodes at `urls`, in failover order: http(s):// ones as in
+    /// [`Rpc::new`]; ws(s):// ones connect now (retried) and can also announce new heads
+    /// ([`Rpc::watch_heads`]). Errors name a node by its place in the list, never by its
+    /// URL, which may carry an API key.
+    pub async fn connect(
+        urls: &[String],
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "--rpc-url (RPC_URL) is required");
+        let mut clients = Vec::with_capacity(urls.len());
+        for (i, url) in urls.iter().enumerate() {
+            let client = if url.starts_with("ws://") || url.starts_with("wss://") {
+                ws_client(url, timeout, retry).await
+            } else {
+                http_client(url, timeout)
+            };
+            clients.push(client.with_context(|| format!("--rpc-url #{}", i + 1))?);
         }
-        let mut attempt = 1;
-        loop {
-            let connect = alloy_rpc_client::WsConnect::new(url);
-            match tokio::time::timeout(timeout, RpcClient::builder().ws(connect)).await {
-                Ok(Ok(client)) => {
-                    return Ok(Self { client, retry, timeout, metrics: Metrics::new() });
-                }
-                Ok(Err(e)) if attempt >= retry.max_attempts => {
-                    // The error may quote the URL, and with it an API key.
-                    anyhow::bail!(
-                        "cannot open the WebSocket of --rpc-url: {}",
-                        classify(e).to_string().replace(url, "<RPC_URL>")
-                    )
-                }
-                Err(_) if attempt >= retry.max_attempts => {
-                    anyhow::bail!("cannot open the WebSocket of --rpc-url: timed out")
-                }
-                _ => {
-                    let delay = retry.backoff(attempt);
-                    warn!(
-                        attempt,
-                        delay_ms = delay.as_millis() as u64,
-                        "WebSocket connect failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
+        Ok(Self::over(clients, timeout, retry))
+    }
+
+    fn over(clients: Vec<RpcClient>, timeout: Duration, retry: RetryPolicy) -> Self {
+        let nodes = Arc::new(Nodes { clients, active: AtomicUsize::new(0) });
+        Self { nodes, limit: None, retry, timeout, metrics: Metrics::new() }
+    }
+
+    /// Sends at most `per_second` calls within any second from now on (all clones
+    /// together); 0 for no limit.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.limit =
+            (per_second > 0).then(|| Arc::new(RateLimit { per_second, sent: Default::default() }));
+        self
+    }
+
+    /// Calls in one JSON-RPC batch: 100, or fewer to fit the rate limit.
+    fn batch_size(&self) -> usize {
+        self.limit.as_ref().map_or(100, |l| (l.per_second as usize).clamp(1, 100))
+    }
+
+    /// The node in use and its index.
+    fn node(&self) -> (usize, &RpcClient) {
+        let i = self.nodes.active.load(Ordering::Relaxed) % self.nodes.clients.len();
+        (i, &self.nodes.clients[i])
+    }
+
+    /// After a transient failure or rate limit of node `failed`, moves to the next node,
+    /// unless another call already did.
+    fn fail_over(&self, failed: usize, error: &RpcError) {
+        let n = self.nodes.clients.len();
+        if n < 2 {
+            return;
+        }
+        let next = (failed + 1) % n;
+        if self
+            .nodes
+            .active
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.metrics.rpc_failovers.inc();
+            warn!(from = failed + 1, to = next + 1, %error, "switching to the next --rpc-url");
         }
     }
 
     /// On a WebSocket node, subscribes to newHeads: the receiver gets a tick per new block
     /// and ends when the subscription drops. `None` over HTTP.
     pub async fn watch_heads(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, RpcError> {
-        let Some(pubsub) = self.client.pubsub_frontend() else { return Ok(None) };
+        let (node, client) = self.node();
+        let Some(pubsub) = client.pubsub_frontend() else { return Ok(None) };
         let id: B256 = self
-            .timed("eth_subscribe", self.client.request("eth_subscribe", ("newHeads",)))
+            .timed("eth_subscribe", node, 1, client.request("eth_subscribe", ("newHeads",)))
             .await?;
-        let mut sub = self.timed("eth_subscribe", pubsub.get_subscription(id)).await?;
+        let mut sub = self.timed("eth_subscribe", node, 0, pubsub.get_subscription(id)).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             loop {
@@ -206,18 +279,39 @@ impl Rpc {
         Ok(Some(rx))
     }
 
-    /// Runs one call with the request timeout (HTTP has its own; a WebSocket does not),
-    /// recording its latency and outcome.
+    /// Sends one request of `calls` calls (0 for a local one) to `node` in its turn under
+    /// the rate limit; `None` when no answer came within the request timeout (HTTP has its
+    /// own; a WebSocket does not).
+    async fn send<T>(
+        &self,
+        calls: u32,
+        call: impl IntoFuture<Output = Result<T, TransportError>>,
+    ) -> Option<Result<T, TransportError>> {
+        if let Some(limit) = &self.limit
+            && calls > 0
+        {
+            limit.acquire(calls).await;
+        }
+        tokio::time::timeout(self.timeout, call.into_future()).await.ok()
+    }
+
+    /// [`Rpc::send`], its failure sorted, its latency and outcome recorded; a transient
+    /// failure or rate limit moves later calls to the next node.
     async fn timed<T>(
         &self,
         method: &'static str,
+        node: usize,
+        calls: u32,
         call: impl IntoFuture<Output = Result<T, TransportError>>,
     ) -> Result<T, RpcError> {
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(self.timeout, call.into_future()).await {
-            Ok(result) => result.map_err(classify),
-            Err(_) => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
+        let result = match self.send(calls, call).await {
+            Some(result) => result.map_err(classify),
+            None => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
         };
+        if let Err(e @ (RpcError::Transient(_) | RpcError::RateLimited { .. })) = &result {
+            self.fail_over(node, e);
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(RpcError::TooLarge { .. }) => "too_large",
@@ -251,8 +345,9 @@ impl Rpc {
     /// `eth_chainId`, retried.
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
         self.retrying("eth_chainId", || async {
+            let (node, client) = self.node();
             let id: alloy_primitives::U64 =
-                self.timed("eth_chainId", self.client.request_noparams("eth_chainId")).await?;
+                self.timed("eth_chainId", node, 1, client.request_noparams("eth_chainId")).await?;
             Ok(id.to())
         })
         .await
@@ -261,8 +356,9 @@ impl Rpc {
     /// `eth_blockNumber`, retried.
     pub async fn head(&self) -> Result<u64, RpcError> {
         self.retrying("eth_blockNumber", || async {
+            let (node, client) = self.node();
             let n: alloy_primitives::U64 = self
-                .timed("eth_blockNumber", self.client.request_noparams("eth_blockNumber"))
+                .timed("eth_blockNumber", node, 1, client.request_noparams("eth_blockNumber"))
                 .await?;
             Ok(n.to())
         })
@@ -282,10 +378,11 @@ impl Rpc {
             "fromBlock": format!("{:#x}", span.start()),
             "toBlock": format!("{:#x}", span.end()),
         });
-        self.timed("eth_getLogs", self.client.request("eth_getLogs", (filter,))).await
+        let (node, client) = self.node();
+        self.timed("eth_getLogs", node, 1, client.request("eth_getLogs", (filter,))).await
     }
 
-    /// Headers of the given blocks, in one JSON-RPC batch per 100 blocks, retried; a block
+    /// Headers of the given blocks, in JSON-RPC batches of up to 100, retried; a block
     /// the node does not have (yet, or any more) is an error.
     pub async fn blocks(&self, numbers: &[u64]) -> Result<Vec<BlockRef>, RpcError> {
         let found = self.blocks_if_known(numbers).await?;
@@ -299,16 +396,17 @@ impl Rpc {
     }
 
     /// Headers of the given blocks, `None` for a block the node does not have (a chain that
-    /// just got shorter), in one JSON-RPC batch per 100 blocks, retried.
+    /// just got shorter), in JSON-RPC batches of up to 100, retried.
     pub async fn blocks_if_known(
         &self,
         numbers: &[u64],
     ) -> Result<Vec<Option<BlockRef>>, RpcError> {
         let mut out = Vec::with_capacity(numbers.len());
-        for chunk in numbers.chunks(100) {
+        for chunk in numbers.chunks(self.batch_size()) {
             let refs = self
                 .retrying("eth_getBlockByNumber", || async {
-                    let mut batch = self.client.new_batch();
+                    let (node, client) = self.node();
+                    let mut batch = client.new_batch();
                     let mut waiters = Vec::with_capacity(chunk.len());
                     for n in chunk {
                         let call = batch
@@ -319,7 +417,8 @@ impl Rpc {
                             .map_err(|e| RpcError::Fatal(format!("cannot encode a batch: {e}")))?;
                         waiters.push((*n, call));
                     }
-                    self.timed("eth_getBlockByNumber", batch.send()).await?;
+                    self.timed("eth_getBlockByNumber", node, chunk.len() as u32, batch.send())
+                        .await?;
                     let mut refs = Vec::with_capacity(chunk.len());
                     for (_, waiter) in waiters {
                         let block = waiter.await.map_err(classify)?;
@@ -400,8 +499,9 @@ impl Rpc {
             .retrying("eth_call", || async {
                 let tx = json!({ "to": token, "data": data });
                 let started = std::time::Instant::now();
-                let call = self.client.request("eth_call", (tx, block));
-                match tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+                let (node, client) = self.node();
+                let call = client.request("eth_call", (tx, block));
+                match self.send(1, call).await.unwrap_or_else(|| {
                     Err(TransportErrorKind::custom_str(
                         "eth_call: no answer within the request timeout",
                     ))
@@ -417,7 +517,9 @@ impl Rpc {
                     }
                     Err(e) => {
                         self.record("eth_call", started, "transient");
-                        Err(classify(e))
+                        let e = classify(e);
+                        self.fail_over(node, &e);
+                        Err(e)
                     }
                 }
             })
@@ -448,6 +550,45 @@ impl Rpc {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
+            }
+        }
+    }
+}
+
+fn http_client(url: &str, timeout: Duration) -> anyhow::Result<RpcClient> {
+    let parsed = url.parse().map_err(|e| anyhow::anyhow!("not a URL: {e}"))?;
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+    Ok(RpcClient::new_http_with_client(http, parsed))
+}
+
+async fn ws_client(url: &str, timeout: Duration, retry: RetryPolicy) -> anyhow::Result<RpcClient> {
+    let mut attempt = 1;
+    loop {
+        let connect = alloy_rpc_client::WsConnect::new(url);
+        match tokio::time::timeout(timeout, RpcClient::builder().ws(connect)).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) if attempt >= retry.max_attempts => {
+                // The error may quote the URL, and with it an API key.
+                anyhow::bail!(
+                    "cannot open the WebSocket: {}",
+                    classify(e).to_string().replace(url, "<RPC_URL>")
+                )
+            }
+            Err(_) if attempt >= retry.max_attempts => {
+                anyhow::bail!("cannot open the WebSocket: timed out")
+            }
+            _ => {
+                let delay = retry.backoff(attempt);
+                warn!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "WebSocket connect failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
             }
         }
     }

@@ -209,9 +209,11 @@ impl Store {
         );
 
         // A backfill batch aggregates tens of thousands of balance changes: let the
-        // grouping stay in memory.
+        // grouping stay in memory. The staging table exists from the connection's first
+        // batch on; Postgres would say so in a NOTICE (logged) at every batch.
         tx.batch_execute(
             "SET LOCAL work_mem = '256MB';
+             SET LOCAL client_min_messages = warning;
              CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
                 block_number bigint, log_index integer, block_hash bytea, block_time bigint,
                 tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0),

@@ -2,19 +2,22 @@
 //! Postgres. Each test starts its own chain and database, so they run in parallel.
 
 mod backfill;
+mod faults;
 mod follow;
 mod grpc;
+mod kills;
 mod ops;
 mod plans;
+mod privilege;
 mod ranges;
 mod reorg;
 mod store;
 mod streaming;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use proto::pb::{GetHoldersRequest, Holder};
 use tests::anvil::Anvil;
-use tests::chain::Chain;
+use tests::chain::{Chain, TestToken};
 use tests::db::TestDb;
 use tests::history::{self, History, Spec};
 use tests::pair::QueryService;
@@ -171,6 +174,15 @@ async fn all_holders(qs: &QueryService, page_size: u32) -> Vec<Holder> {
         }
         page_token = page.next_page_token;
     }
+}
+
+/// Sends `value` from holder `from` to holder `to` of the history (indexes wrap around).
+async fn send(chain: &mut Chain, h: &History, from: usize, to: usize, value: u64) -> B256 {
+    let (from, to) = (h.addresses[from % h.addresses.len()], h.addresses[to % h.addresses.len()]);
+    chain
+        .call_from(from, h.token, TestToken::transferCall { to, value: U256::from(value) })
+        .await
+        .unwrap()
 }
 
 fn u256(s: &str) -> U256 {

@@ -18,10 +18,12 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
     w.ingest_with(&w.db, w.history.start_block, w.history.end_block, &["--reorg-window", "8"])
         .await;
 
-    let proxy =
-        FaultProxy::start(&w.chain.url, Rules { max_blocks: 3, strip_block_timestamp: true })
-            .await
-            .unwrap();
+    let proxy = FaultProxy::start(
+        &w.chain.url,
+        Rules { max_blocks: 3, strip_block_timestamp: true, ..Rules::default() },
+    )
+    .await
+    .unwrap();
     let via_proxy = TestDb::create().await.unwrap();
     let end = w.chain.head().await.unwrap();
     w.ingest_with(&w.db, w.history.end_block + 1, end, &["--reorg-window", "8"]).await;

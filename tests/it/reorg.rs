@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, U256};
-use tests::chain::{Chain, TestToken};
+use tests::chain::Chain;
 use tests::db::TestDb;
-use tests::history::History;
 use tokio_util::sync::CancellationToken;
 
-use crate::{small, world};
+use crate::{send, small, world};
 
 /// Waits until the store's checkpoint is the node's head block, same hash.
 async fn wait_synced(chain: &Chain, db: &TestDb) -> u64 {
@@ -33,14 +32,6 @@ async fn wait_synced(chain: &Chain, db: &TestDb) -> u64 {
         assert!(started.elapsed() < Duration::from_secs(20), "the store did not reach head {head}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn send(chain: &mut Chain, h: &History, from: usize, to: usize, value: u64) -> B256 {
-    let (from, to) = (h.addresses[from], h.addresses[to]);
-    chain
-        .call_from(from, h.token, TestToken::transferCall { to, value: U256::from(value) })
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

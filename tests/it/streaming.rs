@@ -7,22 +7,14 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{B256, U256};
 use proto::pb::holder_service_client::HolderServiceClient;
 use proto::pb::{ListTransfersRequest, StreamTransfersRequest, TransferEvent};
-use tests::chain::{Chain, TestToken};
-use tests::history::{History, Spec};
+use tests::chain::TestToken;
+use tests::history::Spec;
 use tests::pair::QueryService;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::{small, world};
-
-async fn send(chain: &mut Chain, h: &History, from: usize, to: usize, value: u64) -> B256 {
-    let (from, to) = (h.addresses[from % h.addresses.len()], h.addresses[to % h.addresses.len()]);
-    chain
-        .call_from(from, h.token, TestToken::transferCall { to, value: U256::from(value) })
-        .await
-        .unwrap()
-}
+use crate::{send, small, world};
 
 async fn next(stream: &mut Streaming<TransferEvent>, within: Duration) -> TransferEvent {
     tokio::time::timeout(within, stream.message())

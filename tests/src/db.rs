@@ -80,3 +80,11 @@ pub fn url_with_db(url: &str, db: &str) -> String {
         None => format!("{base}/{db}"),
     }
 }
+
+/// `url` with its user (and password) replaced by `user`.
+pub fn url_with_user(url: &str, user: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let host = rest.find('@').map_or(rest, |i| &rest[i + 1..]);
+    format!("{}{user}@{host}", &url[..after_scheme])
+}

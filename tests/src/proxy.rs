@@ -1,12 +1,14 @@
-//! A JSON-RPC proxy in front of Anvil that behaves like a hosted provider: it refuses
-//! `eth_getLogs` spans wider than a limit, rotating through the refusal texts (and HTTP
-//! statuses) that Infura, Alchemy, QuickNode, Geth, Erigon, Nethermind, Ankr and
-//! Cloudflare really send (shared/reference/getlogs-errors.md), and can drop
-//! `blockTimestamp` from logs like nodes that do not send it. Anvil cannot do either.
+//! A JSON-RPC proxy in front of Anvil that behaves like a hosted provider on a bad day: it
+//! refuses `eth_getLogs` spans wider than a limit, rotating through the refusal texts (and
+//! HTTP statuses) that Infura, Alchemy, QuickNode, Geth, Erigon, Nethermind, Ankr and
+//! Cloudflare really send (shared/reference/getlogs-errors.md); can drop `blockTimestamp`
+//! from logs like nodes that do not send it; and can fail every n-th request in turn with
+//! each fault of [`Fault::ALL`] (rate limits, 5xx, resets, stalls, truncated JSON, error
+//! objects, a head that goes back). Anvil can do none of these.
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -23,6 +25,80 @@ pub struct Rules {
     pub max_blocks: u64,
     /// Remove `blockTimestamp` from every log.
     pub strip_block_timestamp: bool,
+    /// Every `fault_every`-th request (0: never) gets the next fault of [`Fault::ALL`]
+    /// instead of its answer.
+    pub fault_every: u64,
+    /// How long a [`Fault::Stall`] holds the answer back (longer than the client waits).
+    pub stall: Duration,
+    /// Added to every answer: a node across the internet, not on this machine.
+    pub latency: Duration,
+}
+
+impl Default for Rules {
+    /// A faithful proxy.
+    fn default() -> Self {
+        Self {
+            max_blocks: u64::MAX,
+            strip_block_timestamp: false,
+            fault_every: 0,
+            stall: Duration::from_secs(3),
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// A fault the proxy injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 429 with `Retry-After: 1`.
+    RateLimitedRetryAfter,
+    /// HTTP 429 without Retry-After.
+    RateLimited,
+    /// HTTP 502.
+    BadGateway,
+    /// HTTP 503.
+    Unavailable,
+    /// The connection closed with no answer.
+    Reset,
+    /// The answer held back for [`Rules::stall`].
+    Stall,
+    /// The node's answer cut in half.
+    TruncatedJson,
+    /// A JSON-RPC error object (-32603 internal error) with HTTP 200.
+    ErrorObject,
+    /// The next `eth_blockNumber` answered with a block lower than before (a lagging node
+    /// behind a load balancer); the request on this turn is answered faithfully.
+    LaggingHead,
+}
+
+impl Fault {
+    /// Every fault, in the order they are injected.
+    pub const ALL: [Self; 9] = [
+        Self::RateLimitedRetryAfter,
+        Self::RateLimited,
+        Self::BadGateway,
+        Self::Unavailable,
+        Self::Reset,
+        Self::Stall,
+        Self::TruncatedJson,
+        Self::ErrorObject,
+        Self::LaggingHead,
+    ];
+
+    /// Its name in test output and README figures.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RateLimitedRetryAfter => "HTTP 429 with Retry-After",
+            Self::RateLimited => "HTTP 429 without Retry-After",
+            Self::BadGateway => "HTTP 502",
+            Self::Unavailable => "HTTP 503",
+            Self::Reset => "connection reset",
+            Self::Stall => "timeout (answer held back)",
+            Self::TruncatedJson => "truncated JSON",
+            Self::ErrorObject => "JSON-RPC error object",
+            Self::LaggingHead => "head behind an earlier answer",
+        }
+    }
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -40,6 +116,12 @@ struct State {
     http: reqwest::Client,
     get_logs: AtomicU64,
     refused: AtomicU64,
+    requests: AtomicU64,
+    /// A lagging head is due: the next `eth_blockNumber` gets one.
+    lag_due: std::sync::atomic::AtomicBool,
+    injected: [AtomicU64; Fault::ALL.len()],
+    /// When each JSON-RPC call arrived (a batch adds one per call in it).
+    arrivals: Mutex<Vec<Instant>>,
 }
 
 impl FaultProxy {
@@ -53,6 +135,10 @@ impl FaultProxy {
             http: reqwest::Client::new(),
             get_logs: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            lag_due: Default::default(),
+            injected: Default::default(),
+            arrivals: Mutex::new(Vec::new()),
         });
         let serving = state.clone();
         tokio::spawn(async move {
@@ -77,17 +163,104 @@ impl FaultProxy {
     pub fn refusals(&self) -> u64 {
         self.state.refused.load(Ordering::Relaxed)
     }
+
+    /// JSON-RPC calls received (a batch counts each call in it).
+    pub fn calls(&self) -> u64 {
+        self.state.arrivals.lock().unwrap().len() as u64
+    }
+
+    /// How many times each fault was injected.
+    pub fn injected(&self) -> Vec<(Fault, u64)> {
+        Fault::ALL
+            .iter()
+            .zip(&self.state.injected)
+            .map(|(f, n)| (*f, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The most JSON-RPC calls that arrived within any one second.
+    pub fn busiest_second(&self) -> usize {
+        let arrivals = self.state.arrivals.lock().unwrap();
+        let mut start = 0;
+        let mut most = 0;
+        for (end, t) in arrivals.iter().enumerate() {
+            while *t - arrivals[start] >= Duration::from_secs(1) {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    }
+}
+
+/// The fault for request number `n`, if it gets one.
+fn fault_for(rules: &Rules, n: u64) -> Option<Fault> {
+    if rules.fault_every == 0 || n % rules.fault_every != rules.fault_every - 1 {
+        return None;
+    }
+    Some(Fault::ALL[(n / rules.fault_every) as usize % Fault::ALL.len()])
 }
 
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, Bytes::new())),
     };
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let calls = request.as_array().map_or(1, Vec::len);
+    {
+        let now = Instant::now();
+        state.arrivals.lock().unwrap().extend(std::iter::repeat_n(now, calls));
+    }
+    tokio::time::sleep(state.rules.latency).await;
+    let n = state.requests.fetch_add(1, Ordering::Relaxed);
+    let mut fault = fault_for(&state.rules, n);
+    if fault == Some(Fault::LaggingHead) {
+        // Its turn marks the next eth_blockNumber, which may be this one.
+        state.lag_due.store(true, Ordering::Relaxed);
+        fault = None;
+    }
+    let lagging =
+        request["method"] == "eth_blockNumber" && state.lag_due.swap(false, Ordering::Relaxed);
+    if lagging {
+        fault = Some(Fault::LaggingHead);
+    }
+    if let Some(f) = fault {
+        state.injected[Fault::ALL.iter().position(|x| *x == f).unwrap_or(0)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    match fault {
+        Some(Fault::RateLimitedRetryAfter) => {
+            let mut r =
+                reply(StatusCode::TOO_MANY_REQUESTS, Bytes::from_static(b"Too Many Requests"));
+            r.headers_mut().insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+            return Ok(r);
+        }
+        Some(Fault::RateLimited) => {
+            return Ok(reply(StatusCode::TOO_MANY_REQUESTS, Bytes::from_static(b"rate limited")));
+        }
+        Some(Fault::BadGateway) => {
+            return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"Bad Gateway")));
+        }
+        Some(Fault::Unavailable) => {
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"no healthy upstream"),
+            ));
+        }
+        // An error from the service makes hyper drop the connection unanswered.
+        Some(Fault::Reset) => return Err(std::io::Error::other("reset by the fault proxy")),
+        Some(Fault::Stall) => tokio::time::sleep(state.rules.stall).await,
+        Some(Fault::ErrorObject) => {
+            let answer = json!({"jsonrpc": "2.0", "id": request["id"],
+                "error": {"code": -32603, "message": "internal error"}});
+            return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
+        }
+        _ => {}
+    }
     let is_get_logs = request["method"] == "eth_getLogs";
     if is_get_logs {
         let n = state.get_logs.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +290,16 @@ async fn handle(
             return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"upstream unreachable")));
         }
     };
+    if fault == Some(Fault::TruncatedJson) {
+        return Ok(reply(StatusCode::OK, bytes.slice(..bytes.len() / 2)));
+    }
+    if lagging
+        && let Some(head) =
+            serde_json::from_slice::<Value>(&bytes).ok().and_then(|a| quantity(&a["result"]))
+    {
+        let behind = json!({"jsonrpc": "2.0", "id": request["id"], "result": format!("{:#x}", head.saturating_sub(3))});
+        return Ok(reply(StatusCode::OK, Bytes::from(behind.to_string())));
+    }
     if is_get_logs
         && state.rules.strip_block_timestamp
         && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)

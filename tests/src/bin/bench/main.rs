@@ -102,6 +102,15 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report.profile.join("\n"));
         }
         check_store(&rpc, &url, &built).await?;
+        if flags.is_empty() {
+            let took = ceiling(&url).await?;
+            println!(
+                "   Postgres alone, the same rows into an empty copy of the table: {:.2} s, {:.0} rows/s",
+                took.as_secs_f64(),
+                built.transfers as f64 / took.as_secs_f64()
+            );
+            report.ceiling = Some(took.as_secs_f64());
+        }
         println!(
             "   {} transfers in {:.2} s: {:.0} transfers/s, peak RSS {:.1} MiB; store checked against the chain",
             built.transfers,
@@ -286,6 +295,24 @@ async fn check_store(
         );
     }
     Ok(())
+}
+
+/// Times Postgres alone writing the stored transfers again, in one INSERT, into an empty
+/// copy of the table with the same indexes and constraints (nothing else running): the
+/// most any pipeline keeping this schema can reach on this machine.
+async fn ceiling(url: &str) -> anyhow::Result<Duration> {
+    let db = tests::db::connect(url).await?;
+    db.batch_execute(
+        "CREATE TABLE ceiling_transfers (LIKE transfers INCLUDING ALL);
+         CREATE UNLOGGED TABLE ceiling_source AS SELECT * FROM transfers ORDER BY seq;
+         CHECKPOINT;",
+    )
+    .await?;
+    let started = Instant::now();
+    db.execute("INSERT INTO ceiling_transfers SELECT * FROM ceiling_source", &[]).await?;
+    let took = started.elapsed();
+    db.batch_execute("DROP TABLE ceiling_transfers; DROP TABLE ceiling_source;").await?;
+    Ok(took)
 }
 
 async fn migrate(bin: &std::path::Path, url: &str) -> anyhow::Result<()> {

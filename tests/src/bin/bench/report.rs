@@ -35,6 +35,8 @@ pub(crate) struct Report {
     pub(crate) backfills: Vec<Backfill>,
     /// The seed-equivalent strategy.
     pub(crate) seed: Option<SeedRun>,
+    /// Seconds Postgres alone took to write the default backfill's rows again.
+    pub(crate) ceiling: Option<f64>,
     /// `perf` summary lines of the default backfill (with --perf).
     pub(crate) profile: Vec<String>,
     /// Query figures per holder count.
@@ -54,6 +56,7 @@ impl Report {
             chain_seconds: 0.0,
             backfills: Vec::new(),
             profile: Vec::new(),
+            ceiling: None,
             seed: None,
             queries: Vec::new(),
             clients: args.query_clients,
@@ -122,6 +125,15 @@ impl Report {
                 ours.seconds,
                 shares.join(", ")
             );
+            if let Some(ceiling) = self.ceiling {
+                s += &format!(
+                    "Postgres alone, writing the same {} rows again into an empty copy of the transfers table (same indexes and constraints) in one INSERT with nothing else running, took {:.1} s: **{} rows/s**, the ceiling for any pipeline that keeps this schema on this machine (the ingestor's end-to-end rate is {:.0}% of it; the rest is the balances, the staging COPY and the fetch).\n\n",
+                    tests::thousands(ours.transfers),
+                    ceiling,
+                    tests::thousands((ours.transfers as f64 / ceiling) as u64),
+                    our_rate / (ours.transfers as f64 / ceiling) * 100.0
+                );
+            }
             if !self.profile.is_empty() {
                 s += &format!(
                     "`perf record -a -e cpu-clock` over the default backfill:\n\n```\n{}\n```\n\n",

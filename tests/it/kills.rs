@@ -1,0 +1,192 @@
+//! kill -9 of the ingestor binary at twenty moments of one backfill: at random times
+//! (starting, fetching, inside a commit) and right after a COMMIT, before the batch's log
+//! line is out. Each restart resumes from the checkpoint; in the end every transfer is
+//! stored once and every balance equals balanceOf.
+
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use tests::proxy::{FaultProxy, Rules};
+
+use crate::world;
+
+const KILLS: usize = 20;
+
+/// The checkpoint, or None before the token's row exists.
+async fn checkpoint(c: &tokio_postgres::Client) -> Option<i64> {
+    c.query_opt("SELECT indexed_block FROM tokens", &[]).await.ok().flatten().map(|r| r.get(0))
+}
+
+/// Waits until the checkpoint has not moved for 300 ms (the ingestor is blocked).
+async fn wait_still(c: &tokio_postgres::Client) {
+    let started = Instant::now();
+    let (mut last, mut since) = (checkpoint(c).await, Instant::now());
+    while since.elapsed() < Duration::from_millis(300)
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = checkpoint(c).await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+}
+
+/// The JSON log lines whose message is `message`.
+fn logged<'a>(log: &'a [Value], message: &'a str) -> impl Iterator<Item = &'a Value> {
+    log.iter().filter(move |l| l["fields"]["message"] == message)
+}
+
+#[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
+    let spec = tests::history::Spec {
+        holders: 40,
+        days: 16,
+        blocks_per_day: 20,
+        transfers_per_block: 4,
+        spray_width: 4,
+        extreme_amounts: false,
+        seed: 41,
+    };
+    let w = world(spec).await;
+    // A node 20 ms away, as a hosted one is: the backfill takes seconds, not a blink.
+    let rules = Rules { latency: Duration::from_millis(20), ..Rules::default() };
+    let node = FaultProxy::start(&w.chain.url, rules).await.unwrap();
+    let bin = tests::pair::ingestor_binary().unwrap();
+    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
+    let token = w.history.token.to_string();
+    let mut args = vec![
+        "--rpc-url",
+        &node.url,
+        "--database-url",
+        &w.db.url,
+        "--token",
+        &token,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        // Small batches and spans: hundreds of commits, so kills land inside the backfill.
+        "--batch-transfers",
+        "3",
+        "--initial-span",
+        "1",
+        "--max-span",
+        "1",
+        "--concurrency",
+        "1",
+        "--log-format",
+        "json",
+        // Blocks near the head are indexed in verified steps of their own size; keep
+        // almost all of them in small batches.
+        "--reorg-window",
+        "4",
+    ];
+    args.extend(tests::pair::LOCAL_PORTS);
+    let c = w.db.client().await.unwrap();
+    let end = w.history.end_block as i64;
+    let (mut mid_backfill, mut after_commit_before_log) = (0, 0);
+
+    for round in 0..KILLS {
+        let before = checkpoint(&c).await;
+        let mut child = Command::new(&bin)
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // One page of pipe: an ingestor whose log is not read blocks at its next line.
+        // SAFETY: fcntl on a pipe descriptor this process owns.
+        unsafe { libc::fcntl(stderr.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log: Vec<Value> = Vec::new();
+        if round % 2 == 1 {
+            // Read until a few commits are logged, then stop reading: once the pipe is full
+            // the ingestor blocks writing a batch's "committed" line, after its COMMIT.
+            let want = 1 + round % 3;
+            let mut seen = 0;
+            while seen < want {
+                let Ok(Ok(Some(line))) =
+                    tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+                else {
+                    break;
+                };
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                seen += usize::from(v["fields"]["message"] == "committed");
+                log.push(v);
+            }
+            wait_still(&c).await;
+        } else {
+            // A moment anywhere once it is indexing: fetching, committing, in between.
+            let delay = Duration::from_millis((round as u64 * 137) % 300);
+            let mut indexing = false;
+            while !indexing {
+                let Ok(Ok(Some(line))) =
+                    tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+                else {
+                    break;
+                };
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                indexing = v["fields"]["message"] == "indexing";
+                log.push(v);
+            }
+            let reading = async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.push(serde_json::from_str(&line).unwrap_or(Value::Null));
+                }
+            };
+            let _ = tokio::time::timeout(delay, reading).await;
+        }
+        child.start_kill().unwrap(); // SIGKILL
+        child.wait().await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push(serde_json::from_str(&line).unwrap_or(Value::Null));
+        }
+
+        // It resumed from the checkpoint.
+        if let (Some(before), Some(start)) =
+            (before, logged(&log, "indexing").next().and_then(|l| l["fields"]["start"].as_i64()))
+        {
+            assert_eq!(start, before + 1, "round {round} did not resume after the checkpoint");
+        }
+        let after = checkpoint(&c).await.unwrap_or(-1);
+        mid_backfill += usize::from(after < end);
+        let last_logged = logged(&log, "committed")
+            .filter_map(|l| l["span"]["to"].as_i64())
+            .max()
+            .unwrap_or(before.unwrap_or(w.history.start_block as i64 - 1));
+        after_commit_before_log += usize::from(after > last_logged);
+    }
+
+    let status = tokio::time::timeout(
+        Duration::from_secs(180),
+        Command::new(&bin).args(&args).stderr(Stdio::null()).status(),
+    )
+    .await
+    .expect("the last run finishes")
+    .unwrap();
+    assert!(status.success(), "the last run exits 0: {status}");
+
+    assert!(mid_backfill >= KILLS / 2, "only {mid_backfill} of {KILLS} kills landed mid-backfill");
+    assert!(after_commit_before_log >= 1, "no kill landed between a COMMIT and its log line");
+    let row = c
+        .query_one("SELECT (SELECT count(*) FROM transfers), transfer_count FROM tokens", &[])
+        .await
+        .unwrap();
+    let (rows, counted): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(rows as u64, w.history.transfers, "every transfer stored once");
+    assert_eq!(counted, rows, "the token's count agrees with its rows");
+    w.assert_balances_at(w.history.end_block).await;
+    w.assert_seq_in_chain_order().await;
+    println!(
+        "figures: kill -9 {KILLS} ({mid_backfill} mid-backfill, {after_commit_before_log} between a COMMIT and its log line), transfers {rows}, lost 0, stored twice 0"
+    );
+}

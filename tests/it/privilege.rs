@@ -1,0 +1,148 @@
+//! Least privilege and secrecy: the query-service works as a role that can write nothing,
+//! and database passwords and RPC API keys never reach the logs of either binary, whether
+//! things go well or not.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
+use tests::pair::QueryService;
+use tests::proxy::{FaultProxy, Rules};
+use tokio::process::Command;
+use tokio_postgres::error::SqlState;
+
+use crate::{small, world};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_service_reads_as_a_role_that_cannot_write() {
+    let w = world(small(51)).await;
+    w.ingest_all().await;
+    // The migration made the role; the query-service connects as it.
+    let reader_url = tests::db::url_with_user(&w.db.url, "holders_reader");
+    let qs = QueryService::start(&reader_url).await.unwrap();
+    let mut client = qs.client().await.unwrap();
+    let top = client
+        .get_top_holders(GetTopHoldersRequest { limit: 5, token: String::new() })
+        .await
+        .expect("GetTopHolders as holders_reader")
+        .into_inner();
+    assert_eq!(top.holders.len(), 5);
+    let page = client
+        .get_holders(GetHoldersRequest { page_size: 3, ..Default::default() })
+        .await
+        .expect("GetHolders as holders_reader")
+        .into_inner();
+    assert_eq!(page.holders.len(), 3);
+
+    let reader = tests::db::connect(&reader_url).await.unwrap();
+    for sql in [
+        "UPDATE balances SET balance = 0",
+        "DELETE FROM transfers",
+        "INSERT INTO blocks (token, number, hash, time) VALUES ('\\x00', 1, '\\x00', 0)",
+        "TRUNCATE tokens",
+        "CREATE TABLE intruder (a int)",
+        "DROP TABLE transfers",
+        "ALTER TABLE balances ADD COLUMN x int",
+    ] {
+        let err = reader.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {err}");
+    }
+}
+
+const DB_PASSWORD: &str = "pw-DB-SECRET-7f3a";
+const RPC_KEY: &str = "RPC-SECRET-KEY-91c2";
+
+/// Runs `binary` with `env` and `args` until it exits or `within` passes (then kills it);
+/// its stderr, which must hold neither secret.
+async fn run_and_check_log(
+    binary: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    within: Duration,
+) -> (bool, String) {
+    let bin = tests::pair::ingestor_binary().unwrap().with_file_name(binary);
+    let mut child = Command::new(bin)
+        .args(args)
+        .args(tests::pair::LOCAL_PORTS.iter().filter(|_| binary == "ingestor"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = match tokio::time::timeout(within, child.wait()).await {
+        Ok(status) => status.unwrap().success(),
+        Err(_) => {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            false
+        }
+    };
+    let mut log = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut log)
+        .await
+        .unwrap();
+    assert!(!log.is_empty(), "{binary} logged nothing");
+    for secret in [DB_PASSWORD, RPC_KEY] {
+        assert!(!log.contains(secret), "{binary} {args:?} logged a secret:\n{log}");
+    }
+    (status, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_api_keys_never_reach_the_logs() {
+    let w = world(small(52)).await;
+    // Trust auth ignores the password; the proxy ignores the path that carries the key.
+    let db_url = w.db.url.replacen("://postgres@", &format!("://postgres:{DB_PASSWORD}@"), 1);
+    assert!(db_url.contains(DB_PASSWORD), "{db_url}");
+    let proxy = FaultProxy::start(&w.chain.url, Rules::default()).await.unwrap();
+    let rpc_url = format!("{}/v3/{RPC_KEY}", proxy.url);
+    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
+    let token = w.history.token.to_string();
+    let range = ["--token", &token, "--from", &from, "--to", &to];
+    let long = Duration::from_secs(60);
+
+    // A backfill that works, in both log formats.
+    for format in ["text", "json"] {
+        let env = [("DATABASE_URL", db_url.as_str()), ("RPC_URL", rpc_url.as_str())];
+        let mut args = range.to_vec();
+        args.extend(["--log-format", format]);
+        let (ok, _) = run_and_check_log("ingestor", &env, &args, long).await;
+        assert!(ok, "the backfill with a password and a key failed");
+    }
+    w.assert_balances_at(w.history.end_block).await;
+
+    // A database that refuses, a node that is not there: errors name the setting, not
+    // the secret.
+    let dead_db = format!("postgres://postgres:{DB_PASSWORD}@127.0.0.1:9/holders");
+    let dead_rpc = format!("http://127.0.0.1:9/v3/{RPC_KEY}");
+    let quick = ["--max-attempts", "2", "--max-backoff", "50ms"];
+    for (db, rpc) in [(dead_db.as_str(), rpc_url.as_str()), (db_url.as_str(), dead_rpc.as_str())] {
+        let env = [("DATABASE_URL", db), ("RPC_URL", rpc)];
+        let mut args = range.to_vec();
+        args.extend(quick);
+        let (ok, _) = run_and_check_log("ingestor", &env, &args, long).await;
+        assert!(!ok, "the ingestor succeeded against a dead database or node");
+    }
+
+    // The query-service, serving and then with its database gone.
+    let listen =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let serving = async {
+        let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
+        client
+            .get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() })
+            .await
+            .unwrap();
+    };
+    let args = ["--listen", listen.as_str(), "--metrics-listen", "127.0.0.1:0"];
+    let env = [("DATABASE_URL", db_url.as_str())];
+    let (ok, _) = tokio::join!(
+        run_and_check_log("query-service", &env, &args, Duration::from_secs(4)),
+        serving
+    )
+    .0;
+    assert!(!ok, "the query-service stopped by itself");
+    let env = [("DATABASE_URL", dead_db.as_str())];
+    run_and_check_log("query-service", &env, &args, Duration::from_secs(4)).await;
+}
