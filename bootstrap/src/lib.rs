@@ -61,8 +61,10 @@ pub fn init_logging(format: &str) {
     }
 }
 
-/// A token cancelled at the first SIGINT or SIGTERM.
-pub fn shutdown_on_signal() -> CancellationToken {
+/// A token cancelled at the first SIGINT or SIGTERM. A program still running `grace`
+/// after it exits with status 1 (a batch in flight is then rolled back by Postgres);
+/// Kubernetes would kill it a little later anyway, without a word.
+pub fn shutdown_on_signal(grace: Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
@@ -72,8 +74,14 @@ pub fn shutdown_on_signal() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutdown requested");
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutdown requested");
         cancel.cancel();
+        tokio::time::sleep(grace).await;
+        tracing::error!(
+            grace_ms = grace.as_millis() as u64,
+            "not stopped within --shutdown-grace (SHUTDOWN_GRACE); exiting now"
+        );
+        std::process::exit(1);
     });
     token
 }

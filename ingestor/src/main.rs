@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     bootstrap::init_logging(&config.log_format);
-    let shutdown = bootstrap::shutdown_on_signal();
+    let shutdown = bootstrap::shutdown_on_signal(config.shutdown_grace);
     match ingestor::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

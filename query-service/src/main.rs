@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let shutdown = bootstrap::shutdown_on_signal();
+    let shutdown = bootstrap::shutdown_on_signal(config.shutdown_grace);
     let pool = query_service::store::pool(
         &config.database_url,
         usize::from(config.database_pool_size),

@@ -11,6 +11,7 @@ mod plans;
 mod privilege;
 mod ranges;
 mod reorg;
+mod shutdown;
 mod store;
 mod streaming;
 
