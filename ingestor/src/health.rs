@@ -55,8 +55,13 @@ impl Health {
                     reporter.set_service_status("", status).await;
                     last = Some(ready);
                 }
+                // The next lock gets a follower of its own.
+                if lock_lost.is_cancelled() {
+                    return;
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
+                    () = lock_lost.cancelled() => {}
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }

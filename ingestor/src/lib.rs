@@ -24,7 +24,7 @@ pub mod sync;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -75,11 +75,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if applied > 0 {
         info!(applied, "schema migrated");
     }
-    // One writer per token: wait for the lock before reading where to start.
-    let Some(lock) = store::writer_lock(&config.database_url, config.token, &shutdown).await?
-    else {
-        return Ok(());
-    };
+    // One writer per token: wait for the lock before reading where to start. A lock
+    // lost with its connection (Postgres restarted, a network cut) is taken again, and
+    // the work starts over from the stored checkpoint, which another ingestor may have
+    // moved in between.
+    loop {
+        let Some(lock) = store::retrying(&retry, || {
+            store::writer_lock(&config.database_url, config.token, &shutdown)
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+        let result =
+            index(&config, rpc.clone(), store.clone(), &metrics, &health, &lock, &shutdown).await;
+        if lock.lost().is_cancelled() && !shutdown.is_cancelled() {
+            match &result {
+                Ok(()) => {
+                    warn!("lost the writer lock (its database connection ended); taking it again")
+                }
+                Err(e) => warn!(
+                    error = format!("{e:#}"),
+                    "lost the writer lock (its database connection ended); taking it again"
+                ),
+            }
+            continue;
+        }
+        return result;
+    }
+}
+
+/// Indexes while `lock` is held: reads where to start, then runs the [`Indexer`] until
+/// the range is done, `shutdown`, or the lock is lost.
+async fn index(
+    config: &Config,
+    rpc: Rpc,
+    store: Store,
+    metrics: &metrics::Metrics,
+    health: &health::Health,
+    lock: &store::WriterLock,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let retry = rpc.retry_policy();
     let work = shutdown.child_token();
     let lost = lock.lost();
     let stop_work = work.clone();
@@ -133,14 +170,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         },
         shutdown: work,
-        metrics,
+        metrics: metrics.clone(),
         supply_warned: Default::default(),
     };
-    let result = indexer.run(start, config.to).await;
-    if lock.lost().is_cancelled() && !shutdown.is_cancelled() {
-        anyhow::bail!(
-            "lost the writer lock (its database connection ended); stopping so that another ingestor can take over"
-        );
-    }
-    result
+    indexer.run(start, config.to).await
 }

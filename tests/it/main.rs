@@ -11,6 +11,7 @@ mod plans;
 mod privilege;
 mod ranges;
 mod reorg;
+mod restart;
 mod shutdown;
 mod store;
 mod streaming;
@@ -93,12 +94,17 @@ impl World {
     /// Asserts that every address of the history holds in the store what balanceOf says
     /// at `block`; returns the chain's balances.
     async fn assert_balances_at(&self, block: u64) -> Vec<U256> {
+        self.assert_balances_in(&self.db.url, block).await
+    }
+
+    /// [`World::assert_balances_at`] for the store at `db_url`.
+    async fn assert_balances_in(&self, db_url: &str, block: u64) -> Vec<U256> {
         let on_chain = self
             .chain
             .balances_at(self.history.token, &self.history.addresses, block)
             .await
             .unwrap();
-        let c = self.db.client().await.unwrap();
+        let c = tests::db::connect(db_url).await.unwrap();
         for (a, expected) in self.history.addresses.iter().zip(&on_chain) {
             let row =
                 c.query_opt("SELECT balance FROM balances WHERE address = $1", &[a]).await.unwrap();

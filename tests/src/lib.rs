@@ -10,6 +10,7 @@
 
 pub mod anvil;
 pub mod chain;
+pub mod cluster;
 pub mod db;
 pub mod history;
 pub mod pair;
