@@ -138,4 +138,72 @@ mod tests {
             decode(&log(vec![IERC20::Transfer::SIGNATURE_HASH, dirty, topic(B)], vec![0; 32]));
         assert!(matches!(got, Err(Rejected::Abi(_))), "{got:?}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn address() -> impl Strategy<Value = Address> {
+            any::<[u8; 20]>().prop_map(Address::from)
+        }
+
+        fn uint256() -> impl Strategy<Value = U256> {
+            prop_oneof![
+                Just(U256::ZERO),
+                Just(U256::MAX),
+                any::<[u8; 32]>().prop_map(U256::from_be_bytes),
+                any::<u64>().prop_map(U256::from),
+            ]
+        }
+
+        proptest! {
+            /// Any ERC-20 Transfer decodes to exactly its sender, receiver and value.
+            #[test]
+            fn every_transfer_round_trips(from in address(), to in address(), value in uint256()) {
+                let t = decode(&log(
+                    vec![IERC20::Transfer::SIGNATURE_HASH, topic(from), topic(to)],
+                    value.to_be_bytes::<32>().to_vec(),
+                ))
+                .unwrap();
+                prop_assert_eq!((t.from, t.to, t.value), (from, to, value));
+            }
+
+            /// Any other count of topics or length of data is rejected as a wrong shape.
+            #[test]
+            fn other_shapes_are_rejected(
+                topics in proptest::collection::vec(any::<[u8; 32]>().prop_map(B256::from), 0..6),
+                data in proptest::collection::vec(any::<u8>(), 0..130),
+            ) {
+                prop_assume!(topics.len() != 3 || data.len() != 32);
+                let mut with_signature = topics.clone();
+                if let Some(first) = with_signature.first_mut() {
+                    *first = IERC20::Transfer::SIGNATURE_HASH;
+                }
+                let (n, len) = (with_signature.len(), data.len());
+                prop_assert_eq!(
+                    decode(&log(with_signature, data)),
+                    Err(Rejected::Shape { topics: n, data_len: len })
+                );
+            }
+
+            /// An address topic with any of its 12 high bytes set is refused, never cut
+            /// down to its low 20 bytes.
+            #[test]
+            fn dirty_address_topics_are_refused(
+                clean in address(),
+                high in proptest::collection::vec(any::<u8>(), 12).prop_filter("dirty", |h| h.iter().any(|b| *b != 0)),
+                sender in any::<bool>(),
+            ) {
+                let mut dirty = topic(clean);
+                dirty.0[..12].copy_from_slice(&high);
+                let topics = if sender {
+                    vec![IERC20::Transfer::SIGNATURE_HASH, dirty, topic(B)]
+                } else {
+                    vec![IERC20::Transfer::SIGNATURE_HASH, topic(A), dirty]
+                };
+                prop_assert!(matches!(decode(&log(topics, vec![0; 32])), Err(Rejected::Abi(_))));
+            }
+        }
+    }
 }

@@ -161,3 +161,116 @@ async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// Strings a hostile or careless client sends where an address, page token or cursor
+/// belongs.
+fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let valid = "0x[0-9a-f]{40}";
+    prop_oneof![
+        Just(String::new()),
+        "0x[0-9a-fA-F]{0,80}",
+        "[0-9a-fA-F]{40}",
+        valid.prop_map(|a| a.to_uppercase().replacen("0X", "0x", 1)),
+        // Mixed case that is almost never the EIP-55 checksum.
+        (valid, any::<u64>()).prop_map(|(a, flips)| {
+            a.char_indices()
+                .map(
+                    |(i, c)| {
+                        if i > 1 && flips >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c }
+                    },
+                )
+                .collect()
+        }),
+        "-?[0-9]{1,40}",
+        "[A-Za-z0-9+/=_-]{0,120}",
+        any::<String>(),
+        proptest::collection::vec(any::<u8>(), 0..200)
+            .prop_map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+    ]
+}
+
+/// Property: whatever a client sends, every method answers OK, INVALID_ARGUMENT or
+/// NOT_FOUND; never a panic, an internal error or a dropped connection.
+#[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_a_clear_answer() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let w = world(small(4)).await;
+    w.ingest_all().await;
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let client = qs.client().await.unwrap();
+    let allowed = [Code::Ok, Code::InvalidArgument, Code::NotFound];
+    let handle = tokio::runtime::Handle::current();
+    let tried = std::sync::atomic::AtomicU64::new(0);
+    let check = |what: &str, result: Result<(), tonic::Status>| {
+        tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let code = result.err().map_or(Code::Ok, |s| s.code());
+        prop_assert!(allowed.contains(&code), "{what}: {code:?}");
+        Ok(())
+    };
+    let requests = (
+        hostile(),
+        hostile(),
+        proptest::collection::vec(hostile(), 0..4),
+        prop_oneof![Just(0u32), 1u32..20_000, Just(u32::MAX)],
+        proptest::option::of(any::<u64>()),
+    );
+    let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
+    tokio::task::block_in_place(|| {
+        runner.run(&requests, |(a, b, addresses, n, block)| {
+            let mut c = client.clone();
+            handle.block_on(async {
+                let r =
+                    c.get_top_holders(GetTopHoldersRequest { limit: n, token: a.clone() }).await;
+                check("GetTopHolders", r.map(drop))?;
+                let r = c
+                    .get_holders(GetHoldersRequest {
+                        page_size: n,
+                        page_token: b.clone(),
+                        addresses: addresses.clone(),
+                        token: a.clone(),
+                    })
+                    .await;
+                check("GetHolders", r.map(drop))?;
+                let r = c
+                    .list_transfers(ListTransfersRequest {
+                        address: a.clone(),
+                        from_block: block,
+                        to_block: block.map(|x| x / 2),
+                        page_size: n,
+                        page_token: b.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                check("ListTransfers", r.map(drop))?;
+                let r = c
+                    .stream_transfers(StreamTransfersRequest {
+                        cursor: b.clone(),
+                        from_block: block,
+                        addresses: addresses.clone(),
+                        token: a.clone(),
+                    })
+                    .await;
+                check("StreamTransfers", r.map(drop))
+            })
+        })
+    })
+    .unwrap();
+
+    // Ten thousand addresses in one lookup: refused before any query.
+    let many = vec![w.history.addresses[0].to_string(); 10_000];
+    let mut c = client.clone();
+    let e = c
+        .get_holders(GetHoldersRequest { addresses: many, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("addresses"), "{}", e.message());
+    println!(
+        "figures: hostile requests {} (+1 lookup of 10,000 addresses), panics 0, internal errors 0",
+        tried.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
