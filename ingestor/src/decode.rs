@@ -176,7 +176,7 @@ mod tests {
                 data in proptest::collection::vec(any::<u8>(), 0..130),
             ) {
                 prop_assume!(topics.len() != 3 || data.len() != 32);
-                let mut with_signature = topics.clone();
+                let mut with_signature = topics;
                 if let Some(first) = with_signature.first_mut() {
                     *first = IERC20::Transfer::SIGNATURE_HASH;
                 }
