@@ -12,14 +12,41 @@ use alloy_primitives::Address;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+/// Settings that carry secrets, as (flag, environment variable): each can also come from
+/// a file named by the variable with `_FILE` appended (a mounted Kubernetes or Docker
+/// secret), so that it appears neither in the process list nor in the pod spec.
+pub const SECRET_SETTINGS: [(&str, &str); 2] =
+    [("--database-url", "DATABASE_URL"), ("--rpc-url", "RPC_URL")];
+
 /// Parses the settings of binary `name`. `--help` and `--version` print and exit 0; a bad
 /// or missing setting prints one line naming it and exits 2; `validate` checks the rules
-/// between settings.
+/// between settings. A secret setting given neither as a flag nor in its variable is read
+/// from the file its `_FILE` variable names (see [`SECRET_SETTINGS`]).
 pub fn parse_or_exit<C: Parser>(
     name: &str,
     validate: impl FnOnce(&C) -> Result<(), String>,
 ) -> Result<C, ExitCode> {
-    let config = match C::try_parse() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    for (flag, var) in SECRET_SETTINGS {
+        let given = std::env::var_os(var).is_some()
+            || args.iter().any(|a| {
+                a.to_str().is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+            });
+        let Some(path) = std::env::var_os(format!("{var}_FILE")).filter(|_| !given) else {
+            continue;
+        };
+        match std::fs::read_to_string(&path) {
+            // Passed to the parser only, not to the OS: the process list shows no secret.
+            Ok(value) => args.extend([flag.into(), value.trim().into()]),
+            Err(e) => {
+                return Err(config_error(
+                    name,
+                    &format!("{var}_FILE={}: cannot read it: {e}", path.to_string_lossy()),
+                ));
+            }
+        }
+    }
+    let config = match C::try_parse_from(args) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();

@@ -110,7 +110,22 @@ async fn passwords_and_api_keys_never_reach_the_logs() {
         let (ok, _) = run_and_check_log("ingestor", &env, &args, long).await;
         assert!(ok, "the backfill with a password and a key failed");
     }
+    // The same from mounted secret files (DATABASE_URL_FILE, RPC_URL_FILE).
+    let dir = std::env::temp_dir().join(format!("holders-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (db_file, rpc_file) = (dir.join("database-url"), dir.join("rpc-url"));
+    std::fs::write(&db_file, format!("{db_url}\n")).unwrap();
+    std::fs::write(&rpc_file, &rpc_url).unwrap();
+    let (db_file, rpc_file) = (db_file.to_string_lossy(), rpc_file.to_string_lossy());
+    let env = [("DATABASE_URL_FILE", &*db_file), ("RPC_URL_FILE", &*rpc_file)];
+    let (ok, _) = run_and_check_log("ingestor", &env, &range, long).await;
+    assert!(ok, "the backfill with secrets from files failed");
     w.assert_balances_at(w.history.end_block).await;
+    let env = [("DATABASE_URL_FILE", "/nonexistent/secret"), ("RPC_URL", rpc_url.as_str())];
+    let (ok, log) = run_and_check_log("ingestor", &env, &range, long).await;
+    assert!(!ok && log.contains("DATABASE_URL_FILE=/nonexistent/secret"), "{log}");
+    assert_eq!(log.trim().lines().count(), 1, "one line: {log}");
+    std::fs::remove_dir_all(&dir).unwrap();
 
     // A database that refuses, a node that is not there: errors name the setting, not
     // the secret.
