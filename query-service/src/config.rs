@@ -55,14 +55,44 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = bootstrap::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Serve gRPC over TLS with this certificate chain (PEM file); needs --tls-key.
+    #[arg(long, env = "GRPC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM file) of --tls-cert.
+    #[arg(long, env = "GRPC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }
 
 impl Config {
+    /// The TLS identity of --tls-cert and --tls-key, read from their files.
+    pub fn tls(&self) -> anyhow::Result<Option<crate::Tls>> {
+        use anyhow::Context;
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        Ok(Some(crate::Tls {
+            cert_pem: std::fs::read(cert)
+                .with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+            key_pem: std::fs::read(key)
+                .with_context(|| format!("reading --tls-key {}", key.display()))?,
+        }))
+    }
+
     /// Checks what clap cannot. The error names the setting.
     pub fn validate(&self) -> Result<(), String> {
+        for (flag, path) in [
+            ("--tls-cert (GRPC_TLS_CERT)", &self.tls_cert),
+            ("--tls-key (GRPC_TLS_KEY)", &self.tls_key),
+        ] {
+            if let Some(path) = path
+                && let Err(e) = std::fs::File::open(path)
+            {
+                return Err(format!("{flag} {}: {e}", path.display()));
+            }
+        }
         if self.statement_timeout.is_zero() {
             return Err("--statement-timeout (QUERY_STATEMENT_TIMEOUT) must be above 0".into());
         }

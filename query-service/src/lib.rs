@@ -31,7 +31,7 @@ use tracing::{info, warn};
 pub use config::Config;
 
 /// How the server runs, besides where it listens and what it reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// How often the health check asks the database.
     pub health_interval: Duration,
@@ -43,6 +43,18 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Ranked answers kept per store state (0: none).
     pub answer_cache: usize,
+    /// Serve gRPC over TLS with this certificate chain and key (PEM); plaintext when
+    /// `None`.
+    pub tls: Option<Tls>,
+}
+
+/// A server identity for TLS, in PEM.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
 }
 
 /// Serves on `listener` until `shutdown`, reading from `pool`; listens for the ingestor's
@@ -91,7 +103,14 @@ pub async fn serve(
     let answers = std::sync::Arc::new(cache::Answers::new(settings.answer_cache));
     let holders = service::Holders::new(pool, feed, answers, shutdown.clone(), metrics);
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &settings.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+    }
+    let result = server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -37,6 +37,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stream_buffer: config.stream_buffer as usize,
         metrics_listen: Some(config.metrics_listen),
         answer_cache: config.answer_cache as usize,
+        tls: config.tls()?,
     };
     query_service::serve(listener, config.database_url, pool, settings, shutdown).await
 }

@@ -161,3 +161,125 @@ async fn passwords_and_api_keys_never_reach_the_logs() {
     let env = [("DATABASE_URL", dead_db.as_str())];
     run_and_check_log("query-service", &env, &args, Duration::from_secs(4)).await;
 }
+
+/// Makes a CA and a server certificate for localhost/127.0.0.1 signed by it (openssl CLI);
+/// the paths of ca.pem, cert.pem and key.pem.
+async fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let run = |args: &[&str]| {
+        let out =
+            std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test CA"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_on_a_plaintext_client_is_refused() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    let w = world(small(53)).await;
+    w.ingest_all().await;
+    let dir = std::env::temp_dir().join(format!("holders-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let [ca, cert, key] = certificates(&dir).await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let bin = tests::pair::ingestor_binary().unwrap().with_file_name("query-service");
+    let mut child = Command::new(bin)
+        .args(["--database-url", &w.db.url, "--listen", &listen.to_string()])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // A client that trusts the CA gets answers.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))
+        .domain_name("localhost");
+    let endpoint =
+        Endpoint::from_shared(format!("https://{listen}")).unwrap().tls_config(tls).unwrap();
+    let started = std::time::Instant::now();
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no TLS connection: {e:?}"),
+        }
+    };
+    let mut client = proto::pb::holder_service_client::HolderServiceClient::new(channel);
+    let top = client
+        .get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() })
+        .await
+        .expect("an answer over TLS");
+    assert_eq!(top.into_inner().holders.len(), 3);
+
+    // A plaintext client is not.
+    let plain = async {
+        let mut c = proto::pb::holder_service_client::HolderServiceClient::connect(format!(
+            "http://{listen}"
+        ))
+        .await?;
+        c.get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() }).await?;
+        anyhow::Ok(())
+    };
+    let refused =
+        tokio::time::timeout(Duration::from_secs(10), plain).await.expect("refused in time");
+    assert!(refused.is_err(), "a plaintext client got an answer from a TLS server");
+
+    // A bad key path stops the binary with one line naming the flag.
+    let bin = tests::pair::ingestor_binary().unwrap().with_file_name("query-service");
+    let out = Command::new(bin)
+        .args(["--database-url", &w.db.url, "--tls-cert"])
+        .arg(&cert)
+        .args(["--tls-key", "/nonexistent/key.pem"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--tls-key") && err.trim().lines().count() == 1, "{err}");
+    child.start_kill().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

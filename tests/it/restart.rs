@@ -132,6 +132,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
         stream_buffer: 64,
         metrics_listen: None,
         answer_cache: 16,
+        tls: None,
     };
     let qs = tests::pair::QueryService::start_with(&db, settings).await.unwrap();
     wait_health(qs.addr, 1, Duration::from_secs(10)).await;

@@ -52,6 +52,7 @@ impl QueryService {
             stream_buffer: 4096,
             metrics_listen: None,
             answer_cache: 64,
+            tls: None,
         };
         Self::start_with(database_url, settings).await
     }
