@@ -11,7 +11,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::fetch::{self, Chunk, SpanPolicy};
 use crate::rpc::{BlockRef, Rpc};
@@ -266,13 +266,38 @@ impl Indexer {
         let Some(stored) = self.store.block_hash(self.token, checkpoint).await? else {
             return Ok(next);
         };
+        // A node behind the checkpoint whose head is on the stored chain is lagging (a
+        // backend behind a load balancer), not reorged: wait for it rather than roll back.
+        if checkpoint > head
+            && let Some(ours) = self.store.block_hash(self.token, head).await?
+            && self
+                .rpc
+                .blocks_if_known(&[head])
+                .await?
+                .pop()
+                .flatten()
+                .is_some_and(|b| b.hash == ours)
+        {
+            debug!(
+                head,
+                checkpoint, "the node is behind the checkpoint, on the same chain; waiting"
+            );
+            return Ok(next);
+        }
         let on_node = if checkpoint <= head {
             self.rpc.blocks_if_known(&[checkpoint]).await?.pop().flatten()
         } else {
             None
         };
-        if on_node.is_some_and(|b| b.hash == stored) {
-            return Ok(next);
+        match on_node {
+            Some(b) if b.hash == stored => return Ok(next),
+            // A head past the checkpoint from a node that does not have the checkpoint's
+            // block: answers from two backends, one lagging. Ask again later.
+            None if checkpoint <= head => {
+                debug!(head, checkpoint, "the node does not have a block below its head; waiting");
+                return Ok(next);
+            }
+            _ => {}
         }
         let fork = self.find_fork(checkpoint).await?;
         let removed = self.store.roll_back(self.token, &fork).await?;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tests::proxy::{FaultProxy, Rules};
+use tests::proxy::{Fault, FaultProxy, Rules};
 use tokio_util::sync::CancellationToken;
 
 use crate::{send, small, wait_indexed, world};
@@ -65,6 +65,10 @@ async fn rpc_faults_of_every_kind_lose_and_repeat_nothing() {
     assert_eq!(stored as u64, w.history.transfers + sent, "every transfer stored once");
     w.assert_balances_at(head).await;
     w.assert_seq_in_chain_order().await;
+    // A head that went back was waited out, not taken for a reorg.
+    let removed: i64 =
+        c.query_one("SELECT count(*) FROM removed_transfers", &[]).await.unwrap().get(0);
+    assert_eq!(removed, 0, "a lagging node caused a rollback");
     let kinds: Vec<String> = injected.iter().map(|(f, n)| format!("{}: {n}", f.name())).collect();
     println!(
         "figures: rpc faults injected {} ({}; spans refused in providers' words: {}), transfers lost 0, stored twice 0",
@@ -133,5 +137,37 @@ async fn the_next_rpc_url_takes_over_when_one_fails() {
     wait_indexed(&w.db, head).await;
     stop.cancel();
     following.await.unwrap().unwrap();
+    w.assert_balances_at(head).await;
+}
+
+/// A node whose head goes back below the checkpoint, and that does not know the blocks
+/// above its head (a lagging backend behind a load balancer), while the chain it lags on
+/// is the stored one: the ingestor waits for it and rolls nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_is_waited_for_not_taken_for_a_reorg() {
+    let mut w = world(small(34)).await;
+    let proxy = FaultProxy::start(&w.chain.url, Rules::default()).await.unwrap();
+    let stop = CancellationToken::new();
+    let following = w.follow_via(&proxy.url, &["--poll-interval", "50ms"], stop.clone());
+    // Three blocks with a transfer each: a rollback of three would remove them.
+    for i in 0..3 {
+        send(&mut w.chain, &w.history, i, i + 1, 3).await;
+    }
+    let head = w.chain.head().await.unwrap();
+    wait_indexed(&w.db, head).await;
+    for _ in 0..3 {
+        proxy.lag_next_head();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(proxy.injected().iter().find(|(f, _)| *f == Fault::LaggingHead).unwrap().1, 3);
+    send(&mut w.chain, &w.history, 4, 5, 3).await;
+    let head = w.chain.head().await.unwrap();
+    wait_indexed(&w.db, head).await;
+    stop.cancel();
+    following.await.unwrap().unwrap();
+    let c = w.db.client().await.unwrap();
+    let removed: i64 =
+        c.query_one("SELECT count(*) FROM removed_transfers", &[]).await.unwrap().get(0);
+    assert_eq!(removed, 0, "a lagging node was taken for a reorg");
     w.assert_balances_at(head).await;
 }

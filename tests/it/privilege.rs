@@ -64,6 +64,9 @@ async fn run_and_check_log(
     let mut child = Command::new(bin)
         .args(args)
         .args(tests::pair::LOCAL_PORTS.iter().filter(|_| binary == "ingestor"))
+        // Only what the case gives: scripts/test.sh exports DATABASE_URL for the tests.
+        .env_remove("DATABASE_URL")
+        .env_remove("RPC_URL")
         .envs(env.iter().copied())
         .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())

@@ -66,8 +66,9 @@ pub enum Fault {
     TruncatedJson,
     /// A JSON-RPC error object (-32603 internal error) with HTTP 200.
     ErrorObject,
-    /// The next `eth_blockNumber` answered with a block lower than before (a lagging node
-    /// behind a load balancer); the request on this turn is answered faithfully.
+    /// The next `eth_blockNumber` answered with a block lower than before, and the next
+    /// few requests for blocks above it answered with null: a lagging backend behind a
+    /// load balancer. The request on this turn is answered faithfully.
     LaggingHead,
 }
 
@@ -119,6 +120,9 @@ struct State {
     requests: AtomicU64,
     /// A lagging head is due: the next `eth_blockNumber` gets one.
     lag_due: std::sync::atomic::AtomicBool,
+    /// After a lagging head: that head, and how many more requests the lagging backend
+    /// answers (it does not know the blocks above its head).
+    lagged: Mutex<Option<(u64, u32)>>,
     injected: [AtomicU64; Fault::ALL.len()],
     /// When each JSON-RPC call arrived (a batch adds one per call in it).
     arrivals: Mutex<Vec<Instant>>,
@@ -137,6 +141,7 @@ impl FaultProxy {
             refused: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             lag_due: Default::default(),
+            lagged: Mutex::new(None),
             injected: Default::default(),
             arrivals: Mutex::new(Vec::new()),
         });
@@ -162,6 +167,12 @@ impl FaultProxy {
     /// `eth_getLogs` requests refused.
     pub fn refusals(&self) -> u64 {
         self.state.refused.load(Ordering::Relaxed)
+    }
+
+    /// Makes the next `eth_blockNumber` answer a lagging backend's head (see
+    /// [`Fault::LaggingHead`]), whatever the rules.
+    pub fn lag_next_head(&self) {
+        self.state.lag_due.store(true, Ordering::Relaxed);
     }
 
     /// JSON-RPC calls received (a batch counts each call in it).
@@ -297,8 +308,38 @@ async fn handle(
         && let Some(head) =
             serde_json::from_slice::<Value>(&bytes).ok().and_then(|a| quantity(&a["result"]))
     {
-        let behind = json!({"jsonrpc": "2.0", "id": request["id"], "result": format!("{:#x}", head.saturating_sub(3))});
-        return Ok(reply(StatusCode::OK, Bytes::from(behind.to_string())));
+        let behind = head.saturating_sub(3);
+        *state.lagged.lock().unwrap() = Some((behind, 4));
+        let answer =
+            json!({"jsonrpc": "2.0", "id": request["id"], "result": format!("{behind:#x}")});
+        return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
+    }
+    let lagged = {
+        let mut lagged = state.lagged.lock().unwrap();
+        let now = *lagged;
+        *lagged = now.and_then(|(h, n)| (n > 1).then_some((h, n - 1)));
+        now.map(|(h, _)| h)
+    };
+    if let Some(head) = lagged
+        && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
+    {
+        // The lagging backend has no block above its head.
+        let above = |call: &Value| {
+            call["method"] == "eth_getBlockByNumber"
+                && quantity(&call["params"][0]).is_some_and(|n| n > head)
+        };
+        match (&request, &mut answer) {
+            (Value::Array(calls), Value::Array(answers)) => {
+                for a in answers.iter_mut() {
+                    if calls.iter().any(|c| c["id"] == a["id"] && above(c)) {
+                        a["result"] = Value::Null;
+                    }
+                }
+            }
+            (call, a) if above(call) => a["result"] = Value::Null,
+            _ => {}
+        }
+        return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
     }
     if is_get_logs
         && state.rules.strip_block_timestamp
