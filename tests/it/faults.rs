@@ -97,6 +97,7 @@ async fn a_rate_limit_keeps_calls_within_the_quota() {
     // calls take at least n / 20 - 1 seconds.
     let busiest = proxy.busiest_second();
     assert!(busiest <= 20 + 1, "{busiest} calls within one second");
+    w.assert_transfer_count(w.history.transfers).await;
     assert!(
         elapsed >= calls as f64 / 20.0 - 1.0,
         "{calls} calls in {elapsed:.2} s: above 20 calls/s"
@@ -127,6 +128,7 @@ async fn the_next_rpc_url_takes_over_when_one_fails() {
     assert!(flaky.calls() > 0, "the second node was never tried");
     assert!(healthy.calls() > 0, "the third node never took over");
     w.assert_balances_at(w.history.end_block).await;
+    w.assert_transfer_count(w.history.transfers).await;
 
     // Following, the healthy node serves, and new transfers come in through it.
     let stop = CancellationToken::new();
@@ -138,6 +140,7 @@ async fn the_next_rpc_url_takes_over_when_one_fails() {
     stop.cancel();
     following.await.unwrap().unwrap();
     w.assert_balances_at(head).await;
+    w.assert_transfer_count(w.history.transfers + 1).await;
 }
 
 /// A node whose head goes back below the checkpoint, and that does not know the blocks

@@ -117,6 +117,23 @@ impl World {
         on_chain
     }
 
+    /// Asserts that the store holds `expected` transfers, each once, and that the token's
+    /// count agrees.
+    async fn assert_transfer_count(&self, expected: u64) {
+        let c = self.db.client().await.unwrap();
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM transfers),
+                        (SELECT count(DISTINCT (block_number, log_index)) FROM transfers),
+                        (SELECT transfer_count FROM tokens)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (rows, distinct, counted): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!((rows, distinct, counted), (expected as i64, expected as i64, expected as i64));
+    }
+
     /// How many stored transfers the transaction `tx` has.
     async fn stored_from_tx(&self, tx: alloy_primitives::B256) -> i64 {
         let c = self.db.client().await.unwrap();
