@@ -28,9 +28,9 @@ const MANY_REQUESTS: [&str; 10] = [
 #[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_faults_of_every_kind_lose_and_repeat_nothing() {
-    let mut w = world(tests::history::Spec { days: 3, blocks_per_day: 6, ..small(31) }).await;
+    let mut w = world(tests::history::Spec { days: 8, blocks_per_day: 10, ..small(31) }).await;
     let rules =
-        Rules { max_blocks: 2, fault_every: 4, stall: Duration::from_secs(2), ..Rules::default() };
+        Rules { max_blocks: 2, fault_every: 3, stall: Duration::from_secs(2), ..Rules::default() };
     let proxy = FaultProxy::start(&w.chain.url, rules).await.unwrap();
     let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
     let token = w.history.token.to_string();
