@@ -133,9 +133,31 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// What to do instead of indexing.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// What the ingestor can do besides indexing.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Check the store against the chain at the indexed block: Σ balances =
+    /// totalSupply(), and balanceOf of every holder (or a random sample) = the stored
+    /// balance. Prints a summary and each mismatch. Exit 0: everything matches; 1: a
+    /// mismatch; 2: it could not check. Settings (--rpc-url, --database-url, --token, ...)
+    /// come before `verify` or from the environment.
+    Verify {
+        /// Check this many holders, drawn at random, instead of all.
+        #[arg(long)]
+        sample: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Config {

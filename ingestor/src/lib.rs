@@ -9,7 +9,8 @@
 //!   provider's "range too large" in its own words;
 //! - [`decode`]: logs to transfers;
 //! - [`store`]: the SQL of the write path and the writer lock; [`migrate`]: the schema;
-//! - [`metrics`] and [`health`]: what operators and Kubernetes probes read.
+//! - [`metrics`] and [`health`]: what operators and Kubernetes probes read;
+//! - [`verify`]: the `verify` subcommand, the store checked against the chain.
 
 pub mod config;
 pub mod decode;
@@ -21,6 +22,7 @@ pub mod refusal;
 pub mod rpc;
 pub mod store;
 pub mod sync;
+pub mod verify;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,21 @@ use crate::fetch::SpanPolicy;
 use crate::rpc::{RetryPolicy, Rpc};
 use crate::store::Store;
 use crate::sync::{Indexer, SyncPolicy};
+
+/// `ingestor verify`: the store checked against the chain at its checkpoint, through the
+/// same RPC settings (failover, rate limit, retries) as indexing.
+pub async fn verify_store(config: &Config, sample: Option<u64>) -> anyhow::Result<verify::Report> {
+    let retry = RetryPolicy {
+        max_attempts: config.max_attempts,
+        base_delay: std::time::Duration::from_millis(250),
+        max_delay: config.max_backoff,
+    };
+    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
+        .await?
+        .with_rate_limit(config.max_requests_per_second);
+    let store = Store::new(store::pool(&config.database_url, 1)?);
+    verify::verify(&rpc, &store, config.token, sample).await
+}
 
 /// Runs the ingestor until its range is indexed, or, when following, until `shutdown`.
 /// Serves metrics and health while it runs; waits for the token's writer lock before it

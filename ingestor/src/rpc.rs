@@ -29,6 +29,7 @@ sol! {
         function symbol() external view returns (string);
         function decimals() external view returns (uint8);
         function totalSupply() external view returns (uint256);
+        function balanceOf(address account) external view returns (uint256);
     }
 }
 
@@ -484,6 +485,53 @@ impl Rpc {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `balanceOf(holder)` of `token` at `block` for each holder, in JSON-RPC batches
+    /// (sized to the rate limit), retried.
+    pub async fn balances_at(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> Result<Vec<U256>, RpcError> {
+        let tag = format!("{block:#x}");
+        let mut out = Vec::with_capacity(holders.len());
+        for chunk in holders.chunks(self.batch_size()) {
+            let values = self
+                .retrying("eth_call", || async {
+                    let (node, client) = self.node();
+                    let mut batch = client.new_batch();
+                    let mut waiters = Vec::with_capacity(chunk.len());
+                    for holder in chunk {
+                        let data =
+                            Bytes::from(IERC20::balanceOfCall { account: *holder }.abi_encode());
+                        let call = batch
+                            .add_call::<_, Bytes>(
+                                "eth_call",
+                                &(json!({ "to": token, "data": data }), &tag),
+                            )
+                            .map_err(|e| RpcError::Fatal(format!("cannot encode a batch: {e}")))?;
+                        waiters.push(call);
+                    }
+                    self.timed("eth_call", node, chunk.len() as u32, batch.send()).await?;
+                    let mut values = Vec::with_capacity(chunk.len());
+                    for waiter in waiters {
+                        let out = waiter.await.map_err(classify)?;
+                        values.push(IERC20::balanceOfCall::abi_decode_returns(&out).map_err(
+                            |e| {
+                                RpcError::Fatal(format!(
+                                    "balanceOf returned an undecodable answer: {e}"
+                                ))
+                            },
+                        )?);
+                    }
+                    Ok(values)
+                })
+                .await?;
+            out.extend(values);
+        }
+        Ok(out)
     }
 
     /// `eth_call` of `C` on `token` at `block`, decoded; a revert or an undecodable answer

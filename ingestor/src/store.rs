@@ -32,6 +32,23 @@ pub struct TokenRow {
     pub indexed_block: i64,
 }
 
+/// What the store says, in one snapshot, for `verify` to compare with the chain.
+#[derive(Debug, Clone)]
+pub struct VerifySnapshot {
+    /// The checkpoint; `start_block - 1` before the first commit.
+    pub indexed_block: i64,
+    /// First block indexed.
+    pub start_block: u64,
+    /// Minted minus burned, as indexed (decimal).
+    pub total_supply: String,
+    /// Σ of the stored balances (decimal).
+    pub sum: String,
+    /// Balance rows of the token.
+    pub rows: u64,
+    /// The rows to check: address and stored balance (decimal).
+    pub balances: Vec<(Address, String)>,
+}
+
 /// Transfers of a contiguous block span, decoded and timestamped, ready to commit.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -121,6 +138,63 @@ impl Store {
             .await
             .context("reading the token row")?;
         Ok(row.map(|r| token_row(&r)))
+    }
+
+    /// One consistent view of what `verify` compares with the chain: the checkpoint, the
+    /// indexed supply, Σ balances, and every balance row (or a random `sample` of them),
+    /// with balances as decimal text so that even a corrupted (negative) one is shown as
+    /// it is. `None` when the token is not in the store.
+    pub async fn verify_snapshot(
+        &self,
+        token: Address,
+        sample: Option<u64>,
+    ) -> anyhow::Result<Option<VerifySnapshot>> {
+        let mut client = self.pool.get().await.context("connecting to the database")?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .context("starting a snapshot")?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT indexed_block, start_block, total_supply::text,
+                        (SELECT coalesce(sum(balance), 0)::text FROM balances WHERE token = $1),
+                        (SELECT count(*) FROM balances WHERE token = $1)
+                 FROM tokens WHERE address = $1",
+                &[&token],
+            )
+            .await
+            .context("reading the token")?
+        else {
+            return Ok(None);
+        };
+        let rows = match sample {
+            Some(n) => {
+                tx.query(
+                    "SELECT address, balance::text FROM balances WHERE token = $1 ORDER BY random() LIMIT $2",
+                    &[&token, &(n as i64)],
+                )
+                .await
+            }
+            None => {
+                tx.query(
+                    "SELECT address, balance::text FROM balances WHERE token = $1 ORDER BY address",
+                    &[&token],
+                )
+                .await
+            }
+        }
+        .context("reading balances")?;
+        Ok(Some(VerifySnapshot {
+            indexed_block: row.get(0),
+            start_block: row.get::<_, i64>(1) as u64,
+            total_supply: row.get(2),
+            sum: row.get(3),
+            rows: row.get::<_, i64>(4) as u64,
+            balances: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        }))
     }
 
     /// Creates the token's row starting at `start_block`, or refreshes its metadata when it

@@ -15,6 +15,7 @@ mod restart;
 mod shutdown;
 mod store;
 mod streaming;
+mod verify;
 
 use alloy_primitives::{Address, B256, U256};
 use proto::pb::{GetHoldersRequest, Holder};

@@ -1,0 +1,146 @@
+//! `ingestor verify`: checks the store against the chain at the indexed block. Σ of the
+//! stored balances must equal the indexed supply and `totalSupply()` at that block, and
+//! `balanceOf(holder)` at that block must equal the stored balance for every holder (or a
+//! random sample); every mismatch is reported.
+
+use alloy_primitives::{Address, U256};
+use anyhow::Context;
+use serde_json::json;
+
+use crate::rpc::Rpc;
+use crate::store::Store;
+
+/// A holder whose stored balance is not the chain's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The holder.
+    pub address: Address,
+    /// Its balance in the store (decimal, as stored).
+    pub stored: String,
+    /// `balanceOf` at the checked block.
+    pub on_chain: U256,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The token checked.
+    pub token: Address,
+    /// The block it was checked at: the store's checkpoint.
+    pub block: u64,
+    /// Holders whose balance was compared.
+    pub checked: u64,
+    /// Balance rows in the store.
+    pub rows: u64,
+    /// Minted minus burned, as indexed.
+    pub stored_supply: String,
+    /// Σ of the stored balances.
+    pub sum: String,
+    /// `totalSupply()` at `block`; `None` when the contract has no such function.
+    pub chain_supply: Option<U256>,
+    /// Every holder whose balance differs.
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl Report {
+    /// Σ balances = the indexed supply = `totalSupply()` (where the contract has it).
+    pub fn supply_matches(&self) -> bool {
+        self.sum == self.stored_supply
+            && self.chain_supply.is_none_or(|c| c.to_string() == self.sum)
+    }
+
+    /// Everything checked matches.
+    pub fn matches(&self) -> bool {
+        self.mismatches.is_empty() && self.supply_matches()
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let supply = match self.chain_supply {
+            Some(c) => format!("totalSupply() {c}"),
+            None => "no totalSupply()".to_string(),
+        };
+        format!(
+            "verify {} at block {}: {}; {} of {} holders checked, {} mismatched; Σ balances {}, indexed supply {}, {supply}{}",
+            self.token,
+            self.block,
+            if self.matches() { "OK" } else { "MISMATCH" },
+            self.checked,
+            self.rows,
+            self.mismatches.len(),
+            self.sum,
+            self.stored_supply,
+            if self.supply_matches() { "" } else { " (supply differs)" },
+        )
+    }
+
+    /// The report for machines.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "token": self.token,
+            "block": self.block,
+            "ok": self.matches(),
+            "checked": self.checked,
+            "holders": self.rows,
+            "supply": {
+                "sum_of_balances": self.sum,
+                "indexed": self.stored_supply,
+                "total_supply_on_chain": self.chain_supply.map(|c| c.to_string()),
+                "ok": self.supply_matches(),
+            },
+            "mismatches": self.mismatches.iter().map(|m| json!({
+                "address": m.address,
+                "stored": m.stored,
+                "on_chain": m.on_chain.to_string(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Compares the store's view of `token` with the chain at the store's checkpoint, for
+/// every holder or a random `sample` of them. An error means it could not check (the
+/// token is not stored, the node cannot answer for that block, ...).
+pub async fn verify(
+    rpc: &Rpc,
+    store: &Store,
+    token: Address,
+    sample: Option<u64>,
+) -> anyhow::Result<Report> {
+    let snap = store
+        .verify_snapshot(token, sample)
+        .await?
+        .with_context(|| format!("token {token} is not in the store"))?;
+    anyhow::ensure!(
+        snap.indexed_block >= snap.start_block as i64,
+        "token {token}: nothing is indexed yet"
+    );
+    let block = snap.indexed_block as u64;
+    let chain_supply =
+        rpc.total_supply(token, block).await.context("reading totalSupply() at the checkpoint")?;
+    let holders: Vec<Address> = snap.balances.iter().map(|(a, _)| *a).collect();
+    let on_chain = rpc
+        .balances_at(token, &holders, block)
+        .await
+        .with_context(|| format!("reading balanceOf at block {block}"))?;
+    let mismatches = snap
+        .balances
+        .iter()
+        .zip(on_chain)
+        .filter(|((_, stored), chain)| *stored != chain.to_string())
+        .map(|((address, stored), on_chain)| Mismatch {
+            address: *address,
+            stored: stored.clone(),
+            on_chain,
+        })
+        .collect();
+    Ok(Report {
+        token,
+        block,
+        checked: holders.len() as u64,
+        rows: snap.rows,
+        stored_supply: snap.total_supply,
+        sum: snap.sum,
+        chain_supply,
+        mismatches,
+    })
+}

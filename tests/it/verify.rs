@@ -1,0 +1,92 @@
+//! `ingestor verify` on a real chain and store: a correct store passes (all holders, a
+//! sample, JSON); a balance corrupted on purpose makes it exit 1 naming that holder; a node
+//! it cannot reach or a token not in the store exits 2.
+
+use std::process::Output;
+
+use tokio::process::Command;
+
+use crate::{small, world};
+
+async fn verify(rpc: &str, db: &str, token: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let Output { status, stdout, stderr } = Command::new(tests::pair::ingestor_binary().unwrap())
+        .args(["--rpc-url", rpc, "--database-url", db, "--token", token])
+        .args(["--max-attempts", "2", "--max-backoff", "50ms", "verify"])
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .env_remove("RPC_URL")
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&stdout).into_owned();
+    assert!(
+        !out.is_empty(),
+        "verify printed nothing; stderr:\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    (status.code(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_on_a_correct_store_and_names_a_corrupted_holder() {
+    let w = world(small(81)).await;
+    w.ingest_all().await;
+    let (rpc, db, token) = (w.chain.url.as_str(), w.db.url.as_str(), w.history.token.to_string());
+    let c = w.db.client().await.unwrap();
+    let rows: i64 = c.query_one("SELECT count(*) FROM balances", &[]).await.unwrap().get(0);
+
+    let (code, out) = verify(rpc, db, &token, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(": OK;")
+            && out.contains(&format!("{rows} of {rows} holders checked, 0 mismatched")),
+        "{out}"
+    );
+
+    let (code, out) = verify(rpc, db, &token, &["--sample", "3", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["ok"].as_bool(), report["checked"].as_u64()),
+        (Some(true), Some(3)),
+        "{out}"
+    );
+    assert_eq!(report["supply"]["ok"], true, "{out}");
+
+    // One balance corrupted on purpose.
+    let victim = w.history.addresses[3];
+    let stored: String = c
+        .query_one(
+            "UPDATE balances SET balance = balance + 7 WHERE address = $1 RETURNING balance::text",
+            &[&victim],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (code, out) = verify(rpc, db, &token, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("MISMATCH") && out.contains("1 mismatched") && out.contains("supply differs"),
+        "{out}"
+    );
+    let line = out.lines().find(|l| l.starts_with("mismatch ")).expect("a mismatch line");
+    assert!(
+        line.contains(&victim.to_string()) && line.contains(&format!("stored {stored}")),
+        "{line}"
+    );
+    let (code, out) = verify(rpc, db, &token, &["--json"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let named = report["mismatches"][0]["address"].as_str().unwrap_or_default();
+    assert!(named.eq_ignore_ascii_case(&victim.to_string()), "{out}");
+    assert_eq!(report["mismatches"].as_array().map(Vec::len), Some(1), "{out}");
+
+    // It could not check: no node, or a token the store does not hold.
+    let (code, out) = verify("http://127.0.0.1:9", db, &token, &[]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("could not check"), "{out}");
+    let other = "0x000000000000000000000000000000000000dEaD";
+    let (code, out) = verify(rpc, db, other, &[]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("not in the store"), "{out}");
+}
