@@ -133,6 +133,16 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// While indexing, verify a random sample of holders against the chain this often
+    /// (e.g. 10m), as `verify --sample` does, and export the result as metrics
+    /// (ingestor_verify_*); off when not set.
+    #[arg(long, env = "INGESTOR_VERIFY_EVERY", value_parser = parse_duration)]
+    pub verify_every: Option<Duration>,
+
+    /// Holders each periodic verification checks.
+    #[arg(long, env = "INGESTOR_VERIFY_SAMPLE", default_value_t = 100)]
+    pub verify_sample: u64,
+
     /// What to do instead of indexing.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -167,6 +167,17 @@ async fn index(
     info!(name = %meta.name, symbol = %meta.symbol, decimals = meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
     store::retrying(&retry, || store.upsert_token(config.token, chain_id, &meta, start)).await?;
 
+    if let Some(every) = config.verify_every {
+        tokio::spawn(verify::every(
+            every,
+            config.verify_sample,
+            rpc.clone(),
+            store.clone(),
+            config.token,
+            metrics.clone(),
+            work.clone(),
+        ));
+    }
     let indexer = Indexer {
         rpc,
         store,

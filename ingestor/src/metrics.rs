@@ -31,6 +31,14 @@ pub struct Metrics {
     pub reorgs: IntCounter,
     /// Depth of each reorg rolled back, in blocks.
     pub reorg_depth: Histogram,
+    /// Holders whose balance the last periodic verification compared with the chain.
+    pub verify_checked: IntGauge,
+    /// Of those, how many differed (plus one if Σ balances differed from the supply).
+    pub verify_mismatched: IntGauge,
+    /// Unix time of the last periodic verification that could check.
+    pub verify_last_run: IntGauge,
+    /// Periodic verifications that could not check (node or database unavailable).
+    pub verify_errors: IntCounter,
 }
 
 impl Metrics {
@@ -91,6 +99,26 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 3.0, 5.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             )
             .expect("metric"),
+            verify_checked: IntGauge::new(
+                "ingestor_verify_checked",
+                "Holders the last periodic verification compared with balanceOf",
+            )
+            .expect("metric"),
+            verify_mismatched: IntGauge::new(
+                "ingestor_verify_mismatched",
+                "Mismatches the last periodic verification found (a supply mismatch counts one)",
+            )
+            .expect("metric"),
+            verify_last_run: IntGauge::new(
+                "ingestor_verify_last_run_timestamp_seconds",
+                "Unix time of the last periodic verification that could check",
+            )
+            .expect("metric"),
+            verify_errors: IntCounter::new(
+                "ingestor_verify_errors_total",
+                "Periodic verifications that could not check",
+            )
+            .expect("metric"),
             registry,
         };
         for c in [
@@ -105,6 +133,10 @@ impl Metrics {
             Box::new(m.commit_seconds.clone()),
             Box::new(m.reorgs.clone()),
             Box::new(m.reorg_depth.clone()),
+            Box::new(m.verify_checked.clone()),
+            Box::new(m.verify_mismatched.clone()),
+            Box::new(m.verify_last_run.clone()),
+            Box::new(m.verify_errors.clone()),
         ] {
             m.registry.register(c).expect("each metric once");
         }

@@ -7,6 +7,7 @@ use alloy_primitives::{Address, U256};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::metrics::Metrics;
 use crate::rpc::Rpc;
 use crate::store::Store;
 
@@ -143,4 +144,51 @@ pub async fn verify(
         chain_supply,
         mismatches,
     })
+}
+
+/// While the ingestor indexes: every `period`, verifies a random `sample` of holders and
+/// exports the result as metrics, until `stop`. Mismatches are logged, one line each.
+pub async fn every(
+    period: std::time::Duration,
+    sample: u64,
+    rpc: Rpc,
+    store: Store,
+    token: Address,
+    metrics: Metrics,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        match verify(&rpc, &store, token, Some(sample)).await {
+            Ok(report) => {
+                let mismatched = report.mismatches.len() + usize::from(!report.supply_matches());
+                metrics.verify_checked.set(report.checked as i64);
+                metrics.verify_mismatched.set(mismatched as i64);
+                metrics.verify_last_run.set(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                );
+                for m in &report.mismatches {
+                    tracing::warn!(address = %m.address, stored = %m.stored, on_chain = %m.on_chain, block = report.block, "verify: stored balance differs from balanceOf");
+                }
+                if report.matches() {
+                    tracing::info!(
+                        checked = report.checked,
+                        block = report.block,
+                        "verify: sample matches the chain"
+                    );
+                } else {
+                    tracing::warn!("{}", report.summary());
+                }
+            }
+            Err(e) => {
+                metrics.verify_errors.inc();
+                tracing::warn!(error = format!("{e:#}"), "verify: could not check");
+            }
+        }
+    }
 }
