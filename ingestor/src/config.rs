@@ -167,6 +167,13 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also compare, range by range, how many Transfer logs the first two --rpc-url
+        /// nodes return (and the store holds): a provider that truncates answers shows.
+        #[arg(long)]
+        cross_check: bool,
+        /// Blocks per range of --cross-check (halved where a node refuses).
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+        cross_check_span: u64,
     },
 }
 

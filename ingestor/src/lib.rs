@@ -35,9 +35,15 @@ use crate::rpc::{RetryPolicy, Rpc};
 use crate::store::Store;
 use crate::sync::{Indexer, SyncPolicy};
 
-/// `ingestor verify`: the store checked against the chain at its checkpoint, through the
-/// same RPC settings (failover, rate limit, retries) as indexing.
-pub async fn verify_store(config: &Config, sample: Option<u64>) -> anyhow::Result<verify::Report> {
+/// `ingestor verify`: the store checked against the chain at its checkpoint (every holder
+/// or a random `sample`), and with `cross_check_span` the Transfer log counts of the first
+/// two nodes compared range by range; through the same RPC settings (failover, rate limit,
+/// retries) as indexing.
+pub async fn verify_store(
+    config: &Config,
+    sample: Option<u64>,
+    cross_check_span: Option<u64>,
+) -> anyhow::Result<(verify::Report, Option<verify::CrossCheck>)> {
     let retry = RetryPolicy {
         max_attempts: config.max_attempts,
         base_delay: std::time::Duration::from_millis(250),
@@ -47,7 +53,12 @@ pub async fn verify_store(config: &Config, sample: Option<u64>) -> anyhow::Resul
         .await?
         .with_rate_limit(config.max_requests_per_second);
     let store = Store::new(store::pool(&config.database_url, 1)?);
-    verify::verify(&rpc, &store, config.token, sample).await
+    let report = verify::verify(&rpc, &store, config.token, sample).await?;
+    let cross = match cross_check_span {
+        Some(span) => Some(verify::cross_check(&rpc, &store, config.token, span).await?),
+        None => None,
+    };
+    Ok((report, cross))
 }
 
 /// Runs the ingestor until its range is indexed, or, when following, until `shutdown`.

@@ -11,8 +11,10 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     bootstrap::init_logging(&config.log_format);
-    if let Some(ingestor::config::Command::Verify { sample, json }) = config.command {
-        return verify(&config, sample, json).await;
+    if let Some(ingestor::config::Command::Verify { sample, json, cross_check, cross_check_span }) =
+        config.command
+    {
+        return verify(&config, sample, json, cross_check.then_some(cross_check_span)).await;
     }
     let shutdown = bootstrap::shutdown_on_signal(config.shutdown_grace);
     match ingestor::run(config, shutdown).await {
@@ -27,18 +29,32 @@ async fn main() -> ExitCode {
 /// `ingestor verify`: the report on stdout; exit 0 when everything matches, 1 on a
 /// mismatch, 2 when it could not check.
 #[allow(clippy::print_stdout)]
-async fn verify(config: &Config, sample: Option<u64>, json: bool) -> ExitCode {
-    match ingestor::verify_store(config, sample).await {
-        Ok(report) => {
+async fn verify(config: &Config, sample: Option<u64>, json: bool, cross: Option<u64>) -> ExitCode {
+    match ingestor::verify_store(config, sample, cross).await {
+        Ok((report, cross)) => {
+            let cross_ok = cross.as_ref().is_none_or(|c| c.diffs.is_empty());
             if json {
-                println!("{}", report.to_json());
+                let mut out = report.to_json();
+                if let Some(c) = &cross {
+                    out["cross_check"] = c.to_json();
+                }
+                println!("{out}");
             } else {
                 println!("{}", report.summary());
                 for m in &report.mismatches {
                     println!("mismatch {} stored {} on chain {}", m.address, m.stored, m.on_chain);
                 }
+                if let Some(c) = &cross {
+                    println!("{}", c.summary());
+                    for d in &c.diffs {
+                        println!(
+                            "range {}..={}: --rpc-url #1 {} logs, #2 {} logs, store {}",
+                            d.from, d.to, d.nodes[0], d.nodes[1], d.stored
+                        );
+                    }
+                }
             }
-            ExitCode::from(if report.matches() { 0 } else { 1 })
+            ExitCode::from(if report.matches() && cross_ok { 0 } else { 1 })
         }
         Err(e) => {
             if json {

@@ -383,6 +383,38 @@ impl Rpc {
         self.timed("eth_getLogs", node, 1, client.request("eth_getLogs", (filter,))).await
     }
 
+    /// How many nodes `--rpc-url` lists.
+    pub fn node_count(&self) -> usize {
+        self.nodes.clients.len()
+    }
+
+    /// `eth_getLogs` of the token's Transfer events in `span` on node `node` (its place in
+    /// the list) and no other, retried while it fails transiently; for comparing nodes.
+    pub async fn transfer_logs_on(
+        &self,
+        node: usize,
+        token: Address,
+        span: RangeInclusive<u64>,
+    ) -> Result<Vec<Log>, RpcError> {
+        let client = &self.nodes.clients[node];
+        self.retrying("eth_getLogs", || async {
+            let filter = json!({
+                "address": token,
+                "topics": [TRANSFER_TOPIC],
+                "fromBlock": format!("{:#x}", span.start()),
+                "toBlock": format!("{:#x}", span.end()),
+            });
+            let started = std::time::Instant::now();
+            let result = match self.send(1, client.request("eth_getLogs", (filter,))).await {
+                Some(r) => r.map_err(classify),
+                None => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
+            };
+            self.record("eth_getLogs", started, if result.is_ok() { "ok" } else { "failed" });
+            result
+        })
+        .await
+    }
+
     /// Headers of the given blocks, in JSON-RPC batches of up to 100, retried; a block
     /// the node does not have (yet, or any more) is an error.
     pub async fn blocks(&self, numbers: &[u64]) -> Result<Vec<BlockRef>, RpcError> {
@@ -577,7 +609,8 @@ impl Rpc {
         })
     }
 
-    /// Runs `op` until it succeeds, fails fatally, or runs out of attempts.
+    /// Runs `op` until it succeeds, fails fatally, or runs out of attempts. A refused span
+    /// returns at once: the caller must change the span, repeating it cannot help.
     pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, RpcError>
     where
         F: FnMut() -> Fut,
@@ -587,7 +620,7 @@ impl Rpc {
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e @ RpcError::Fatal(_)) => return Err(e),
+                Err(e @ (RpcError::Fatal(_) | RpcError::TooLarge { .. })) => return Err(e),
                 Err(e) if attempt >= self.retry.max_attempts => return Err(e),
                 Err(e) => {
                     let mut delay = self.retry.backoff(attempt);

@@ -197,6 +197,21 @@ impl Store {
         }))
     }
 
+    /// Logs the store holds for `token` in `span`: transfers and rejected logs (what a
+    /// node's `eth_getLogs` for the Transfer topic returns there).
+    pub async fn logs_in(&self, token: Address, span: RangeInclusive<u64>) -> anyhow::Result<u64> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM transfers WHERE token = $1 AND block_number BETWEEN $2 AND $3)
+                      + (SELECT count(*) FROM rejected_logs WHERE token = $1 AND block_number BETWEEN $2 AND $3)",
+                &[&token, &(*span.start() as i64), &(*span.end() as i64)],
+            )
+            .await
+            .context("counting stored logs")?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     /// Creates the token's row starting at `start_block`, or refreshes its metadata when it
     /// exists (the start and checkpoint of an existing row never change here).
     pub async fn upsert_token(

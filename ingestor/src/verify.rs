@@ -3,6 +3,8 @@
 //! `balanceOf(holder)` at that block must equal the stored balance for every holder (or a
 //! random sample); every mismatch is reported.
 
+use std::ops::RangeInclusive;
+
 use alloy_primitives::{Address, U256};
 use anyhow::Context;
 use serde_json::json;
@@ -191,4 +193,132 @@ pub async fn every(
             }
         }
     }
+}
+
+/// A block range where the two nodes, or a node and the store, count different logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeDiff {
+    /// First block.
+    pub from: u64,
+    /// Last block.
+    pub to: u64,
+    /// Transfer-topic logs of the token each node returned.
+    pub nodes: [u64; 2],
+    /// Logs the store holds there (transfers and rejected logs).
+    pub stored: u64,
+}
+
+/// What `verify --cross-check` found.
+#[derive(Debug, Clone)]
+pub struct CrossCheck {
+    /// Blocks compared.
+    pub span: RangeInclusive<u64>,
+    /// Ranges asked of each node.
+    pub ranges: u64,
+    /// Logs each node returned in all.
+    pub totals: [u64; 2],
+    /// Logs the store holds in the span.
+    pub stored: u64,
+    /// Every range that differs.
+    pub diffs: Vec<RangeDiff>,
+}
+
+impl CrossCheck {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "cross-check blocks {}..={} in {} ranges: {}; --rpc-url #1 {} logs, #2 {} logs, store {}",
+            self.span.start(),
+            self.span.end(),
+            self.ranges,
+            if self.diffs.is_empty() { "OK" } else { "MISMATCH" },
+            self.totals[0],
+            self.totals[1],
+            self.stored
+        )
+    }
+
+    /// The report for machines.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "from": self.span.start(), "to": self.span.end(), "ranges": self.ranges,
+            "ok": self.diffs.is_empty(), "logs": self.totals, "stored": self.stored,
+            "diffs": self.diffs.iter().map(|d| json!({
+                "from": d.from, "to": d.to, "nodes": d.nodes, "stored": d.stored,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Compares, range by range over the indexed blocks, how many Transfer logs of `token` the
+/// first two `--rpc-url` nodes return and how many the store holds: a provider that
+/// truncates answers silently shows as a range where the counts differ. Ranges of `span`
+/// blocks are halved where a node refuses them.
+pub async fn cross_check(
+    rpc: &Rpc,
+    store: &Store,
+    token: Address,
+    span: u64,
+) -> anyhow::Result<CrossCheck> {
+    anyhow::ensure!(rpc.node_count() >= 2, "--cross-check needs two --rpc-url values");
+    let snap = store
+        .verify_snapshot(token, Some(0))
+        .await?
+        .with_context(|| format!("token {token} is not in the store"))?;
+    anyhow::ensure!(
+        snap.indexed_block >= snap.start_block as i64,
+        "token {token}: nothing is indexed yet"
+    );
+    let whole = snap.start_block..=snap.indexed_block as u64;
+    let mut todo: Vec<RangeInclusive<u64>> = Vec::new();
+    let mut from = *whole.start();
+    while from <= *whole.end() {
+        let to = whole.end().min(&from.saturating_add(span.max(1) - 1)).to_owned();
+        todo.push(from..=to);
+        from = to + 1;
+    }
+    todo.reverse();
+    let mut report =
+        CrossCheck { span: whole, ranges: 0, totals: [0, 0], stored: 0, diffs: Vec::new() };
+    while let Some(range) = todo.pop() {
+        let mut counts = [0u64; 2];
+        let mut refused = false;
+        for (node, count) in counts.iter_mut().enumerate() {
+            match rpc.transfer_logs_on(node, token, range.clone()).await {
+                Ok(logs) => *count = logs.len() as u64,
+                Err(crate::rpc::RpcError::TooLarge { .. }) if range.start() < range.end() => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "eth_getLogs {}..={} on --rpc-url #{}",
+                        range.start(),
+                        range.end(),
+                        node + 1
+                    )));
+                }
+            }
+        }
+        if refused {
+            let mid = range.start() + (range.end() - range.start()) / 2;
+            todo.push(mid + 1..=*range.end());
+            todo.push(*range.start()..=mid);
+            continue;
+        }
+        let stored = store.logs_in(token, range.clone()).await?;
+        report.ranges += 1;
+        report.totals[0] += counts[0];
+        report.totals[1] += counts[1];
+        report.stored += stored;
+        if counts[0] != counts[1] || counts[0] != stored {
+            report.diffs.push(RangeDiff {
+                from: *range.start(),
+                to: *range.end(),
+                nodes: counts,
+                stored,
+            });
+        }
+    }
+    Ok(report)
 }

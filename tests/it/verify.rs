@@ -141,3 +141,38 @@ async fn a_following_ingestor_reverifies_a_sample_and_exports_it() {
     wait_metric(metrics, "ingestor_verify_mismatched", |v| v == 2.0).await;
     child.start_kill().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_check_catches_a_provider_that_truncates() {
+    use tests::proxy::{FaultProxy, Rules};
+
+    let w = world(small(83)).await;
+    w.ingest_all().await;
+    let (db, token) = (w.db.url.as_str(), w.history.token.to_string());
+    let honest = FaultProxy::start(&w.chain.url, Rules::default()).await.unwrap();
+    let truncating =
+        FaultProxy::start(&w.chain.url, Rules { truncate_logs: true, ..Rules::default() })
+            .await
+            .unwrap();
+    let span = ["--cross-check", "--cross-check-span", "2"];
+
+    let both = format!("{},{}", honest.url, w.chain.url);
+    let (code, out) = verify(&both, db, &token, &span).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("cross-check") && out.contains("ranges: OK"), "{out}");
+
+    let both = format!("{},{}", honest.url, truncating.url);
+    let (code, out) = verify(&both, db, &token, &span).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("ranges: MISMATCH"), "{out}");
+    let diff = out.lines().find(|l| l.starts_with("range ")).expect("a differing range");
+    let counts: Vec<u64> =
+        diff.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    // range A..=B: #1 n1 logs, #2 n2 logs, store s  ->  [A, B, 1, n1, 2, n2, s]
+    assert_eq!(counts.len(), 7, "{diff}");
+    assert_eq!((counts[3], counts[5] + 1, counts[6]), (counts[3], counts[3], counts[3]), "{diff}");
+
+    let (code, out) = verify(&w.chain.url, db, &token, &span).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("needs two --rpc-url"), "{out}");
+}

@@ -32,6 +32,9 @@ pub struct Rules {
     pub stall: Duration,
     /// Added to every answer: a node across the internet, not on this machine.
     pub latency: Duration,
+    /// Drop the last log of every non-empty `eth_getLogs` answer: a provider that
+    /// truncates silently.
+    pub truncate_logs: bool,
 }
 
 impl Default for Rules {
@@ -43,6 +46,7 @@ impl Default for Rules {
             fault_every: 0,
             stall: Duration::from_secs(3),
             latency: Duration::ZERO,
+            truncate_logs: false,
         }
     }
 }
@@ -338,6 +342,15 @@ async fn handle(
             }
             (call, a) if above(call) => a["result"] = Value::Null,
             _ => {}
+        }
+        return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
+    }
+    if is_get_logs
+        && state.rules.truncate_logs
+        && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
+    {
+        if let Some(logs) = answer["result"].as_array_mut() {
+            logs.pop();
         }
         return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
     }
