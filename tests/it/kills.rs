@@ -72,22 +72,11 @@ async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
         &from,
         "--to",
         &to,
-        // Small batches and spans: hundreds of commits, so kills land inside the backfill.
-        "--batch-transfers",
-        "3",
-        "--initial-span",
-        "1",
-        "--max-span",
-        "1",
-        "--concurrency",
-        "1",
         "--log-format",
         "json",
-        // Blocks near the head are indexed in verified steps of their own size; keep
-        // almost all of them in small batches.
-        "--reorg-window",
-        "4",
     ];
+    // Hundreds of commits, so that kills land inside the backfill.
+    args.extend(crate::TINY_BATCHES);
     args.extend(tests::pair::LOCAL_PORTS);
     let c = w.db.client().await.unwrap();
     let end = w.history.end_block as i64;

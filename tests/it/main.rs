@@ -164,6 +164,22 @@ impl World {
     }
 }
 
+/// Ingestor flags for a backfill of many tiny commits (one block per request, one request
+/// in flight, three transfers per batch, verified steps only for the last four blocks):
+/// behind a node with some latency it lasts seconds, so a test can act in its middle.
+const TINY_BATCHES: [&str; 10] = [
+    "--batch-transfers",
+    "3",
+    "--initial-span",
+    "1",
+    "--max-span",
+    "1",
+    "--concurrency",
+    "1",
+    "--reorg-window",
+    "4",
+];
+
 /// A small history: enough for the behaviour under test, quick to build.
 fn small(seed: u64) -> Spec {
     Spec {

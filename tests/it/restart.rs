@@ -80,16 +80,6 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
         &token,
         "--from",
         &from,
-        "--batch-transfers",
-        "3",
-        "--initial-span",
-        "1",
-        "--max-span",
-        "1",
-        "--concurrency",
-        "1",
-        "--reorg-window",
-        "4",
         "--max-backoff",
         "500ms",
         "--poll-interval",
@@ -99,6 +89,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
     // A backfill, with `pg_ctl restart` in its middle.
     let backfill = Command::new(&bin)
         .args(common)
+        .args(crate::TINY_BATCHES)
         .args(["--to", &to])
         .args(tests::pair::LOCAL_PORTS)
         .stderr(Stdio::null())
@@ -121,6 +112,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
     // comes back.
     let mut follower = Command::new(&bin)
         .args(common)
+        .args(crate::TINY_BATCHES)
         .args(tests::pair::LOCAL_PORTS)
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -60,19 +60,10 @@ async fn sigterm_stops_the_ingestor_between_batches() {
         &from,
         "--to",
         &to,
-        "--batch-transfers",
-        "3",
-        "--initial-span",
-        "1",
-        "--max-span",
-        "1",
-        "--concurrency",
-        "1",
-        "--reorg-window",
-        "4",
         "--shutdown-grace",
         "10s",
     ];
+    args.extend(crate::TINY_BATCHES);
     args.extend(tests::pair::LOCAL_PORTS);
     let bin = tests::pair::ingestor_binary().unwrap();
     let mut child =
