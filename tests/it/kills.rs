@@ -37,6 +37,27 @@ async fn wait_still(c: &tokio_postgres::Client) {
     }
 }
 
+/// Waits until no other connection to this test's database is left.
+async fn gone(c: &tokio_postgres::Client) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let others: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the killed ingestor's connections are still open after 10 s");
+}
+
 /// The JSON log lines whose message is `message`.
 fn logged<'a>(log: &'a [Value], message: &'a str) -> impl Iterator<Item = &'a Value> {
     log.iter().filter(move |l| l["fields"]["message"] == message)
@@ -136,6 +157,9 @@ async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
         }
         child.start_kill().unwrap(); // SIGKILL
         child.wait().await.unwrap();
+        // A COMMIT sent just before the kill still completes in Postgres: wait until the
+        // dead process's connections are gone before reading where the next run starts.
+        gone(&c).await;
         while let Ok(Some(line)) = lines.next_line().await {
             log.push(serde_json::from_str(&line).unwrap_or(Value::Null));
         }
