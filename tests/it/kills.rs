@@ -80,25 +80,9 @@ async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
     let rules = Rules { latency: Duration::from_millis(20), ..Rules::default() };
     let node = FaultProxy::start(&w.chain.url, rules).await.unwrap();
     let bin = tests::pair::ingestor_binary().unwrap();
-    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
-    let token = w.history.token.to_string();
-    let mut args = vec![
-        "--rpc-url",
-        &node.url,
-        "--database-url",
-        &w.db.url,
-        "--token",
-        &token,
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--log-format",
-        "json",
-    ];
     // Hundreds of commits, so that kills land inside the backfill.
-    args.extend(crate::TINY_BATCHES);
-    args.extend(tests::pair::LOCAL_PORTS);
+    let mut args = w.tiny_backfill_args(&node.url);
+    args.extend(["--log-format".to_string(), "json".to_string()]);
     let c = w.db.client().await.unwrap();
     let end = w.history.end_block as i64;
     let (mut mid_backfill, mut after_commit_before_log) = (0, 0);

@@ -135,6 +135,25 @@ impl World {
         assert_eq!((rows, distinct, counted), (expected as i64, expected as i64, expected as i64));
     }
 
+    /// Arguments of the ingestor binary for a backfill of the whole history through
+    /// `rpc_url` in tiny batches ([`TINY_BATCHES`]), with metrics and health on free ports.
+    fn tiny_backfill_args(&self, rpc_url: &str) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--rpc-url".into(),
+            rpc_url.into(),
+            "--database-url".into(),
+            self.db.url.clone(),
+            "--token".into(),
+            self.history.token.to_string(),
+            "--from".into(),
+            self.history.start_block.to_string(),
+            "--to".into(),
+            self.history.end_block.to_string(),
+        ];
+        args.extend(TINY_BATCHES.iter().chain(&tests::pair::LOCAL_PORTS).map(|a| a.to_string()));
+        args
+    }
+
     /// How many stored transfers the transaction `tx` has.
     async fn stored_from_tx(&self, tx: alloy_primitives::B256) -> i64 {
         let c = self.db.client().await.unwrap();

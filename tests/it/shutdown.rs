@@ -47,24 +47,8 @@ async fn sigterm_stops_the_ingestor_between_batches() {
     let w = world(spec).await;
     let rules = Rules { latency: Duration::from_millis(20), ..Rules::default() };
     let node = FaultProxy::start(&w.chain.url, rules).await.unwrap();
-    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
-    let token = w.history.token.to_string();
-    let mut args = vec![
-        "--rpc-url",
-        &node.url,
-        "--database-url",
-        &w.db.url,
-        "--token",
-        &token,
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--shutdown-grace",
-        "10s",
-    ];
-    args.extend(crate::TINY_BATCHES);
-    args.extend(tests::pair::LOCAL_PORTS);
+    let mut args = w.tiny_backfill_args(&node.url);
+    args.extend(["--shutdown-grace".to_string(), "10s".to_string()]);
     let bin = tests::pair::ingestor_binary().unwrap();
     let mut child =
         Command::new(&bin).args(&args).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
