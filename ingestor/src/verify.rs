@@ -261,15 +261,13 @@ pub async fn cross_check(
     span: u64,
 ) -> anyhow::Result<CrossCheck> {
     anyhow::ensure!(rpc.node_count() >= 2, "--cross-check needs two --rpc-url values");
-    let snap = store
-        .verify_snapshot(token, Some(0))
-        .await?
-        .with_context(|| format!("token {token} is not in the store"))?;
+    let stored =
+        store.token(token).await?.with_context(|| format!("token {token} is not in the store"))?;
     anyhow::ensure!(
-        snap.indexed_block >= snap.start_block as i64,
+        stored.indexed_block >= stored.start_block as i64,
         "token {token}: nothing is indexed yet"
     );
-    let whole = snap.start_block..=snap.indexed_block as u64;
+    let whole = stored.start_block..=stored.indexed_block as u64;
     let mut todo: Vec<RangeInclusive<u64>> = Vec::new();
     let mut from = *whole.start();
     while from <= *whole.end() {
