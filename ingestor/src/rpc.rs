@@ -280,9 +280,9 @@ impl Rpc {
         Ok(Some(rx))
     }
 
-    /// Sends one request of `calls` calls (0 for a local one) to `node` in its turn under
-    /// the rate limit; `None` when no answer came within the request timeout (HTTP has its
-    /// own; a WebSocket does not).
+    /// Sends one request of `calls` calls (0 for a local one) in its turn under the rate
+    /// limit; `None` when no answer came within the request timeout (HTTP has its own; a
+    /// WebSocket does not).
     async fn send<T>(
         &self,
         calls: u32,
@@ -296,12 +296,26 @@ impl Rpc {
         tokio::time::timeout(self.timeout, call.into_future()).await.ok()
     }
 
-    /// [`Rpc::send`], its failure sorted, its latency and outcome recorded; a transient
-    /// failure or rate limit moves later calls to the next node.
+    /// [`Rpc::observed`] on `node`; a transient failure or rate limit moves later calls
+    /// to the next node.
     async fn timed<T>(
         &self,
         method: &'static str,
         node: usize,
+        calls: u32,
+        call: impl IntoFuture<Output = Result<T, TransportError>>,
+    ) -> Result<T, RpcError> {
+        let result = self.observed(method, calls, call).await;
+        if let Err(e @ (RpcError::Transient(_) | RpcError::RateLimited { .. })) = &result {
+            self.fail_over(node, e);
+        }
+        result
+    }
+
+    /// [`Rpc::send`], its failure sorted, its latency and outcome recorded.
+    async fn observed<T>(
+        &self,
+        method: &'static str,
         calls: u32,
         call: impl IntoFuture<Output = Result<T, TransportError>>,
     ) -> Result<T, RpcError> {
@@ -310,9 +324,6 @@ impl Rpc {
             Some(result) => result.map_err(classify),
             None => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
         };
-        if let Err(e @ (RpcError::Transient(_) | RpcError::RateLimited { .. })) = &result {
-            self.fail_over(node, e);
-        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(RpcError::TooLarge { .. }) => "too_large",
@@ -373,12 +384,7 @@ impl Rpc {
         token: Address,
         span: RangeInclusive<u64>,
     ) -> Result<Vec<Log>, RpcError> {
-        let filter = json!({
-            "address": token,
-            "topics": [TRANSFER_TOPIC],
-            "fromBlock": format!("{:#x}", span.start()),
-            "toBlock": format!("{:#x}", span.end()),
-        });
+        let filter = transfer_filter(token, &span);
         let (node, client) = self.node();
         self.timed("eth_getLogs", node, 1, client.request("eth_getLogs", (filter,))).await
     }
@@ -397,20 +403,9 @@ impl Rpc {
         span: RangeInclusive<u64>,
     ) -> Result<Vec<Log>, RpcError> {
         let client = &self.nodes.clients[node];
-        self.retrying("eth_getLogs", || async {
-            let filter = json!({
-                "address": token,
-                "topics": [TRANSFER_TOPIC],
-                "fromBlock": format!("{:#x}", span.start()),
-                "toBlock": format!("{:#x}", span.end()),
-            });
-            let started = std::time::Instant::now();
-            let result = match self.send(1, client.request("eth_getLogs", (filter,))).await {
-                Some(r) => r.map_err(classify),
-                None => Err(RpcError::Transient(format!("no answer within {:?}", self.timeout))),
-            };
-            self.record("eth_getLogs", started, if result.is_ok() { "ok" } else { "failed" });
-            result
+        self.retrying("eth_getLogs", || {
+            let filter = transfer_filter(token, &span);
+            self.observed("eth_getLogs", 1, client.request("eth_getLogs", (filter,)))
         })
         .await
     }
@@ -634,6 +629,16 @@ impl Rpc {
             }
         }
     }
+}
+
+/// The `eth_getLogs` filter for `token`'s Transfer events in `span`.
+fn transfer_filter(token: Address, span: &RangeInclusive<u64>) -> serde_json::Value {
+    json!({
+        "address": token,
+        "topics": [TRANSFER_TOPIC],
+        "fromBlock": format!("{:#x}", span.start()),
+        "toBlock": format!("{:#x}", span.end()),
+    })
 }
 
 fn http_client(url: &str, timeout: Duration) -> anyhow::Result<RpcClient> {

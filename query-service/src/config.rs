@@ -49,9 +49,9 @@ pub struct Config {
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
 
-    /// After SIGTERM or SIGINT, how long to finish (the batch in flight, open requests;
-    /// streams end at once with UNAVAILABLE) before exiting anyway. Keep it below the
-    /// pod's terminationGracePeriodSeconds.
+    /// After SIGTERM or SIGINT, how long to finish open requests (streams end at once
+    /// with UNAVAILABLE) before exiting anyway. Keep it below the pod's
+    /// terminationGracePeriodSeconds.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = bootstrap::parse_duration)]
     pub shutdown_grace: Duration,
 
