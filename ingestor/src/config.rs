@@ -82,11 +82,18 @@ pub struct Config {
     #[arg(long, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
-    /// Blocks within this distance of the head are indexed in verified steps (each header
-    /// checked against its parent) and rolled back on a reorg; a deeper reorg stops the
-    /// ingestor rather than serve wrong data.
-    #[arg(long, env = "INGESTOR_REORG_WINDOW", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
-    pub reorg_window: u64,
+    /// Where finality comes from: `node` reads the node's `finalized` and `safe` block
+    /// tags and falls back to --finality-depth where the node has none (older nodes,
+    /// chains without finality); `depth` always uses --finality-depth. Blocks above the
+    /// finalized one are indexed in verified steps and rolled back on a reorg; a reorg
+    /// that would change a finalized block stops the ingestor rather than serve wrong data.
+    #[arg(long, env = "INGESTOR_FINALITY_FROM", default_value = "node", value_parser = ["node", "depth"])]
+    pub finality_from: String,
+
+    /// Without finality tags: a block this many blocks below the head is final (and one
+    /// half as deep is safe).
+    #[arg(long, alias = "reorg-window", env = "INGESTOR_FINALITY_DEPTH", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub finality_depth: u64,
 
     /// Index only blocks at least this many blocks below the head.
     #[arg(long, env = "INGESTOR_CONFIRMATIONS", default_value_t = 0)]

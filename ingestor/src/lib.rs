@@ -33,7 +33,7 @@ pub use config::Config;
 use crate::fetch::SpanPolicy;
 use crate::rpc::{RetryPolicy, Rpc};
 use crate::store::Store;
-use crate::sync::{Indexer, SyncPolicy};
+use crate::sync::{FinalityPolicy, Indexer, SyncPolicy};
 
 /// `ingestor verify`: the store checked against the chain at its checkpoint (every holder
 /// or a random `sample`), and with `cross_check_span` the Transfer log counts of the first
@@ -203,7 +203,10 @@ async fn index(
             batch_transfers: config.batch_transfers as usize,
             batch_interval: config.batch_interval,
             poll_interval: config.poll_interval,
-            reorg_window: config.reorg_window,
+            finality: FinalityPolicy {
+                from_node: config.finality_from == "node",
+                depth: config.finality_depth,
+            },
             confirmations: config.confirmations,
             draw_progress: config.log_format == "text"
                 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -211,6 +214,8 @@ async fn index(
         shutdown: work,
         metrics: metrics.clone(),
         supply_warned: Default::default(),
+        recorded: Default::default(),
+        depth_noted: Default::default(),
     };
     indexer.run(start, config.to).await
 }

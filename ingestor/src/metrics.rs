@@ -15,6 +15,10 @@ pub struct Metrics {
     pub indexed_block: IntGauge,
     /// head_block - indexed_block.
     pub lag_blocks: IntGauge,
+    /// The chain's finalized block, as last read (tag or depth).
+    pub finalized_block: IntGauge,
+    /// The chain's safe block, as last read (tag or depth).
+    pub safe_block: IntGauge,
     /// Seconds between now and the checkpoint block's timestamp.
     pub lag_seconds: prometheus::Gauge,
     /// Transfers newly stored.
@@ -59,6 +63,16 @@ impl Metrics {
             lag_blocks: IntGauge::new(
                 "ingestor_lag_blocks",
                 "Blocks between the head and the checkpoint",
+            )
+            .expect("metric"),
+            finalized_block: IntGauge::new(
+                "ingestor_finalized_block",
+                "The chain's finalized block, as last read",
+            )
+            .expect("metric"),
+            safe_block: IntGauge::new(
+                "ingestor_safe_block",
+                "The chain's safe block, as last read",
             )
             .expect("metric"),
             lag_seconds: prometheus::Gauge::new(
@@ -126,6 +140,8 @@ impl Metrics {
             Box::new(m.indexed_block.clone()),
             Box::new(m.lag_blocks.clone()),
             Box::new(m.lag_seconds.clone()),
+            Box::new(m.finalized_block.clone()),
+            Box::new(m.safe_block.clone()),
             Box::new(m.transfers.clone()),
             Box::new(m.rpc_requests.clone()),
             Box::new(m.rpc_seconds.clone()),
@@ -147,6 +163,12 @@ impl Metrics {
     pub fn head(&self, head: u64) {
         self.head_block.set(head as i64);
         self.lag_blocks.set((head as i64 - self.indexed_block.get()).max(0));
+    }
+
+    /// Records the chain's safe and finalized blocks.
+    pub fn finality(&self, safe: u64, finalized: u64) {
+        self.safe_block.set(safe as i64);
+        self.finalized_block.set(finalized as i64);
     }
 
     /// Records the checkpoint and its block time against the last head read.

@@ -465,6 +465,34 @@ impl Rpc {
         Ok(out)
     }
 
+    /// The node's `safe` and `finalized` block numbers (eth_getBlockByNumber with those
+    /// tags, one batch), retried; `None` when the node does not know the tags (an error
+    /// answer or no block: older nodes, chains without finality).
+    pub async fn finality_tags(&self) -> Result<Option<(u64, u64)>, RpcError> {
+        self.retrying("eth_getBlockByNumber", || async {
+            let (node, client) = self.node();
+            let mut batch = client.new_batch();
+            let mut waiters = Vec::with_capacity(2);
+            for tag in ["safe", "finalized"] {
+                let call = batch
+                    .add_call::<_, Option<Block>>("eth_getBlockByNumber", &(tag, false))
+                    .map_err(|e| RpcError::Fatal(format!("cannot encode a batch: {e}")))?;
+                waiters.push(call);
+            }
+            self.timed("eth_getBlockByNumber", node, 2, batch.send()).await?;
+            let mut numbers = Vec::with_capacity(2);
+            for waiter in waiters {
+                match waiter.await.map_err(classify) {
+                    Ok(Some(b)) => numbers.push(b.header.number),
+                    Ok(None) | Err(RpcError::Fatal(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Some((numbers[0], numbers[1])))
+        })
+        .await
+    }
+
     /// One block's header, retried.
     pub async fn block(&self, number: u64) -> Result<BlockRef, RpcError> {
         Ok(self.blocks(&[number]).await?.remove(0))

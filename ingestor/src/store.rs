@@ -356,6 +356,32 @@ impl Store {
         Ok(stats)
     }
 
+    /// Records the chain's safe and finalized blocks for `token`, never lowering them, and
+    /// announces it (streams of final transfers wait for it). Returns what is now stored.
+    pub async fn record_finality(
+        &self,
+        token: Address,
+        safe: u64,
+        finalized: u64,
+    ) -> anyhow::Result<(u64, u64)> {
+        let client = self.pool.get().await.context("connecting to the database")?;
+        let row = client
+            .query_one(
+                "WITH t AS (
+                     UPDATE tokens SET safe_block = greatest(safe_block, $2),
+                                       finalized_block = greatest(finalized_block, $3)
+                     WHERE address = $1
+                     RETURNING safe_block, finalized_block, last_seq)
+                 SELECT safe_block, finalized_block,
+                        pg_notify($4, encode($1, 'hex') || ':' || last_seq)::text
+                 FROM t",
+                &[&token, &(safe as i64), &(finalized as i64), &CHANNEL],
+            )
+            .await
+            .context("recording the finalized block")?;
+        Ok((row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64))
+    }
+
     /// The hash stored for `block`, if the store kept one (blocks with transfers, verified
     /// blocks near the head, and every checkpoint).
     pub async fn block_hash(&self, token: Address, block: u64) -> anyhow::Result<Option<B256>> {
@@ -518,11 +544,8 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM upd), (SELECT count(*)
 /// block numbers and log indexes of rejected logs, $8-$10 numbers, hashes and times of the
 /// blocks to remember (the checkpoint among them). Sequence numbers come staged.
 const APPLY_BATCH: &str = "
-WITH ins AS (
-    INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
-                           from_address, to_address, value, seq)
-    SELECT $1, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq
-    FROM staging_transfers s
+WITH new AS (
+    SELECT * FROM staging_transfers s
     -- Only rows at or below the newest stored block can meet a stored row (a re-read),
     -- so only those are probed: cheaper than ON CONFLICT's speculative insertion of
     -- every row. The newest stored block is one backward step of the primary key.
@@ -530,6 +553,32 @@ WITH ins AS (
                             WHERE t.token = $1)
        OR NOT EXISTS (SELECT 1 FROM transfers t WHERE t.token = $1
                       AND t.block_number = s.block_number AND t.log_index = s.log_index)
+), legs AS (
+    SELECT seq, to_address AS address, value AS delta, block_number, log_index FROM new
+    UNION ALL
+    SELECT seq, from_address, -value, block_number, log_index FROM new
+), start AS (
+    -- Balances before the batch; the zero address's is minus the supply.
+    SELECT a.address, coalesce(b.balance,
+               CASE WHEN a.address = $2 THEN -(SELECT total_supply FROM tokens WHERE address = $1)
+                    ELSE 0 END) AS balance
+    FROM (SELECT DISTINCT address FROM legs) a
+    LEFT JOIN balances b ON b.token = $1 AND b.address = a.address
+), after AS (
+    -- Each address's balance right after each of its transfers (both legs of a transfer
+    -- to oneself are peers, hence DISTINCT).
+    SELECT DISTINCT ON (seq, address) seq, address, balance FROM (
+        SELECT l.seq, l.address,
+               s.balance + sum(l.delta) OVER (PARTITION BY l.address ORDER BY l.block_number, l.log_index) AS balance
+        FROM legs l JOIN start s USING (address)) r
+), ins AS (
+    INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
+                           from_address, to_address, value, seq, from_balance, to_balance)
+    SELECT $1, n.block_number, n.log_index, n.block_hash, n.block_time, n.tx_hash, n.from_address,
+           n.to_address, n.value, n.seq, f.balance, t.balance
+    FROM new n
+    JOIN after f ON f.seq = n.seq AND f.address = n.from_address
+    JOIN after t ON t.seq = n.seq AND t.address = n.to_address
     RETURNING block_number, block_hash, block_time, from_address, to_address, value, seq
 ), moves AS (
     SELECT to_address AS address, value AS delta, block_number FROM ins WHERE to_address <> $2

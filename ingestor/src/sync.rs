@@ -65,13 +65,34 @@ pub struct SyncPolicy {
     pub batch_interval: Duration,
     /// How often to ask for the head when following.
     pub poll_interval: Duration,
-    /// Blocks within this distance of the head are indexed in verified steps and their
-    /// hashes kept; a reorg deeper than this stops the ingestor.
-    pub reorg_window: u64,
+    /// Where the finalized block comes from. Blocks above it are indexed in verified
+    /// steps and their hashes kept; a reorg that would change it stops the ingestor.
+    pub finality: FinalityPolicy,
     /// Index only blocks at least this many blocks below the head.
     pub confirmations: u64,
     /// Draw a progress line on the terminal during long ranges (batch lines go to debug).
     pub draw_progress: bool,
+}
+
+/// Where the finalized and safe blocks come from.
+#[derive(Debug, Clone, Copy)]
+pub struct FinalityPolicy {
+    /// Read the node's `finalized` and `safe` tags (else always use `depth`).
+    pub from_node: bool,
+    /// Without tags: the finalized block is this far below the head, the safe one half as
+    /// far.
+    pub depth: u64,
+}
+
+/// The chain's finality as read at one head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finality {
+    /// The newest block the chain calls safe (unlikely to reorg).
+    pub safe: u64,
+    /// The newest block the chain calls finalized (never reorgs).
+    pub finalized: u64,
+    /// True when the node's tags said so, false when derived from the depth.
+    pub from_node: bool,
 }
 
 /// At most this many blocks in one verified step (one batch of headers).
@@ -94,6 +115,11 @@ pub struct Indexer {
     pub metrics: crate::metrics::Metrics,
     /// Whether the supply mismatch was reported already (once per run is enough).
     pub supply_warned: std::sync::atomic::AtomicBool,
+    /// The safe and finalized blocks last recorded in the store (`None` before the first
+    /// record of this run); no reorg may change a block at or below that finalized one.
+    pub recorded: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Whether the fallback to the finality depth was reported already.
+    pub depth_noted: std::sync::atomic::AtomicBool,
 }
 
 impl Indexer {
@@ -107,6 +133,7 @@ impl Indexer {
         loop {
             let head = self.rpc.head().await.context("reading the chain head")?;
             self.metrics.head(head);
+            let finality = self.finality(head).await?;
             let tip = head.saturating_sub(self.policy.confirmations);
             let end = to.map_or(tip, |t| t.min(tip));
             if next > 0 {
@@ -115,7 +142,8 @@ impl Indexer {
                 next = self.check_tip(next, head).await?;
             }
             if next <= end {
-                let deep_end = end.min(head.saturating_sub(self.policy.reorg_window));
+                // Final blocks cannot change: wide ranges, no parents checked.
+                let deep_end = end.min(finality.finalized);
                 if next <= deep_end {
                     self.index(next..=deep_end).await?;
                     next = deep_end + 1;
@@ -311,10 +339,61 @@ impl Indexer {
         Ok(fork.number + 1)
     }
 
+    /// Reads the chain's finality at `head` (the node's tags, or the configured depth) and
+    /// records it in the store when it moved, so answers and streams "as of finalized"
+    /// move with it. The recorded finalized block never goes back (a lagging node may
+    /// say less).
+    async fn finality(&self, head: u64) -> anyhow::Result<Finality> {
+        use std::sync::atomic::Ordering;
+        let tags = if self.policy.finality.from_node {
+            self.rpc.finality_tags().await.context("reading the finalized and safe blocks")?
+        } else {
+            None
+        };
+        let depth = self.policy.finality.depth;
+        let finality = match tags {
+            Some((safe, finalized)) => Finality { safe, finalized, from_node: true },
+            None => {
+                if self.policy.finality.from_node && !self.depth_noted.swap(true, Ordering::Relaxed)
+                {
+                    info!(
+                        depth,
+                        "the node has no finalized/safe block tags: a block --finality-depth below the head counts as final"
+                    );
+                }
+                Finality {
+                    safe: head.saturating_sub(depth.div_ceil(2)),
+                    finalized: head.saturating_sub(depth),
+                    from_node: false,
+                }
+            }
+        };
+        self.metrics.finality(finality.safe, finality.finalized);
+        let recorded = *self.recorded.lock().expect("finality lock");
+        let (safe, finalized) = match recorded {
+            Some((s, f)) => (finality.safe.max(s), finality.finalized.max(f)),
+            None => (finality.safe, finality.finalized),
+        };
+        if recorded != Some((safe, finalized)) {
+            let (safe, finalized) = crate::store::retrying(&self.rpc.retry_policy(), || {
+                self.store.record_finality(self.token, safe, finalized)
+            })
+            .await?;
+            *self.recorded.lock().expect("finality lock") = Some((safe, finalized));
+            return Ok(Finality { safe, finalized, ..finality });
+        }
+        Ok(Finality { safe, finalized, ..finality })
+    }
+
+    /// The finalized block recorded in the store.
+    fn finalized_floor(&self) -> u64 {
+        self.recorded.lock().expect("finality lock").map_or(0, |(_, f)| f)
+    }
+
     /// The newest stored block that is still on the node's chain, searching down from
-    /// `top`; an error if none is within the reorg window.
+    /// `top`; an error if the fork would be at or below the finalized block.
     async fn find_fork(&self, top: u64) -> anyhow::Result<BlockRef> {
-        let floor = top.saturating_sub(self.policy.reorg_window);
+        let finalized = self.finalized_floor();
         let mut below = top;
         loop {
             let stored = self.store.recent_blocks(self.token, below, 64).await?;
@@ -330,9 +409,8 @@ impl Indexer {
                     return Ok(b);
                 }
                 anyhow::ensure!(
-                    *number >= floor,
-                    "reorg deeper than --reorg-window {}: block {number} changed; refusing to serve data that may be wrong",
-                    self.policy.reorg_window
+                    *number > finalized,
+                    "reorg below the finalized block {finalized}: block {number} changed on the node; refusing to serve data that may be wrong (a misbehaving node, or a broken chain)"
                 );
             }
             below = oldest.saturating_sub(1);

@@ -42,8 +42,14 @@ fn genesis_time() -> u64 {
 }
 
 async fn world(spec: Spec) -> World {
+    world_with(spec, &[]).await
+}
+
+/// A world whose Anvil runs with `anvil_args` (e.g. `--slots-in-an-epoch`, which sets
+/// how far below the head its `safe` and `finalized` blocks are).
+async fn world_with(spec: Spec, anvil_args: &[&str]) -> World {
     tests::init_test_logging();
-    let anvil = Anvil::start(genesis_time()).await.expect("anvil");
+    let anvil = Anvil::start_with(genesis_time(), anvil_args).await.expect("anvil");
     let mut chain = Chain::connect(&anvil.url).await.expect("chain");
     let history = history::build(&mut chain, spec).await.expect("history");
     let db = TestDb::create().await.expect("database");
@@ -186,7 +192,7 @@ impl World {
 /// Ingestor flags for a backfill of many tiny commits (one block per request, one request
 /// in flight, three transfers per batch, verified steps only for the last four blocks):
 /// behind a node with some latency it lasts seconds, so a test can act in its middle.
-const TINY_BATCHES: [&str; 10] = [
+const TINY_BATCHES: [&str; 12] = [
     "--batch-transfers",
     "3",
     "--initial-span",
@@ -195,7 +201,9 @@ const TINY_BATCHES: [&str; 10] = [
     "1",
     "--concurrency",
     "1",
-    "--reorg-window",
+    "--finality-from",
+    "depth",
+    "--finality-depth",
     "4",
 ];
 

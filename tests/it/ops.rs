@@ -155,7 +155,7 @@ async fn a_backfill_draws_progress_on_a_terminal() {
     let head = w.chain.head().await.unwrap();
     let command = |db: &str| {
         format!(
-            "{} --rpc-url {} --database-url {db} --token {} --from {} --to {head} --reorg-window 8 --initial-span 50 --max-span 50 --metrics-listen 127.0.0.1:0 --health-listen 127.0.0.1:0",
+            "{} --rpc-url {} --database-url {db} --token {} --from {} --to {head} --finality-from depth --finality-depth 8 --initial-span 50 --max-span 50 --metrics-listen 127.0.0.1:0 --health-listen 127.0.0.1:0",
             binary("ingestor").display(),
             w.chain.url,
             w.history.token,
@@ -174,7 +174,7 @@ async fn a_backfill_draws_progress_on_a_terminal() {
         text.contains("blocks/s") && text.contains("transfers") && text.contains("ETA"),
         "{text:?}"
     );
-    // The wide range ends --reorg-window blocks below the head (the rest is verified steps).
+    // The wide range ends --finality-depth blocks below the head (the rest is verified steps).
     let deep = head - 8;
     assert!(
         text.contains(&format!("block {deep}/{deep}")),

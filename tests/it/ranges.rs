@@ -15,8 +15,13 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
     // refused again and every wording comes round.
     w.chain.rpc("anvil_mine", serde_json::json!(["0x190"])).await.unwrap();
     // The reference: a direct backfill, with the same reorg window.
-    w.ingest_with(&w.db, w.history.start_block, w.history.end_block, &["--reorg-window", "8"])
-        .await;
+    w.ingest_with(
+        &w.db,
+        w.history.start_block,
+        w.history.end_block,
+        &["--finality-from", "depth", "--finality-depth", "8"],
+    )
+    .await;
 
     let proxy = FaultProxy::start(
         &w.chain.url,
@@ -26,7 +31,13 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
     .unwrap();
     let via_proxy = TestDb::create().await.unwrap();
     let end = w.chain.head().await.unwrap();
-    w.ingest_with(&w.db, w.history.end_block + 1, end, &["--reorg-window", "8"]).await;
+    w.ingest_with(
+        &w.db,
+        w.history.end_block + 1,
+        end,
+        &["--finality-from", "depth", "--finality-depth", "8"],
+    )
+    .await;
     let direct = dump(&w.db).await;
     let (from, to) = (w.history.start_block.to_string(), end.to_string());
     let token = w.history.token.to_string();
@@ -45,7 +56,9 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
             "--concurrency",
             "3",
             // Most blocks are then "deep": fetched in wide, adaptive ranges.
-            "--reorg-window",
+            "--finality-from",
+            "depth",
+            "--finality-depth",
             "8",
         ],
     )
