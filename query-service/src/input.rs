@@ -56,6 +56,64 @@ pub fn addresses(values: &[String]) -> Result<Vec<Address>, QueryError> {
     Ok(out)
 }
 
+/// The moment a holders request asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// The newest indexed block.
+    Latest,
+    /// The chain's safe block.
+    Safe,
+    /// The chain's finalized block.
+    Finalized,
+    /// This block.
+    Block(i64),
+    /// The last block at or before this Unix time.
+    Time(i64),
+}
+
+/// `finality`, `at_block` and `at_time`: at most one of them.
+pub fn at(
+    finality: i32,
+    at_block: Option<u64>,
+    at_time: Option<&prost_types::Timestamp>,
+) -> Result<At, QueryError> {
+    let finality = match proto::pb::Finality::try_from(finality) {
+        Ok(proto::pb::Finality::Latest) => None,
+        Ok(proto::pb::Finality::Safe) => Some(At::Safe),
+        Ok(proto::pb::Finality::Finalized) => Some(At::Finalized),
+        Err(_) => {
+            return Err(QueryError::invalid(
+                "finality",
+                format!("{finality} is none of LATEST (0), SAFE (1), FINALIZED (2)"),
+            ));
+        }
+    };
+    let block = at_block
+        .map(|b| {
+            i64::try_from(b)
+                .map(At::Block)
+                .map_err(|_| QueryError::invalid("at_block", format!("{b} is not a block number")))
+        })
+        .transpose()?;
+    let time = at_time
+        .map(|t| {
+            if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
+                Err(QueryError::invalid("at_time", "must be a time after 1970-01-01T00:00:00Z"))
+            } else {
+                Ok(At::Time(t.seconds))
+            }
+        })
+        .transpose()?;
+    match (finality, block, time) {
+        (None, None, None) => Ok(At::Latest),
+        (Some(a), None, None) | (None, Some(a), None) | (None, None, Some(a)) => Ok(a),
+        _ => Err(QueryError::invalid(
+            "at_block",
+            "set at most one of at_block, at_time and a finality other than LATEST",
+        )),
+    }
+}
+
 /// Where a GetHolders page starts: after this holder in the ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageToken {

@@ -19,9 +19,9 @@ use tonic::{Request, Response, Status};
 
 use crate::cache::{Answers, Key};
 use crate::error::QueryError;
-use crate::input::{self, Cursor, PageToken, TransferPage};
+use crate::input::{self, At, Cursor, PageToken, TransferPage};
 use crate::metrics::Metrics;
-use crate::store::{self, HolderRow, TokenView, TransferFilter};
+use crate::store::{self, HolderRow, Moment, TokenView, TransferFilter};
 use crate::stream::{Feed, Start, transfer_message};
 
 /// The service, over a pool of read connections and the live transfer feed.
@@ -79,7 +79,14 @@ impl Holders {
         };
         let rx = self
             .feed
-            .subscribe(self.pool.clone(), token.address, start, addresses, self.shutdown.clone())
+            .subscribe(
+                self.pool.clone(),
+                token.address,
+                start,
+                addresses,
+                req.finalized_only,
+                self.shutdown.clone(),
+            )
             .await?;
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
@@ -138,14 +145,20 @@ impl Holders {
     async fn top(&self, req: GetTopHoldersRequest) -> Result<HoldersResponse, QueryError> {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
         let wanted = input::token(&req.token)?;
+        let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
         let token = store::token(&tx, wanted).await?;
-        let key = key(&token, limit, "");
+        let moment = moment(&tx, &token, at).await?;
+        let key = key(&token, &moment, limit, "");
         let answer = self
             .ranked_answer(key, async {
-                let rows = store::ranked(&tx, &token, None, limit).await?;
-                Ok(response(&token, rows, Some(0), None))
+                let rows = if moment.latest {
+                    store::ranked(&tx, &token, None, limit).await?
+                } else {
+                    store::ranked_at(&tx, &token, &moment, None, limit).await?
+                };
+                Ok(response(&token, &moment, rows, Some(0), None))
             })
             .await?;
         tx.commit().await?;
@@ -156,6 +169,7 @@ impl Holders {
         let size = input::count("page_size", req.page_size, input::DEFAULT_PAGE)?;
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
+        let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         if !addresses.is_empty() && !req.page_token.is_empty() {
             return Err(QueryError::invalid(
                 "page_token",
@@ -165,20 +179,29 @@ impl Holders {
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
         let token = store::token(&tx, wanted).await?;
+        let moment = moment(&tx, &token, at).await?;
         let answer = if !addresses.is_empty() {
-            let rows = store::lookup(&tx, &token, &addresses).await?;
-            response(&token, rows, None, None)
+            let rows = if moment.latest {
+                store::lookup(&tx, &token, &addresses).await?
+            } else {
+                store::lookup_at(&tx, &token, &moment, &addresses).await?
+            };
+            response(&token, &moment, rows, None, None)
         } else {
             let after = match req.page_token.as_str() {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            self.ranked_answer(key(&token, size, &req.page_token), async {
+            self.ranked_answer(key(&token, &moment, size, &req.page_token), async {
                 let after_row = after.map(|p| (p.balance.to_string(), p.address));
-                let rows = store::ranked(&tx, &token, after_row, size).await?;
+                let rows = if moment.latest {
+                    store::ranked(&tx, &token, after_row, size).await?
+                } else {
+                    store::ranked_at(&tx, &token, &moment, after_row, size).await?
+                };
                 let full = rows.len() as i64 == size;
                 let first_rank = after.map_or(0, |p| p.rank);
-                Ok(response(&token, rows, Some(first_rank), full.then_some(size)))
+                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size)))
             })
             .await?
         };
@@ -205,16 +228,84 @@ impl Holders {
                     indexed_time: timestamp(t.indexed_time),
                     holder_count: t.holder_count.max(0) as u64,
                     transfer_count: t.transfer_count.max(0) as u64,
+                    finalized_block: t.finalized_block.max(0) as u64,
+                    safe_block: t.safe_block.max(0) as u64,
                 })
                 .collect(),
         })
     }
 }
 
+/// The moment `at` names, checked against what the store holds.
+async fn moment(
+    tx: &deadpool_postgres::Transaction<'_>,
+    token: &TokenView,
+    at: At,
+) -> Result<Moment, QueryError> {
+    let block = match at {
+        At::Latest => return Ok(token.latest()),
+        At::Safe | At::Finalized => {
+            let (name, block) = match at {
+                At::Safe => ("safe", token.safe_block),
+                _ => ("finalized", token.finalized_block),
+            };
+            if block < 0 {
+                return Err(QueryError::NotReady(format!(
+                    "the ingestor has not recorded the chain's {name} block yet; ask for LATEST or retry shortly"
+                )));
+            }
+            block
+        }
+        At::Block(b) => {
+            if b > token.indexed_block {
+                return Err(QueryError::invalid(
+                    "at_block",
+                    format!(
+                        "{b} is above the newest indexed block {}; ask for that one or an earlier one",
+                        token.indexed_block
+                    ),
+                ));
+            }
+            if b < token.start_block {
+                return Err(QueryError::invalid(
+                    "at_block",
+                    format!(
+                        "{b} is before block {}, where this token's index starts",
+                        token.start_block
+                    ),
+                ));
+            }
+            b
+        }
+        At::Time(t) => {
+            if t > token.indexed_time {
+                return Err(QueryError::invalid(
+                    "at_time",
+                    format!(
+                        "{t} is after the newest indexed block's time {} (block {}): which block was last at that time is not known yet; ask for an earlier time, or leave at_time unset",
+                        token.indexed_time, token.indexed_block
+                    ),
+                ));
+            }
+            store::block_at_time(tx, token.address, t).await?.ok_or_else(|| {
+                QueryError::invalid(
+                    "at_time",
+                    format!("{t} is before the first indexed block's time"),
+                )
+            })?
+        }
+    };
+    if block >= token.indexed_block {
+        return Ok(token.latest());
+    }
+    store::moment_at(tx, token, block).await
+}
+
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
 /// lookup, which has no ranks); `page_size` is set when a further page may exist.
 fn response(
     token: &TokenView,
+    moment: &Moment,
     rows: Vec<HolderRow>,
     first_rank: Option<u64>,
     page_size: Option<i64>,
@@ -246,13 +337,14 @@ fn response(
         .collect();
     HoldersResponse {
         holders,
-        as_of_block: token.indexed_block.max(0) as u64,
-        as_of_time: timestamp(token.indexed_time),
-        total_supply: token.total_supply.clone(),
+        as_of_block: moment.block.max(0) as u64,
+        as_of_time: timestamp(moment.time),
+        total_supply: moment.total_supply.clone(),
         token: token.address.to_checksum(None),
         next_page_token,
         decimals: u32::from(token.decimals),
         symbol: token.symbol.clone(),
+        as_of_finalized_block: token.finalized_block.min(moment.block).max(0) as u64,
     }
 }
 
@@ -334,14 +426,14 @@ impl HolderService for Holders {
     }
 }
 
-/// The cache key of a ranked answer of `token` in its current state.
-fn key(token: &TokenView, limit: i64, after: &str) -> Key {
+/// The cache key of a ranked answer of `token` in its current state, as of `moment`.
+fn key(token: &TokenView, moment: &Moment, limit: i64, after: &str) -> Key {
     Key {
         token: token.address,
         indexed_block: token.indexed_block,
         last_seq: token.last_seq,
         limit,
-        after: after.to_string(),
+        after: format!("{after}@{}/{}", moment.block, token.finalized_block),
     }
 }
 

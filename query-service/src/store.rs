@@ -45,6 +45,38 @@ pub struct TokenView {
     /// "7 days ago": the newest block with transfers whose time is at least 7 days before
     /// `indexed_time`; transfers after it are the week's changes.
     pub week_ago_block: i64,
+    /// The chain's safe block as the ingestor last recorded it; -1 while unknown.
+    pub safe_block: i64,
+    /// The chain's finalized block as the ingestor last recorded it; -1 while unknown.
+    pub finalized_block: i64,
+}
+
+impl TokenView {
+    /// The answer as of the newest indexed block.
+    pub fn latest(&self) -> Moment {
+        Moment {
+            block: self.indexed_block,
+            time: self.indexed_time,
+            week_ago_block: self.week_ago_block,
+            total_supply: self.total_supply.clone(),
+            latest: true,
+        }
+    }
+}
+
+/// The block an answer is as of, with what it needs of that moment.
+#[derive(Debug, Clone)]
+pub struct Moment {
+    /// The block.
+    pub block: i64,
+    /// Its time (of the newest stored block at or below it), Unix seconds.
+    pub time: i64,
+    /// The newest stored block at least 7 days older than `time`.
+    pub week_ago_block: i64,
+    /// Minted minus burned after `block`, decimal.
+    pub total_supply: String,
+    /// True when `block` is the newest indexed one (the balances table answers).
+    pub latest: bool,
 }
 
 /// One holder's row of an answer.
@@ -98,7 +130,8 @@ macro_rules! token_columns {
                 coalesce((SELECT b.number FROM blocks b
                           WHERE b.token = t.address AND b.time <= t.indexed_time - $1
                           ORDER BY b.time DESC, b.number DESC LIMIT 1),
-                         t.start_block - 1)
+                         t.start_block - 1),
+                t.safe_block, t.finalized_block
          FROM tokens t "
     };
 }
@@ -151,6 +184,8 @@ fn token_view(r: &Row) -> TokenView {
         transfer_count: r.get(9),
         last_seq: r.get(10),
         week_ago_block: r.get(11),
+        safe_block: r.get(12),
+        finalized_block: r.get(13),
     }
 }
 
@@ -252,6 +287,193 @@ pub async fn lookup(
     Ok(rows.iter().map(holder_row).collect())
 }
 
+/// The moment of a past `block` of `token` (at or below its checkpoint): its time, the
+/// block 7 days before it, and the supply then (minus the zero address's balance).
+pub async fn moment_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    block: i64,
+) -> Result<Moment, QueryError> {
+    let stmt = tx
+        .prepare_cached(
+            "WITH m AS (SELECT coalesce((SELECT time FROM blocks WHERE token = $1 AND number <= $2
+                                         ORDER BY number DESC LIMIT 1), 0) AS time)
+             SELECT m.time,
+                    coalesce((SELECT b.number FROM blocks b WHERE b.token = $1 AND b.time <= m.time - $3
+                              ORDER BY b.time DESC, b.number DESC LIMIT 1), $4 - 1),
+                    (-(balance_at($1, $5, $2)).balance)::text
+             FROM m",
+        )
+        .await?;
+    let row = tx
+        .query_one(&stmt, &[&token.address, &block, &WEEK, &token.start_block, &Address::ZERO])
+        .await?;
+    Ok(Moment {
+        block,
+        time: row.get(0),
+        week_ago_block: row.get(1),
+        total_supply: row.get(2),
+        latest: false,
+    })
+}
+
+/// The newest stored block of `token` whose time is at or before `time`: blocks without
+/// transfers are not stored, and balances after them equal those after this one.
+pub async fn block_at_time(
+    tx: &Transaction<'_>,
+    token: Address,
+    time: i64,
+) -> Result<Option<i64>, QueryError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT number FROM blocks WHERE token = $1 AND time <= $2
+             ORDER BY time DESC, number DESC LIMIT 1",
+        )
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&token, &time]).await?.map(|r| r.get(0)))
+}
+
+/// [`with_week!`] for a past moment: the balance 7 days before is one [`balance_at`]
+/// lookup. Parameters: $1 token, $2 week_ago_block, $3 total supply then, $4 limit or
+/// addresses, $5 the moment's block, $6 the zero address, then the inner query's own.
+macro_rules! with_week_at {
+    ($inner:literal) => {
+        concat!(
+            "WITH page AS (",
+            $inner,
+            ")
+            SELECT p.address, p.balance::text, w.ago::text,
+                   coalesce((p.balance * 100 / nullif($3::text::numeric, 0))::float8, 0),
+                   CASE WHEN w.ago = 0 THEN NULL ELSE ((p.balance - w.ago) * 100 / w.ago)::float8 END,
+                   p.last_transfer_block
+            FROM page p
+            CROSS JOIN LATERAL (SELECT CASE
+                WHEN p.last_transfer_block <= $2 OR p.address = $6 THEN p.balance
+                ELSE (balance_at($1, p.address, $2)).balance END AS ago OFFSET 0) w
+            ORDER BY -p.balance, p.address"
+        )
+    };
+}
+
+/// The ranking at block $5 for a recent block: addresses with no transfer after it hold
+/// what they hold now (one walk of balances_rank, skipping the others); those with one
+/// are looked up at $5. Costs the transfers after $5 plus a page. Ranked after
+/// (balance $7, address $8).
+const RANKED_AT_RECENT: &str = with_week_at!(
+    "WITH moved AS MATERIALIZED (
+        SELECT from_address AS address FROM transfers WHERE token = $1 AND block_number > $5
+        UNION
+        SELECT to_address FROM transfers WHERE token = $1 AND block_number > $5
+     ), past AS (
+        SELECT m.address, b.balance, b.last_block AS last_transfer_block
+        FROM moved m CROSS JOIN LATERAL balance_at($1, m.address, $5) b
+        WHERE m.address <> $6
+     )
+     SELECT * FROM (
+        (SELECT address, balance, last_transfer_block FROM balances
+         WHERE token = $1 AND balance > 0 AND address NOT IN (SELECT address FROM moved)
+           AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+         ORDER BY -balance, address LIMIT $4)
+        UNION ALL
+        (SELECT address, balance, last_transfer_block FROM past
+         WHERE balance > 0 AND (-balance, address) > (-($7::text::numeric), $8::bytea))
+     ) u ORDER BY -balance, address LIMIT $4"
+);
+
+/// The ranking at block $5 for an old block: each address's newest transfer at or
+/// before it carries its balance then. Costs the transfers up to $5.
+const RANKED_AT_OLD: &str = with_week_at!(
+    "WITH legs AS (
+        SELECT from_address AS address, block_number, log_index, from_balance AS balance
+        FROM transfers WHERE token = $1 AND block_number <= $5
+        UNION ALL
+        SELECT to_address, block_number, log_index, to_balance
+        FROM transfers WHERE token = $1 AND block_number <= $5
+     ), last AS (
+        SELECT DISTINCT ON (address) address, balance, block_number AS last_transfer_block
+        FROM legs ORDER BY address, block_number DESC, log_index DESC
+     )
+     SELECT address, balance, last_transfer_block FROM last
+     WHERE balance > 0 AND address <> $6 AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+     ORDER BY -balance, address LIMIT $4"
+);
+
+/// The holders at addresses $4 at block $5: one [`balance_at`] lookup each.
+const LOOKUP_AT: &str = with_week_at!(
+    "SELECT q.address,
+            CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
+            CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
+     FROM unnest($4::bytea[]) AS q(address)
+     CROSS JOIN LATERAL balance_at($1, q.address, $5) b"
+);
+
+/// Above any uint256: the cursor before the first holder.
+const ABOVE_ALL: &str =
+    "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+
+/// The ranking of `token` at a past moment, from the start or after `after`. Reads
+/// whichever side of the moment holds fewer transfers.
+pub async fn ranked_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    at: &Moment,
+    after: Option<(String, Address)>,
+    limit: i64,
+) -> Result<Vec<HolderRow>, QueryError> {
+    let half = token.transfer_count / 2 + 1;
+    let stmt = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM transfers WHERE token = $1 AND block_number > $2 LIMIT $3) t",
+        )
+        .await?;
+    let newer: i64 = tx.query_one(&stmt, &[&token.address, &at.block, &half]).await?.get(0);
+    let sql = if newer < half { RANKED_AT_RECENT } else { RANKED_AT_OLD };
+    let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
+    // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
+    let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };
+    let stmt = tx.prepare_cached(sql).await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &token.address,
+                &at.week_ago_block,
+                &at.total_supply,
+                &limit,
+                &at.block,
+                &Address::ZERO,
+                &balance,
+                &address,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(holder_row).collect())
+}
+
+/// The holders at `addresses` at a past moment, zero balances included, ranking order.
+pub async fn lookup_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    at: &Moment,
+    addresses: &[Address],
+) -> Result<Vec<HolderRow>, QueryError> {
+    let stmt = tx.prepare_cached(LOOKUP_AT).await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &token.address,
+                &at.week_ago_block,
+                &at.total_supply,
+                &addresses,
+                &at.block,
+                &Address::ZERO,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(holder_row).collect())
+}
+
 fn holder_row(r: &Row) -> HolderRow {
     HolderRow {
         address: r.get(0),
@@ -304,6 +526,15 @@ pub struct TransferRow {
     pub to: Address,
     /// Amount, decimal.
     pub value: String,
+    /// Whether its block is final (and it is still stored).
+    pub finalized: bool,
+}
+
+/// SQL: whether a transfer of token $1 in block `block_number` is final.
+macro_rules! is_final {
+    () => {
+        "block_number <= (SELECT least(finalized_block, indexed_block) FROM tokens WHERE address = $1)"
+    };
 }
 
 fn transfer_row(r: &Row, at: usize) -> TransferRow {
@@ -316,6 +547,7 @@ fn transfer_row(r: &Row, at: usize) -> TransferRow {
         from: r.get(at + 5),
         to: r.get(at + 6),
         value: r.get(at + 7),
+        finalized: r.get(at + 8),
     }
 }
 
@@ -329,29 +561,74 @@ pub async fn events_after(
     limit: i64,
     addresses: &[Address],
 ) -> Result<Vec<EventRow>, QueryError> {
-    const SQL: &str = "
-        SELECT seq, removed, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+    const SQL: &str = concat!(
+        "SELECT seq, removed, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text,
+                kept AND ",
+        is_final!(),
+        "
         FROM (
-            SELECT seq, false AS removed, block_number, log_index, block_hash, block_time, tx_hash,
+            SELECT seq, false AS removed, true AS kept, block_number, log_index, block_hash, block_time, tx_hash,
                    from_address, to_address, value
             FROM transfers WHERE token = $1 AND seq > $2
             UNION ALL
-            SELECT seq, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+            SELECT seq, false, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
             FROM removed_transfers WHERE token = $1 AND seq > $2
             UNION ALL
-            SELECT removed_seq, true, block_number, log_index, block_hash, block_time, tx_hash,
+            SELECT removed_seq, true, false, block_number, log_index, block_hash, block_time, tx_hash,
                    from_address, to_address, value
             FROM removed_transfers WHERE token = $1 AND removed_seq > $2
         ) e
         WHERE cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4)
         ORDER BY seq
-        LIMIT $3";
+        LIMIT $3"
+    );
     let stmt = client.prepare_cached(SQL).await?;
     let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
     Ok(rows
         .iter()
         .map(|r| EventRow { seq: r.get(0), removed: r.get(1), transfer: transfer_row(r, 2) })
         .collect())
+}
+
+/// Final transfers of `token` after sequence number `after`, in order, at most `limit`;
+/// only those touching `addresses` when it is not empty. Stored transfers' numbers grow
+/// with the chain and a final one is never removed, so a stream of these never goes back.
+pub async fn final_after(
+    client: &deadpool_postgres::Object,
+    token: Address,
+    after: i64,
+    limit: i64,
+    addresses: &[Address],
+) -> Result<Vec<EventRow>, QueryError> {
+    const SQL: &str = concat!(
+        "SELECT seq, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text, true
+         FROM transfers
+         WHERE token = $1 AND seq > $2 AND ",
+        is_final!(),
+        "
+           AND (cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4))
+         ORDER BY seq LIMIT $3"
+    );
+    let stmt = client.prepare_cached(SQL).await?;
+    let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventRow { seq: r.get(0), removed: r.get(1), transfer: transfer_row(r, 2) })
+        .collect())
+}
+
+/// The sequence number of `token`'s newest final transfer (0 when none): where a stream
+/// of final transfers "from now" starts.
+pub async fn last_final_seq(
+    client: &deadpool_postgres::Object,
+    token: Address,
+) -> Result<i64, QueryError> {
+    const SQL: &str = concat!(
+        "SELECT coalesce((SELECT seq FROM transfers WHERE token = $1 AND ",
+        is_final!(),
+        " ORDER BY block_number DESC, log_index DESC LIMIT 1), 0)"
+    );
+    Ok(client.query_one(SQL, &[&token]).await?.get(0))
 }
 
 /// The token's newest sequence number.
@@ -406,14 +683,21 @@ pub struct TransferFilter {
 }
 
 /// ListTransfers without an address: $1 token, $2..$3 blocks, before ($4, $5), $6 limit.
-const LIST_ALL: &str = "
-    SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+const LIST_ALL: &str = concat!(
+    "
+    SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text, ",
+    is_final!(),
+    "
     FROM transfers
     WHERE token = $1 AND block_number BETWEEN $2 AND $3 AND (block_number, log_index) < ($4, $5)
-    ORDER BY block_number DESC, log_index DESC LIMIT $6";
+    ORDER BY block_number DESC, log_index DESC LIMIT $6"
+);
 /// ListTransfers of one address ($7): as sender and as receiver, one page each, merged.
-const LIST_ONE: &str = "
-    SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text
+const LIST_ONE: &str = concat!(
+    "
+    SELECT block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value::text, ",
+    is_final!(),
+    "
     FROM (
         (SELECT * FROM transfers
          WHERE token = $1 AND from_address = $7 AND block_number BETWEEN $2 AND $3
@@ -425,7 +709,8 @@ const LIST_ONE: &str = "
            AND (block_number, log_index) < ($4, $5)
          ORDER BY block_number DESC, log_index DESC LIMIT $6)
     ) t
-    ORDER BY block_number DESC, log_index DESC LIMIT $6";
+    ORDER BY block_number DESC, log_index DESC LIMIT $6"
+);
 
 /// The SQL of ListTransfers, for EXPLAIN in tests.
 pub const TRANSFER_QUERIES: [(&str, &str); 2] = [("all", LIST_ALL), ("one", LIST_ONE)];

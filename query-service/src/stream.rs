@@ -77,6 +77,7 @@ pub fn transfer_message(t: &TransferRow) -> Transfer {
         from: t.from.to_checksum(None),
         to: t.to.to_checksum(None),
         value: t.value.clone(),
+        finalized: t.finalized,
     }
 }
 
@@ -195,13 +196,15 @@ impl Feed {
     }
 
     /// Starts one subscriber's stream of `token` events after `start`, touching `addresses`
-    /// (all when empty). RESOURCE_EXHAUSTED past the stream limit.
+    /// (all when empty); with `finalized_only`, final transfers only, each once its block
+    /// is final. RESOURCE_EXHAUSTED past the stream limit.
     pub async fn subscribe(
         &self,
         pool: Pool,
         token: Address,
         start: Start,
         addresses: Vec<Address>,
+        finalized_only: bool,
         shutdown: CancellationToken,
     ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, Status> {
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
@@ -216,11 +219,24 @@ impl Feed {
         let after = match start {
             Start::After(seq) => seq,
             Start::Block(block) => store::seq_before_block(&db, token, block).await?,
+            Start::Now if finalized_only => store::last_final_seq(&db, token).await?,
             Start::Now => store::last_seq(&db, token).await?,
         };
         drop(db);
         let (out, rx) = mpsc::channel(64);
         let metrics = self.metrics.clone();
+        if finalized_only {
+            tokio::spawn(async move {
+                let _permit = permit;
+                metrics.active_streams.inc();
+                let mut sub = FinalSubscriber { pool, token, addresses, seen: after, out, live };
+                if let Err(status) = sub.run(shutdown).await {
+                    let _ = sub.out.send(Err(status)).await;
+                }
+                metrics.active_streams.dec();
+            });
+            return Ok(rx);
+        }
         tokio::spawn(async move {
             let _permit = permit;
             metrics.active_streams.inc();
@@ -366,6 +382,52 @@ impl Subscriber {
             if !full {
                 self.seen = self.seen.max(newest);
                 return Ok(true);
+            }
+        }
+    }
+}
+
+/// A stream of final transfers: it sends what became final since the last look, then
+/// waits for the next commit or finality change (or a second, whichever comes first).
+struct FinalSubscriber {
+    pool: Pool,
+    token: Address,
+    addresses: Vec<Address>,
+    /// The sequence number of the last final transfer sent (or filtered out).
+    seen: i64,
+    out: mpsc::Sender<Result<TransferEvent, Status>>,
+    live: broadcast::Receiver<Arc<Event>>,
+}
+
+impl FinalSubscriber {
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Status> {
+        loop {
+            loop {
+                let db = self.pool.get().await.map_err(crate::error::QueryError::from)?;
+                let rows =
+                    store::final_after(&db, self.token, self.seen, PAGE, &self.addresses).await?;
+                drop(db);
+                let full = rows.len() as i64 == PAGE;
+                for row in rows {
+                    self.seen = row.seq;
+                    let message = Event::new(self.token, row).message.expect("an event");
+                    if self.out.send(Ok(message)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            // Any commit of any token, a lag, or a second: look again. The ingestor
+            // records finality without new events, so the second bounds the delay.
+            tokio::select! {
+                () = self.out.closed() => return Ok(()),
+                () = shutdown.cancelled() => return Err(Status::unavailable("the server is shutting down; resume with your last cursor")),
+                r = self.live.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                    return Err(Status::unavailable("the feed stopped"));
+                },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }

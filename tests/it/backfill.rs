@@ -24,7 +24,7 @@ async fn every_balance_matches_the_chain() {
 
     let holders = all_holders(&qs, 7).await;
     let top = client
-        .get_top_holders(GetTopHoldersRequest { limit: 10_000, token: String::new() })
+        .get_top_holders(GetTopHoldersRequest { limit: 10_000, ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -18,7 +18,11 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut c = qs.client().await.unwrap();
 
-    let top = |limit, token: &str| GetTopHoldersRequest { limit, token: token.into() };
+    let top = |limit, token: &str| GetTopHoldersRequest {
+        limit,
+        token: token.into(),
+        ..Default::default()
+    };
     let cases_top = [
         (top(10_001, ""), "limit"),
         (top(5, "0x1234"), "token"),
@@ -217,14 +221,29 @@ async fn hostile_requests_get_a_clear_answer() {
         proptest::collection::vec(hostile(), 0..4),
         prop_oneof![Just(0u32), 1u32..20_000, Just(u32::MAX)],
         proptest::option::of(any::<u64>()),
+        (
+            prop_oneof![Just(0i32), Just(1), Just(2), any::<i32>()],
+            proptest::option::of(any::<i64>()),
+            any::<bool>(),
+        ),
     );
     let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
     tokio::task::block_in_place(|| {
-        runner.run(&requests, |(a, b, addresses, n, block)| {
+        runner.run(&requests, |(a, b, addresses, n, block, (finality, time, at))| {
+            let at_time = time.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
+            // Half the requests name a moment (a block, a time, a finality, or several).
+            let at_block = if at { block } else { None };
             let mut c = client.clone();
             handle.block_on(async {
-                let r =
-                    c.get_top_holders(GetTopHoldersRequest { limit: n, token: a.clone() }).await;
+                let r = c
+                    .get_top_holders(GetTopHoldersRequest {
+                        limit: n,
+                        token: a.clone(),
+                        finality,
+                        at_block,
+                        at_time,
+                    })
+                    .await;
                 check("GetTopHolders", r.map(drop))?;
                 let r = c
                     .get_holders(GetHoldersRequest {
@@ -232,6 +251,9 @@ async fn hostile_requests_get_a_clear_answer() {
                         page_token: b.clone(),
                         addresses: addresses.clone(),
                         token: a.clone(),
+                        finality,
+                        at_block,
+                        at_time,
                     })
                     .await;
                 check("GetHolders", r.map(drop))?;
@@ -252,6 +274,7 @@ async fn hostile_requests_get_a_clear_answer() {
                         from_block: block,
                         addresses: addresses.clone(),
                         token: a.clone(),
+                        finalized_only: at,
                     })
                     .await;
                 check("StreamTransfers", r.map(drop))

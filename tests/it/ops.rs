@@ -128,9 +128,9 @@ async fn health_metrics_and_the_writer_lock() {
     wait_health(listen, "", 1, Duration::from_secs(10)).await;
     assert_eq!(health(listen, "liveness").await, 1);
     let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
-    client.get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() }).await.unwrap();
+    client.get_top_holders(GetTopHoldersRequest { limit: 3, ..Default::default() }).await.unwrap();
     client
-        .get_top_holders(GetTopHoldersRequest { limit: 20_000, token: String::new() })
+        .get_top_holders(GetTopHoldersRequest { limit: 20_000, ..Default::default() })
         .await
         .unwrap_err();
     let _stream = client.stream_transfers(StreamTransfersRequest::default()).await.unwrap();

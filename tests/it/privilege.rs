@@ -22,7 +22,7 @@ async fn the_query_service_reads_as_a_role_that_cannot_write() {
     let qs = QueryService::start(&reader_url).await.unwrap();
     let mut client = qs.client().await.unwrap();
     let top = client
-        .get_top_holders(GetTopHoldersRequest { limit: 5, token: String::new() })
+        .get_top_holders(GetTopHoldersRequest { limit: 5, ..Default::default() })
         .await
         .expect("GetTopHolders as holders_reader")
         .into_inner();
@@ -149,7 +149,7 @@ async fn passwords_and_api_keys_never_reach_the_logs() {
     let serving = async {
         let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
         client
-            .get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() })
+            .get_top_holders(GetTopHoldersRequest { limit: 3, ..Default::default() })
             .await
             .unwrap();
     };
@@ -253,7 +253,7 @@ async fn with_tls_on_a_plaintext_client_is_refused() {
     };
     let mut client = proto::pb::holder_service_client::HolderServiceClient::new(channel);
     let top = client
-        .get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() })
+        .get_top_holders(GetTopHoldersRequest { limit: 3, ..Default::default() })
         .await
         .expect("an answer over TLS");
     assert_eq!(top.into_inner().holders.len(), 3);
@@ -264,7 +264,7 @@ async fn with_tls_on_a_plaintext_client_is_refused() {
             "http://{listen}"
         ))
         .await?;
-        c.get_top_holders(GetTopHoldersRequest { limit: 3, token: String::new() }).await?;
+        c.get_top_holders(GetTopHoldersRequest { limit: 3, ..Default::default() }).await?;
         anyhow::Ok(())
     };
     let refused =

@@ -151,7 +151,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
     assert_eq!(rows as u64, w.history.transfers + sent, "every transfer stored once");
     let mut client = qs.client().await.unwrap();
     let top = client
-        .get_top_holders(proto::pb::GetTopHoldersRequest { limit: 3, token: String::new() })
+        .get_top_holders(proto::pb::GetTopHoldersRequest { limit: 3, ..Default::default() })
         .await
         .expect("answers after the restart");
     assert_eq!(top.into_inner().holders.len(), 3);

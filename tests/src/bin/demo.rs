@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     let top = grpc
-        .get_top_holders(GetTopHoldersRequest { limit: 10, token: String::new() })
+        .get_top_holders(GetTopHoldersRequest { limit: 10, ..Default::default() })
         .await?
         .into_inner();
     println!(

@@ -322,7 +322,11 @@ async fn run(
                 }
                 let rows = match kind {
                     Kind::Top100 => client
-                        .get_top_holders(GetTopHoldersRequest { limit: 100, token: token.clone() })
+                        .get_top_holders(GetTopHoldersRequest {
+                            limit: 100,
+                            token: token.clone(),
+                            ..Default::default()
+                        })
                         .await?
                         .into_inner()
                         .holders
