@@ -482,10 +482,19 @@ impl Rpc {
             self.timed("eth_getBlockByNumber", node, 2, batch.send()).await?;
             let mut numbers = Vec::with_capacity(2);
             for waiter in waiters {
-                match waiter.await.map_err(classify) {
+                match waiter.await {
                     Ok(Some(b)) => numbers.push(b.header.number),
-                    Ok(None) | Err(RpcError::Fatal(_)) => return Ok(None),
-                    Err(e) => return Err(e),
+                    Ok(None) => return Ok(None),
+                    Err(e) => {
+                        // An error answer that is not a rate limit: the node does not
+                        // know the tag (geth before the Merge: "invalid argument 0").
+                        let answered = e.as_error_resp().is_some();
+                        match classify(e) {
+                            e @ RpcError::RateLimited { .. } => return Err(e),
+                            _ if answered => return Ok(None),
+                            e => return Err(e),
+                        }
+                    }
                 }
             }
             Ok(Some((numbers[0], numbers[1])))

@@ -404,14 +404,19 @@ impl Indexer {
             };
             let numbers: Vec<u64> = stored.iter().map(|b| b.0).collect();
             let node = self.rpc.blocks_if_known(&numbers).await?;
+            let changed = |n: u64| {
+                format!(
+                    "reorg below the finalized block {finalized}: block {n} changed on the node; refusing to serve data that may be wrong (a misbehaving node, or a broken chain)"
+                )
+            };
             for ((number, hash), on_node) in stored.iter().zip(node) {
                 if let Some(b) = on_node.filter(|b| b.hash == *hash) {
+                    // Every block above the finalized one is stored, so a fork found below
+                    // it means a block at or below it changed.
+                    anyhow::ensure!(b.number >= finalized, "{}", changed(b.number + 1));
                     return Ok(b);
                 }
-                anyhow::ensure!(
-                    *number > finalized,
-                    "reorg below the finalized block {finalized}: block {number} changed on the node; refusing to serve data that may be wrong (a misbehaving node, or a broken chain)"
-                );
+                anyhow::ensure!(*number > finalized, "{}", changed(*number));
             }
             below = oldest.saturating_sub(1);
         }

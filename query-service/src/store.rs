@@ -300,7 +300,7 @@ pub async fn moment_at(
                                          ORDER BY number DESC LIMIT 1), 0) AS time)
              SELECT m.time,
                     coalesce((SELECT b.number FROM blocks b WHERE b.token = $1 AND b.time <= m.time - $3
-                              ORDER BY b.time DESC, b.number DESC LIMIT 1), $4 - 1),
+                              ORDER BY b.time DESC, b.number DESC LIMIT 1), $4::bigint - 1),
                     (-(balance_at($1, $5, $2)).balance)::text
              FROM m",
         )

@@ -3,10 +3,12 @@
 
 mod backfill;
 mod faults;
+mod finality;
 mod follow;
 mod grpc;
 mod kills;
 mod ops;
+mod past;
 mod plans;
 mod privilege;
 mod ranges;

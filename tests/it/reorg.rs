@@ -1,6 +1,6 @@
 //! Reorgs while following: the orphaned branch's transfers leave the store (kept as
 //! removals), the new branch's come in, and every balance equals balanceOf on the new
-//! chain. A reorg deeper than the window stops the ingestor instead.
+//! chain. A reorg that would change a finalized block stops the ingestor instead.
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +9,10 @@ use tests::chain::Chain;
 use tests::db::TestDb;
 use tokio_util::sync::CancellationToken;
 
-use crate::{send, small, world};
+use crate::{send, small, world, world_with};
 
 /// Waits until the store's checkpoint is the node's head block, same hash.
-async fn wait_synced(chain: &Chain, db: &TestDb) -> u64 {
+pub(crate) async fn wait_synced(chain: &Chain, db: &TestDb) -> u64 {
     let c = db.client().await.unwrap();
     let started = Instant::now();
     loop {
@@ -122,29 +122,79 @@ async fn a_reorg_replaces_the_orphaned_transfers() {
     running.await.unwrap().unwrap();
 }
 
+/// With Anvil's finality two blocks per epoch (safe = head - 2, finalized = head - 4): a
+/// reorg above the finalized block is rolled back; one that rewrites a finalized block
+/// stops the ingestor, and nothing final is taken back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reorg_deeper_than_the_window_stops_the_ingestor() {
-    let mut w = world(small(11)).await;
+async fn a_reorg_above_the_finalized_block_is_rolled_back_and_none_below_it_accepted() {
+    let mut w = world_with(small(11), &["--slots-in-an-epoch", "2"]).await;
     let stop = CancellationToken::new();
-    let running = w.follow(&["--poll-interval", "50ms", "--reorg-window", "2"], stop.clone());
+    let running = w.follow(&["--poll-interval", "50ms"], stop.clone());
     wait_synced(&w.chain, &w.db).await;
+    let c = w.db.client().await.unwrap();
+
+    // Above the finalized block: a one-block reorg.
     let snapshot = w.chain.snapshot().await.unwrap();
-    for i in 0..4 {
-        send(&mut w.chain, &w.history, i, i + 1, 5).await;
+    let orphan = send(&mut w.chain, &w.history, 0, 1, 111).await;
+    w.chain.mine(12).await.unwrap();
+    wait_synced(&w.chain, &w.db).await;
+    assert_eq!(w.stored_from_tx(orphan).await, 1);
+    w.chain.revert(snapshot).await.unwrap();
+    let kept = send(&mut w.chain, &w.history, 2, 3, 222).await;
+    w.chain.mine(13).await.unwrap();
+    w.chain.mine(13).await.unwrap();
+    let head = wait_synced(&w.chain, &w.db).await;
+    assert_eq!((w.stored_from_tx(orphan).await, w.stored_from_tx(kept).await), (0, 1));
+    w.assert_balances_at(head).await;
+
+    // A transfer becomes final (six blocks later, finalized = head - 4)...
+    let snapshot = w.chain.snapshot().await.unwrap();
+    let deep = send(&mut w.chain, &w.history, 4, 5, 333).await;
+    w.chain.mine(12).await.unwrap();
+    for _ in 0..6 {
         w.chain.mine(12).await.unwrap();
     }
-    wait_synced(&w.chain, &w.db).await;
+    let head = wait_synced(&w.chain, &w.db).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (finalized, deep_block) = loop {
+        let row = c
+            .query_one(
+                "SELECT k.finalized_block, t.block_number, t.final
+                 FROM transfers_finality t JOIN tokens k ON k.address = t.token
+                 WHERE t.tx_hash = $1",
+                &[&deep],
+            )
+            .await
+            .unwrap();
+        let (f, b, is_final): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));
+        if is_final {
+            break (f, b);
+        }
+        assert!(Instant::now() < deadline, "block {b} never became final (finalized {f})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(finalized as u64, head - 4, "Anvil's finalized tag");
+    assert!(deep_block <= finalized);
+
+    // ...then the node rewrites its block: refused, and the final transfer stays.
     w.chain.revert(snapshot).await.unwrap();
-    for _ in 0..5 {
-        send(&mut w.chain, &w.history, 8, 9, 7).await;
+    for _ in 0..10 {
+        send(&mut w.chain, &w.history, 6, 7, 444).await;
         w.chain.mine(13).await.unwrap();
     }
     let result = tokio::time::timeout(Duration::from_secs(20), running)
         .await
         .expect("the ingestor stops")
         .unwrap();
-    let err = format!("{:#}", result.expect_err("a deep reorg is an error"));
-    assert!(err.contains("deeper than --reorg-window 2"), "{err}");
+    let err = format!("{:#}", result.expect_err("a reorg of a final block is an error"));
+    assert!(err.contains("reorg below the finalized block"), "{err}");
+    assert_eq!(w.stored_from_tx(deep).await, 1, "a final transfer is never taken back");
+    let removed: i64 = c
+        .query_one("SELECT count(*) FROM removed_transfers WHERE tx_hash = $1", &[&deep])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 0);
 }
 
 /// A reorg while the ingestor is down, noticed at restart even though the restart is

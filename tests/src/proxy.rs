@@ -35,6 +35,9 @@ pub struct Rules {
     /// Drop the last log of every non-empty `eth_getLogs` answer: a provider that
     /// truncates silently.
     pub truncate_logs: bool,
+    /// Refuse eth_getBlockByNumber with the `safe` and `finalized` tags, as nodes from
+    /// before the Merge do.
+    pub no_finality_tags: bool,
 }
 
 impl Default for Rules {
@@ -47,6 +50,7 @@ impl Default for Rules {
             stall: Duration::from_secs(3),
             latency: Duration::ZERO,
             truncate_logs: false,
+            no_finality_tags: false,
         }
     }
 }
@@ -344,6 +348,42 @@ async fn handle(
             _ => {}
         }
         return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
+    }
+    if state.rules.no_finality_tags
+        && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
+    {
+        let tagged = |call: &Value| {
+            call["method"] == "eth_getBlockByNumber"
+                && matches!(call["params"][0].as_str(), Some("safe" | "finalized"))
+        };
+        let refuse = |a: &mut Value| {
+            if let Some(o) = a.as_object_mut() {
+                o.remove("result");
+                o.insert(
+                    "error".into(),
+                    json!({"code": -32602, "message": "invalid argument 0: hex string without 0x prefix"}),
+                );
+            }
+        };
+        let mut refused = false;
+        match (&request, &mut answer) {
+            (Value::Array(calls), Value::Array(answers)) => {
+                for a in answers.iter_mut() {
+                    if calls.iter().any(|c| c["id"] == a["id"] && tagged(c)) {
+                        refuse(a);
+                        refused = true;
+                    }
+                }
+            }
+            (call, a) if tagged(call) => {
+                refuse(a);
+                refused = true;
+            }
+            _ => {}
+        }
+        if refused {
+            return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
+        }
     }
     if is_get_logs
         && state.rules.truncate_logs
