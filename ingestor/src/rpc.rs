@@ -33,6 +33,41 @@ sol! {
     }
 }
 
+sol! {
+    /// Multicall3's batch call (github.com/mds1/multicall): many calls in one eth_call.
+    interface IMulticall3 {
+        struct Call3 { address target; bool allowFailure; bytes callData; }
+        struct Result { bool success; bytes returnData; }
+        function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory returnData);
+    }
+}
+
+/// Where Multicall3 lives on every chain that has it (deployed by a keyless transaction).
+pub const MULTICALL3: Address =
+    alloy_primitives::address!("0xcA11bde05977b3631167028862bE2a173976CA11");
+
+/// balanceOf calls per Multicall3 eth_call: ~3k gas each, far below any node's call cap.
+const MULTICALL_CHUNK: usize = 500;
+
+/// How a batch of balanceOf calls reached the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPath {
+    /// Multicall3's aggregate3, many calls per eth_call.
+    Multicall3,
+    /// JSON-RPC batches of single eth_calls.
+    Batches,
+}
+
+impl CallPath {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallPath::Multicall3 => "multicall3",
+            CallPath::Batches => "json-rpc batches",
+        }
+    }
+}
+
 /// The Transfer event's topic 0.
 pub const TRANSFER_TOPIC: B256 = IERC20::Transfer::SIGNATURE_HASH;
 
@@ -551,9 +586,88 @@ impl Rpc {
         }
     }
 
-    /// `balanceOf(holder)` of `token` at `block` for each holder, in JSON-RPC batches
-    /// (sized to the rate limit), retried.
+    /// `balanceOf(holder)` of `token` at `block` for each holder, retried: through
+    /// Multicall3 where the chain has it at its canonical address at that block, else (or
+    /// if it fails) in JSON-RPC batches sized to the rate limit. Returns the path taken.
     pub async fn balances_at(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> Result<(Vec<U256>, CallPath), RpcError> {
+        if self.has_multicall3(block).await? {
+            match self.balances_via_multicall(token, holders, block).await {
+                Ok(values) => return Ok((values, CallPath::Multicall3)),
+                Err(RpcError::Fatal(e)) => {
+                    warn!(error = %e, "Multicall3 failed; falling back to JSON-RPC batches");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.balances_in_batches(token, holders, block).await?, CallPath::Batches))
+    }
+
+    /// Whether Multicall3 has code at its canonical address at `block`.
+    pub async fn has_multicall3(&self, block: u64) -> Result<bool, RpcError> {
+        let tag = format!("{block:#x}");
+        let code: Bytes = self
+            .retrying("eth_getCode", || async {
+                let (node, client) = self.node();
+                self.timed(
+                    "eth_getCode",
+                    node,
+                    1,
+                    client.request("eth_getCode", (MULTICALL3, &tag)),
+                )
+                .await
+            })
+            .await?;
+        Ok(!code.is_empty())
+    }
+
+    /// balanceOf through Multicall3's aggregate3, [`MULTICALL_CHUNK`] holders per eth_call.
+    async fn balances_via_multicall(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> Result<Vec<U256>, RpcError> {
+        let tag = format!("{block:#x}");
+        let mut out = Vec::with_capacity(holders.len());
+        for chunk in holders.chunks(MULTICALL_CHUNK) {
+            let calls = chunk
+                .iter()
+                .map(|h| IMulticall3::Call3 {
+                    target: token,
+                    allowFailure: true,
+                    callData: IERC20::balanceOfCall { account: *h }.abi_encode().into(),
+                })
+                .collect();
+            let results =
+                self.call_decoded(MULTICALL3, &tag, IMulticall3::aggregate3Call { calls }).await?;
+            if results.len() != chunk.len() {
+                return Err(RpcError::Fatal(format!(
+                    "Multicall3 answered {} results for {} calls",
+                    results.len(),
+                    chunk.len()
+                )));
+            }
+            for (holder, r) in chunk.iter().zip(results) {
+                let value = r
+                    .success
+                    .then(|| IERC20::balanceOfCall::abi_decode_returns(&r.returnData).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        RpcError::Fatal(format!("balanceOf({holder}) failed inside Multicall3"))
+                    })?;
+                out.push(value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// balanceOf in JSON-RPC batches (sized to the rate limit), retried.
+    async fn balances_in_batches(
         &self,
         token: Address,
         holders: &[Address],

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::metrics::Metrics;
-use crate::rpc::Rpc;
+use crate::rpc::{CallPath, Rpc};
 use crate::store::Store;
 
 /// A holder whose stored balance is not the chain's.
@@ -43,6 +43,8 @@ pub struct Report {
     pub chain_supply: Option<U256>,
     /// Every holder whose balance differs.
     pub mismatches: Vec<Mismatch>,
+    /// How the balanceOf calls went: Multicall3 or JSON-RPC batches.
+    pub via: CallPath,
 }
 
 impl Report {
@@ -64,12 +66,13 @@ impl Report {
             None => "no totalSupply()".to_string(),
         };
         format!(
-            "verify {} at block {}: {}; {} of {} holders checked, {} mismatched; Σ balances {}, indexed supply {}, {supply}{}",
+            "verify {} at block {}: {}; {} of {} holders checked (via {}), {} mismatched; Σ balances {}, indexed supply {}, {supply}{}",
             self.token,
             self.block,
             if self.matches() { "OK" } else { "MISMATCH" },
             self.checked,
             self.rows,
+            self.via.name(),
             self.mismatches.len(),
             self.sum,
             self.stored_supply,
@@ -85,6 +88,7 @@ impl Report {
             "ok": self.matches(),
             "checked": self.checked,
             "holders": self.rows,
+            "via": self.via.name(),
             "supply": {
                 "sum_of_balances": self.sum,
                 "indexed": self.stored_supply,
@@ -121,7 +125,7 @@ pub async fn verify(
     let chain_supply =
         rpc.total_supply(token, block).await.context("reading totalSupply() at the checkpoint")?;
     let holders: Vec<Address> = snap.balances.iter().map(|(a, _)| *a).collect();
-    let on_chain = rpc
+    let (on_chain, via) = rpc
         .balances_at(token, &holders, block)
         .await
         .with_context(|| format!("reading balanceOf at block {block}"))?;
@@ -145,6 +149,7 @@ pub async fn verify(
         sum: snap.sum,
         chain_supply,
         mismatches,
+        via,
     })
 }
 

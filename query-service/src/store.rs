@@ -407,6 +407,9 @@ const LOOKUP_AT: &str = with_week_at!(
      CROSS JOIN LATERAL balance_at($1, q.address, $5) b"
 );
 
+/// The SQL of the point-in-time lookup, for EXPLAIN in tests.
+pub const LOOKUP_AT_SQL: &str = LOOKUP_AT;
+
 /// Above any uint256: the cursor before the first holder.
 const ABOVE_ALL: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639936";

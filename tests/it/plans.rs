@@ -144,3 +144,64 @@ async fn explain(c: &tokio_postgres::Client, name: &str, sql: &str, params: &str
         .unwrap();
     rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
 }
+
+/// Looking up addresses at a past block costs about the same at 1,000,000 transfers as at
+/// 10,000: each address is one backward step in transfers_from and one in transfers_to,
+/// whatever the table holds and however busy the address (one takes part in half of
+/// all transfers). Measured as buffers touched by EXPLAIN (ANALYZE, BUFFERS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_lookups_cost_the_same_at_a_hundred_times_the_transfers() {
+    tests::init_test_logging();
+    let mut buffers = Vec::new();
+    for transfers in [10_000i64, 1_000_000] {
+        let db = TestDb::create().await.unwrap();
+        let mut c = db.client().await.unwrap();
+        ingestor::migrate::run(&mut c).await.unwrap();
+        // Transfer i moves from address i % A to (i + 1) % A, where A = transfers / 20
+        // (each address in ~40 transfers), except that every other transfer comes from
+        // the whale, address A + 7 (looked up too).
+        c.batch_execute(&format!(
+            "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block, total_supply)
+                 VALUES ('\\xabababababababababababababababababababab', 1, 18, 0, {transfers}, 1e30);
+             INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
+                                    from_address, to_address, value, seq, from_balance, to_balance)
+                 SELECT '\\xabababababababababababababababababababab', i, 0, '\\x00', i * 12, '\\x00',
+                        decode(lpad(to_hex(CASE WHEN i % 2 = 0 THEN a + 7 ELSE i % a + 1 END), 40, '0'), 'hex'),
+                        decode(lpad(to_hex((i + 1) % a + 1), 40, '0'), 'hex'),
+                        1, i, 1000000 - i, i
+                 FROM generate_series(1, {transfers}) i, (SELECT {transfers} / 20 AS a) s;
+             ANALYZE transfers;"
+        ))
+        .await
+        .unwrap();
+        let addresses = (0..99)
+            .map(|k| k * 7 + 1)
+            .chain([transfers / 20 + 7])
+            .map(|k| format!("decode(lpad(to_hex({k}), 40, '0'), 'hex')"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params = format!(
+            "'\\xabababababababababababababababababababab'::bytea, {}::bigint, '1000000000000000000000000000000'::text, ARRAY[{addresses}], {}::bigint, '\\x0000000000000000000000000000000000000000'::bytea",
+            transfers / 4,
+            transfers / 2
+        );
+        let text = explain(&c, "q_lookup_at", query_service::store::LOOKUP_AT_SQL, &params).await;
+        tracing::info!("plan at {transfers} transfers:\n{text}");
+        assert!(!text.contains("Seq Scan on transfers"), "{text}");
+        let first = text.lines().find(|l| l.contains("Buffers:")).expect("buffers");
+        let touched: u64 = first
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("hit=").or_else(|| w.strip_prefix("read=")))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum();
+        buffers.push(touched);
+    }
+    let (small, large) = (buffers[0], buffers[1]);
+    // One more B-tree level per probe at most, never a scan of the address's history.
+    assert!(large <= small * 2, "{small} buffers at 10k transfers, {large} at 1M");
+    tracing::info!(
+        small,
+        large,
+        "point-in-time lookup of 100 addresses: buffers at 10k and 1M transfers"
+    );
+}

@@ -39,7 +39,9 @@ async fn verify_passes_on_a_correct_store_and_names_a_corrupted_holder() {
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains(": OK;")
-            && out.contains(&format!("{rows} of {rows} holders checked, 0 mismatched")),
+            && out.contains(&format!(
+                "{rows} of {rows} holders checked (via json-rpc batches), 0 mismatched"
+            )),
         "{out}"
     );
 
@@ -89,6 +91,69 @@ async fn verify_passes_on_a_correct_store_and_names_a_corrupted_holder() {
     let (code, out) = verify(rpc, db, other, &[]).await;
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("not in the store"), "{out}");
+}
+
+/// With Multicall3 at its canonical address (its runtime code put there with
+/// anvil_setCode), verify reads every balance in one eth_call; the result is the same, a
+/// corrupted balance is still named, and a node without it gets JSON-RPC batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_balances_through_multicall3_where_the_chain_has_it() {
+    let mut w = world(small(82)).await;
+    let artifact: serde_json::Value =
+        serde_json::from_str(include_str!("../contracts/Multicall3.json")).unwrap();
+    w.chain
+        .rpc(
+            "anvil_setCode",
+            serde_json::json!([
+                "0xcA11bde05977b3631167028862bE2a173976CA11",
+                artifact["deployedBytecode"]
+            ]),
+        )
+        .await
+        .unwrap();
+    let head = w.chain.mine(12).await.unwrap();
+    w.ingest(&w.db, w.history.start_block, head).await;
+    let proxy = tests::proxy::FaultProxy::start(&w.chain.url, Default::default()).await.unwrap();
+    let (db, token) = (w.db.url.as_str(), w.history.token.to_string());
+    let c = w.db.client().await.unwrap();
+    let rows: i64 = c.query_one("SELECT count(*) FROM balances", &[]).await.unwrap().get(0);
+    assert!(rows > 10);
+
+    let before = proxy.calls();
+    let (code, out) = verify(&proxy.url, db, &token, &["--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["via"].as_str(), report["checked"].as_i64()),
+        (Some("multicall3"), Some(rows))
+    );
+    // eth_getCode, totalSupply() and one aggregate3 (besides the chain id and such).
+    let calls = proxy.calls() - before;
+    assert!(calls < 8 && (calls as i64) < rows, "{calls} calls for {rows} holders");
+
+    let victim = w.history.addresses[5];
+    c.execute("UPDATE balances SET balance = balance + 1 WHERE address = $1", &[&victim])
+        .await
+        .unwrap();
+    let (code, out) = verify(&proxy.url, db, &token, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("(via multicall3), 1 mismatched"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("mismatch ")).expect("a mismatch line");
+    assert!(line.contains(&victim.to_string()), "{line}");
+
+    // The same node without Multicall3: batches, same verdict.
+    w.chain
+        .rpc(
+            "anvil_setCode",
+            serde_json::json!(["0xcA11bde05977b3631167028862bE2a173976CA11", "0x"]),
+        )
+        .await
+        .unwrap();
+    let head = w.chain.mine(12).await.unwrap();
+    w.ingest(&w.db, head, head).await;
+    let (code, out) = verify(&w.chain.url, db, &token, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("(via json-rpc batches), 1 mismatched"), "{out}");
 }
 
 /// The value of the metric line starting with `name ` at `addr`, if served.

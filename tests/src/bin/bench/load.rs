@@ -73,20 +73,24 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     let n = holders as usize;
     copy(
         &db,
-        "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq) FROM STDIN",
+        "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq, from_balance, to_balance) FROM STDIN",
         transfers,
         |i, out| {
             let block = 1 + rng.next() % HISTORY_BLOCKS;
             let (from, to) = (rng.counterparty(n), rng.counterparty(n));
             let value = initial_balance(to) / alloy_primitives::U256::from(1 + rng.next() % 100);
             out.push_str(&format!(
-                "\\\\x{token}\t{block}\t{i}\t\\\\x{}\t{}\t\\\\x{}\t\\\\x{}\t\\\\x{}\t{value}\t{}\n",
+                "\\\\x{token}\t{block}\t{i}\t\\\\x{}\t{}\t\\\\x{}\t\\\\x{}\t\\\\x{}\t{value}\t{}\t{}\t{}\n",
                 hex(keccak256(block.to_be_bytes()).as_slice()),
                 genesis + block * BLOCK_SECONDS,
                 hex(keccak256(i.to_be_bytes()).as_slice()),
                 hex(holder(7, from).as_slice()),
                 hex(holder(7, to).as_slice()),
                 i + 1,
+                // Balances after the transfer: the point-in-time lookups read them; their
+                // values do not change what a lookup costs.
+                initial_balance(from),
+                initial_balance(to),
             ));
         },
     )
@@ -374,4 +378,83 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// What answering at a past block costs.
+#[derive(Debug, Clone)]
+pub(crate) struct PastFigures {
+    /// The request.
+    pub(crate) name: String,
+    /// Median latency.
+    pub(crate) p50: Duration,
+    /// Slowest.
+    pub(crate) max: Duration,
+    /// Requests timed.
+    pub(crate) count: usize,
+}
+
+/// Times answers at past blocks of the filled store, one client, no cache: the ranking
+/// (GetTopHolders(100)) at 3, 15 and 27 days back, and 10-address lookups 15 days back.
+pub(crate) async fn measure_past(
+    served: &Served,
+    holders: u64,
+) -> anyhow::Result<Vec<PastFigures>> {
+    let mut client = served.client.clone();
+    let token = TOKEN.to_string();
+    let day = 86_400 / BLOCK_SECONDS;
+    let mut out = Vec::new();
+    for (days, runs) in [(3u64, 5usize), (15, 5), (27, 5)] {
+        let at = HISTORY_BLOCKS - days * day;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            let r = client
+                .get_top_holders(GetTopHoldersRequest {
+                    limit: 100,
+                    token: token.clone(),
+                    at_block: Some(at),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("GetTopHolders at block {at}"))?
+                .into_inner();
+            times.push(started.elapsed());
+            anyhow::ensure!(r.holders.len() == 100 && r.as_of_block <= at, "a short answer");
+        }
+        times.sort();
+        out.push(PastFigures {
+            name: format!("GetTopHolders(limit 100) at a block {days} days back"),
+            p50: percentile(&times, 0.5),
+            max: *times.last().expect("runs"),
+            count: runs,
+        });
+    }
+    let at = HISTORY_BLOCKS - 15 * day;
+    let mut rng = Rng(0x9a57);
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let addresses = (0..LOOKUP_SIZE)
+            .map(|_| holder(7, (rng.next() % holders) as usize).to_string())
+            .collect();
+        let started = Instant::now();
+        let r = client
+            .get_holders(GetHoldersRequest {
+                addresses,
+                token: token.clone(),
+                at_block: Some(at),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        times.push(started.elapsed());
+        anyhow::ensure!(r.holders.len() == LOOKUP_SIZE, "a short answer");
+    }
+    times.sort();
+    out.push(PastFigures {
+        name: format!("GetHolders lookup of {LOOKUP_SIZE} addresses 15 days back"),
+        p50: percentile(&times, 0.5),
+        max: *times.last().expect("runs"),
+        count: times.len(),
+    });
+    Ok(out)
 }

@@ -175,6 +175,19 @@ async fn main() -> anyhow::Result<()> {
                 load::measure(&served, cached, holders, args.query_seconds, args.query_clients)
                     .await?,
             );
+            if !cached {
+                let past = load::measure_past(&served, holders).await?;
+                for f in &past {
+                    println!(
+                        "   {:<52} p50 {:>9.2} ms  max {:>9.2} ms  ({} requests)",
+                        f.name,
+                        ms(f.p50),
+                        ms(f.max),
+                        f.count
+                    );
+                }
+                report.past.push((holders, past));
+            }
         }
         for f in &figures {
             println!(

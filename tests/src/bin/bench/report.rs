@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::Args;
-use crate::load::{Figures, Filled, LOOKUP_SIZE};
+use crate::load::{Figures, Filled, LOOKUP_SIZE, PastFigures};
 use crate::seed::SeedRun;
 
 const BEGIN: &str = "<!-- bench:begin (written by scripts/bench.sh --readme README.md) -->";
@@ -41,6 +41,8 @@ pub(crate) struct Report {
     pub(crate) profile: Vec<String>,
     /// Query figures per holder count.
     pub(crate) queries: Vec<(Filled, Vec<Figures>)>,
+    /// Answers at past blocks per holder count.
+    pub(crate) past: Vec<(u64, Vec<PastFigures>)>,
     clients: usize,
     holders: usize,
 }
@@ -59,6 +61,7 @@ impl Report {
             ceiling: None,
             seed: None,
             queries: Vec::new(),
+            past: Vec::new(),
             clients: args.query_clients,
             holders: args.holders,
         }
@@ -161,6 +164,21 @@ impl Report {
                         f.rps_one,
                         f.rps_many,
                         ms(f.p99_many)
+                    );
+                }
+            }
+        }
+        if !self.past.is_empty() {
+            s += "\nAt a past block (`at_block`; one client, answer cache off; the same stores, 30 days of transfers): a lookup is one index step per address and side, whatever the history; a ranking reads the transfers on the shorter side of that block (after it, or up to it), so the middle of the history costs most:\n\n| holders | request | p50 | slowest | requests |\n| --- | --- | --- | --- | --- |\n";
+            for (holders, figures) in &self.past {
+                for f in figures {
+                    s += &format!(
+                        "| {} | {} | {:.2} ms | {:.2} ms | {} |\n",
+                        tests::thousands(*holders),
+                        f.name,
+                        ms(f.p50),
+                        ms(f.max),
+                        f.count
                     );
                 }
             }
