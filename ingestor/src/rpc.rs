@@ -62,8 +62,8 @@ impl CallPath {
     /// Its name in reports.
     pub fn name(self) -> &'static str {
         match self {
-            CallPath::Multicall3 => "multicall3",
-            CallPath::Batches => "json-rpc batches",
+            Self::Multicall3 => "multicall3",
+            Self::Batches => "json-rpc batches",
         }
     }
 }

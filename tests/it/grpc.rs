@@ -229,57 +229,59 @@ async fn hostile_requests_get_a_clear_answer() {
     );
     let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
     tokio::task::block_in_place(|| {
-        runner.run(&requests, |(a, b, addresses, n, block, (finality, time, at))| {
-            let at_time = time.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
-            // Half the requests name a moment (a block, a time, a finality, or several).
-            let at_block = if at { block } else { None };
-            let mut c = client.clone();
-            handle.block_on(async {
-                let r = c
-                    .get_top_holders(GetTopHoldersRequest {
-                        limit: n,
-                        token: a.clone(),
-                        finality,
-                        at_block,
-                        at_time,
-                    })
-                    .await;
-                check("GetTopHolders", r.map(drop))?;
-                let r = c
-                    .get_holders(GetHoldersRequest {
-                        page_size: n,
-                        page_token: b.clone(),
-                        addresses: addresses.clone(),
-                        token: a.clone(),
-                        finality,
-                        at_block,
-                        at_time,
-                    })
-                    .await;
-                check("GetHolders", r.map(drop))?;
-                let r = c
-                    .list_transfers(ListTransfersRequest {
-                        address: a.clone(),
-                        from_block: block,
-                        to_block: block.map(|x| x / 2),
-                        page_size: n,
-                        page_token: b.clone(),
-                        ..Default::default()
-                    })
-                    .await;
-                check("ListTransfers", r.map(drop))?;
-                let r = c
-                    .stream_transfers(StreamTransfersRequest {
-                        cursor: b.clone(),
-                        from_block: block,
-                        addresses: addresses.clone(),
-                        token: a.clone(),
-                        finalized_only: at,
-                    })
-                    .await;
-                check("StreamTransfers", r.map(drop))
+        runner
+            .run(&requests, |(a, b, addresses, n, block, (finality, time, at))| {
+                let at_time = time.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
+                // Half the requests name a moment (a block, a time, a finality, or several).
+                let at_block = if at { block } else { None };
+                let mut c = client.clone();
+                handle.block_on(async {
+                    let r = c
+                        .get_top_holders(GetTopHoldersRequest {
+                            limit: n,
+                            token: a.clone(),
+                            finality,
+                            at_block,
+                            at_time,
+                        })
+                        .await;
+                    check("GetTopHolders", r.map(drop))?;
+                    let r = c
+                        .get_holders(GetHoldersRequest {
+                            page_size: n,
+                            page_token: b.clone(),
+                            addresses: addresses.clone(),
+                            token: a.clone(),
+                            finality,
+                            at_block,
+                            at_time,
+                        })
+                        .await;
+                    check("GetHolders", r.map(drop))?;
+                    let r = c
+                        .list_transfers(ListTransfersRequest {
+                            address: a.clone(),
+                            from_block: block,
+                            to_block: block.map(|x| x / 2),
+                            page_size: n,
+                            page_token: b.clone(),
+                            ..Default::default()
+                        })
+                        .await;
+                    check("ListTransfers", r.map(drop))?;
+                    let r = c
+                        .stream_transfers(StreamTransfersRequest {
+                            cursor: b.clone(),
+                            from_block: block,
+                            addresses: addresses.clone(),
+                            token: a.clone(),
+                            finalized_only: at,
+                        })
+                        .await;
+                    check("StreamTransfers", r.map(drop))
+                })
             })
-        })
+            .map_err(|e| e.to_string())
     })
     .unwrap();
 
