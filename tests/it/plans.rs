@@ -18,7 +18,14 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
          INSERT INTO balances (token, address, balance, last_transfer_block)
              SELECT '\\x{token}', decode(lpad(to_hex(i), 40, '0'), 'hex'), (i % 100000) * 1e12 + i, i % 100
              FROM generate_series(1, 1000000) i;
-         ANALYZE balances;",
+         INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
+                                from_address, to_address, value, seq, from_balance, to_balance)
+             SELECT '\\x{token}', i / 1000, i % 1000, '\\x00', i, '\\x00',
+                    decode(lpad(to_hex(i * 7 % 1000000 + 1), 40, '0'), 'hex'),
+                    decode(lpad(to_hex(i * 13 % 1000000 + 1), 40, '0'), 'hex'), 1, i, i, i
+             FROM generate_series(1, 100000) i;
+         ANALYZE balances;
+         ANALYZE transfers;",
         token = alloy_primitives::hex::encode(token)
     ))
     .await
@@ -85,10 +92,10 @@ async fn list_transfers_reads_one_page_off_an_index() {
         "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block)
              VALUES ('\\xabababababababababababababababababababab', 1, 18, 0, 100000);
          INSERT INTO transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
-                                from_address, to_address, value, seq)
+                                from_address, to_address, value, seq, from_balance, to_balance)
              SELECT '\\xabababababababababababababababababababab', i / 5, i % 5, '\\x00', i, '\\x00',
                     decode(lpad(to_hex(i % 1000), 40, '0'), 'hex'), decode(lpad(to_hex((i + 1) % 1000), 40, '0'), 'hex'),
-                    i, i
+                    i, i, i, i
              FROM generate_series(1, 500000) i;
          ANALYZE transfers;",
     )
