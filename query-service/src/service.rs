@@ -254,6 +254,12 @@ async fn moment(
                     "the ingestor has not recorded the chain's {name} block yet; ask for LATEST or retry shortly"
                 )));
             }
+            if block < token.start_block {
+                return Err(QueryError::NotReady(format!(
+                    "no indexed block is {name} yet: the chain's {name} block is {block}, the index starts at block {}",
+                    token.start_block
+                )));
+            }
             block
         }
         At::Block(b) => {
