@@ -430,7 +430,13 @@ pub async fn ranked_at(
         )
         .await?;
     let newer: i64 = tx.query_one(&stmt, &[&token.address, &at.block, &half]).await?.get(0);
-    let sql = if newer < half { RANKED_AT_RECENT } else { RANKED_AT_OLD };
+    let sql = if newer < half {
+        RANKED_AT_RECENT
+    } else {
+        // One sort of every address's newest transfer: keep it in memory.
+        tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
+        RANKED_AT_OLD
+    };
     let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
     // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
     let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };
