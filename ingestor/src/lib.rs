@@ -216,6 +216,7 @@ async fn index(
         supply_warned: Default::default(),
         recorded: Default::default(),
         depth_noted: Default::default(),
+        last_finality: Default::default(),
     };
     indexer.run(start, config.to).await
 }

@@ -120,6 +120,8 @@ pub struct Indexer {
     pub recorded: std::sync::Mutex<Option<(u64, u64)>>,
     /// Whether the fallback to the finality depth was reported already.
     pub depth_noted: std::sync::atomic::AtomicBool,
+    /// The head finality was last read at, and what it was.
+    pub last_finality: std::sync::Mutex<Option<(u64, Finality)>>,
 }
 
 impl Indexer {
@@ -345,6 +347,12 @@ impl Indexer {
     /// say less).
     async fn finality(&self, head: u64) -> anyhow::Result<Finality> {
         use std::sync::atomic::Ordering;
+        // Finality moves only with new blocks: a poll that saw no new head asks nothing.
+        if let Some((seen, finality)) = *self.last_finality.lock().expect("finality lock")
+            && seen == head
+        {
+            return Ok(finality);
+        }
         let tags = if self.policy.finality.from_node {
             self.rpc.finality_tags().await.context("reading the finalized and safe blocks")?
         } else {
@@ -370,19 +378,20 @@ impl Indexer {
         };
         self.metrics.finality(finality.safe, finality.finalized);
         let recorded = *self.recorded.lock().expect("finality lock");
-        let (safe, finalized) = match recorded {
+        let (mut safe, mut finalized) = match recorded {
             Some((s, f)) => (finality.safe.max(s), finality.finalized.max(f)),
             None => (finality.safe, finality.finalized),
         };
         if recorded != Some((safe, finalized)) {
-            let (safe, finalized) = crate::store::retrying(&self.rpc.retry_policy(), || {
+            (safe, finalized) = crate::store::retrying(&self.rpc.retry_policy(), || {
                 self.store.record_finality(self.token, safe, finalized)
             })
             .await?;
             *self.recorded.lock().expect("finality lock") = Some((safe, finalized));
-            return Ok(Finality { safe, finalized, ..finality });
         }
-        Ok(Finality { safe, finalized, ..finality })
+        let finality = Finality { safe, finalized, ..finality };
+        *self.last_finality.lock().expect("finality lock") = Some((head, finality));
+        Ok(finality)
     }
 
     /// The finalized block recorded in the store.

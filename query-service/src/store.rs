@@ -356,28 +356,38 @@ macro_rules! with_week_at {
 }
 
 /// The ranking at block $5 for a recent block: addresses with no transfer after it hold
-/// what they hold now (one walk of balances_rank, skipping the others); those with one
-/// are looked up at $5. Costs the transfers after $5 plus a page. Ranked after
-/// (balance $7, address $8).
+/// what they hold now (one walk of balances_rank, skipping the others); one with a
+/// transfer after it held, at $5, its balance before the first of them (the balance that
+/// transfer left, less its effect; nothing for a transfer to oneself). Costs the
+/// transfers after $5 and a sort, plus a page. Ranked after (balance $7, address $8).
 const RANKED_AT_RECENT: &str = with_week_at!(
-    "WITH moved AS MATERIALIZED (
-        SELECT from_address AS address FROM transfers WHERE token = $1 AND block_number > $5
-        UNION
-        SELECT to_address FROM transfers WHERE token = $1 AND block_number > $5
-     ), past AS (
-        SELECT m.address, b.balance, b.last_block AS last_transfer_block
-        FROM moved m CROSS JOIN LATERAL balance_at($1, m.address, $5) b
-        WHERE m.address <> $6
-     )
-     SELECT * FROM (
-        (SELECT address, balance, last_transfer_block FROM balances
-         WHERE token = $1 AND balance > 0 AND address NOT IN (SELECT address FROM moved)
-           AND (-balance, address) > (-($7::text::numeric), $8::bytea)
-         ORDER BY -balance, address LIMIT $4)
+    "WITH legs AS (
+        SELECT from_address AS address, block_number, log_index,
+               from_balance + CASE WHEN from_address = to_address THEN 0 ELSE value END AS before
+        FROM transfers WHERE token = $1 AND block_number > $5
         UNION ALL
-        (SELECT address, balance, last_transfer_block FROM past
-         WHERE balance > 0 AND (-balance, address) > (-($7::text::numeric), $8::bytea))
-     ) u ORDER BY -balance, address LIMIT $4"
+        SELECT to_address, block_number, log_index,
+               to_balance - CASE WHEN from_address = to_address THEN 0 ELSE value END
+        FROM transfers WHERE token = $1 AND block_number > $5
+     ), moved AS MATERIALIZED (
+        SELECT DISTINCT ON (address) address, before AS balance
+        FROM legs ORDER BY address, block_number, log_index
+     ), ranked AS (
+        SELECT * FROM (
+            (SELECT address, balance, last_transfer_block FROM balances
+             WHERE token = $1 AND balance > 0 AND address NOT IN (SELECT address FROM moved)
+               AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+             ORDER BY -balance, address LIMIT $4)
+            UNION ALL
+            (SELECT address, balance, NULL::bigint FROM moved
+             WHERE address <> $6 AND balance > 0
+               AND (-balance, address) > (-($7::text::numeric), $8::bytea))
+        ) u ORDER BY -balance, address LIMIT $4
+     )
+     -- The newest transfer at or before $5 of the page's moved addresses only.
+     SELECT r.address, r.balance,
+            coalesce(r.last_transfer_block, (balance_at($1, r.address, $5)).last_block) AS last_transfer_block
+     FROM ranked r"
 );
 
 /// The ranking at block $5 for an old block: each address's newest transfer at or
@@ -414,8 +424,8 @@ pub const LOOKUP_AT_SQL: &str = LOOKUP_AT;
 const ABOVE_ALL: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639936";
 
-/// The ranking of `token` at a past moment, from the start or after `after`. Reads
-/// whichever side of the moment holds fewer transfers.
+/// The ranking of `token` at a past moment, from the start or after `after`. Reads the
+/// smaller side of the moment: the transfers after it, or those up to it.
 pub async fn ranked_at(
     tx: &Transaction<'_>,
     token: &TokenView,
@@ -423,6 +433,7 @@ pub async fn ranked_at(
     after: Option<(String, Address)>,
     limit: i64,
 ) -> Result<Vec<HolderRow>, QueryError> {
+    // Either side costs a scan of its transfers and a sort: read the smaller one.
     let half = token.transfer_count / 2 + 1;
     let stmt = tx
         .prepare_cached(
@@ -430,13 +441,9 @@ pub async fn ranked_at(
         )
         .await?;
     let newer: i64 = tx.query_one(&stmt, &[&token.address, &at.block, &half]).await?.get(0);
-    let sql = if newer < half {
-        RANKED_AT_RECENT
-    } else {
-        // One sort of every address's newest transfer: keep it in memory.
-        tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
-        RANKED_AT_OLD
-    };
+    // The sort of every address's first or last transfer: keep it in memory.
+    tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
+    let sql = if newer < half { RANKED_AT_RECENT } else { RANKED_AT_OLD };
     let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
     // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
     let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };

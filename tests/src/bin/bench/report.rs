@@ -169,7 +169,7 @@ impl Report {
             }
         }
         if !self.past.is_empty() {
-            s += "\nAt a past block (`at_block`; one client, answer cache off; the same stores, 30 days of transfers): a lookup is one index step per address and side, whatever the history; a ranking reads the transfers on the shorter side of that block (after it, or up to it), so the middle of the history costs most:\n\n| holders | request | p50 | slowest | requests |\n| --- | --- | --- | --- | --- |\n";
+            s += "\nAt a past block (`at_block`; one client, answer cache off; the same stores, 30 days of transfers): a lookup is one index step per address and side, whatever the history; a ranking reads the transfers on the smaller side of that block (after it, or up to it) once, with one sort, so the middle of the history costs most:\n\n| holders | request | p50 | slowest | requests |\n| --- | --- | --- | --- | --- |\n";
             for (holders, figures) in &self.past {
                 for f in figures {
                     s += &format!(
