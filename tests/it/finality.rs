@@ -27,6 +27,15 @@ async fn drain(stream: &mut Streaming<TransferEvent>, quiet: Duration) -> Vec<Tr
     out
 }
 
+/// The next event, within `within`.
+async fn next(stream: &mut Streaming<TransferEvent>, within: Duration) -> TransferEvent {
+    tokio::time::timeout(within, stream.message())
+        .await
+        .expect("an event in time")
+        .expect("a healthy stream")
+        .expect("open")
+}
+
 /// The store's (safe, finalized) blocks once they are at least `at_least`.
 async fn recorded(db: &tests::db::TestDb, at_least: i64) -> (i64, i64) {
     let c = db.client().await.unwrap();
@@ -69,7 +78,8 @@ async fn transfers_become_final_with_the_nodes_finalized_block() {
         .await
         .unwrap()
         .into_inner();
-    let first = drain(&mut finals, Duration::from_millis(1500)).await;
+    let mut first = vec![next(&mut finals, Duration::from_secs(10)).await];
+    first.extend(drain(&mut finals, Duration::from_millis(1500)).await);
     let c = w.db.client().await.unwrap();
     let final_count: i64 = c
         .query_one("SELECT count(*) FROM transfers WHERE block_number <= $1", &[&finalized])
@@ -132,19 +142,27 @@ async fn transfers_become_final_with_the_nodes_finalized_block() {
         .into_inner()
         .transfers;
     assert_eq!((newest[0].tx_hash.clone(), newest[0].finalized), (tx.to_string(), false));
-    let mut seen_at = None;
-    for _ in 0..6 {
-        let events = drain(&mut finals, Duration::from_millis(1500)).await;
-        let head = w.chain.head().await.unwrap();
-        if events.iter().any(|e| e.transfer.as_ref().unwrap().tx_hash == tx.to_string()) {
-            seen_at = Some(head);
-            break;
-        }
-        assert!(head < mined + 4, "final at head {head} but not streamed");
+    // Not final yet: nothing for a while after each of the next three blocks.
+    for _ in 0..3 {
         w.chain.mine(12).await.unwrap();
         wait_synced(&w.chain, &w.db).await;
+        let events = drain(&mut finals, Duration::from_millis(1500)).await;
+        assert!(
+            events.iter().all(|e| e.transfer.as_ref().unwrap().tx_hash != tx.to_string()),
+            "streamed before its block {mined} was final"
+        );
     }
-    assert_eq!(seen_at, Some(mined + 4), "streamed once its block {mined} is final");
+    // The fourth block makes it final: it comes (after any older final transfer a slow
+    // poll still held).
+    assert_eq!(w.chain.mine(12).await.unwrap(), mined + 4);
+    loop {
+        let e = next(&mut finals, Duration::from_secs(10)).await;
+        let t = e.transfer.as_ref().unwrap();
+        assert!(t.finalized && !e.removed && t.block_number <= mined, "{t:?}");
+        if t.tx_hash == tx.to_string() {
+            break;
+        }
+    }
     let is_final: bool = c
         .query_one("SELECT final FROM transfers_finality WHERE tx_hash = $1", &[&tx])
         .await
