@@ -91,8 +91,6 @@ pub struct Finality {
     pub safe: u64,
     /// The newest block the chain calls finalized (never reorgs).
     pub finalized: u64,
-    /// True when the node's tags said so, false when derived from the depth.
-    pub from_node: bool,
 }
 
 /// At most this many blocks in one verified step (one batch of headers).
@@ -360,7 +358,7 @@ impl Indexer {
         };
         let depth = self.policy.finality.depth;
         let finality = match tags {
-            Some((safe, finalized)) => Finality { safe, finalized, from_node: true },
+            Some((safe, finalized)) => Finality { safe, finalized },
             None => {
                 if self.policy.finality.from_node && !self.depth_noted.swap(true, Ordering::Relaxed)
                 {
@@ -372,7 +370,6 @@ impl Indexer {
                 Finality {
                     safe: head.saturating_sub(depth.div_ceil(2)),
                     finalized: head.saturating_sub(depth),
-                    from_node: false,
                 }
             }
         };
@@ -389,7 +386,7 @@ impl Indexer {
             .await?;
             *self.recorded.lock().expect("finality lock") = Some((safe, finalized));
         }
-        let finality = Finality { safe, finalized, ..finality };
+        let finality = Finality { safe, finalized };
         *self.last_finality.lock().expect("finality lock") = Some((head, finality));
         Ok(finality)
     }

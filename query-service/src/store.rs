@@ -333,7 +333,7 @@ pub async fn block_at_time(
     Ok(tx.query_opt(&stmt, &[&token, &time]).await?.map(|r| r.get(0)))
 }
 
-/// [`with_week!`] for a past moment: the balance 7 days before is one [`balance_at`]
+/// [`with_week!`] for a past moment: the balance 7 days before is one `balance_at()`
 /// lookup. Parameters: $1 token, $2 week_ago_block, $3 total supply then, $4 limit or
 /// addresses, $5 the moment's block, $6 the zero address, then the inner query's own.
 macro_rules! with_week_at {
@@ -408,17 +408,15 @@ const RANKED_AT_OLD: &str = with_week_at!(
      ORDER BY -balance, address LIMIT $4"
 );
 
-/// The holders at addresses $4 at block $5: one [`balance_at`] lookup each.
-const LOOKUP_AT: &str = with_week_at!(
+/// The holders at addresses $4 at block $5: one `balance_at()` lookup each. Public for
+/// EXPLAIN in tests.
+pub const LOOKUP_AT: &str = with_week_at!(
     "SELECT q.address,
             CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
             CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
      FROM unnest($4::bytea[]) AS q(address)
      CROSS JOIN LATERAL balance_at($1, q.address, $5) b"
 );
-
-/// The SQL of the point-in-time lookup, for EXPLAIN in tests.
-pub const LOOKUP_AT_SQL: &str = LOOKUP_AT;
 
 /// Above any uint256: the cursor before the first holder.
 const ABOVE_ALL: &str =

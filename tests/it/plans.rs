@@ -192,7 +192,7 @@ async fn point_in_time_lookups_cost_the_same_at_a_hundred_times_the_transfers() 
             transfers / 4,
             transfers / 2
         );
-        let text = explain(&c, "q_lookup_at", query_service::store::LOOKUP_AT_SQL, &params).await;
+        let text = explain(&c, "q_lookup_at", query_service::store::LOOKUP_AT, &params).await;
         tracing::info!("plan at {transfers} transfers:\n{text}");
         assert!(!text.contains("Seq Scan on transfers"), "{text}");
         let first = text.lines().find(|l| l.contains("Buffers:")).expect("buffers");
