@@ -551,6 +551,11 @@ macro_rules! is_final {
     };
 }
 
+/// An event row: sequence number, removed, then a [`TransferRow`].
+fn event_row(r: &Row) -> EventRow {
+    EventRow { seq: r.get(0), removed: r.get(1), transfer: transfer_row(r, 2) }
+}
+
 fn transfer_row(r: &Row, at: usize) -> TransferRow {
     TransferRow {
         block_number: r.get(at),
@@ -598,10 +603,7 @@ pub async fn events_after(
     );
     let stmt = client.prepare_cached(SQL).await?;
     let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| EventRow { seq: r.get(0), removed: r.get(1), transfer: transfer_row(r, 2) })
-        .collect())
+    Ok(rows.iter().map(event_row).collect())
 }
 
 /// Final transfers of `token` after sequence number `after`, in order, at most `limit`;
@@ -625,10 +627,7 @@ pub async fn final_after(
     );
     let stmt = client.prepare_cached(SQL).await?;
     let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| EventRow { seq: r.get(0), removed: r.get(1), transfer: transfer_row(r, 2) })
-        .collect())
+    Ok(rows.iter().map(event_row).collect())
 }
 
 /// The sequence number of `token`'s newest final transfer (0 when none): where a stream

@@ -372,12 +372,8 @@ impl Subscriber {
                 store::events_after(&db, self.token, self.seen, PAGE, &self.addresses).await?;
             drop(db);
             let full = rows.len() as i64 == PAGE;
-            for row in rows {
-                self.seen = row.seq;
-                let message = Event::new(self.token, row).message.expect("an event");
-                if self.out.send(Ok(message)).await.is_err() {
-                    return Ok(false);
-                }
+            if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
+                return Ok(false);
             }
             if !full {
                 self.seen = self.seen.max(newest);
@@ -385,6 +381,23 @@ impl Subscriber {
             }
         }
     }
+}
+
+/// Sends `rows` in order, moving `seen` to each; false when the client has left.
+async fn send_rows(
+    token: Address,
+    rows: Vec<EventRow>,
+    seen: &mut i64,
+    out: &mpsc::Sender<Result<TransferEvent, Status>>,
+) -> bool {
+    for row in rows {
+        *seen = row.seq;
+        let message = Event::new(token, row).message.expect("an event");
+        if out.send(Ok(message)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// A stream of final transfers: it sends what became final since the last look, then
@@ -408,12 +421,8 @@ impl FinalSubscriber {
                     store::final_after(&db, self.token, self.seen, PAGE, &self.addresses).await?;
                 drop(db);
                 let full = rows.len() as i64 == PAGE;
-                for row in rows {
-                    self.seen = row.seq;
-                    let message = Event::new(self.token, row).message.expect("an event");
-                    if self.out.send(Ok(message)).await.is_err() {
-                        return Ok(());
-                    }
+                if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
+                    return Ok(());
                 }
                 if !full {
                     break;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
 use crate::reorg::wait_synced;
+use crate::streaming::next;
 use crate::{send, small, u256, world, world_with};
 
 /// The final transfers a stream sends within `quiet` of each other.
@@ -25,15 +26,6 @@ async fn drain(stream: &mut Streaming<TransferEvent>, quiet: Duration) -> Vec<Tr
         out.push(next.expect("a healthy stream").expect("open"));
     }
     out
-}
-
-/// The next event, within `within`.
-async fn next(stream: &mut Streaming<TransferEvent>, within: Duration) -> TransferEvent {
-    tokio::time::timeout(within, stream.message())
-        .await
-        .expect("an event in time")
-        .expect("a healthy stream")
-        .expect("open")
 }
 
 /// The store's (safe, finalized) blocks once they are at least `at_least`.

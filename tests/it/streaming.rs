@@ -16,7 +16,8 @@ use tonic::transport::Channel;
 
 use crate::{send, small, world};
 
-async fn next(stream: &mut Streaming<TransferEvent>, within: Duration) -> TransferEvent {
+/// The next event of `stream`, within `within`.
+pub(crate) async fn next(stream: &mut Streaming<TransferEvent>, within: Duration) -> TransferEvent {
     tokio::time::timeout(within, stream.message())
         .await
         .expect("an event in time")
