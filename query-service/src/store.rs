@@ -189,13 +189,11 @@ fn token_view(r: &Row) -> TokenView {
     }
 }
 
-/// Wraps a query that yields `address, balance, last_transfer_block` rows in ranking order
-/// with the 7-day figures. The week's changes of each row come from two index-only range
-/// scans (transfers_to, transfers_from) over blocks after `week_ago_block`.
-/// Parameters: $1 token, $2 week_ago_block, $3 total supply (decimal text), then the
-/// inner query's own.
-macro_rules! with_week {
-    ($inner:literal) => {
+/// Wraps a query `$inner` that yields `address, balance, last_transfer_block` rows in
+/// ranking order with the share of the supply ($3, decimal text) and the 7-day figures,
+/// given `$ago`, the SQL of a row's balance at the week-ago block $2 (row `p`).
+macro_rules! holder_columns {
+    ($inner:literal, $ago:literal) => {
         concat!(
             "WITH page AS (",
             $inner,
@@ -205,7 +203,24 @@ macro_rules! with_week {
                    CASE WHEN w.ago = 0 THEN NULL ELSE ((p.balance - w.ago) * 100 / w.ago)::float8 END,
                    p.last_transfer_block
             FROM page p
-            CROSS JOIN LATERAL (SELECT CASE
+            -- OFFSET 0 keeps this a subquery: inlined, its lookups would run once per use.
+            CROSS JOIN LATERAL (SELECT ",
+            $ago,
+            " AS ago OFFSET 0) w
+            ORDER BY -p.balance, p.address"
+        )
+    };
+}
+
+/// [`holder_columns!`] at the checkpoint: the week's changes of each row come from two
+/// index-only range scans (transfers_to, transfers_from) over blocks after
+/// `week_ago_block`. Parameters: $1 token, $2 week_ago_block, $3 total supply (decimal
+/// text), then the inner query's own.
+macro_rules! with_week {
+    ($inner:literal) => {
+        holder_columns!(
+            $inner,
+            "CASE
                 -- No transfer after the week-ago block: nothing to add up (most holders).
                 WHEN p.last_transfer_block <= $2 THEN p.balance
                 ELSE p.balance
@@ -213,10 +228,7 @@ macro_rules! with_week {
                             WHERE t.token = $1 AND t.to_address = p.address AND t.block_number > $2), 0)
                 + coalesce((SELECT sum(t.value) FROM transfers t
                             WHERE t.token = $1 AND t.from_address = p.address AND t.block_number > $2), 0)
-                END AS ago
-                -- OFFSET 0 keeps this a subquery: inlined, its sums would run once per use.
-                OFFSET 0) w
-            ORDER BY -p.balance, p.address"
+                END"
         )
     };
 }
@@ -333,24 +345,16 @@ pub async fn block_at_time(
     Ok(tx.query_opt(&stmt, &[&token, &time]).await?.map(|r| r.get(0)))
 }
 
-/// [`with_week!`] for a past moment: the balance 7 days before is one `balance_at()`
-/// lookup. Parameters: $1 token, $2 week_ago_block, $3 total supply then, $4 limit or
-/// addresses, $5 the moment's block, $6 the zero address, then the inner query's own.
+/// [`holder_columns!`] for a past moment: the balance 7 days before is one
+/// `balance_at()` lookup. Parameters: $1 token, $2 week_ago_block, $3 total supply then,
+/// $4 limit or addresses, $5 the moment's block, $6 the zero address, then the inner
+/// query's own.
 macro_rules! with_week_at {
     ($inner:literal) => {
-        concat!(
-            "WITH page AS (",
+        holder_columns!(
             $inner,
-            ")
-            SELECT p.address, p.balance::text, w.ago::text,
-                   coalesce((p.balance * 100 / nullif($3::text::numeric, 0))::float8, 0),
-                   CASE WHEN w.ago = 0 THEN NULL ELSE ((p.balance - w.ago) * 100 / w.ago)::float8 END,
-                   p.last_transfer_block
-            FROM page p
-            CROSS JOIN LATERAL (SELECT CASE
-                WHEN p.last_transfer_block <= $2 OR p.address = $6 THEN p.balance
-                ELSE (balance_at($1, p.address, $2)).balance END AS ago OFFSET 0) w
-            ORDER BY -p.balance, p.address"
+            "CASE WHEN p.last_transfer_block <= $2 OR p.address = $6 THEN p.balance
+                  ELSE (balance_at($1, p.address, $2)).balance END"
         )
     };
 }
