@@ -1,16 +1,23 @@
-//! What both binaries do before their work starts: parse settings (with errors on one line
-//! that name the setting), read addresses and durations the same way, set up logging, and
-//! turn SIGTERM or SIGINT into one shutdown token handed down by value; and serve
-//! Prometheus metrics ([`metrics`]).
+//! What both binaries share: parsing settings (with errors on one line that name the
+//! setting), addresses and durations read the same way, logging, error chains in log
+//! lines, and the NOTIFY channel they meet on in Postgres; [`shutdown`] turns SIGTERM or
+//! SIGINT into one token handed down by value; [`listen`] binds the auxiliary ports;
+//! [`metrics`] serves Prometheus.
 
+pub mod listen;
 pub mod metrics;
+pub mod shutdown;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use alloy_primitives::Address;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
+
+/// The Postgres NOTIFY channel on which the ingestor announces every commit and rollback
+/// (delivered when its transaction commits), and on which the query-service's live feed
+/// listens. The payload is the token (hex) and its newest sequence number: `<hex>:<seq>`.
+pub const NOTIFY_CHANNEL: &str = "holders_transfers";
 
 /// Settings that carry secrets, as (flag, environment variable): each can also come from
 /// a file named by the variable with `_FILE` appended (a mounted Kubernetes or Docker
@@ -72,45 +79,45 @@ fn config_error(name: &str, message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Logs to stderr, as JSON when `format` is "json", else for people; level from RUST_LOG
-/// (default info).
-pub fn init_logging(format: &str) {
+/// How log records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to stderr in `format`; level from RUST_LOG (default info).
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // alloy's HTTP transport opens a debug span carrying the whole RPC URL, and with
         // it a provider's API key: never enable it, whatever RUST_LOG says.
         .add_directive("alloy_transport_http=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
     }
 }
 
-/// A token cancelled at the first SIGINT or SIGTERM. A program still running `grace`
-/// after it exits with status 1 (a batch in flight is then rolled back by Postgres);
-/// Kubernetes would kill it a little later anyway, without a word.
-pub fn shutdown_on_signal(grace: Duration) -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+/// Shows an error with its sources, `outer: inner: innermost`, for log lines (a typed
+/// error's `Display` shows only its own level).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
         }
-        tracing::info!(grace_ms = grace.as_millis() as u64, "shutdown requested");
-        cancel.cancel();
-        tokio::time::sleep(grace).await;
-        tracing::error!(
-            grace_ms = grace.as_millis() as u64,
-            "not stopped within --shutdown-grace (SHUTDOWN_GRACE); exiting now"
-        );
-        std::process::exit(1);
-    });
-    token
+        Ok(())
+    }
 }
 
 /// Why a string is not an address.

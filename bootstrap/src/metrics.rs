@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// Answers `GET /metrics` from `registry` on `listener` until `shutdown`; any other path is
 /// 404.
 pub async fn serve(listener: TcpListener, registry: Registry, shutdown: CancellationToken) {
+    // Connections end with this server: the set aborts them when dropped.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -22,7 +24,9 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: Cancella
         };
         let Ok((stream, _)) = accepted else { continue };
         let registry = registry.clone();
-        tokio::spawn(async move {
+        // Reap finished connections so the set stays small.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
                 async move { Ok::<_, Infallible>(answer(&req, &registry)) }

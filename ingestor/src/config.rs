@@ -9,6 +9,22 @@ use clap::Parser;
 /// The DOG token (The Doge NFT) on Ethereum mainnet, the first user's token.
 pub const DOG_TOKEN: &str = "0xBAac2B4491727D78D2b78815144570b9f2Fe8899";
 
+/// Where the ingestor serves Prometheus metrics unless told: a port of its own, apart
+/// from the query-service's, so that both run side by side on one host.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9090";
+
+/// Where the ingestor serves grpc.health.v1 unless told.
+pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:50052";
+
+/// Where finality comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinalityFrom {
+    /// The node's `finalized` and `safe` block tags (--finality-depth where it has none).
+    Node,
+    /// Always --finality-depth below the head.
+    Depth,
+}
+
 /// Indexes an ERC-20 token's Transfer events into PostgreSQL.
 ///
 /// `--from A --to B` indexes that range and exits; `--from A` indexes to the head, then
@@ -21,65 +37,59 @@ pub struct Config {
     /// eth_subscribe newHeads subscription (polling stays as the fallback). Several
     /// (repeated, or comma-separated) fail over in order: a 5xx, reset, timeout or rate
     /// limit moves the ingestor to the next.
-    #[arg(
-        long,
-        env = "RPC_URL",
-        hide_env_values = true,
-        value_delimiter = ',',
-        required_unless_present = "migrate_only"
-    )]
+    #[arg(long, global = true, env = "RPC_URL", hide_env_values = true, value_delimiter = ',')]
     pub rpc_url: Vec<String>,
 
     /// Send at most this many JSON-RPC calls within any one second, all tasks together (a
     /// call in a batch counts as one); 0 for no limit. Keeps a free provider plan inside
     /// its quota.
-    #[arg(long, env = "RPC_MAX_REQUESTS_PER_SECOND", default_value_t = 0)]
+    #[arg(long, global = true, env = "RPC_MAX_REQUESTS_PER_SECOND", default_value_t = 0)]
     pub max_requests_per_second: u32,
 
-    /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db (required).
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 
     /// ERC-20 token contract to index (mixed-case addresses must carry a valid EIP-55
     /// checksum).
-    #[arg(long, env = "TOKEN_ADDRESS", default_value = DOG_TOKEN, value_parser = parse_address)]
+    #[arg(long, global = true, env = "TOKEN_ADDRESS", default_value = DOG_TOKEN, value_parser = parse_address)]
     pub token: Address,
 
     /// First block to index (the token's creation block for correct balances).
-    #[arg(long, env = "FROM_BLOCK")]
+    #[arg(long, global = true, env = "FROM_BLOCK")]
     pub from: Option<u64>,
 
     /// Last block to index; the ingestor exits when it is indexed. Needs --from.
-    #[arg(long, env = "TO_BLOCK")]
+    #[arg(long, global = true, env = "TO_BLOCK")]
     pub to: Option<u64>,
 
     /// eth_getLogs requests in flight at once.
-    #[arg(long, env = "INGESTOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, global = true, env = "INGESTOR_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 
     /// Blocks in the first eth_getLogs request, alone in flight; later ones adapt to the
     /// node's answers (small, so one dense first answer cannot flood memory).
-    #[arg(long, env = "INGESTOR_INITIAL_SPAN", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "INGESTOR_INITIAL_SPAN", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub initial_span: u64,
 
     /// Never more blocks than this in one eth_getLogs request.
-    #[arg(long, env = "INGESTOR_MAX_SPAN", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "INGESTOR_MAX_SPAN", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_span: u64,
 
     /// Aim for about this many logs per eth_getLogs answer (spans grow below half of it).
-    #[arg(long, env = "INGESTOR_TARGET_LOGS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "INGESTOR_TARGET_LOGS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub target_logs: u64,
 
     /// Commit a batch once it holds this many transfers.
-    #[arg(long, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).
-    #[arg(long, env = "INGESTOR_BATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "INGESTOR_BATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub batch_interval: Duration,
 
     /// How often to ask the node for new blocks while following.
-    #[arg(long, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
     /// Where finality comes from: `node` reads the node's `finalized` and `safe` block
@@ -87,67 +97,67 @@ pub struct Config {
     /// chains without finality); `depth` always uses --finality-depth. Blocks above the
     /// finalized one are indexed in verified steps and rolled back on a reorg; a reorg
     /// that would change a finalized block stops the ingestor rather than serve wrong data.
-    #[arg(long, env = "INGESTOR_FINALITY_FROM", default_value = "node", value_parser = ["node", "depth"])]
-    pub finality_from: String,
+    #[arg(long, global = true, env = "INGESTOR_FINALITY_FROM", value_enum, default_value_t = FinalityFrom::Node)]
+    pub finality_from: FinalityFrom,
 
     /// Without finality tags: a block this many blocks below the head is final (and one
     /// half as deep is safe).
-    #[arg(long, alias = "reorg-window", env = "INGESTOR_FINALITY_DEPTH", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, alias = "reorg-window", env = "INGESTOR_FINALITY_DEPTH", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub finality_depth: u64,
 
     /// Index only blocks at least this many blocks below the head.
-    #[arg(long, env = "INGESTOR_CONFIRMATIONS", default_value_t = 0)]
+    #[arg(long, global = true, env = "INGESTOR_CONFIRMATIONS", default_value_t = 0)]
     pub confirmations: u64,
 
     /// Give up on one RPC request after this long.
-    #[arg(long, env = "RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
 
     /// Attempts per RPC call or commit before the ingestor gives up (exponential backoff
     /// with jitter between them).
-    #[arg(long, env = "RPC_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, global = true, env = "RPC_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
     /// Longest wait between two attempts.
-    #[arg(long, env = "RPC_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "RPC_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
 
     /// Database connections in the pool.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, global = true, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub database_pool_size: u16,
 
     /// Where to serve Prometheus metrics (GET /metrics).
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, global = true, env = "METRICS_ADDR", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: std::net::SocketAddr,
 
     /// Where to serve grpc.health.v1: "" is SERVING once this ingestor holds the writer
     /// lock and is within --ready-max-lag blocks of the head; "liveness" while it runs.
-    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:50052")]
+    #[arg(long, global = true, env = "HEALTH_ADDR", default_value = DEFAULT_HEALTH_LISTEN)]
     pub health_listen: std::net::SocketAddr,
 
     /// Ready (health SERVING) only within this many blocks of the head.
-    #[arg(long, env = "INGESTOR_READY_MAX_LAG", default_value_t = 16)]
+    #[arg(long, global = true, env = "INGESTOR_READY_MAX_LAG", default_value_t = 16)]
     pub ready_max_lag: u64,
 
     /// Apply the database migrations and exit (for a Kubernetes init container or Job:
     /// one owner of the schema). Needs only --database-url.
-    #[arg(long, env = "INGESTOR_MIGRATE_ONLY")]
+    #[arg(long, global = true, env = "INGESTOR_MIGRATE_ONLY")]
     pub migrate_only: bool,
 
     /// After SIGTERM or SIGINT, how long to finish (the batch in flight, open requests;
     /// streams end at once with UNAVAILABLE) before exiting anyway. Keep it below the
     /// pod's terminationGracePeriodSeconds.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
     /// While indexing, verify a random sample of holders against the chain this often
     /// (e.g. 10m), as `verify --sample` does, and export the result as metrics
     /// (ingestor_verify_*); off when not set.
-    #[arg(long, env = "INGESTOR_VERIFY_EVERY", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "INGESTOR_VERIFY_EVERY", value_parser = parse_duration)]
     pub verify_every: Option<Duration>,
 
     /// Holders each periodic verification checks.
-    #[arg(long, env = "INGESTOR_VERIFY_SAMPLE", default_value_t = 100)]
+    #[arg(long, global = true, env = "INGESTOR_VERIFY_SAMPLE", default_value_t = 100)]
     pub verify_sample: u64,
 
     /// What to do instead of indexing.
@@ -155,8 +165,8 @@ pub struct Config {
     pub command: Option<Command>,
 
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = bootstrap::LogFormat::Text)]
+    pub log_format: bootstrap::LogFormat,
 }
 
 /// What the ingestor can do besides indexing.
@@ -166,7 +176,7 @@ pub enum Command {
     /// totalSupply(), and balanceOf of every holder (or a random sample) = the stored
     /// balance. Prints a summary and each mismatch. Exit 0: everything matches; 1: a
     /// mismatch; 2: it could not check. Settings (--rpc-url, --database-url, --token, ...)
-    /// come before `verify` or from the environment.
+    /// may come before or after `verify`, or from the environment.
     Verify {
         /// Check this many holders, drawn at random, instead of all.
         #[arg(long)]
@@ -185,8 +195,21 @@ pub enum Command {
 }
 
 impl Config {
+    /// The database URL (checked present by [`Config::validate`]).
+    pub fn database_url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or_default()
+    }
+
     /// Checks what clap cannot: the rules between settings. The error names the setting.
+    /// (Settings are global, so that they may follow `verify`; clap cannot require a
+    /// global setting, hence the checks of the required ones here.)
     pub fn validate(&self) -> Result<(), String> {
+        if self.database_url.as_deref().is_none_or(str::is_empty) {
+            return Err("--database-url (DATABASE_URL) is required".into());
+        }
+        if self.rpc_url.is_empty() && !self.migrate_only {
+            return Err("--rpc-url (RPC_URL) is required".into());
+        }
         match (self.from, self.to) {
             (None, Some(_)) => {
                 return Err("--to (TO_BLOCK) needs --from (FROM_BLOCK): a range has a start".into());
@@ -243,6 +266,41 @@ mod tests {
     fn to_without_from_is_refused() {
         assert!(parse(&["--to", "5"]).unwrap_err().contains("--to"));
         assert!(parse(&["--from", "6", "--to", "5"]).unwrap_err().contains("after"));
+    }
+
+    #[test]
+    fn settings_may_follow_the_subcommand() {
+        let c = Config::try_parse_from([
+            "ingestor",
+            "verify",
+            "--rpc-url",
+            "http://x",
+            "--database-url",
+            "postgres://x",
+            "--sample",
+            "100",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.rpc_url, ["http://x"]);
+        assert_eq!(c.database_url(), "postgres://x");
+        assert!(matches!(c.command, Some(Command::Verify { sample: Some(100), .. })));
+    }
+
+    #[test]
+    fn required_settings_are_named() {
+        let c = Config::try_parse_from(["ingestor", "--rpc-url", "http://x"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--database-url"));
+        let c = Config::try_parse_from(["ingestor", "--database-url", "postgres://x"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--rpc-url"));
+        let c = Config::try_parse_from([
+            "ingestor",
+            "--database-url",
+            "postgres://x",
+            "--migrate-only",
+        ])
+        .unwrap();
+        assert!(c.validate().is_ok(), "--migrate-only needs no node");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_eth::Log;
 use alloy_sol_types::SolEvent;
 
-use crate::rpc::IERC20;
+use crate::abi::IERC20;
 
 /// One ERC-20 Transfer, located on the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

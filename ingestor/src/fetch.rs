@@ -153,11 +153,12 @@ pub fn chunks(
     planner
         .map(move |(span, width, calibrated)| {
             let rpc = rpc.clone();
-            tokio::spawn(async move {
+            // Aborted when the stream is dropped (a failed or finished range).
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 let chunk = fetch_span(&rpc, token, span, &width).await;
                 calibrated.send_replace(true);
                 chunk
-            })
+            }))
         })
         .buffered(policy.concurrency.max(1))
         .map(|joined| {
@@ -210,7 +211,7 @@ async fn fetch_span(
                 );
                 debug!(from = cursor, to = stop, next_blocks = blocks, %message, "span refused; narrowing");
             }
-            Err(e @ (RpcError::RateLimited { .. } | RpcError::Transient(_))) => {
+            Err(e @ (RpcError::RateLimited { .. } | RpcError::Transient { .. })) => {
                 failures += 1;
                 if failures >= retry.max_attempts {
                     return Err(anyhow::anyhow!(e)
@@ -220,10 +221,10 @@ async fn fetch_span(
                 if let RpcError::RateLimited { retry_after: Some(after), .. } = &e {
                     delay = delay.max(*after);
                 }
-                warn!(from = cursor, to = stop, attempt = failures, error = %e, delay_ms = delay.as_millis() as u64, "eth_getLogs failed; retrying");
+                warn!(from = cursor, to = stop, attempt = failures, error = %bootstrap::ErrorChain(&e), delay_ms = delay.as_millis() as u64, "eth_getLogs failed; retrying");
                 tokio::time::sleep(delay).await;
             }
-            Err(e @ RpcError::Fatal(_)) => {
+            Err(e @ RpcError::Fatal { .. }) => {
                 return Err(anyhow::anyhow!(e).context(format!("eth_getLogs {cursor}..={stop}")));
             }
         }

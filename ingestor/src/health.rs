@@ -5,14 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::metrics::Metrics;
 
-/// The health service, once it listens.
+/// The health service.
 #[derive(Debug)]
 pub struct Health {
     reporter: HealthReporter,
@@ -20,29 +20,48 @@ pub struct Health {
 }
 
 impl Health {
-    /// Serves health on `addr` until `stop`: liveness SERVING, readiness NOT_SERVING.
-    pub async fn serve(addr: SocketAddr, stop: CancellationToken) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
+    /// Serves health on `addr` (on `tasks`) until `stop`: liveness SERVING, readiness
+    /// NOT_SERVING. A bad address is an error; one in use is served once it frees.
+    pub async fn serve(
+        addr: SocketAddr,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let bound = bootstrap::listen::try_bind("--health-listen", addr)
             .await
-            .with_context(|| format!("binding --health-listen {addr}"))?;
+            .map_err(anyhow::Error::msg)?;
         let (reporter, service) = tonic_health::server::health_reporter();
         reporter.set_service_status("liveness", ServingStatus::Serving).await;
         reporter.set_service_status("", ServingStatus::NotServing).await;
         let until = stop.clone();
-        tokio::spawn(
-            tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move { until.cancelled().await },
-            ),
-        );
+        tasks.spawn(async move {
+            let Some(listener) =
+                bootstrap::listen::when_free(bound, "--health-listen", addr, &until).await
+            else {
+                return;
+            };
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, until.cancelled())
+                .await;
+        });
         Ok(Self { reporter, stop })
     }
 
-    /// From now on, readiness follows the lag in `metrics` and the writer lock.
-    pub fn follow(&self, metrics: Metrics, max_lag: u64, lock_lost: CancellationToken) {
+    /// From now on, readiness follows the lag in `metrics` and the writer lock (a task on
+    /// `tasks` that ends with the lock or the server).
+    pub fn follow(
+        &self,
+        metrics: Metrics,
+        max_lag: u64,
+        lock_lost: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
         let reporter = self.reporter.clone();
         let stop = self.stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut last = None;
             loop {
                 let indexed = metrics.indexed_block.get() > 0;

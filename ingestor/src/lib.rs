@@ -1,24 +1,25 @@
 //! Indexes an ERC-20 token's Transfer events from an Ethereum JSON-RPC node into Postgres:
 //! transfers, balances derived from them, and a checkpoint, one transaction per batch.
 //!
-//! Modules in reading order:
+//! Modules in the order a Transfer goes through them:
 //! - [`config`]: the settings, from flags and environment variables;
-//! - [`sync`]: where a run starts, batching, commits in block order, following the head;
+//! - [`sync`]: where a run starts, backfill in batches, verified steps and reorgs at the
+//!   head, finality, following new heads;
 //! - [`fetch`]: adaptive `eth_getLogs` spans, several in flight, delivered in order;
-//! - [`rpc`]: JSON-RPC calls and the sorting of their failures; [`refusal`] reads a
-//!   provider's "range too large" in its own words;
+//! - [`rpc`]: JSON-RPC calls and the sorting of their failures; [`abi`]: the contract
+//!   surfaces; [`retry`]: the one backoff policy;
 //! - [`decode`]: logs to transfers;
-//! - [`store`]: the SQL of the write path and the writer lock; [`migrate`]: the schema;
+//! - [`store`]: the SQL of the write path, the writer lock and the schema;
 //! - [`metrics`] and [`health`]: what operators and Kubernetes probes read;
 //! - [`verify`]: the `verify` subcommand, the store checked against the chain.
 
+pub mod abi;
 pub mod config;
 pub mod decode;
 pub mod fetch;
 pub mod health;
 pub mod metrics;
-pub mod migrate;
-pub mod refusal;
+pub mod retry;
 pub mod rpc;
 pub mod store;
 pub mod sync;
@@ -26,12 +27,15 @@ pub mod verify;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
 
+use crate::config::FinalityFrom;
 use crate::fetch::SpanPolicy;
-use crate::rpc::{RetryPolicy, Rpc};
+use crate::retry::{RetryPolicy, retrying};
+use crate::rpc::Rpc;
 use crate::store::Store;
 use crate::sync::{FinalityPolicy, Indexer, SyncPolicy};
 
@@ -44,15 +48,8 @@ pub async fn verify_store(
     sample: Option<u64>,
     cross_check_span: Option<u64>,
 ) -> anyhow::Result<(verify::Report, Option<verify::CrossCheck>)> {
-    let retry = RetryPolicy {
-        max_attempts: config.max_attempts,
-        base_delay: std::time::Duration::from_millis(250),
-        max_delay: config.max_backoff,
-    };
-    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
-        .await?
-        .with_rate_limit(config.max_requests_per_second);
-    let store = Store::new(store::pool(&config.database_url, 1)?);
+    let rpc = connect(config).await?;
+    let store = Store::new(store::pool(config.database_url(), 1)?);
     let report = verify::verify(&rpc, &store, config.token, sample).await?;
     let cross = match cross_check_span {
         Some(span) => Some(verify::cross_check(&rpc, &store, config.token, span).await?),
@@ -61,45 +58,69 @@ pub async fn verify_store(
     Ok((report, cross))
 }
 
+/// The nodes of `--rpc-url` with the configured timeout, retries and rate limit.
+async fn connect(config: &Config) -> anyhow::Result<Rpc> {
+    let retry = RetryPolicy::new(config.max_attempts, config.max_backoff);
+    Ok(Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
+        .await?
+        .with_rate_limit(config.max_requests_per_second))
+}
+
 /// Runs the ingestor until its range is indexed, or, when following, until `shutdown`.
 /// Serves metrics and health while it runs; waits for the token's writer lock before it
-/// reads where to start, and stops if it loses the lock.
+/// reads where to start, and stops if it loses the lock. Returns once every task it
+/// started has ended.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let retry = RetryPolicy {
-        max_attempts: config.max_attempts,
-        base_delay: std::time::Duration::from_millis(250),
-        max_delay: config.max_backoff,
-    };
+    let retry = RetryPolicy::new(config.max_attempts, config.max_backoff);
+    let database_url = config.database_url();
     if config.migrate_only {
-        let store = Store::new(store::pool(&config.database_url, 1)?);
-        let applied =
-            store::retrying(&retry, || store.migrate()).await.context("migrating the database")?;
-        info!(applied, database = %store::describe_url(&config.database_url), "migrations applied");
+        let store = Store::new(store::pool(database_url, 1)?);
+        let applied = retrying(&retry, "migrating", || store.migrate())
+            .await
+            .context("migrating the database")?;
+        info!(applied, database = %store::describe_url(database_url), "migrations applied");
         return Ok(());
     }
-    let metrics = metrics::Metrics::new();
+    let tasks = TaskTracker::new();
     let servers = shutdown.child_token();
-    let _stop_servers = servers.clone().drop_guard();
-    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
-        .await
-        .with_context(|| format!("binding --metrics-listen {}", config.metrics_listen))?;
-    tokio::spawn(bootstrap::metrics::serve(
-        metrics_listener,
-        metrics.registry.clone(),
-        servers.clone(),
-    ));
-    let health = health::Health::serve(config.health_listen, servers.clone()).await?;
+    let result = serve_and_index(&config, &retry, &tasks, &servers, &shutdown).await;
+    servers.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
 
-    let rpc = Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
-        .await?
-        .with_rate_limit(config.max_requests_per_second)
-        .with_metrics(metrics.clone());
-    let store =
-        Store::new(store::pool(&config.database_url, usize::from(config.database_pool_size))?);
-    info!(database = %store::describe_url(&config.database_url), token = %config.token, "starting");
+/// Starts the metrics and health servers on `tasks` (stopped by `servers`), then indexes
+/// under the writer lock until done or `shutdown`.
+async fn serve_and_index(
+    config: &Config,
+    retry: &RetryPolicy,
+    tasks: &TaskTracker,
+    servers: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let (registry, stop) = (metrics.registry.clone(), servers.clone());
+    // A bad address stops the ingestor now, in one line; one in use is waited for.
+    let addr = config.metrics_listen;
+    let bound =
+        bootstrap::listen::try_bind("--metrics-listen", addr).await.map_err(anyhow::Error::msg)?;
+    tasks.spawn(async move {
+        if let Some(listener) =
+            bootstrap::listen::when_free(bound, "--metrics-listen", addr, &stop).await
+        {
+            bootstrap::metrics::serve(listener, registry, stop).await;
+        }
+    });
+    let health = health::Health::serve(config.health_listen, tasks, servers.clone()).await?;
+
+    let rpc = connect(config).await?.with_metrics(metrics.clone());
+    let database_url = config.database_url();
+    let store = Store::new(store::pool(database_url, usize::from(config.database_pool_size))?);
+    info!(database = %store::describe_url(database_url), token = %config.token, "starting");
 
     let applied =
-        store::retrying(&retry, || store.migrate()).await.context("migrating the database")?;
+        retrying(retry, "migrating", || store.migrate()).await.context("migrating the database")?;
     if applied > 0 {
         info!(applied, "schema migrated");
     }
@@ -108,25 +129,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // the work starts over from the stored checkpoint, which another ingestor may have
     // moved in between.
     loop {
-        let Some(lock) = store::retrying(&retry, || {
-            store::writer_lock(&config.database_url, config.token, &shutdown)
+        let Some(lock) = retrying(retry, "taking the writer lock", || {
+            store::writer_lock(database_url, config.token, shutdown)
         })
         .await?
         else {
             return Ok(());
         };
         let result =
-            index(&config, rpc.clone(), store.clone(), &metrics, &health, &lock, &shutdown).await;
+            index(config, rpc.clone(), store.clone(), &metrics, &health, &lock, tasks, shutdown)
+                .await;
         if lock.lost().is_cancelled() && !shutdown.is_cancelled() {
-            match &result {
-                Ok(()) => {
-                    warn!("lost the writer lock (its database connection ended); taking it again")
-                }
-                Err(e) => warn!(
-                    error = format!("{e:#}"),
-                    "lost the writer lock (its database connection ended); taking it again"
-                ),
-            }
+            let why = result.err().map(|e| format!("{e:#}"));
+            warn!(
+                error = why,
+                "lost the writer lock (its database connection ended); taking it again"
+            );
             continue;
         }
         return result;
@@ -134,7 +152,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Indexes while `lock` is held: reads where to start, then runs the [`Indexer`] until
-/// the range is done, `shutdown`, or the lock is lost.
+/// the range is done, `shutdown`, or the lock is lost. Its helper tasks (on `tasks`) end
+/// with it.
+#[allow(clippy::too_many_arguments, reason = "the parts of one run, each borrowed")]
 async fn index(
     config: &Config,
     rpc: Rpc,
@@ -142,22 +162,25 @@ async fn index(
     metrics: &metrics::Metrics,
     health: &health::Health,
     lock: &store::WriterLock,
+    tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let retry = rpc.retry_policy();
     let work = shutdown.child_token();
-    let lost = lock.lost();
-    let stop_work = work.clone();
-    tokio::spawn(async move {
-        lost.cancelled().await;
-        stop_work.cancel();
+    let _end_work = work.clone().drop_guard();
+    let (lost, stop_work) = (lock.lost(), work.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = lost.cancelled() => stop_work.cancel(),
+            () = stop_work.cancelled() => {}
+        }
     });
-    health.follow(metrics.clone(), config.ready_max_lag, lock.lost());
+    health.follow(metrics.clone(), config.ready_max_lag, lock.lost(), tasks);
 
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
     let head = rpc.head().await.context("reading the chain head")?;
     metrics.head(head);
-    let existing = store::retrying(&retry, || store.token(config.token)).await?;
+    let existing = retrying(&retry, "reading the token row", || store.token(config.token)).await?;
     let start = sync::start_block(existing.as_ref(), config.from, head, chain_id)?;
     if let Some(to) = config.to.filter(|&to| to < start) {
         info!(to, indexed = start - 1, "the range is already indexed; nothing to do");
@@ -176,10 +199,13 @@ async fn index(
     }
     let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
     info!(name = %meta.name, symbol = %meta.symbol, decimals = meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
-    store::retrying(&retry, || store.upsert_token(config.token, chain_id, &meta, start)).await?;
+    retrying(&retry, "writing the token row", || {
+        store.upsert_token(config.token, chain_id, &meta, start)
+    })
+    .await?;
 
     if let Some(every) = config.verify_every {
-        tokio::spawn(verify::every(
+        tasks.spawn(verify::every(
             every,
             config.verify_sample,
             rpc.clone(),
@@ -189,34 +215,25 @@ async fn index(
             work.clone(),
         ));
     }
-    let indexer = Indexer {
-        rpc,
-        store,
-        token: config.token,
-        policy: SyncPolicy {
-            spans: SpanPolicy {
-                initial: config.initial_span,
-                max: config.max_span,
-                target_logs: config.target_logs as usize,
-                concurrency: usize::from(config.concurrency),
-            },
-            batch_transfers: config.batch_transfers as usize,
-            batch_interval: config.batch_interval,
-            poll_interval: config.poll_interval,
-            finality: FinalityPolicy {
-                from_node: config.finality_from == "node",
-                depth: config.finality_depth,
-            },
-            confirmations: config.confirmations,
-            draw_progress: config.log_format == "text"
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    let policy = SyncPolicy {
+        spans: SpanPolicy {
+            initial: config.initial_span,
+            max: config.max_span,
+            target_logs: config.target_logs as usize,
+            concurrency: usize::from(config.concurrency),
         },
-        shutdown: work,
-        metrics: metrics.clone(),
-        supply_warned: Default::default(),
-        recorded: Default::default(),
-        depth_noted: Default::default(),
-        last_finality: Default::default(),
+        batch_transfers: config.batch_transfers as usize,
+        batch_interval: config.batch_interval,
+        poll_interval: config.poll_interval,
+        finality: FinalityPolicy {
+            from_node: config.finality_from == FinalityFrom::Node,
+            depth: config.finality_depth,
+        },
+        confirmations: config.confirmations,
+        draw_progress: config.log_format == bootstrap::LogFormat::Text
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    indexer.run(start, config.to).await
+    Indexer::new(rpc, store, config.token, policy, work, metrics.clone())
+        .run(start, config.to)
+        .await
 }

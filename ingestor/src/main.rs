@@ -4,25 +4,36 @@ use std::process::ExitCode;
 
 use ingestor::Config;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match bootstrap::parse_or_exit::<Config>("ingestor", Config::validate) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    bootstrap::init_logging(&config.log_format);
+    bootstrap::shutdown::block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    bootstrap::init_logging(config.log_format);
     if let Some(ingestor::config::Command::Verify { sample, json, cross_check, cross_check_span }) =
         config.command
     {
         return verify(&config, sample, json, cross_check.then_some(cross_check_span)).await;
     }
-    let shutdown = bootstrap::shutdown_on_signal(config.shutdown_grace);
-    match ingestor::run(config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let shutdown = bootstrap::shutdown::on_signal();
+    let grace = config.shutdown_grace;
+    match bootstrap::shutdown::within_grace(
+        ingestor::run(config, shutdown.clone()),
+        &shutdown,
+        grace,
+    )
+    .await
+    {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
             tracing::error!(error = format!("{e:#}"), "ingestor stopped");
             ExitCode::FAILURE
         }
+        None => ExitCode::FAILURE,
     }
 }
 

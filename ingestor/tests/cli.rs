@@ -110,7 +110,7 @@ fn migrate_only_needs_just_the_database() {
         .args(["-qAtc", "SELECT max(version) FROM schema_migrations"])
         .output()
         .unwrap();
-    let newest = ingestor::migrate::MIGRATIONS.last().unwrap().0;
+    let newest = ingestor::store::migrate::MIGRATIONS.last().unwrap().0;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), newest.to_string());
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }

@@ -2,35 +2,36 @@
 //! each once, each in its own transaction. Several processes may start at once: a
 //! Postgres advisory lock lets one migrate while the others wait.
 
-use anyhow::Context;
 use tokio_postgres::Client;
 use tracing::info;
 
+use super::error::{StoreError, StoreResult, What};
+
 /// The migrations, in the order they apply: (version, name, SQL).
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "initial", include_str!("../../migrations/V1__initial.sql")),
-    (2, "stream_and_reorgs", include_str!("../../migrations/V2__stream_and_reorgs.sql")),
-    (3, "no_token_foreign_keys", include_str!("../../migrations/V3__no_token_foreign_keys.sql")),
-    (4, "reader_role", include_str!("../../migrations/V4__reader_role.sql")),
-    (5, "finality_and_history", include_str!("../../migrations/V5__finality_and_history.sql")),
+    (1, "initial", include_str!("../../../migrations/V1__initial.sql")),
+    (2, "stream_and_reorgs", include_str!("../../../migrations/V2__stream_and_reorgs.sql")),
+    (3, "no_token_foreign_keys", include_str!("../../../migrations/V3__no_token_foreign_keys.sql")),
+    (4, "reader_role", include_str!("../../../migrations/V4__reader_role.sql")),
+    (5, "finality_and_history", include_str!("../../../migrations/V5__finality_and_history.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).
 const LOCK_KEY: i64 = 0x4552_4332_304d_4947; // "ERC20MIG"
 
 /// Applies the migrations the database lacks. Returns how many it applied.
-pub async fn run(client: &mut Client) -> anyhow::Result<usize> {
+pub async fn run(client: &mut Client) -> StoreResult<usize> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
-        .context("taking the migration lock")?;
+        .what("taking the migration lock")?;
     let result = apply(client).await;
     // Unlock even when a migration failed; a dead connection drops the lock anyway.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
     result
 }
 
-async fn apply(client: &mut Client) -> anyhow::Result<usize> {
+async fn apply(client: &mut Client) -> StoreResult<usize> {
     client
         .batch_execute(
             // No NOTICE "already exists" (logged) at every start.
@@ -42,37 +43,40 @@ async fn apply(client: &mut Client) -> anyhow::Result<usize> {
             )",
         )
         .await
-        .context("creating schema_migrations")?;
-    client.batch_execute("RESET client_min_messages").await?;
+        .what("creating schema_migrations")?;
+    client
+        .batch_execute("RESET client_min_messages")
+        .await
+        .what("resetting client_min_messages")?;
     let applied: Vec<i32> = client
         .query("SELECT version FROM schema_migrations ORDER BY version", &[])
         .await
-        .context("reading schema_migrations")?
+        .what("reading schema_migrations")?
         .iter()
         .map(|r| r.get(0))
         .collect();
     if let Some(&newest) = applied.last() {
         let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        anyhow::ensure!(
-            newest <= known,
-            "the database has schema version {newest}, newer than this binary knows ({known}): run a newer ingestor"
-        );
+        if newest > known {
+            return Err(StoreError::Refused(format!(
+                "the database has schema version {newest}, newer than this binary knows ({known}): run a newer ingestor"
+            )));
+        }
     }
     let mut count = 0;
     for &(version, name, sql) in MIGRATIONS {
         if applied.contains(&version) {
             continue;
         }
-        let tx = client.transaction().await?;
-        tx.batch_execute(sql)
-            .await
-            .with_context(|| format!("applying migration V{version}__{name}"))?;
+        let tx = client.transaction().await.what("starting a migration")?;
+        tx.batch_execute(sql).await.what(format!("applying migration V{version}__{name}"))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[&version, &name],
         )
-        .await?;
-        tx.commit().await.with_context(|| format!("committing migration V{version}__{name}"))?;
+        .await
+        .what("recording a migration")?;
+        tx.commit().await.what(format!("committing migration V{version}__{name}"))?;
         info!(version, name, "applied migration");
         count += 1;
     }

@@ -1,0 +1,252 @@
+//! Calls into contracts by `eth_call`: the token's metadata and `totalSupply()` while
+//! indexing, and `balanceOf` of many holders for verify, through Multicall3 where the
+//! chain has it.
+
+use alloy_json_rpc::RpcError as JsonRpcError;
+use alloy_primitives::{Address, Bytes, U256};
+use alloy_sol_types::SolCall;
+use alloy_transport::TransportErrorKind;
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::Rpc;
+use super::error::{RpcError, classify, classify_payload};
+use crate::abi::{IERC20, IMulticall3, MULTICALL3};
+
+/// balanceOf calls per Multicall3 eth_call: ~3k gas each, far below any node's call cap.
+const MULTICALL_CHUNK: usize = 500;
+
+/// What the token says about itself. Fields a contract lacks are empty.
+#[derive(Debug, Clone, Default)]
+pub struct TokenMetadata {
+    /// `name()`, or empty.
+    pub name: String,
+    /// `symbol()`, or empty.
+    pub symbol: String,
+    /// `decimals()`; 0 when the contract has no such function.
+    pub decimals: u8,
+}
+
+/// How a batch of balanceOf calls reached the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPath {
+    /// Multicall3's aggregate3, many calls per eth_call.
+    Multicall3,
+    /// JSON-RPC batches of single eth_calls.
+    Batches,
+}
+
+impl CallPath {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Multicall3 => "multicall3",
+            Self::Batches => "json-rpc batches",
+        }
+    }
+}
+
+impl Rpc {
+    /// `name()`, `symbol()` and `decimals()` at the latest block. A function the contract
+    /// lacks (or answers in another shape, like MKR's bytes32 name) is left empty.
+    pub async fn token_metadata(&self, token: Address) -> Result<TokenMetadata, RpcError> {
+        /// The value, or `None` (with a warning) when the contract cannot answer.
+        fn optional<T>(
+            token: Address,
+            what: &str,
+            r: Result<T, RpcError>,
+        ) -> Result<Option<T>, RpcError> {
+            match r {
+                Ok(v) => Ok(Some(v)),
+                Err(e @ RpcError::Fatal { .. }) => {
+                    warn!(%token, error = %e, "{what} unreadable; leaving it empty");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        let name = self.call_decoded(token, "latest", IERC20::nameCall {}).await;
+        let symbol = self.call_decoded(token, "latest", IERC20::symbolCall {}).await;
+        let decimals = self.call_decoded(token, "latest", IERC20::decimalsCall {}).await;
+        Ok(TokenMetadata {
+            name: optional(token, "name()", name)?.unwrap_or_default(),
+            symbol: optional(token, "symbol()", symbol)?.unwrap_or_default(),
+            decimals: optional(token, "decimals() (balances formatted with 0 decimals)", decimals)?
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `totalSupply()` at `block`, retried; `None` when the node cannot answer for that
+    /// block (state pruned) or the contract has no such function.
+    pub async fn total_supply(&self, token: Address, block: u64) -> Result<Option<U256>, RpcError> {
+        match self.call_decoded(token, &format!("{block:#x}"), IERC20::totalSupplyCall {}).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e @ RpcError::Fatal { .. }) => {
+                debug!(%token, block, error = %e, "totalSupply() unavailable at this block");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `balanceOf(holder)` of `token` at `block` for each holder, retried: through
+    /// Multicall3 where the chain has it at its canonical address at that block, else (or
+    /// if it fails) in JSON-RPC batches sized to the rate limit. Returns the path taken.
+    pub async fn balances_at(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> Result<(Vec<U256>, CallPath), RpcError> {
+        if self.has_multicall3(block).await? {
+            match self.balances_via_multicall(token, holders, block).await {
+                Ok(values) => return Ok((values, CallPath::Multicall3)),
+                Err(RpcError::Fatal { message, .. }) => {
+                    warn!(error = %message, "Multicall3 failed; falling back to JSON-RPC batches");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.balances_in_batches(token, holders, block).await?, CallPath::Batches))
+    }
+
+    /// Whether Multicall3 has code at its canonical address at `block`.
+    pub async fn has_multicall3(&self, block: u64) -> Result<bool, RpcError> {
+        let tag = format!("{block:#x}");
+        let code: Bytes = self
+            .retrying("eth_getCode", || async {
+                let (node, client) = self.node();
+                self.timed(
+                    "eth_getCode",
+                    node,
+                    1,
+                    client.request("eth_getCode", (MULTICALL3, &tag)),
+                )
+                .await
+            })
+            .await?;
+        Ok(!code.is_empty())
+    }
+
+    /// balanceOf through Multicall3's aggregate3, [`MULTICALL_CHUNK`] holders per eth_call.
+    async fn balances_via_multicall(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> Result<Vec<U256>, RpcError> {
+        let tag = format!("{block:#x}");
+        let mut out = Vec::with_capacity(holders.len());
+        for chunk in holders.chunks(MULTICALL_CHUNK) {
+            let calls = chunk
+                .iter()
+                .map(|h| IMulticall3::Call3 {
+                    target: token,
+                    allowFailure: true,
+                    callData: IERC20::balanceOfCall { account: *h }.abi_encode().into(),
+                })
+                .collect();
+            let results =
+                self.call_decoded(MULTICALL3, &tag, IMulticall3::aggregate3Call { calls }).await?;
+            if results.len() != chunk.len() {
+                return Err(RpcError::fatal(format!(
+                    "Multicall3 answered {} results for {} calls",
+                    results.len(),
+                    chunk.len()
+                )));
+            }
+            for (holder, r) in chunk.iter().zip(results) {
+                let value = r
+                    .success
+                    .then(|| IERC20::balanceOfCall::abi_decode_returns(&r.returnData).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        RpcError::fatal(format!("balanceOf({holder}) failed inside Multicall3"))
+                    })?;
+                out.push(value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// balanceOf in JSON-RPC batches (sized to the rate limit), retried.
+    async fn balances_in_batches(
+        &self,
+        token: Address,
+        holders: &[Address],
+        block: u64,
+    ) -> Result<Vec<U256>, RpcError> {
+        let tag = format!("{block:#x}");
+        let mut out = Vec::with_capacity(holders.len());
+        for chunk in holders.chunks(self.batch_size()) {
+            let params: Vec<(serde_json::Value, &str)> = chunk
+                .iter()
+                .map(|holder| {
+                    let data = Bytes::from(IERC20::balanceOfCall { account: *holder }.abi_encode());
+                    (json!({ "to": token, "data": data }), tag.as_str())
+                })
+                .collect();
+            let values = self
+                .retrying("eth_call", || async {
+                    let answers = self.batch::<_, Bytes>("eth_call", &params).await?;
+                    answers
+                        .into_iter()
+                        .map(|answer| {
+                            let out = answer.map_err(classify)?;
+                            IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| {
+                                RpcError::fatal(format!(
+                                    "balanceOf returned an undecodable answer: {e}"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            out.extend(values);
+        }
+        Ok(out)
+    }
+
+    /// `eth_call` of `C` on `token` at `block`, decoded; a revert or an undecodable answer
+    /// is `Fatal`.
+    async fn call_decoded<C: SolCall>(
+        &self,
+        token: Address,
+        block: &str,
+        call: C,
+    ) -> Result<C::Return, RpcError> {
+        let data = Bytes::from(call.abi_encode());
+        let out: Bytes = self
+            .retrying("eth_call", || async {
+                let tx = json!({ "to": token, "data": data });
+                let started = std::time::Instant::now();
+                let (node, client) = self.node();
+                let call = client.request("eth_call", (tx, block));
+                match self.send(1, call).await.unwrap_or_else(|| {
+                    Err(TransportErrorKind::custom_str(
+                        "eth_call: no answer within the request timeout",
+                    ))
+                }) {
+                    Ok(out) => {
+                        self.record("eth_call", started, "ok");
+                        Ok(out)
+                    }
+                    // A revert (or missing state) is the contract's or node's answer, not a fault.
+                    Err(JsonRpcError::ErrorResp(p)) if classify_payload(&p).is_none() => {
+                        self.record("eth_call", started, "reverted");
+                        Err(RpcError::fatal(format!("eth_call {}: {}", C::SIGNATURE, p.message)))
+                    }
+                    Err(e) => {
+                        self.record("eth_call", started, "transient");
+                        let e = classify(e);
+                        self.fail_over(node, &e);
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
+        C::abi_decode_returns(&out).map_err(|e| {
+            RpcError::fatal(format!("{} returned an undecodable answer: {e}", C::SIGNATURE))
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! The commit of one batch: its transfers are streamed into a staging table by binary
+//! COPY, then one statement (`apply_batch.sql`) stores the new ones with both sides'
+//! balances after them, moves balances, keeps block hashes and rejected logs, and
+//! advances the checkpoint, all in one transaction that also announces the commit.
+
+use std::ops::RangeInclusive;
+
+use alloy_primitives::Address;
+use futures::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::error::{StoreError, StoreResult, What};
+use super::{Store, lock_token, notify};
+use crate::decode::Transfer;
+use crate::rpc::BlockRef;
+
+/// Transfers of a contiguous block span, decoded and timestamped, ready to commit.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The blocks this batch covers, whether or not they hold transfers.
+    pub span: RangeInclusive<u64>,
+    /// The last block of the span: it becomes the checkpoint.
+    pub end: BlockRef,
+    /// Transfers in the span, every `block_time` filled.
+    pub transfers: Vec<Transfer>,
+    /// Positions (block, log index) of logs with the Transfer topic but not an ERC-20
+    /// Transfer's shape.
+    pub rejected: Vec<(u64, u64)>,
+    /// Headers of the span's blocks when they were checked against each other (near the
+    /// head): their hashes are kept so that a later reorg can be traced to its fork.
+    pub verified: Vec<BlockRef>,
+}
+
+/// What a commit changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transfers newly stored (the rest were stored before).
+    pub inserted: u64,
+    /// Addresses whose balance row changed.
+    pub balances_touched: u64,
+}
+
+const APPLY_BATCH: &str = include_str!("apply_batch.sql");
+
+impl Store {
+    /// Writes a batch in one transaction: its transfers (each at most once), the balance
+    /// changes of the newly stored ones, its blocks and the checkpoint. Safe to repeat.
+    /// Refuses a batch that would leave a gap after the checkpoint.
+    pub async fn commit(&self, token: Address, batch: &Batch) -> StoreResult<CommitStats> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.what("starting the batch transaction")?;
+
+        let (indexed, last_seq) = lock_token(&tx, token).await?;
+        let (from, to) = (*batch.span.start() as i64, *batch.span.end() as i64);
+        if from > indexed + 1 {
+            return Err(StoreError::Refused(format!(
+                "batch {from}..={to} would leave blocks {}..={} unindexed",
+                indexed + 1,
+                from - 1
+            )));
+        }
+
+        // A backfill batch aggregates tens of thousands of balance changes: let the
+        // grouping stay in memory. The staging table exists from the connection's first
+        // batch on; Postgres would say so in a NOTICE (logged) at every batch.
+        tx.batch_execute(
+            "SET LOCAL work_mem = '256MB';
+             SET LOCAL client_min_messages = warning;
+             CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
+                block_number bigint, log_index integer, block_hash bytea, block_time bigint,
+                tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0),
+                seq bigint
+             ) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .what("creating the staging table")?;
+        // Sequence numbers follow (block, log index); chunks arrive sorted, so this
+        // copies only if a caller did not.
+        let key = |t: &Transfer| (t.block_number, t.log_index);
+        let sorted = if batch.transfers.is_sorted_by_key(key) {
+            std::borrow::Cow::Borrowed(&batch.transfers)
+        } else {
+            let mut v = batch.transfers.clone();
+            v.sort_by_key(key);
+            std::borrow::Cow::Owned(v)
+        };
+        copy_transfers(&tx, &sorted, last_seq + 1).await?;
+
+        let mut blocks = batch.verified.clone();
+        blocks.push(batch.end);
+        let apply = tx.prepare_cached(APPLY_BATCH).await.what("preparing the batch")?;
+        let row = tx
+            .query_one(
+                &apply,
+                &[
+                    &token,
+                    &Address::ZERO,
+                    &to,
+                    &batch.end.hash,
+                    &(batch.end.timestamp as i64),
+                    &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
+                    &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
+                    &blocks.iter().map(|b| b.number as i64).collect::<Vec<_>>(),
+                    &blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
+                    &blocks.iter().map(|b| b.timestamp as i64).collect::<Vec<_>>(),
+                ],
+            )
+            .await
+            .what("applying the batch")?;
+        let stats = CommitStats {
+            inserted: row.get::<_, i64>("inserted") as u64,
+            balances_touched: row.get::<_, i64>("balances_touched") as u64,
+        };
+        if stats.inserted > 0 {
+            notify(&tx, token).await?;
+        }
+        tx.commit().await.what("committing the batch")?;
+        Ok(stats)
+    }
+}
+
+/// Streams the transfers into the staging table with binary COPY. U256, Address and B256
+/// travel through alloy's ToSql (NUMERIC and BYTEA): the one conversion of uint256 to
+/// Postgres in the ingestor.
+async fn copy_transfers(
+    tx: &tokio_postgres::Transaction<'_>,
+    transfers: &[Transfer],
+    first_seq: i64,
+) -> StoreResult<()> {
+    let sink = tx
+        .copy_in(
+            "COPY staging_transfers (block_number, log_index, block_hash, block_time, tx_hash,
+                                     from_address, to_address, value, seq) FROM STDIN BINARY",
+        )
+        .await
+        .what("starting COPY")?;
+    let types = [
+        Type::INT8,
+        Type::INT4,
+        Type::BYTEA,
+        Type::INT8,
+        Type::BYTEA,
+        Type::BYTEA,
+        Type::BYTEA,
+        Type::NUMERIC,
+        Type::INT8,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    // Sequence numbers in (block, log index) order; a row that turns out to be stored
+    // already leaves its number unused.
+    for (t, seq) in transfers.iter().zip(first_seq..) {
+        let block_time = t.block_time.ok_or_else(|| {
+            StoreError::Refused("a transfer without a block time reached the store".into())
+        })? as i64;
+        let row: [&(dyn ToSql + Sync); 9] = [
+            &(t.block_number as i64),
+            &(t.log_index as i32),
+            &t.block_hash,
+            &block_time,
+            &t.tx_hash,
+            &t.from,
+            &t.to,
+            &t.value,
+            &seq,
+        ];
+        writer.as_mut().write(&row).await.what("writing a COPY row")?;
+    }
+    writer.finish().await.what("finishing COPY")?;
+    Ok(())
+}

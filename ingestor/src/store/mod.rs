@@ -1,0 +1,131 @@
+//! The ingestor's side of Postgres. A batch's transfers, balance changes, blocks and
+//! checkpoint are written in one transaction ([`commit`]), and a commit can be repeated
+//! safely: a transfer already stored is skipped, and only the transfers actually inserted
+//! move balances. A reorg is undone in one transaction too ([`rollback`]).
+//!
+//! - [`commit`]: a batch, staged by binary COPY and applied by one statement;
+//! - [`rollback`]: everything above a fork block, undone;
+//! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
+//! - [`lock`]: the per-token writer lock; [`migrate`]: the schema;
+//! - [`verify`]: the reads `ingestor verify` compares with the chain;
+//! - [`error`]: [`StoreError`] and which failures are worth repeating.
+//!
+//! This module knows no RPC.
+
+pub mod commit;
+pub mod error;
+pub mod lock;
+pub mod migrate;
+pub mod rollback;
+pub mod token;
+pub mod verify;
+
+use std::str::FromStr;
+
+use alloy_primitives::Address;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use commit::{Batch, CommitStats};
+pub use error::{StoreError, StoreResult};
+pub use lock::{WriterLock, writer_lock};
+pub use token::TokenRow;
+pub use verify::VerifySnapshot;
+
+use error::What;
+
+/// A pool of connections to the indexer's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Parses a database URL and makes a pool of at most `size` connections. Nothing connects
+/// until the first use.
+pub fn pool(database_url: &str, size: usize) -> StoreResult<Pool> {
+    let config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| StoreError::Config(format!("--database-url is not a PostgreSQL URL: {e}")))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .map_err(|e| StoreError::Config(format!("building the database pool: {e}")))
+}
+
+/// Where a URL points, without its password: for logs.
+pub fn describe_url(database_url: &str) -> String {
+    match tokio_postgres::Config::from_str(database_url) {
+        Ok(c) => {
+            let hosts: Vec<String> = c
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .collect();
+            format!(
+                "postgres://{}@{}:{}/{}",
+                c.get_user().unwrap_or("-"),
+                hosts.join(","),
+                c.get_ports().first().copied().unwrap_or(5432),
+                c.get_dbname().unwrap_or("-")
+            )
+        }
+        Err(_) => "<unparsable database URL>".into(),
+    }
+}
+
+impl Store {
+    /// A store over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Applies the migrations the database lacks.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let mut client = self.client().await?;
+        migrate::run(&mut client).await
+    }
+}
+
+/// Locks the token's row for this transaction; returns its checkpoint and last sequence
+/// number. Every write of the batch kind takes it first: one writer per token at a time,
+/// and sequence numbers handed out in commit order.
+async fn lock_token(
+    tx: &tokio_postgres::Transaction<'_>,
+    token: Address,
+) -> StoreResult<(i64, i64)> {
+    let row = tx
+        .query_opt(
+            "SELECT indexed_block, last_seq FROM tokens WHERE address = $1 FOR UPDATE",
+            &[&token],
+        )
+        .await
+        .what("locking the token row")?
+        .ok_or_else(|| {
+            StoreError::Refused(format!("token {token} has no row: register it first"))
+        })?;
+    Ok((row.get("indexed_block"), row.get("last_seq")))
+}
+
+/// Announces a commit or rollback of `token` on [`bootstrap::NOTIFY_CHANNEL`] (delivered
+/// when `tx` commits).
+async fn notify(tx: &tokio_postgres::Transaction<'_>, token: Address) -> StoreResult<()> {
+    tx.execute(
+        "SELECT pg_notify($2, encode(address, 'hex') || ':' || last_seq) FROM tokens WHERE address = $1",
+        &[&token, &bootstrap::NOTIFY_CHANNEL],
+    )
+    .await
+    .what("announcing the commit")?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The token's row (metadata, checkpoint, finality, the chain's totalSupply()) and the
+//! block hashes kept for finding forks. These writes run outside a batch transaction;
+//! each is one statement that never moves the checkpoint (see ARCHITECTURE.md).
+
+use alloy_primitives::{Address, B256, U256};
+use tokio_postgres::Row;
+
+use super::Store;
+use super::error::{StoreResult, What};
+use crate::rpc::TokenMetadata;
+
+/// A token's row: metadata and checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Token address.
+    pub address: Address,
+    /// Chain the token was indexed from.
+    pub chain_id: u64,
+    /// First block indexed.
+    pub start_block: u64,
+    /// Every block in `start_block..=indexed_block` is indexed; `start_block - 1` before
+    /// the first commit.
+    pub indexed_block: i64,
+}
+
+impl TokenRow {
+    fn from_row(r: &Row) -> Self {
+        Self {
+            address: r.get("address"),
+            chain_id: r.get::<_, i64>("chain_id") as u64,
+            start_block: r.get::<_, i64>("start_block") as u64,
+            indexed_block: r.get("indexed_block"),
+        }
+    }
+}
+
+impl Store {
+    /// The token's row, if it was ever indexed.
+    pub async fn token(&self, address: Address) -> StoreResult<Option<TokenRow>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT address, chain_id, start_block, indexed_block FROM tokens WHERE address = $1", &[&address])
+            .await
+            .what("reading the token row")?;
+        Ok(row.as_ref().map(TokenRow::from_row))
+    }
+
+    /// Creates the token's row starting at `start_block`, or refreshes its metadata when it
+    /// exists (the start and checkpoint of an existing row never change here).
+    pub async fn upsert_token(
+        &self,
+        address: Address,
+        chain_id: u64,
+        meta: &TokenMetadata,
+        start_block: u64,
+    ) -> StoreResult<TokenRow> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
+                 VALUES ($1, $2, $3, $4, $5, $6::bigint, $6::bigint - 1)
+                 ON CONFLICT (address) DO UPDATE
+                    SET name = excluded.name, symbol = excluded.symbol, decimals = excluded.decimals,
+                        updated_at = now()
+                 RETURNING address, chain_id, start_block, indexed_block",
+                &[
+                    &address,
+                    &(chain_id as i64),
+                    &meta.name,
+                    &meta.symbol,
+                    &i16::from(meta.decimals),
+                    &(start_block as i64),
+                ],
+            )
+            .await
+            .what("writing the token row")?;
+        Ok(TokenRow::from_row(&row))
+    }
+
+    /// Records `totalSupply()` as read from the chain at `block`, for checks against the
+    /// supply derived from transfers.
+    pub async fn record_chain_supply(
+        &self,
+        token: Address,
+        block: u64,
+        supply: U256,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE tokens SET chain_supply = $2, chain_supply_block = $3 WHERE address = $1",
+                &[&token, &supply, &(block as i64)],
+            )
+            .await
+            .what("recording totalSupply()")?;
+        Ok(())
+    }
+
+    /// The supply derived from transfers (minted minus burned) and the chain's totalSupply()
+    /// when they were read at the same block: (derived, chain).
+    pub async fn supplies(&self, token: Address) -> StoreResult<(String, Option<String>)> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT total_supply::text,
+                        CASE WHEN chain_supply_block = indexed_block THEN chain_supply::text END
+                 FROM tokens WHERE address = $1",
+                &[&token],
+            )
+            .await
+            .what("reading supplies")?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Records the chain's safe and finalized blocks for `token`, never lowering them, and
+    /// announces it (streams of final transfers wait for it). Returns what is now stored.
+    pub async fn record_finality(
+        &self,
+        token: Address,
+        safe: u64,
+        finalized: u64,
+    ) -> StoreResult<(u64, u64)> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "WITH t AS (
+                     UPDATE tokens SET safe_block = greatest(safe_block, $2),
+                                       finalized_block = greatest(finalized_block, $3)
+                     WHERE address = $1
+                     RETURNING safe_block, finalized_block, last_seq)
+                 SELECT safe_block, finalized_block,
+                        pg_notify($4, encode($1, 'hex') || ':' || last_seq)::text
+                 FROM t",
+                &[&token, &(safe as i64), &(finalized as i64), &bootstrap::NOTIFY_CHANNEL],
+            )
+            .await
+            .what("recording the finalized block")?;
+        Ok((
+            row.get::<_, i64>("safe_block").max(0) as u64,
+            row.get::<_, i64>("finalized_block").max(0) as u64,
+        ))
+    }
+
+    /// The hash stored for `block`, if the store kept one (blocks with transfers, verified
+    /// blocks near the head, and every checkpoint).
+    pub async fn block_hash(&self, token: Address, block: u64) -> StoreResult<Option<B256>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT hash FROM blocks WHERE token = $1 AND number = $2",
+                &[&token, &(block as i64)],
+            )
+            .await
+            .what("reading a block hash")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Stored block hashes at or below `below`, newest first, at most `limit`.
+    pub async fn recent_blocks(
+        &self,
+        token: Address,
+        below: u64,
+        limit: i64,
+    ) -> StoreResult<Vec<(u64, B256)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT number, hash FROM blocks WHERE token = $1 AND number <= $2 ORDER BY number DESC LIMIT $3",
+                &[&token, &(below as i64), &limit],
+            )
+            .await
+            .what("reading stored block hashes")?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1))).collect())
+    }
+}

@@ -1,0 +1,253 @@
+//! Keeps the store in step with the chain: decides where indexing resumes, pushes final
+//! block ranges through fetch → decode → store in strict block order, indexes the blocks
+//! above the finalized one in verified steps, and, without an end block, follows the head.
+//!
+//! - [`backfill`]: wide ranges of final blocks, batched commits;
+//! - [`tip`]: verified steps, fork search and rollback near the head;
+//! - [`finality`]: the `safe`/`finalized` blocks, from the node or a depth;
+//! - [`heads`]: waiting for the next block (newHeads or polling);
+//! - [`progress`]: the progress line of a long range.
+
+pub mod backfill;
+pub mod finality;
+mod heads;
+mod progress;
+pub mod tip;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use finality::{Finality, FinalityPolicy};
+
+use crate::fetch::SpanPolicy;
+use crate::metrics::Metrics;
+use crate::rpc::Rpc;
+use crate::store::{Store, TokenRow};
+
+/// Where a run starts, given what the store holds and what was asked.
+///
+/// A token already in the store resumes after its checkpoint: a `--from` inside the
+/// indexed span (or right after it) resumes too, so restarting with the same flags never
+/// re-reads history. A `--from` that would leave a gap or reach before the indexed span
+/// is refused, since balances are sums over an unbroken history.
+pub fn start_block(
+    existing: Option<&TokenRow>,
+    from: Option<u64>,
+    head: u64,
+    chain_id: u64,
+) -> anyhow::Result<u64> {
+    let Some(row) = existing else {
+        return Ok(from.unwrap_or(head));
+    };
+    anyhow::ensure!(
+        row.chain_id == chain_id,
+        "token {} was indexed from chain {} but the RPC node serves chain {chain_id}: use the right --rpc-url or another database",
+        row.address,
+        row.chain_id
+    );
+    let resume = (row.indexed_block + 1) as u64;
+    match from {
+        Some(f) if f < row.start_block => anyhow::bail!(
+            "--from {f} is before block {}, where this token's index starts; to index earlier blocks, start over in an empty database",
+            row.start_block
+        ),
+        Some(f) if f > resume => anyhow::bail!(
+            "--from {f} would leave blocks {resume}..={} unindexed (the store holds {}..={}); use --from {resume} or less",
+            f - 1,
+            row.start_block,
+            row.indexed_block
+        ),
+        _ => Ok(resume),
+    }
+}
+
+/// How the pipeline batches and polls.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncPolicy {
+    /// Span sizing and concurrency of `eth_getLogs`.
+    pub spans: SpanPolicy,
+    /// Commit once a batch holds this many transfers.
+    pub batch_transfers: usize,
+    /// Commit a non-empty batch that has waited this long.
+    pub batch_interval: Duration,
+    /// How often to ask for the head when following.
+    pub poll_interval: Duration,
+    /// Where the finalized block comes from. Blocks above it are indexed in verified
+    /// steps and their hashes kept; a reorg that would change it stops the ingestor.
+    pub finality: FinalityPolicy,
+    /// Index only blocks at least this many blocks below the head.
+    pub confirmations: u64,
+    /// Draw a progress line on the terminal during long ranges (batch lines go to debug).
+    pub draw_progress: bool,
+}
+
+/// Indexes one token into one store.
+#[derive(Debug)]
+pub struct Indexer {
+    rpc: Rpc,
+    store: Store,
+    token: Address,
+    policy: SyncPolicy,
+    /// Stops the run between batches.
+    shutdown: CancellationToken,
+    /// Where progress, RPC calls, commits and reorgs are counted.
+    metrics: Metrics,
+    /// Whether the supply mismatch was reported already (once per run is enough).
+    supply_warned: AtomicBool,
+    finality_memo: finality::FinalityMemo,
+}
+
+impl Indexer {
+    /// An indexer of `token` from `rpc` into `store`, batching and polling by `policy`,
+    /// counting into `metrics`, stopping between batches at `shutdown`.
+    pub fn new(
+        rpc: Rpc,
+        store: Store,
+        token: Address,
+        policy: SyncPolicy,
+        shutdown: CancellationToken,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            rpc,
+            store,
+            token,
+            policy,
+            shutdown,
+            metrics,
+            supply_warned: AtomicBool::new(false),
+            finality_memo: Default::default(),
+        }
+    }
+
+    /// Indexes from `start` to `to` (inclusive), waiting for the node to reach `to` if it
+    /// has not; without `to`, follows the head until shut down. Final blocks go through
+    /// wide ranges ([`backfill`]); the rest through verified steps ([`tip`]).
+    pub async fn run(&self, start: u64, to: Option<u64>) -> anyhow::Result<()> {
+        let mut next = start;
+        let mut caught_up_logged = false;
+        let mut heads = heads::Heads::default();
+        loop {
+            let head = self.rpc.head().await.context("reading the chain head")?;
+            self.metrics.head(head);
+            let finality = self.finality(head).await?;
+            let tip = head.saturating_sub(self.policy.confirmations);
+            let end = to.map_or(tip, |t| t.min(tip));
+            if next > 0 {
+                // The block we stopped at must still be the node's, also before a deep
+                // range (after a restart far behind the head) that checks no parents.
+                next = self.check_tip(next, head).await?;
+            }
+            if next <= end {
+                // Final blocks cannot change: wide ranges, no parents checked.
+                let deep_end = end.min(finality.finalized);
+                if next <= deep_end {
+                    self.index(next..=deep_end).await?;
+                    next = deep_end + 1;
+                }
+                while next <= end && !self.shutdown.is_cancelled() {
+                    let after = self.step(next, end).await?;
+                    if after == next {
+                        // The chain moved while we read it: look at the head again.
+                        break;
+                    }
+                    next = after;
+                }
+                caught_up_logged = false;
+                self.check_supply(next - 1).await;
+            }
+            if self.shutdown.is_cancelled() || to.is_some_and(|t| next > t) {
+                return Ok(());
+            }
+            if !caught_up_logged {
+                match to {
+                    Some(t) => info!(
+                        indexed = next - 1,
+                        waiting_for = t,
+                        "the node's head is behind --to; waiting"
+                    ),
+                    None => info!(indexed = next - 1, "caught up; following the head"),
+                }
+                caught_up_logged = true;
+            }
+            heads.wait(&self.rpc, self.policy.poll_interval, &self.shutdown).await;
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads totalSupply() at `block` and compares it with the supply derived from
+    /// transfers. A difference is a warning, not an error: rebasing or fee-on-transfer
+    /// tokens, or an index that started after the token's creation, differ by design.
+    async fn check_supply(&self, block: u64) {
+        let chain = match self.rpc.total_supply(self.token, block).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %bootstrap::ErrorChain(&e), "could not read totalSupply()");
+                return;
+            }
+        };
+        if let Err(e) = self.store.record_chain_supply(self.token, block, chain).await {
+            warn!(error = %bootstrap::ErrorChain(&e), "could not record totalSupply()");
+            return;
+        }
+        match self.store.supplies(self.token).await {
+            Ok((derived, Some(on_chain)))
+                if derived != on_chain && !self.supply_warned.swap(true, Ordering::Relaxed) =>
+            {
+                warn!(
+                    block,
+                    %derived,
+                    %on_chain,
+                    "minted minus burned differs from totalSupply(): the token rebases or charges fees, or indexing started after its creation"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %bootstrap::ErrorChain(&e), "could not compare supplies"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: u64, indexed: i64) -> TokenRow {
+        TokenRow { address: Address::ZERO, chain_id: 1, start_block: start, indexed_block: indexed }
+    }
+
+    #[test]
+    fn a_new_token_starts_at_from_or_the_head() {
+        assert_eq!(start_block(None, Some(5), 100, 1).unwrap(), 5);
+        assert_eq!(start_block(None, None, 100, 1).unwrap(), 100);
+    }
+
+    #[test]
+    fn a_known_token_resumes_after_its_checkpoint() {
+        let r = row(10, 50);
+        assert_eq!(start_block(Some(&r), None, 100, 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(10), 100, 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(51), 100, 1).unwrap(), 51);
+    }
+
+    #[test]
+    fn gaps_earlier_starts_and_other_chains_are_refused() {
+        let r = row(10, 50);
+        let gap = start_block(Some(&r), Some(52), 100, 1).unwrap_err().to_string();
+        assert!(gap.contains("51..=51"), "{gap}");
+        assert!(
+            start_block(Some(&r), Some(9), 100, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("before block 10")
+        );
+        assert!(start_block(Some(&r), None, 100, 5).unwrap_err().to_string().contains("chain 1"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Indexing above the finalized block: verified steps (each header checked against its
+//! parent, each log against its block's hash), and when the stored chain was orphaned,
+//! the search for the fork and the rollback to it. A node that is merely behind is waited
+//! for, never rolled back to.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Indexer;
+use crate::fetch;
+use crate::rpc::BlockRef;
+use crate::store::Batch;
+
+/// At most this many blocks in one verified step (one batch of headers).
+const MAX_STEP_BLOCKS: u64 = 256;
+
+impl Indexer {
+    /// Indexes blocks from `next` (at most [`MAX_STEP_BLOCKS`], not past `end`) with each
+    /// header checked against its parent and each log against its block's hash, and keeps
+    /// their hashes. Returns the block to index next: after the step; `next` again when the
+    /// chain moved while it was read; or the block after the fork when the stored chain was
+    /// orphaned, after rolling back to the fork.
+    pub(super) async fn step(&self, next: u64, end: u64) -> anyhow::Result<u64> {
+        let stop = end.min(next + MAX_STEP_BLOCKS - 1);
+        let numbers: Vec<u64> = (next..=stop).collect();
+        let found = self.rpc.blocks_if_known(&numbers).await?;
+        let Some(headers) = found.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(next);
+        };
+        if next > 0
+            && let Some(stored) = self.store.block_hash(self.token, next - 1).await?
+            && headers[0].parent_hash != stored
+        {
+            return self.roll_back_from(next - 1).await;
+        }
+        if headers.windows(2).any(|w| w[1].parent_hash != w[0].hash) {
+            return Ok(next);
+        }
+        let mut spans = std::pin::pin!(fetch::chunks(
+            self.rpc.clone(),
+            self.token,
+            next..=stop,
+            self.policy.spans
+        ));
+        let (mut transfers, mut rejected) = (Vec::new(), Vec::new());
+        while let Some(chunk) = spans.next().await {
+            let chunk = chunk?;
+            transfers.extend(chunk.transfers);
+            rejected.extend(chunk.rejected);
+        }
+        let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
+        if !transfers.iter().all(|t| on_branch(t.block_number, t.block_hash)) {
+            // Logs of another branch than the headers: the chain moved between the calls.
+            return Ok(next);
+        }
+        let end_block = *headers.last().expect("at least one header");
+        let count = transfers.len();
+        let batch =
+            Batch { span: next..=stop, end: end_block, transfers, rejected, verified: headers };
+        let started = Instant::now();
+        let stats = self
+            .commit_batch(&batch)
+            .instrument(info_span!("batch", from = next, to = stop))
+            .await?;
+        info!(
+            from = next,
+            to = stop,
+            transfers = count,
+            inserted = stats.inserted,
+            ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        Ok(stop + 1)
+    }
+
+    /// Checks that the checkpoint block (`next - 1`) is still on the node's chain; if the
+    /// chain got shorter or changed, rolls back to the fork. Returns the block to index
+    /// next.
+    pub(super) async fn check_tip(&self, next: u64, head: u64) -> anyhow::Result<u64> {
+        let checkpoint = next - 1;
+        let Some(stored) = self.store.block_hash(self.token, checkpoint).await? else {
+            return Ok(next);
+        };
+        // A node behind the checkpoint whose head is on the stored chain is lagging (a
+        // backend behind a load balancer), not reorged: wait for it rather than roll back.
+        if checkpoint > head
+            && let Some(ours) = self.store.block_hash(self.token, head).await?
+            && self
+                .rpc
+                .blocks_if_known(&[head])
+                .await?
+                .pop()
+                .flatten()
+                .is_some_and(|b| b.hash == ours)
+        {
+            debug!(
+                head,
+                checkpoint, "the node is behind the checkpoint, on the same chain; waiting"
+            );
+            return Ok(next);
+        }
+        let on_node = if checkpoint <= head {
+            self.rpc.blocks_if_known(&[checkpoint]).await?.pop().flatten()
+        } else {
+            None
+        };
+        match on_node {
+            Some(b) if b.hash == stored => Ok(next),
+            // A head past the checkpoint from a node that does not have the checkpoint's
+            // block: answers from two backends, one lagging. Ask again later.
+            None if checkpoint <= head => {
+                debug!(head, checkpoint, "the node does not have a block below its head; waiting");
+                Ok(next)
+            }
+            _ => self.roll_back_from(checkpoint).await,
+        }
+    }
+
+    /// The stored chain is orphaned at `top`: finds the fork, rolls back to it and counts
+    /// the reorg. Returns the block after the fork, where indexing goes on.
+    async fn roll_back_from(&self, top: u64) -> anyhow::Result<u64> {
+        let fork = self.find_fork(top).await?;
+        let removed = self.store.roll_back(self.token, &fork).await?;
+        let depth = top - fork.number;
+        self.metrics.reorgs.inc();
+        self.metrics.reorg_depth.observe(depth as f64);
+        self.metrics.checkpoint(fork.number, fork.timestamp);
+        warn!(fork = fork.number, depth, removed, "reorg: rolled back to the fork");
+        Ok(fork.number + 1)
+    }
+
+    /// The newest stored block that is still on the node's chain, searching down from
+    /// `top`; an error if the fork would be at or below the finalized block.
+    async fn find_fork(&self, top: u64) -> anyhow::Result<BlockRef> {
+        let finalized = self.finalized_floor();
+        let mut below = top;
+        loop {
+            let stored = self.store.recent_blocks(self.token, below, 64).await?;
+            let Some(&(oldest, _)) = stored.last() else {
+                anyhow::bail!(
+                    "reorg below the first indexed block: the store holds no block of the node's chain"
+                );
+            };
+            let numbers: Vec<u64> = stored.iter().map(|b| b.0).collect();
+            let node = self.rpc.blocks_if_known(&numbers).await?;
+            let changed = |n: u64| {
+                format!(
+                    "reorg below the finalized block {finalized}: block {n} changed on the node; refusing to serve data that may be wrong (a misbehaving node, or a broken chain)"
+                )
+            };
+            for ((number, hash), on_node) in stored.iter().zip(node) {
+                if let Some(b) = on_node.filter(|b| b.hash == *hash) {
+                    // Every block above the finalized one is stored, so a fork found below
+                    // it means a block at or below it changed.
+                    anyhow::ensure!(b.number >= finalized, "{}", changed(b.number + 1));
+                    return Ok(b);
+                }
+                anyhow::ensure!(*number > finalized, "{}", changed(*number));
+            }
+            below = oldest.saturating_sub(1);
+        }
+    }
+}
