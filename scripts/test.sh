@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo build --workspace --bins
+# The binaries the end-to-end tests run (the demo and the benchmarks are built by their
+# own scripts; `cargo test` builds neither).
+cargo build --workspace --bins --exclude bench --exclude demo
 # deploy/: renders, validates against the Kubernetes schemas, probes on the real ports.
 PYTHONPATH="$PWD/.tools/py" python3 deploy/check.py target/debug
 log=$(mktemp)

@@ -55,6 +55,30 @@ fn bad_values_are_named() {
     assert!(err.contains("--rpc-url"), "{err}");
 }
 
+/// Settings after the subcommand, as users type them, are taken like settings before it:
+/// `verify` gets past parsing and fails only at the unreachable node and database (exit 2,
+/// "could not check"), in either order.
+#[test]
+fn verify_takes_settings_after_the_subcommand() {
+    let settings = [
+        "--rpc-url",
+        "http://127.0.0.1:1",
+        "--database-url",
+        "postgres://u:secret@127.0.0.1:1/db",
+        "--max-attempts",
+        "1",
+    ];
+    let after = [&["verify"][..], &settings, &["--sample", "100"]].concat();
+    let before = [&settings[..], &["verify", "--sample", "100"]].concat();
+    for args in [after, before] {
+        let (code, out, err) = ingestor(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(out.contains("verify could not check"), "{args:?}: {out}{err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        assert!(!out.contains("secret") && !err.contains("secret"), "{out}{err}");
+    }
+}
+
 #[test]
 fn help_lists_every_environment_variable() {
     let (code, out, _) = ingestor(&["--help"], &[]);

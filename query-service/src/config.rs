@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// Where the query-service serves gRPC unless told.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
+
+/// Where the query-service serves Prometheus metrics unless told: a port of its own,
+/// apart from the ingestor's (9090), so that both run side by side on one host.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9091";
+
 /// Serves the indexed holders of ERC-20 tokens over gRPC (holders.v1.HolderService), with
 /// grpc.health.v1 and server reflection.
 #[derive(Debug, Clone, Parser)]
@@ -16,7 +23,7 @@ pub struct Config {
     pub database_url: String,
 
     /// Address and port to serve gRPC on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Database connections in the pool.
@@ -46,7 +53,7 @@ pub struct Config {
     pub answer_cache: u32,
 
     /// Where to serve Prometheus metrics (GET /metrics).
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "METRICS_ADDR", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
 
     /// After SIGTERM or SIGINT, how long to finish open requests (streams end at once
@@ -64,8 +71,8 @@ pub struct Config {
     pub tls_key: Option<std::path::PathBuf>,
 
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = bootstrap::LogFormat::Text)]
+    pub log_format: bootstrap::LogFormat,
 }
 
 impl Config {

@@ -26,6 +26,15 @@ pub enum QueryError {
     /// The query ran past the statement timeout.
     #[error("the query took too long")]
     TooSlow,
+    /// As many streams are open as the server allows.
+    #[error("{0} streams are open, the most this server allows; retry later")]
+    TooManyStreams(usize),
+    /// The server is shutting down; a stream resumes elsewhere from its last cursor.
+    #[error("the server is shutting down; resume with your last cursor")]
+    ShuttingDown,
+    /// The live feed stopped under a stream.
+    #[error("the feed stopped")]
+    FeedStopped,
     /// Anything else: a bug or a broken store.
     #[error("internal error")]
     Internal(String),
@@ -73,12 +82,14 @@ impl From<QueryError> for Status {
             QueryError::NotReady(_) => Code::FailedPrecondition,
             QueryError::Unavailable(_) => Code::Unavailable,
             QueryError::TooSlow => Code::DeadlineExceeded,
+            QueryError::TooManyStreams(_) => Code::ResourceExhausted,
+            QueryError::ShuttingDown | QueryError::FeedStopped => Code::Unavailable,
             QueryError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Code::Internal
             }
         };
-        if code == Code::Unavailable {
+        if matches!(e, QueryError::Unavailable(_)) {
             tracing::warn!(error = %e, "database unavailable");
         }
         Self::new(code, e.to_string())

@@ -4,19 +4,22 @@
 //!
 //! Modules in reading order:
 //! - [`config`]: the settings;
-//! - [`service`]: the gRPC methods; [`input`] checks their fields; [`error`] maps failures
-//!   to statuses;
-//! - [`store`]: the SQL of the read path;
-//! - [`stream`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out).
+//! - [`service`]: the gRPC methods, a file per family; [`input`] checks their fields;
+//!   [`error`] is the one place failures become gRPC statuses;
+//! - [`store`]: the SQL of the read path, a file per query family;
+//! - [`cache`]: ranked answers kept per store state;
+//! - [`feed`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out);
+//! - [`health`], [`metrics`]: what probes and Prometheus read.
 
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod feed;
+pub mod health;
 pub mod input;
 pub mod metrics;
 pub mod service;
 pub mod store;
-pub mod stream;
 
 use std::time::Duration;
 
@@ -24,9 +27,9 @@ use deadpool_postgres::Pool;
 use proto::pb::holder_service_server::HolderServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::Config;
 
@@ -59,7 +62,7 @@ pub struct Tls {
 
 /// Serves on `listener` until `shutdown`, reading from `pool`; listens for the ingestor's
 /// commits on a connection of its own to `database_url`; reports the database's health
-/// through grpc.health.v1.
+/// through grpc.health.v1. Returns once every task it started has ended.
 pub async fn serve(
     listener: TcpListener,
     database_url: String,
@@ -67,6 +70,26 @@ pub async fn serve(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Every task below ends at `stop`: at shutdown, or when the server fails.
+    let tasks = TaskTracker::new();
+    let stop = shutdown.child_token();
+    let result = run(listener, database_url, pool, settings, &tasks, &stop).await;
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+/// [`serve`] with its tasks on `tasks`, all ending at `stop`.
+async fn run(
+    listener: TcpListener,
+    database_url: String,
+    pool: Pool,
+    settings: Settings,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let shutdown = stop.clone();
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -77,8 +100,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-
-    let watchdog = tokio::spawn(watch_database(
+    tasks.spawn(health::watch_database(
         pool.clone(),
         reporter.clone(),
         settings.health_interval,
@@ -89,7 +111,7 @@ pub async fn serve(
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("binding --metrics-listen {addr}: {e}"))?;
-        tokio::spawn(bootstrap::metrics::serve(
+        tasks.spawn(bootstrap::metrics::serve(
             listener,
             metrics.registry.clone(),
             shutdown.clone(),
@@ -98,8 +120,13 @@ pub async fn serve(
     // "liveness" answers SERVING while the process runs; "" and the service follow the
     // database (readiness).
     reporter.set_service_status("liveness", ServingStatus::Serving).await;
-    let feed = stream::Feed::new(settings.stream_buffer, settings.max_streams, metrics.clone());
-    let listening = tokio::spawn(feed.clone().listen(database_url, pool.clone(), shutdown.clone()));
+    let feed = feed::Feed::new(
+        settings.stream_buffer,
+        settings.max_streams,
+        metrics.clone(),
+        tasks.clone(),
+    );
+    tasks.spawn(feed.clone().listen(database_url, pool.clone(), shutdown.clone()));
     let answers = std::sync::Arc::new(cache::Answers::new(settings.answer_cache));
     let holders = service::Holders::new(pool, feed, answers, shutdown.clone(), metrics);
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
@@ -121,44 +148,7 @@ pub async fn serve(
             info!("shutting down");
         })
         .await;
-    watchdog.abort();
-    listening.abort();
     Ok(result?)
-}
-
-/// Keeps the health status in step with the database: SERVING while it answers and holds
-/// the schema, NOT_SERVING otherwise.
-async fn watch_database(
-    pool: Pool,
-    reporter: HealthReporter,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut last: Option<bool> = None;
-    loop {
-        let ok = match store::ping(&pool).await {
-            Ok(()) => true,
-            Err(e) => {
-                if last != Some(false) {
-                    warn!(error = %e, "database check failed; NOT_SERVING");
-                }
-                false
-            }
-        };
-        if last != Some(ok) {
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status("holders.v1.HolderService", status).await;
-            if ok {
-                info!("database answers; SERVING");
-            }
-            last = Some(ok);
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
 }
 
 /// Accepted connections with Nagle's algorithm off: small gRPC answers must not wait for

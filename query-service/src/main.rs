@@ -5,24 +5,29 @@ use std::process::ExitCode;
 use anyhow::Context;
 use query_service::Config;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match bootstrap::parse_or_exit::<Config>("query-service", Config::validate) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    bootstrap::init_logging(&config.log_format);
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "query-service stopped");
-            ExitCode::FAILURE
+    bootstrap::shutdown::block_on(async {
+        bootstrap::init_logging(config.log_format);
+        let shutdown = bootstrap::shutdown::on_signal();
+        let grace = config.shutdown_grace;
+        match bootstrap::shutdown::within_grace(run(config, shutdown.clone()), &shutdown, grace)
+            .await
+        {
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "query-service stopped");
+                ExitCode::FAILURE
+            }
+            None => ExitCode::FAILURE,
         }
-    }
+    })
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let shutdown = bootstrap::shutdown_on_signal(config.shutdown_grace);
+async fn run(config: Config, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     let pool = query_service::store::pool(
         &config.database_url,
         usize::from(config.database_pool_size),

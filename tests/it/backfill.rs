@@ -4,9 +4,9 @@
 
 use alloy_primitives::U256;
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, ListTokensRequest};
-use tests::db::TestDb;
-use tests::history::Spec;
-use tests::pair::QueryService;
+use rig::db::TestDb;
+use rig::history::Spec;
+use rig::pair::QueryService;
 
 use crate::{addr, all_holders, dump, u256, world};
 

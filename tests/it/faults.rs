@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tests::proxy::{Fault, FaultProxy, Rules};
+use rig::proxy::{Fault, FaultProxy, Rules};
 use tokio_util::sync::CancellationToken;
 
 use crate::{send, small, wait_indexed, world};
@@ -28,7 +28,7 @@ const MANY_REQUESTS: [&str; 10] = [
 #[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_faults_of_every_kind_lose_and_repeat_nothing() {
-    let mut w = world(tests::history::Spec { days: 8, blocks_per_day: 10, ..small(31) }).await;
+    let mut w = world(rig::history::Spec { days: 8, blocks_per_day: 10, ..small(31) }).await;
     let rules =
         Rules { max_blocks: 2, fault_every: 3, stall: Duration::from_secs(2), ..Rules::default() };
     let proxy = FaultProxy::start(&w.chain.url, rules).await.unwrap();
@@ -36,7 +36,7 @@ async fn rpc_faults_of_every_kind_lose_and_repeat_nothing() {
     let token = w.history.token.to_string();
     let mut flags = vec!["--token", &token, "--from", &from, "--to", &to];
     flags.extend(MANY_REQUESTS);
-    tests::pair::ingest(&proxy.url, &w.db.url, &flags).await.expect("backfill through faults");
+    rig::pair::ingest(&proxy.url, &w.db.url, &flags).await.expect("backfill through faults");
     w.assert_balances_at(w.history.end_block).await;
 
     // Following through the same proxy: new transfers, a head that sometimes goes back.
@@ -80,7 +80,7 @@ async fn rpc_faults_of_every_kind_lose_and_repeat_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_keeps_calls_within_the_quota() {
-    let w = world(tests::history::Spec { days: 6, blocks_per_day: 10, ..small(32) }).await;
+    let w = world(rig::history::Spec { days: 6, blocks_per_day: 10, ..small(32) }).await;
     let proxy =
         FaultProxy::start(&w.chain.url, Rules { max_blocks: 2, ..Rules::default() }).await.unwrap();
     let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
@@ -89,7 +89,7 @@ async fn a_rate_limit_keeps_calls_within_the_quota() {
     flags.extend(MANY_REQUESTS);
     flags.extend(["--max-requests-per-second", "20", "--concurrency", "8"]);
     let started = Instant::now();
-    tests::pair::ingest(&proxy.url, &w.db.url, &flags).await.expect("backfill");
+    rig::pair::ingest(&proxy.url, &w.db.url, &flags).await.expect("backfill");
     let elapsed = started.elapsed().as_secs_f64();
     let calls = proxy.calls();
     assert!(calls > 40, "too few calls ({calls}) to test a quota of 20/s");
@@ -118,7 +118,7 @@ async fn the_next_rpc_url_takes_over_when_one_fails() {
     let urls = format!("{dead},{},{}", flaky.url, healthy.url);
     let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
     let token = w.history.token.to_string();
-    tests::pair::ingest(
+    rig::pair::ingest(
         &urls,
         &w.db.url,
         &["--token", &token, "--from", &from, "--to", &to, "--max-backoff", "200ms"],

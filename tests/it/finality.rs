@@ -10,8 +10,8 @@ use proto::pb::{
     Finality, GetHoldersRequest, GetTopHoldersRequest, ListTokensRequest, ListTransfersRequest,
     StreamTransfersRequest, TransferEvent,
 };
-use tests::pair::QueryService;
-use tests::proxy::{FaultProxy, Rules};
+use rig::pair::QueryService;
+use rig::proxy::{FaultProxy, Rules};
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
@@ -29,7 +29,7 @@ async fn drain(stream: &mut Streaming<TransferEvent>, quiet: Duration) -> Vec<Tr
 }
 
 /// The store's (safe, finalized) blocks once they are at least `at_least`.
-async fn recorded(db: &tests::db::TestDb, at_least: i64) -> (i64, i64) {
+async fn recorded(db: &rig::db::TestDb, at_least: i64) -> (i64, i64) {
     let c = db.client().await.unwrap();
     let started = Instant::now();
     loop {

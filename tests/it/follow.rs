@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
-use tests::chain::TestToken;
-use tests::pair::QueryService;
+use rig::chain::TestToken;
+use rig::pair::QueryService;
 use tokio_util::sync::CancellationToken;
 
 use crate::{small, u256, world};
@@ -88,7 +88,7 @@ async fn ranked_answers_follow_each_commit() {
 
     // The richest holder sends everything to a fresh address: a new richest holder.
     let richest: alloy_primitives::Address = before.holders[0].address.parse().unwrap();
-    let fresh = tests::history::holder(4242, 0);
+    let fresh = rig::history::holder(4242, 0);
     let all = u256(&before.holders[0].balance);
     w.chain
         .call_from(richest, w.history.token, TestToken::transferCall { to: fresh, value: all })
@@ -175,7 +175,7 @@ async fn confirmations_hold_back_the_newest_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_carries_on_when_the_subscription_goes_silent() {
     let mut w = world(small(35)).await;
-    let proxy = tests::proxy::SilentHeadsProxy::start(&w.chain.url.replace("http://", "ws://"))
+    let proxy = rig::proxy::SilentHeadsProxy::start(&w.chain.url.replace("http://", "ws://"))
         .await
         .unwrap();
     let stop = CancellationToken::new();

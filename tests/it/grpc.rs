@@ -4,7 +4,7 @@
 use proto::pb::{
     GetHoldersRequest, GetTopHoldersRequest, ListTransfersRequest, StreamTransfersRequest,
 };
-use tests::pair::QueryService;
+use rig::pair::QueryService;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -118,11 +118,11 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
 /// where holder queries answer UNAVAILABLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_unavailable_follow_the_database() {
-    tests::init_test_logging();
-    let db = tests::db::TestDb::create().await.unwrap();
+    rig::init_test_logging();
+    let db = rig::db::TestDb::create().await.unwrap();
     // Migrated but empty: SERVING, and holder queries say nothing is indexed yet.
     let mut client = db.client().await.unwrap();
-    ingestor::migrate::run(&mut client).await.unwrap();
+    ingestor::store::migrate::run(&mut client).await.unwrap();
     let up = QueryService::start(&db.url).await.unwrap();
     let mut health = HealthClient::new(channel(up.addr).await);
     let status = wait_health(&mut health, 1).await;

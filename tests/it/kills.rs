@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use tests::proxy::{FaultProxy, Rules};
+use rig::proxy::{FaultProxy, Rules};
 
 use crate::world;
 
@@ -66,7 +66,7 @@ fn logged<'a>(log: &'a [Value], message: &'a str) -> impl Iterator<Item = &'a Va
 #[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
-    let spec = tests::history::Spec {
+    let spec = rig::history::Spec {
         holders: 40,
         days: 16,
         blocks_per_day: 20,
@@ -79,7 +79,7 @@ async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
     // A node 20 ms away, as a hosted one is: the backfill takes seconds, not a blink.
     let rules = Rules { latency: Duration::from_millis(20), ..Rules::default() };
     let node = FaultProxy::start(&w.chain.url, rules).await.unwrap();
-    let bin = tests::pair::ingestor_binary().unwrap();
+    let bin = rig::pair::ingestor_binary().unwrap();
     // Hundreds of commits, so that kills land inside the backfill.
     let mut args = w.tiny_backfill_args(&node.url);
     args.extend(["--log-format".to_string(), "json".to_string()]);

@@ -21,11 +21,11 @@ mod verify;
 
 use alloy_primitives::{Address, B256, U256};
 use proto::pb::{GetHoldersRequest, Holder};
-use tests::anvil::Anvil;
-use tests::chain::{Chain, TestToken};
-use tests::db::TestDb;
-use tests::history::{self, History, Spec};
-use tests::pair::QueryService;
+use rig::anvil::Anvil;
+use rig::chain::{Chain, TestToken};
+use rig::db::TestDb;
+use rig::history::{self, History, Spec};
+use rig::pair::QueryService;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ async fn world(spec: Spec) -> World {
 /// A world whose Anvil runs with `anvil_args` (e.g. `--slots-in-an-epoch`, which sets
 /// how far below the head its `safe` and `finalized` blocks are).
 async fn world_with(spec: Spec, anvil_args: &[&str]) -> World {
-    tests::init_test_logging();
+    rig::init_test_logging();
     let anvil = Anvil::start_with(genesis_time(), anvil_args).await.expect("anvil");
     let mut chain = Chain::connect(&anvil.url).await.expect("chain");
     let history = history::build(&mut chain, spec).await.expect("history");
@@ -70,7 +70,7 @@ impl World {
         let token = self.history.token.to_string();
         let mut flags = vec!["--token", &token, "--from", &from, "--to", &to];
         flags.extend_from_slice(extra);
-        tests::pair::ingest(&self.chain.url, &db.url, &flags).await.expect("ingest");
+        rig::pair::ingest(&self.chain.url, &db.url, &flags).await.expect("ingest");
     }
 
     /// Runs a following ingestor (no --to) over this world's history, through `rpc_url`,
@@ -91,7 +91,7 @@ impl World {
         let (rpc, db) = (rpc_url.to_string(), self.db.url.clone());
         tokio::spawn(async move {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            tests::pair::ingest_until(&rpc, &db, &flags, stop).await
+            rig::pair::ingest_until(&rpc, &db, &flags, stop).await
         })
     }
 
@@ -113,7 +113,7 @@ impl World {
             .balances_at(self.history.token, &self.history.addresses, block)
             .await
             .unwrap();
-        let c = tests::db::connect(db_url).await.unwrap();
+        let c = rig::db::connect(db_url).await.unwrap();
         for (a, expected) in self.history.addresses.iter().zip(&on_chain) {
             let row =
                 c.query_opt("SELECT balance FROM balances WHERE address = $1", &[a]).await.unwrap();
@@ -158,7 +158,7 @@ impl World {
             "--to".into(),
             self.history.end_block.to_string(),
         ];
-        args.extend(TINY_BATCHES.iter().chain(&tests::pair::LOCAL_PORTS).map(|a| a.to_string()));
+        args.extend(TINY_BATCHES.iter().chain(&rig::pair::LOCAL_PORTS).map(|a| a.to_string()));
         args
     }
 

@@ -18,7 +18,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn binary(name: &str) -> std::path::PathBuf {
-    tests::pair::ingestor_binary().unwrap().with_file_name(name)
+    rig::pair::ingestor_binary().unwrap().with_file_name(name)
 }
 
 /// grpc.health.v1 status of `service` at `addr` (1 SERVING, 2 NOT_SERVING, -1 no answer).
@@ -127,7 +127,7 @@ async fn health_metrics_and_the_writer_lock() {
         .unwrap();
     wait_health(listen, "", 1, Duration::from_secs(10)).await;
     assert_eq!(health(listen, "liveness").await, 1);
-    let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
+    let mut client = rig::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
     client.get_top_holders(GetTopHoldersRequest { limit: 3, ..Default::default() }).await.unwrap();
     client
         .get_top_holders(GetTopHoldersRequest { limit: 20_000, ..Default::default() })
@@ -181,10 +181,72 @@ async fn a_backfill_draws_progress_on_a_terminal() {
         "the last draw reaches the range's end: {text:?}"
     );
 
-    let piped = tests::db::TestDb::create().await.unwrap();
+    let piped = rig::db::TestDb::create().await.unwrap();
     let out = Command::new("sh").args(["-c", &command(&piped.url)]).output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(!text.contains('\r'), "no redrawing into a pipe: {text:?}");
     assert!(text.contains("range indexed"), "{text:?}");
+}
+
+/// The port a binary listens on by default (`0.0.0.0:P` in its config), on loopback.
+fn default_port(addr: &str) -> SocketAddr {
+    let port = addr.parse::<SocketAddr>().unwrap().port();
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A new user runs the query-service and the ingestor on one host with their default
+/// ports, and a second ingestor as a standby: nothing collides. The standby waits for the
+/// lock and the ports, and takes both over when the first dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_ports_let_the_pair_and_a_standby_share_a_host() {
+    let w = world(small(23)).await;
+    let ingestor_metrics = default_port(ingestor::config::DEFAULT_METRICS_LISTEN);
+    let ingestor_health = default_port(ingestor::config::DEFAULT_HEALTH_LISTEN);
+    let grpc = default_port(query_service::config::DEFAULT_LISTEN);
+    let query_metrics = default_port(query_service::config::DEFAULT_METRICS_LISTEN);
+    let ports = [ingestor_metrics, ingestor_health, grpc, query_metrics];
+    for (i, a) in ports.iter().enumerate() {
+        assert!(ports[..i].iter().all(|b| b.port() != a.port()), "two defaults share {a}");
+    }
+    let ingest = |stderr: Stdio| {
+        Command::new(binary("ingestor"))
+            .args(["--rpc-url", &w.chain.url, "--database-url", &w.db.url])
+            .args(["--token", &w.history.token.to_string()])
+            .args(["--from", &w.history.start_block.to_string(), "--poll-interval", "100ms"])
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = ingest(Stdio::null());
+    wait_health(ingestor_health, "", 1, Duration::from_secs(30)).await;
+    let mut qs = Command::new(binary("query-service"))
+        .args(["--database-url", &w.db.url])
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_health(grpc, "", 1, Duration::from_secs(10)).await;
+    assert!(metrics(query_metrics).await.contains("query_"), "query-service metrics");
+    assert!(metrics(ingestor_metrics).await.contains("ingestor_indexed_block"));
+
+    // The standby: alive, holding neither the lock nor the ports.
+    // Its few lines (waiting, then taking over a small history) fit the pipe unread.
+    let mut standby = ingest(Stdio::piped());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(standby.try_wait().unwrap().is_none(), "the standby died");
+    assert!(qs.try_wait().unwrap().is_none(), "the query-service died");
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    // It takes over the ports and the lock, and becomes ready.
+    wait_health(ingestor_health, "", 1, Duration::from_secs(20)).await;
+    let text = metrics(ingestor_metrics).await;
+    assert_eq!(sample(&text, "ingestor_indexed_block ") as u64, w.history.end_block);
+    standby.start_kill().unwrap();
+    let out = standby.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("another ingestor holds this token's writer lock"), "{log}");
+    assert!(log.contains("is in use"), "the standby says why it does not serve yet: {log}");
+    qs.start_kill().unwrap();
 }

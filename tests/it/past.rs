@@ -6,8 +6,8 @@
 
 use alloy_primitives::{Address, U256};
 use proto::pb::{Finality, GetHoldersRequest, GetTopHoldersRequest, Holder};
-use tests::history::Spec;
-use tests::pair::QueryService;
+use rig::history::Spec;
+use rig::pair::QueryService;
 use tonic::Code;
 
 use crate::{u256, world_with};

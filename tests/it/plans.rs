@@ -2,15 +2,15 @@
 //! holders: checked with EXPLAIN on a table of 1,000,000 holders.
 
 use alloy_primitives::Address;
-use query_service::store::RANKING_QUERIES;
-use tests::db::TestDb;
+use query_service::store::holders::RANKING_QUERIES;
+use rig::db::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
-    tests::init_test_logging();
+    rig::init_test_logging();
     let db = TestDb::create().await.unwrap();
     let mut c = db.client().await.unwrap();
-    ingestor::migrate::run(&mut c).await.unwrap();
+    ingestor::store::migrate::run(&mut c).await.unwrap();
     let token = Address::repeat_byte(0xab);
     c.batch_execute(&format!(
         "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block, total_supply)
@@ -84,10 +84,10 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
 /// EXPLAIN on 500,000 transfers, for all transfers and for one busy address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_transfers_reads_one_page_off_an_index() {
-    tests::init_test_logging();
+    rig::init_test_logging();
     let db = TestDb::create().await.unwrap();
     let mut c = db.client().await.unwrap();
-    ingestor::migrate::run(&mut c).await.unwrap();
+    ingestor::store::migrate::run(&mut c).await.unwrap();
     c.batch_execute(
         "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block)
              VALUES ('\\xabababababababababababababababababababab', 1, 18, 0, 100000);
@@ -103,7 +103,7 @@ async fn list_transfers_reads_one_page_off_an_index() {
     .unwrap();
     let token = "'\\xabababababababababababababababababababab'::bytea";
     let busy = "'\\x0000000000000000000000000000000000000007'::bytea";
-    for (name, sql) in query_service::store::TRANSFER_QUERIES {
+    for (name, sql) in query_service::store::transfers::TRANSFER_QUERIES {
         let params = match name {
             "all" => format!(
                 "{token}, 0::bigint, 9223372036854775807::bigint, 9223372036854775807::bigint, 0, 1000::bigint"
@@ -158,12 +158,12 @@ async fn explain(c: &tokio_postgres::Client, name: &str, sql: &str, params: &str
 /// all transfers). Measured as buffers touched by EXPLAIN (ANALYZE, BUFFERS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_lookups_cost_the_same_at_a_hundred_times_the_transfers() {
-    tests::init_test_logging();
+    rig::init_test_logging();
     let mut buffers = Vec::new();
     for transfers in [10_000i64, 1_000_000] {
         let db = TestDb::create().await.unwrap();
         let mut c = db.client().await.unwrap();
-        ingestor::migrate::run(&mut c).await.unwrap();
+        ingestor::store::migrate::run(&mut c).await.unwrap();
         // Transfer i moves from address i % A to (i + 1) % A, where A = transfers / 20
         // (each address in ~40 transfers), except that every other transfer comes from
         // the whale, address A + 7 (looked up too).
@@ -192,7 +192,8 @@ async fn point_in_time_lookups_cost_the_same_at_a_hundred_times_the_transfers() 
             transfers / 4,
             transfers / 2
         );
-        let text = explain(&c, "q_lookup_at", query_service::store::LOOKUP_AT, &params).await;
+        let text =
+            explain(&c, "q_lookup_at", query_service::store::history::LOOKUP_AT, &params).await;
         tracing::info!("plan at {transfers} transfers:\n{text}");
         assert!(!text.contains("Seq Scan on transfers"), "{text}");
         let first = text.lines().find(|l| l.contains("Buffers:")).expect("buffers");

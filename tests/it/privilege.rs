@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
-use tests::pair::QueryService;
-use tests::proxy::{FaultProxy, Rules};
+use rig::pair::QueryService;
+use rig::proxy::{FaultProxy, Rules};
 use tokio::process::Command;
 use tokio_postgres::error::SqlState;
 
@@ -18,7 +18,7 @@ async fn the_query_service_reads_as_a_role_that_cannot_write() {
     let w = world(small(51)).await;
     w.ingest_all().await;
     // The migration made the role; the query-service connects as it.
-    let reader_url = tests::db::url_with_user(&w.db.url, "holders_reader");
+    let reader_url = rig::db::url_with_user(&w.db.url, "holders_reader");
     let qs = QueryService::start(&reader_url).await.unwrap();
     let mut client = qs.client().await.unwrap();
     let top = client
@@ -34,7 +34,7 @@ async fn the_query_service_reads_as_a_role_that_cannot_write() {
         .into_inner();
     assert_eq!(page.holders.len(), 3);
 
-    let reader = tests::db::connect(&reader_url).await.unwrap();
+    let reader = rig::db::connect(&reader_url).await.unwrap();
     for sql in [
         "UPDATE balances SET balance = 0",
         "DELETE FROM transfers",
@@ -60,10 +60,10 @@ async fn run_and_check_log(
     args: &[&str],
     within: Duration,
 ) -> (bool, String) {
-    let bin = tests::pair::ingestor_binary().unwrap().with_file_name(binary);
+    let bin = rig::pair::ingestor_binary().unwrap().with_file_name(binary);
     let mut child = Command::new(bin)
         .args(args)
-        .args(tests::pair::LOCAL_PORTS.iter().filter(|_| binary == "ingestor"))
+        .args(rig::pair::LOCAL_PORTS.iter().filter(|_| binary == "ingestor"))
         // Only what the case gives: scripts/test.sh exports DATABASE_URL for the tests.
         .env_remove("DATABASE_URL")
         .env_remove("RPC_URL")
@@ -147,7 +147,7 @@ async fn passwords_and_api_keys_never_reach_the_logs() {
     let listen =
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let serving = async {
-        let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
+        let mut client = rig::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
         client
             .get_top_holders(GetTopHoldersRequest { limit: 3, ..Default::default() })
             .await
@@ -221,7 +221,7 @@ async fn with_tls_on_a_plaintext_client_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let [ca, cert, key] = certificates(&dir).await;
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let bin = tests::pair::ingestor_binary().unwrap().with_file_name("query-service");
+    let bin = rig::pair::ingestor_binary().unwrap().with_file_name("query-service");
     let mut child = Command::new(bin)
         .args(["--database-url", &w.db.url, "--listen", &listen.to_string()])
         .args(["--metrics-listen", "127.0.0.1:0"])
@@ -272,7 +272,7 @@ async fn with_tls_on_a_plaintext_client_is_refused() {
     assert!(refused.is_err(), "a plaintext client got an answer from a TLS server");
 
     // A bad key path stops the binary with one line naming the flag.
-    let bin = tests::pair::ingestor_binary().unwrap().with_file_name("query-service");
+    let bin = rig::pair::ingestor_binary().unwrap().with_file_name("query-service");
     let out = Command::new(bin)
         .args(["--database-url", &w.db.url, "--tls-cert"])
         .arg(&cert)

@@ -1,9 +1,9 @@
 //! A node that refuses wide eth_getLogs spans, in each provider's words, and sends logs
 //! without blockTimestamp, still yields every transfer.
 
-use tests::db::TestDb;
-use tests::history::Spec;
-use tests::proxy::{FaultProxy, Rules};
+use rig::db::TestDb;
+use rig::history::Spec;
+use rig::proxy::{FaultProxy, Rules};
 
 use crate::{dump, world};
 
@@ -41,7 +41,7 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
     let direct = dump(&w.db).await;
     let (from, to) = (w.history.start_block.to_string(), end.to_string());
     let token = w.history.token.to_string();
-    tests::pair::ingest(
+    rig::pair::ingest(
         &proxy.url,
         &via_proxy.url,
         &[

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, U256};
-use tests::chain::Chain;
-use tests::db::TestDb;
+use rig::chain::Chain;
+use rig::db::TestDb;
 use tokio_util::sync::CancellationToken;
 
 use crate::{send, small, world, world_with};

@@ -6,8 +6,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tests::cluster::Cluster;
-use tests::proxy::{FaultProxy, Rules};
+use rig::cluster::Cluster;
+use rig::proxy::{FaultProxy, Rules};
 use tokio::process::Command;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,7 +16,7 @@ use crate::{send, world};
 
 /// The checkpoint, read on a fresh connection (the server may have restarted since).
 async fn checkpoint(url: &str) -> i64 {
-    let Ok(c) = tests::db::connect(url).await else { return -1 };
+    let Ok(c) = rig::db::connect(url).await else { return -1 };
     c.query_opt("SELECT indexed_block FROM tokens", &[])
         .await
         .ok()
@@ -60,7 +60,7 @@ async fn wait_health(addr: std::net::SocketAddr, want: i32, within: Duration) {
 async fn postgres_restarts_under_a_backfill_and_while_following() {
     let cluster = Cluster::start().await.expect("a private Postgres (initdb, pg_ctl)");
     let db = cluster.create_db("holders").await.unwrap();
-    let spec = tests::history::Spec { days: 6, blocks_per_day: 20, ..crate::small(71) };
+    let spec = rig::history::Spec { days: 6, blocks_per_day: 20, ..crate::small(71) };
     let mut w = world(spec).await;
     let node = FaultProxy::start(
         &w.chain.url,
@@ -68,7 +68,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
     )
     .await
     .unwrap();
-    let bin = tests::pair::ingestor_binary().unwrap();
+    let bin = rig::pair::ingestor_binary().unwrap();
     let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
     let token = w.history.token.to_string();
     let common = [
@@ -91,7 +91,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
         .args(common)
         .args(crate::TINY_BATCHES)
         .args(["--to", &to])
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -113,7 +113,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
     let mut follower = Command::new(&bin)
         .args(common)
         .args(crate::TINY_BATCHES)
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -126,7 +126,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
         answer_cache: 16,
         tls: None,
     };
-    let qs = tests::pair::QueryService::start_with(&db, settings).await.unwrap();
+    let qs = rig::pair::QueryService::start_with(&db, settings).await.unwrap();
     wait_health(qs.addr, 1, Duration::from_secs(10)).await;
 
     cluster.stop().await.unwrap();
@@ -146,7 +146,7 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
     follower.start_kill().unwrap();
 
     w.assert_balances_in(&db, head).await;
-    let c = tests::db::connect(&db).await.unwrap();
+    let c = rig::db::connect(&db).await.unwrap();
     let rows: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(rows as u64, w.history.transfers + sent, "every transfer stored once");
     let mut client = qs.client().await.unwrap();

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use proto::pb::StreamTransfersRequest;
-use tests::proxy::{FaultProxy, Rules};
+use rig::proxy::{FaultProxy, Rules};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
@@ -43,13 +43,13 @@ async fn checkpoint(c: &tokio_postgres::Client) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_ingestor_between_batches() {
-    let spec = tests::history::Spec { days: 6, blocks_per_day: 20, ..crate::small(61) };
+    let spec = rig::history::Spec { days: 6, blocks_per_day: 20, ..crate::small(61) };
     let w = world(spec).await;
     let rules = Rules { latency: Duration::from_millis(20), ..Rules::default() };
     let node = FaultProxy::start(&w.chain.url, rules).await.unwrap();
     let mut args = w.tiny_backfill_args(&node.url);
     args.extend(["--shutdown-grace".to_string(), "10s".to_string()]);
-    let bin = tests::pair::ingestor_binary().unwrap();
+    let bin = rig::pair::ingestor_binary().unwrap();
     let mut child =
         Command::new(&bin).args(&args).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
     let c = w.db.client().await.unwrap();
@@ -90,11 +90,11 @@ async fn a_stuck_ingestor_exits_at_the_end_of_its_grace() {
     // Every answer takes a minute: the ingestor is stuck in its first call.
     let rules = Rules { latency: Duration::from_secs(60), ..Rules::default() };
     let node = FaultProxy::start(&w.chain.url, rules).await.unwrap();
-    let bin = tests::pair::ingestor_binary().unwrap();
+    let bin = rig::pair::ingestor_binary().unwrap();
     let child = Command::new(&bin)
         .args(["--rpc-url", &node.url, "--database-url", &w.db.url])
         .args(["--rpc-timeout", "120s", "--shutdown-grace", "1s"])
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -113,7 +113,7 @@ async fn sigterm_ends_streams_with_unavailable_and_the_query_service_exits() {
     let w = world(crate::small(63)).await;
     w.ingest_all().await;
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let bin = tests::pair::ingestor_binary().unwrap().with_file_name("query-service");
+    let bin = rig::pair::ingestor_binary().unwrap().with_file_name("query-service");
     let child = Command::new(bin)
         .args(["--database-url", &w.db.url, "--listen", &listen.to_string()])
         .args(["--metrics-listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
@@ -121,7 +121,7 @@ async fn sigterm_ends_streams_with_unavailable_and_the_query_service_exits() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut client = tests::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
+    let mut client = rig::pair::wait_for_client(&format!("http://{listen}")).await.unwrap();
     let from_start =
         StreamTransfersRequest { from_block: Some(w.history.start_block), ..Default::default() };
     let mut stream = client.stream_transfers(from_start).await.unwrap().into_inner();

@@ -5,7 +5,7 @@ use alloy_primitives::{Address, B256, U256};
 use ingestor::decode::Transfer;
 use ingestor::rpc::{BlockRef, TokenMetadata};
 use ingestor::store::{self, Batch, Store};
-use tests::db::TestDb;
+use rig::db::TestDb;
 
 const TOKEN: Address = Address::repeat_byte(0x70);
 const A: Address = Address::repeat_byte(0xa1);
@@ -43,7 +43,7 @@ async fn balance(db: &tokio_postgres::Client, who: Address) -> U256 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uint256_round_trips_and_commits_are_idempotent() {
-    tests::init_test_logging();
+    rig::init_test_logging();
     let db = TestDb::create().await.unwrap();
     let store = Store::new(store::pool(&db.url, 2).unwrap());
     store.migrate().await.unwrap();

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{B256, U256};
 use proto::pb::holder_service_client::HolderServiceClient;
 use proto::pb::{ListTransfersRequest, StreamTransfersRequest, TransferEvent};
-use tests::chain::TestToken;
-use tests::history::Spec;
-use tests::pair::QueryService;
+use rig::chain::TestToken;
+use rig::history::Spec;
+use rig::pair::QueryService;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -169,7 +169,7 @@ async fn a_client_resumes_from_its_cursor_and_200_subscribers_see_everything_in_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_following_loses_and_repeats_nothing() {
     let mut w = world(small(5)).await;
-    let bin = tests::pair::ingestor_binary().unwrap();
+    let bin = rig::pair::ingestor_binary().unwrap();
     let args = [
         "--rpc-url".to_string(),
         w.chain.url.clone(),

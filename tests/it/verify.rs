@@ -9,7 +9,7 @@ use tokio::process::Command;
 use crate::{small, world};
 
 async fn verify(rpc: &str, db: &str, token: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let Output { status, stdout, stderr } = Command::new(tests::pair::ingestor_binary().unwrap())
+    let Output { status, stdout, stderr } = Command::new(rig::pair::ingestor_binary().unwrap())
         .args(["--rpc-url", rpc, "--database-url", db, "--token", token])
         .args(["--max-attempts", "2", "--max-backoff", "50ms", "verify"])
         .args(extra)
@@ -99,8 +99,7 @@ async fn verify_passes_on_a_correct_store_and_names_a_corrupted_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reads_balances_through_multicall3_where_the_chain_has_it() {
     let mut w = world(small(82)).await;
-    let artifact: serde_json::Value =
-        serde_json::from_str(include_str!("../contracts/Multicall3.json")).unwrap();
+    let artifact: serde_json::Value = serde_json::from_str(rig::chain::MULTICALL3_JSON).unwrap();
     w.chain
         .rpc(
             "anvil_setCode",
@@ -113,7 +112,7 @@ async fn verify_reads_balances_through_multicall3_where_the_chain_has_it() {
         .unwrap();
     let head = w.chain.mine(12).await.unwrap();
     w.ingest(&w.db, w.history.start_block, head).await;
-    let proxy = tests::proxy::FaultProxy::start(&w.chain.url, Default::default()).await.unwrap();
+    let proxy = rig::proxy::FaultProxy::start(&w.chain.url, Default::default()).await.unwrap();
     let (db, token) = (w.db.url.as_str(), w.history.token.to_string());
     let c = w.db.client().await.unwrap();
     let rows: i64 = c.query_one("SELECT count(*) FROM balances", &[]).await.unwrap().get(0);
@@ -177,7 +176,7 @@ async fn wait_metric(addr: std::net::SocketAddr, name: &str, ok: impl Fn(f64) ->
 async fn a_following_ingestor_reverifies_a_sample_and_exports_it() {
     let w = world(small(82)).await;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut child = Command::new(tests::pair::ingestor_binary().unwrap())
+    let mut child = Command::new(rig::pair::ingestor_binary().unwrap())
         .args(["--rpc-url", &w.chain.url, "--database-url", &w.db.url])
         .args([
             "--token",
@@ -209,7 +208,7 @@ async fn a_following_ingestor_reverifies_a_sample_and_exports_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_check_catches_a_provider_that_truncates() {
-    use tests::proxy::{FaultProxy, Rules};
+    use rig::proxy::{FaultProxy, Rules};
 
     let w = world(small(83)).await;
     w.ingest_all().await;

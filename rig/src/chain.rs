@@ -1,5 +1,5 @@
 //! JSON-RPC to a test chain, and the compiled TestToken contract
-//! (`tests/contracts/TestToken.json`, built from TestToken.sol by solc 0.8.26).
+//! (`rig/contracts/TestToken.json`, built from TestToken.sol by solc 0.8.26).
 //!
 //! Transactions are queued with automine off and mined together by [`Chain::mine`], so a
 //! block can hold several transactions; every receipt is checked, so a transaction that
@@ -12,8 +12,14 @@ use alloy_sol_types::{SolCall, SolConstructor, sol};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+/// TestToken compiled (abi and bytecode), from `rig/contracts/build.sh`.
+pub const TEST_TOKEN_JSON: &str = include_str!("../contracts/TestToken.json");
+
+/// Multicall3 compiled (abi and runtime bytecode), for chains that lack it.
+pub const MULTICALL3_JSON: &str = include_str!("../contracts/Multicall3.json");
+
 sol! {
-    /// The test token's ABI (tests/contracts/TestToken.sol).
+    /// The test token's ABI (rig/contracts/TestToken.sol).
     contract TestToken {
         constructor(string name_, string symbol_);
         function transfer(address to, uint256 value) external returns (bool);
@@ -252,7 +258,7 @@ impl Chain {
 
 /// The TestToken creation bytecode.
 pub fn bytecode() -> anyhow::Result<Vec<u8>> {
-    let artifact: Value = serde_json::from_str(include_str!("../contracts/TestToken.json"))?;
+    let artifact: Value = serde_json::from_str(TEST_TOKEN_JSON)?;
     Ok(hex::decode(artifact["bytecode"].as_str().context("bytecode")?)?)
 }
 

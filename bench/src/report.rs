@@ -1,5 +1,6 @@
 //! The benchmark's results as a Markdown section, with the machine and the date, written
-//! between two markers of README so that a run replaces the previous run's figures.
+//! between two markers of docs/performance.md so that a run replaces the previous run's
+//! figures.
 
 use std::path::Path;
 
@@ -7,7 +8,8 @@ use crate::Args;
 use crate::load::{Figures, Filled, LOOKUP_SIZE, PastFigures};
 use crate::seed::SeedRun;
 
-const BEGIN: &str = "<!-- bench:begin (written by scripts/bench.sh --readme README.md) -->";
+const BEGIN: &str =
+    "<!-- bench:begin (written by scripts/bench.sh --results docs/performance.md) -->";
 const END: &str = "<!-- bench:end -->";
 
 /// The backfill's figures.
@@ -81,28 +83,28 @@ impl Report {
             let seed_full = seed.whole.as_secs_f64();
             s += &format!(
                 "Backfill of a {}-transfer history among {} holders (the chain took {:.0} s to make):\n\n",
-                tests::thousands(ours.transfers),
-                tests::thousands(self.holders as u64),
+                rig::thousands(ours.transfers),
+                rig::thousands(self.holders as u64),
                 self.chain_seconds
             );
             s += "| strategy | transfers timed | time | transfers/s | peak RSS |\n| --- | --- | --- | --- | --- |\n";
             for b in &self.backfills {
                 let rate = (b.transfers as f64 / b.seconds) as u64;
                 let (what, rate) = if b.flags.is_empty() {
-                    ("ours: `ingestor` end to end, defaults (getLogs → decode → Postgres, balances kept)".to_string(), format!("**{}**", tests::thousands(rate)))
+                    ("ours: `ingestor` end to end, defaults (getLogs → decode → Postgres, balances kept)".to_string(), format!("**{}**", rig::thousands(rate)))
                 } else {
-                    (format!("ours, with `{}`", b.flags), tests::thousands(rate))
+                    (format!("ours, with `{}`", b.flags), rig::thousands(rate))
                 };
                 s += &format!(
                     "| {what} | {} | {:.1} s | {rate} | {:.0} MiB |\n",
-                    tests::thousands(b.transfers),
+                    rig::thousands(b.transfers),
                     b.seconds,
                     b.peak_rss_mib
                 );
             }
             s += &format!(
                 "| seed-equivalent: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
-                tests::thousands(seed.transfers),
+                rig::thousands(seed.transfers),
                 seed.elapsed.as_secs_f64(),
                 if seed.complete {
                     String::new()
@@ -131,9 +133,9 @@ impl Report {
             if let Some(ceiling) = self.ceiling {
                 s += &format!(
                     "Postgres alone, writing the same {} rows again into an empty copy of the transfers table (same indexes and constraints) in one INSERT with nothing else running, took {:.1} s: **{} rows/s**, the ceiling for any pipeline that keeps this schema on this machine (the ingestor's end-to-end rate is {:.0}% of it; the rest is the balances, the staging COPY and the fetch).\n\n",
-                    tests::thousands(ours.transfers),
+                    rig::thousands(ours.transfers),
                     ceiling,
-                    tests::thousands((ours.transfers as f64 / ceiling) as u64),
+                    rig::thousands((ours.transfers as f64 / ceiling) as u64),
                     our_rate / (ours.transfers as f64 / ceiling) * 100.0
                 );
             }
@@ -156,7 +158,7 @@ impl Report {
                 for f in figures {
                     s += &format!(
                         "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.0} | {:.0} | {:.2} ms |\n",
-                        tests::thousands(filled.holders),
+                        rig::thousands(filled.holders),
                         f.name,
                         if f.cached { "on (default)" } else { "off: computed" },
                         ms(f.p50),
@@ -174,7 +176,7 @@ impl Report {
                 for f in figures {
                     s += &format!(
                         "| {} | {} | {:.2} ms | {:.2} ms | {} |\n",
-                        tests::thousands(*holders),
+                        rig::thousands(*holders),
                         f.name,
                         ms(f.p50),
                         ms(f.max),
@@ -187,15 +189,15 @@ impl Report {
     }
 }
 
-/// Replaces the section between the markers in `readme` (appends it when absent).
-pub(crate) fn write_into(readme: &Path, section: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(readme)?;
+/// Replaces the section between the markers in `file` (appends it when absent).
+pub(crate) fn write_into(file: &Path, section: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)?;
     let block = format!("{BEGIN}\n{section}{END}");
     let new = match (text.find(BEGIN), text.find(END)) {
         (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
         _ => format!("{text}\n{block}\n"),
     };
-    std::fs::write(readme, new)?;
+    std::fs::write(file, new)?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! The test rig: real parts for end-to-end tests of the pair and for the demo.
+//! The test rig: real parts for the end-to-end tests of the pair (`tests/`), the demo
+//! (`demo/`) and the benchmarks (`bench/`).
 //!
 //! - [`anvil`]: an Anvil node on a free port;
 //! - [`chain`]: JSON-RPC to it, the compiled TestToken contract and its calls;
@@ -6,7 +7,9 @@
 //!   self-transfers, zero values, amounts past 2^128, days apart);
 //! - [`db`]: a throwaway database per test on the Postgres at `DATABASE_URL`;
 //! - [`pair`]: the ingestor and the query-service run in-process, and a gRPC client;
-//! - [`proxy`]: a JSON-RPC proxy that refuses wide `eth_getLogs` spans in providers' words.
+//! - [`proxy`]: a JSON-RPC proxy that refuses wide `eth_getLogs` spans in providers' words
+//!   and injects every other fault a provider shows;
+//! - [`cluster`]: a private Postgres server to stop and restart.
 
 pub mod anvil;
 pub mod chain;

@@ -12,7 +12,7 @@ use anyhow::Context;
 use futures::SinkExt;
 use proto::pb::holder_service_client::HolderServiceClient;
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
-use tests::history::holder;
+use rig::history::holder;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -39,7 +39,7 @@ pub(crate) struct Filled {
 /// Fills the migrated, empty database at `url` with `holders` holders.
 pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     let started = Instant::now();
-    let db = tests::db::connect(url).await?;
+    let db = rig::db::connect(url).await?;
     let transfers = holders / 10;
     let genesis = now() - HISTORY_BLOCKS * BLOCK_SECONDS;
     db.execute(
@@ -225,7 +225,7 @@ pub(crate) async fn serve(bin: &Path, url: &str, answer_cache: u32) -> anyhow::R
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let client = tests::pair::wait_for_client(&format!("http://{addr}")).await?;
+    let client = rig::pair::wait_for_client(&format!("http://{addr}")).await?;
     Ok(Served { _child: child, client })
 }
 

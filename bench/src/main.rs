@@ -2,8 +2,9 @@
 //! makes a chain with many Transfers and a realistic holder distribution; times our
 //! `ingestor` backfilling it end to end (and checks the result against the chain); times
 //! the seed-equivalent strategy on the same chain (a sample, extrapolated); loads the
-//! query-service at 1M and 10M holders. Prints a table and, with `--readme`, writes it
-//! into README's performance section. `scripts/bench.sh` builds release and runs it.
+//! query-service at 1M and 10M holders. Prints a table and, with `--results FILE`,
+//! writes it into that file's results section (`docs/performance.md`). `scripts/bench.sh`
+//! builds release and runs it. Nothing else in the project writes that file.
 
 mod chain;
 mod cpu;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use tests::anvil::Anvil;
+use rig::anvil::Anvil;
 use tokio::process::Command;
 
 /// Benchmark of the ingestor backfill and the query-service.
@@ -55,9 +56,9 @@ struct Args {
     /// Profile the default backfill with `perf record -a` (cpu-clock) and summarise it.
     #[arg(long)]
     perf: bool,
-    /// Write the results into this README's performance section.
-    #[arg(long)]
-    readme: Option<PathBuf>,
+    /// Write the results between the bench markers of this file (docs/performance.md).
+    #[arg(long, alias = "readme")]
+    results: Option<PathBuf>,
 }
 
 #[allow(clippy::print_stdout)]
@@ -65,7 +66,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
-    let admin = tests::db::admin_url();
+    let admin = rig::db::admin_url();
     let mut report = report::Report::new(&args);
 
     println!("== chain: {} transfers among {} holders on Anvil", args.transfers, args.holders);
@@ -78,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             &["--gas-limit", "200000000", "--prune-history", "64"],
         )
         .await?;
-    let mut rpc = tests::chain::Chain::connect(&anvil.url).await?;
+    let mut rpc = rig::chain::Chain::connect(&anvil.url).await?;
     let started = Instant::now();
     let built = chain::build(&mut rpc, args.holders, args.transfers, args.per_block).await?;
     report.chain_seconds = started.elapsed().as_secs_f64();
@@ -207,9 +208,9 @@ async fn main() -> anyhow::Result<()> {
 
     let table = report.markdown();
     println!("\n{table}");
-    if let Some(readme) = &args.readme {
-        report::write_into(readme, &table)?;
-        println!("written into {}", readme.display());
+    if let Some(results) = &args.results {
+        report::write_into(results, &table)?;
+        println!("written into {}", results.display());
     }
     Ok(())
 }
@@ -225,7 +226,7 @@ async fn backfill(
     let log = std::fs::File::create(bin.join("bench-ingestor.log"))?;
     let started = Instant::now();
     let mut child = Command::new(bin.join("ingestor"))
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .args(["--rpc-url", rpc_url, "--database-url", url, "--token", &built.token.to_string()])
         .args(["--from", &built.start_block.to_string(), "--to", &built.end_block.to_string()])
         .args(extra.split_whitespace())
@@ -261,11 +262,11 @@ async fn backfill(
 /// The store holds every transfer once, Σ balances = totalSupply(), and the balances of
 /// a sample of holders equal balanceOf at the end block.
 async fn check_store(
-    rpc: &tests::chain::Chain,
+    rpc: &rig::chain::Chain,
     url: &str,
     built: &chain::BenchChain,
 ) -> anyhow::Result<()> {
-    let db = tests::db::connect(url).await?;
+    let db = rig::db::connect(url).await?;
     let row = db
         .query_one(
             "SELECT transfer_count, indexed_block, total_supply::text,
@@ -314,7 +315,7 @@ async fn check_store(
 /// copy of the table with the same indexes and constraints (nothing else running): the
 /// most any pipeline keeping this schema can reach on this machine.
 async fn ceiling(url: &str) -> anyhow::Result<Duration> {
-    let db = tests::db::connect(url).await?;
+    let db = rig::db::connect(url).await?;
     db.batch_execute(
         "CREATE TABLE ceiling_transfers (LIKE transfers INCLUDING ALL);
          CREATE UNLOGGED TABLE ceiling_source AS SELECT * FROM transfers ORDER BY seq;
@@ -331,7 +332,7 @@ async fn ceiling(url: &str) -> anyhow::Result<Duration> {
 async fn migrate(bin: &std::path::Path, url: &str) -> anyhow::Result<()> {
     let status = Command::new(bin.join("ingestor"))
         .args(["--migrate-only", "--database-url", url])
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .stderr(Stdio::null())
         .status()
         .await?;
@@ -340,10 +341,10 @@ async fn migrate(bin: &std::path::Path, url: &str) -> anyhow::Result<()> {
 }
 
 async fn fresh_db(admin: &str, name: &str) -> anyhow::Result<String> {
-    let client = tests::db::connect(admin).await?;
+    let client = rig::db::connect(admin).await?;
     client.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[]).await?;
     client.execute(&format!("CREATE DATABASE {name}"), &[]).await?;
-    Ok(tests::db::url_with_db(admin, name))
+    Ok(rig::db::url_with_db(admin, name))
 }
 
 /// The process's peak resident memory so far, from /proc.

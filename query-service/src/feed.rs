@@ -16,18 +16,17 @@ use proto::pb::{Transfer, TransferEvent};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
+use crate::error::QueryError;
 use crate::input::Cursor;
 use crate::metrics::Metrics;
 use crate::store::{self, EventRow, TransferRow};
 
 /// Events read from the store per query.
 const PAGE: i64 = 1000;
-
-/// The channel the ingestor announces commits on (see the ingestor's store).
-const CHANNEL: &str = "holders_transfers";
 
 /// One event, ready to send, with what filters need; or a marker.
 #[derive(Debug)]
@@ -88,14 +87,17 @@ pub struct Feed {
     streams: Arc<Semaphore>,
     max_streams: usize,
     metrics: Metrics,
+    /// Every stream's task, so that shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl Feed {
     /// A feed buffering `buffer` events for slow subscribers, serving at most
-    /// `max_streams` streams at once.
-    pub fn new(buffer: usize, max_streams: usize, metrics: Metrics) -> Self {
+    /// `max_streams` streams at once, each a task on `tasks`.
+    pub fn new(buffer: usize, max_streams: usize, metrics: Metrics, tasks: TaskTracker) -> Self {
         let (events, _) = broadcast::channel(buffer.max(16));
-        Self { events, streams: Arc::new(Semaphore::new(max_streams)), max_streams, metrics }
+        let streams = Arc::new(Semaphore::new(max_streams));
+        Self { events, streams, max_streams, metrics, tasks }
     }
 
     /// Listens for the ingestor's announcements on its own connection to `database_url`
@@ -129,6 +131,7 @@ impl Feed {
     ) -> anyhow::Result<()> {
         let (client, mut connection) = tokio_postgres::connect(database_url, NoTls).await?;
         let (wake, mut woken) = mpsc::channel::<()>(1);
+        // Drives the LISTEN connection; ends with it (this function owns the client).
         let driver = tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
@@ -142,7 +145,7 @@ impl Feed {
             }
             Ok(())
         });
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client.batch_execute(&format!("LISTEN {}", bootstrap::NOTIFY_CHANNEL)).await?;
         info!("transfer feed: listening");
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
@@ -166,7 +169,7 @@ impl Feed {
         sent: &mut HashMap<Address, i64>,
     ) -> anyhow::Result<()> {
         let mut behind = 0;
-        for (token, newest) in store::last_seqs(client).await? {
+        for (token, newest) in store::events::last_seqs(client).await? {
             let from = sent.get(&token).copied();
             behind += newest - from.unwrap_or(newest).min(newest);
             // Nobody listens, or first sight of the token: nothing to send, only remember
@@ -181,7 +184,7 @@ impl Feed {
             let mut after = from.unwrap_or(newest);
             let db = pool.get().await?;
             while after < newest {
-                let rows = store::events_after(&db, token, after, PAGE, &[]).await?;
+                let rows = store::events::events_after(&db, token, after, PAGE, &[]).await?;
                 let Some(last) = rows.last() else { break };
                 after = last.seq;
                 for row in rows {
@@ -197,7 +200,8 @@ impl Feed {
 
     /// Starts one subscriber's stream of `token` events after `start`, touching `addresses`
     /// (all when empty); with `finalized_only`, final transfers only, each once its block
-    /// is final. RESOURCE_EXHAUSTED past the stream limit.
+    /// is final. The stream's task is tracked by `tasks` and ends at `shutdown`.
+    /// RESOURCE_EXHAUSTED past the stream limit.
     pub async fn subscribe(
         &self,
         pool: Pool,
@@ -206,56 +210,39 @@ impl Feed {
         addresses: Vec<Address>,
         finalized_only: bool,
         shutdown: CancellationToken,
-    ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, Status> {
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{} streams are open, the most this server allows; retry later",
-                self.max_streams
-            ))
-        })?;
+    ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, QueryError> {
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| QueryError::TooManyStreams(self.max_streams))?;
         // Subscribe before reading the store, so nothing committed from now on is missed.
         let live = self.events.subscribe();
-        let db = pool.get().await.map_err(crate::error::QueryError::from)?;
+        let db = pool.get().await?;
         let after = match start {
             Start::After(seq) => seq,
-            Start::Block(block) => store::seq_before_block(&db, token, block).await?,
-            Start::Now if finalized_only => store::last_final_seq(&db, token).await?,
-            Start::Now => store::last_seq(&db, token).await?,
+            Start::Block(block) => store::events::seq_before_block(&db, token, block).await?,
+            Start::Now if finalized_only => store::events::last_final_seq(&db, token).await?,
+            Start::Now => store::events::last_seq(&db, token).await?,
         };
         drop(db);
         let (out, rx) = mpsc::channel(64);
         let metrics = self.metrics.clone();
-        if finalized_only {
-            tokio::spawn(async move {
-                let _permit = permit;
-                metrics.active_streams.inc();
-                let mut sub = FinalSubscriber { pool, token, addresses, seen: after, out, live };
-                if let Err(status) = sub.run(shutdown).await {
-                    let _ = sub.out.send(Err(status)).await;
-                }
-                metrics.active_streams.dec();
-            });
-            return Ok(rx);
-        }
-        tokio::spawn(async move {
+        let mut sub = Subscriber { pool, token, addresses, seen: after, out, live, metrics };
+        self.tasks.spawn(async move {
             let _permit = permit;
-            metrics.active_streams.inc();
-            let mut sub = Subscriber {
-                pool,
-                token,
-                addresses,
-                seen: after,
-                out,
-                live,
-                metrics: metrics.clone(),
+            sub.metrics.active_streams.inc();
+            let ended = if finalized_only {
+                sub.follow_final(&shutdown).await
+            } else {
+                sub.follow(&shutdown).await
             };
-            match sub.run(shutdown).await {
-                Ok(()) => {}
-                Err(status) => {
-                    let _ = sub.out.send(Err(status)).await;
-                }
+            if let Err(e) = ended {
+                // A client that reads nothing must not hold the shutdown up.
+                let last = sub.out.send(Err(Status::from(e)));
+                let _ = tokio::time::timeout(Duration::from_secs(1), last).await;
             }
-            metrics.active_streams.dec();
+            sub.metrics.active_streams.dec();
             debug!(token = %sub.token, seen = sub.seen, "stream closed");
         });
         Ok(rx)
@@ -273,6 +260,7 @@ pub enum Start {
     Now,
 }
 
+/// One stream's state.
 struct Subscriber {
     pool: Pool,
     token: Address,
@@ -285,16 +273,16 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    /// Replays, then follows; returns when the client leaves (Ok) or with the status to
+    /// Replays, then follows; returns when the client leaves (Ok) or with the error to
     /// end the stream with.
-    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Status> {
+    async fn follow(&mut self, shutdown: &CancellationToken) -> Result<(), QueryError> {
         if !self.replay().await? {
             return Ok(());
         }
         loop {
             let event = tokio::select! {
                 () = self.out.closed() => return Ok(()),
-                () = shutdown.cancelled() => return Err(Status::unavailable("the server is shutting down; resume with your last cursor")),
+                () = shutdown.cancelled() => return Err(QueryError::ShuttingDown),
                 event = self.live.recv() => event,
             };
             match event {
@@ -345,31 +333,30 @@ impl Subscriber {
                         return Ok(());
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(Status::unavailable("the feed stopped"));
-                }
+                Err(broadcast::error::RecvError::Closed) => return Err(QueryError::FeedStopped),
             }
         }
     }
 
     /// Reads the store again after the live feed left a hole; counted as a catch-up.
-    async fn catch_up(&mut self) -> Result<bool, Status> {
+    async fn catch_up(&mut self) -> Result<bool, QueryError> {
         self.metrics.stream_catchups.inc();
         self.replay().await
     }
 
     /// Sends every stored event after `seen`. False when the client has left.
-    async fn replay(&mut self) -> Result<bool, Status> {
+    async fn replay(&mut self) -> Result<bool, QueryError> {
         // Everything up to `newest` is visible to the reads below; events the address
         // filter leaves out are handled too, so `seen` can move past them.
         let newest = {
-            let db = self.pool.get().await.map_err(crate::error::QueryError::from)?;
-            store::last_seq(&db, self.token).await?
+            let db = self.pool.get().await?;
+            store::events::last_seq(&db, self.token).await?
         };
         loop {
-            let db = self.pool.get().await.map_err(crate::error::QueryError::from)?;
+            let db = self.pool.get().await?;
             let rows =
-                store::events_after(&db, self.token, self.seen, PAGE, &self.addresses).await?;
+                store::events::events_after(&db, self.token, self.seen, PAGE, &self.addresses)
+                    .await?;
             drop(db);
             let full = rows.len() as i64 == PAGE;
             if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
@@ -400,25 +387,16 @@ async fn send_rows(
     true
 }
 
-/// A stream of final transfers: it sends what became final since the last look, then
-/// waits for the next commit or finality change (or a second, whichever comes first).
-struct FinalSubscriber {
-    pool: Pool,
-    token: Address,
-    addresses: Vec<Address>,
-    /// The sequence number of the last final transfer sent (or filtered out).
-    seen: i64,
-    out: mpsc::Sender<Result<TransferEvent, Status>>,
-    live: broadcast::Receiver<Arc<Event>>,
-}
-
-impl FinalSubscriber {
-    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), Status> {
+impl Subscriber {
+    /// A stream of final transfers: sends what became final since the last look, then
+    /// waits for the next commit or finality change (or a second, whichever comes first).
+    async fn follow_final(&mut self, shutdown: &CancellationToken) -> Result<(), QueryError> {
         loop {
             loop {
-                let db = self.pool.get().await.map_err(crate::error::QueryError::from)?;
+                let db = self.pool.get().await?;
                 let rows =
-                    store::final_after(&db, self.token, self.seen, PAGE, &self.addresses).await?;
+                    store::events::final_after(&db, self.token, self.seen, PAGE, &self.addresses)
+                        .await?;
                 drop(db);
                 let full = rows.len() as i64 == PAGE;
                 if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
@@ -432,9 +410,9 @@ impl FinalSubscriber {
             // records finality without new events, so the second bounds the delay.
             tokio::select! {
                 () = self.out.closed() => return Ok(()),
-                () = shutdown.cancelled() => return Err(Status::unavailable("the server is shutting down; resume with your last cursor")),
+                () = shutdown.cancelled() => return Err(QueryError::ShuttingDown),
                 r = self.live.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                    return Err(Status::unavailable("the feed stopped"));
+                    return Err(QueryError::FeedStopped);
                 },
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
-use tests::chain::{Chain, DEPLOYER, TestToken};
-use tests::history::holder;
+use rig::chain::{Chain, DEPLOYER, TestToken};
+use rig::history::holder;
 
 /// Seconds between blocks, as on mainnet.
 pub(crate) const BLOCK_SECONDS: u64 = 12;

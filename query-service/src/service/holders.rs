@@ -1,52 +1,21 @@
-//! `holders.v1.HolderService`: checks each request, reads one snapshot of the store, and
-//! shapes the answer (checksummed addresses, human-unit balances, ranks, page tokens).
+//! GetTopHolders and GetHolders: a ranking (first page or after a page token) or a
+//! lookup of addresses, at the checkpoint or at a past moment, with ranks, shares,
+//! 7-day changes and human-unit balances. Ranked answers are kept in the answer cache
+//! per store state.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use alloy_primitives::U256;
-use deadpool_postgres::Pool;
-use futures::Stream;
-use proto::pb::holder_service_server::HolderService;
-use proto::pb::{
-    GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse, ListTokensRequest,
-    ListTokensResponse, ListTransfersRequest, ListTransfersResponse, StreamTransfersRequest, Token,
-    TransferEvent,
-};
-use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse};
 
-use crate::cache::{Answers, Key};
+use super::{Holders, timestamp};
+use crate::cache::Key;
 use crate::error::QueryError;
-use crate::input::{self, At, Cursor, PageToken, TransferPage};
-use crate::metrics::Metrics;
-use crate::store::{self, HolderRow, Moment, TokenView, TransferFilter};
-use crate::stream::{Feed, Start, transfer_message};
-
-/// The service, over a pool of read connections and the live transfer feed.
-#[derive(Debug, Clone)]
-pub struct Holders {
-    pool: Pool,
-    feed: Feed,
-    answers: Arc<Answers>,
-    shutdown: CancellationToken,
-    metrics: Metrics,
-}
+use crate::input::{self, At, PageToken};
+use crate::store::{self, HolderRow, Moment, TokenView};
 
 impl Holders {
-    /// A service reading from `pool`, streaming from `feed`, keeping ranked answers in
-    /// `answers`; open streams end at `shutdown`.
-    pub fn new(
-        pool: Pool,
-        feed: Feed,
-        answers: Arc<Answers>,
-        shutdown: CancellationToken,
-        metrics: Metrics,
-    ) -> Self {
-        Self { pool, feed, answers, shutdown, metrics }
-    }
-
     /// The ranked answer for `key`'s state from the cache, or read by `read` and kept.
     async fn ranked_answer<F>(&self, key: Key, read: F) -> Result<HoldersResponse, QueryError>
     where
@@ -60,103 +29,24 @@ impl Holders {
         Ok(answer)
     }
 
-    async fn stream(&self, req: StreamTransfersRequest) -> Result<TransferStream, Status> {
-        let wanted = input::token(&req.token)?;
-        let addresses = input::addresses(&req.addresses)?;
-        let token = {
-            let mut client = self.pool.get().await.map_err(QueryError::from)?;
-            let tx = store::snapshot(&mut client).await?;
-            let token = store::token(&tx, wanted).await?;
-            tx.commit().await.map_err(QueryError::from)?;
-            token
-        };
-        let start = match (req.cursor.as_str(), req.from_block) {
-            ("", None) => Start::Now,
-            ("", Some(block)) => Start::Block(
-                i64::try_from(block).map_err(|_| QueryError::invalid("from_block", "too large"))?,
-            ),
-            (cursor, _) => Start::After(Cursor::decode(cursor, token.address)?.seq),
-        };
-        let rx = self
-            .feed
-            .subscribe(
-                self.pool.clone(),
-                token.address,
-                start,
-                addresses,
-                req.finalized_only,
-                self.shutdown.clone(),
-            )
-            .await?;
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
-    }
-
-    async fn transfers(
+    pub(super) async fn top(
         &self,
-        req: ListTransfersRequest,
-    ) -> Result<ListTransfersResponse, QueryError> {
-        let limit = input::count("page_size", req.page_size, input::DEFAULT_TRANSFERS)?;
-        let wanted = input::token(&req.token)?;
-        let address = match req.address.as_str() {
-            "" => None,
-            a => Some(input::address("address", a)?),
-        };
-        let block = |field: &str, v: Option<u64>, default: i64| match v {
-            None => Ok(default),
-            Some(b) => i64::try_from(b)
-                .map_err(|_| QueryError::invalid(field, format!("{b} is not a block number"))),
-        };
-        let from_block = block("from_block", req.from_block, 0)?;
-        let to_block = block("to_block", req.to_block, i64::MAX)?;
-        if from_block > to_block {
-            return Err(QueryError::invalid(
-                "from_block",
-                format!("{from_block} is after to_block {to_block}"),
-            ));
-        }
-        let mut client = self.pool.get().await?;
-        let tx = store::snapshot(&mut client).await?;
-        let token = store::token(&tx, wanted).await?;
-        let before = match req.page_token.as_str() {
-            "" => (i64::MAX, 0),
-            text => {
-                let p = TransferPage::decode(text, token.address)?;
-                (p.block, p.log_index)
-            }
-        };
-        let filter = TransferFilter { address, from_block, to_block, before, limit };
-        let rows = store::list_transfers(&tx, token.address, &filter).await?;
-        tx.commit().await?;
-        let next_page_token = match rows.last() {
-            Some(last) if rows.len() as i64 == limit => TransferPage {
-                token: token.address,
-                block: last.block_number,
-                log_index: last.log_index,
-            }
-            .encode(),
-            _ => String::new(),
-        };
-        Ok(ListTransfersResponse {
-            transfers: rows.iter().map(transfer_message).collect(),
-            next_page_token,
-        })
-    }
-
-    async fn top(&self, req: GetTopHoldersRequest) -> Result<HoldersResponse, QueryError> {
+        req: GetTopHoldersRequest,
+    ) -> Result<HoldersResponse, QueryError> {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
         let wanted = input::token(&req.token)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
-        let token = store::token(&tx, wanted).await?;
+        let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
         let key = key(&token, &moment, limit, "");
         let answer = self
             .ranked_answer(key, async {
                 let rows = if moment.latest {
-                    store::ranked(&tx, &token, None, limit).await?
+                    store::holders::ranked(&tx, &token, None, limit).await?
                 } else {
-                    store::ranked_at(&tx, &token, &moment, None, limit).await?
+                    store::history::ranked_at(&tx, &token, &moment, None, limit).await?
                 };
                 Ok(response(&token, &moment, rows, Some(0), None))
             })
@@ -165,7 +55,7 @@ impl Holders {
         Ok(answer)
     }
 
-    async fn page(&self, req: GetHoldersRequest) -> Result<HoldersResponse, QueryError> {
+    pub(super) async fn page(&self, req: GetHoldersRequest) -> Result<HoldersResponse, QueryError> {
         let size = input::count("page_size", req.page_size, input::DEFAULT_PAGE)?;
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
@@ -178,13 +68,13 @@ impl Holders {
         }
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
-        let token = store::token(&tx, wanted).await?;
+        let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
         let answer = if !addresses.is_empty() {
             let rows = if moment.latest {
-                store::lookup(&tx, &token, &addresses).await?
+                store::holders::lookup(&tx, &token, &addresses).await?
             } else {
-                store::lookup_at(&tx, &token, &moment, &addresses).await?
+                store::history::lookup_at(&tx, &token, &moment, &addresses).await?
             };
             response(&token, &moment, rows, None, None)
         } else {
@@ -195,9 +85,9 @@ impl Holders {
             self.ranked_answer(key(&token, &moment, size, &req.page_token), async {
                 let after_row = after.map(|p| (p.balance.to_string(), p.address));
                 let rows = if moment.latest {
-                    store::ranked(&tx, &token, after_row, size).await?
+                    store::holders::ranked(&tx, &token, after_row, size).await?
                 } else {
-                    store::ranked_at(&tx, &token, &moment, after_row, size).await?
+                    store::history::ranked_at(&tx, &token, &moment, after_row, size).await?
                 };
                 let full = rows.len() as i64 == size;
                 let first_rank = after.map_or(0, |p| p.rank);
@@ -207,32 +97,6 @@ impl Holders {
         };
         tx.commit().await?;
         Ok(answer)
-    }
-
-    async fn list(&self) -> Result<ListTokensResponse, QueryError> {
-        let mut client = self.pool.get().await?;
-        let tx = store::snapshot(&mut client).await?;
-        let tokens = store::tokens(&tx).await?;
-        tx.commit().await?;
-        Ok(ListTokensResponse {
-            tokens: tokens
-                .into_iter()
-                .map(|t| Token {
-                    address: t.address.to_checksum(None),
-                    name: t.name,
-                    symbol: t.symbol,
-                    decimals: u32::from(t.decimals),
-                    total_supply: t.total_supply,
-                    start_block: t.start_block.max(0) as u64,
-                    indexed_block: t.indexed_block.max(0) as u64,
-                    indexed_time: timestamp(t.indexed_time),
-                    holder_count: t.holder_count.max(0) as u64,
-                    transfer_count: t.transfer_count.max(0) as u64,
-                    finalized_block: t.finalized_block.max(0) as u64,
-                    safe_block: t.safe_block.max(0) as u64,
-                })
-                .collect(),
-        })
     }
 }
 
@@ -293,7 +157,7 @@ async fn moment(
                     ),
                 ));
             }
-            store::block_at_time(tx, token.address, t).await?.ok_or_else(|| {
+            store::history::block_at_time(tx, token.address, t).await?.ok_or_else(|| {
                 QueryError::invalid(
                     "at_time",
                     format!("{t} is before the first indexed block's time"),
@@ -304,7 +168,7 @@ async fn moment(
     if block >= token.indexed_block {
         return Ok(token.latest());
     }
-    store::moment_at(tx, token, block).await
+    store::history::moment_at(tx, token, block).await
 }
 
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
@@ -354,10 +218,6 @@ fn response(
     }
 }
 
-fn timestamp(unix: i64) -> Option<prost_types::Timestamp> {
-    (unix > 0).then_some(prost_types::Timestamp { seconds: unix, nanos: 0 })
-}
-
 /// Writes base units as whole tokens: `decimals` digits after the point, trailing zeros
 /// and a bare point dropped ("1500000000000000000", 18 → "1.5").
 pub fn format_units(raw: &str, decimals: u8) -> String {
@@ -377,59 +237,6 @@ pub fn format_units(raw: &str, decimals: u8) -> String {
     let (whole, frac) = padded.split_at(padded.len() - d);
     let frac = frac.trim_end_matches('0');
     if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") }
-}
-
-type TransferStream = Pin<Box<dyn Stream<Item = Result<TransferEvent, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl HolderService for Holders {
-    async fn get_top_holders(
-        &self,
-        request: Request<GetTopHoldersRequest>,
-    ) -> Result<Response<HoldersResponse>, Status> {
-        let answer = self
-            .metrics
-            .observe("GetTopHolders", async { Ok(self.top(request.into_inner()).await?) });
-        Ok(Response::new(answer.await?))
-    }
-
-    async fn get_holders(
-        &self,
-        request: Request<GetHoldersRequest>,
-    ) -> Result<Response<HoldersResponse>, Status> {
-        let answer = self
-            .metrics
-            .observe("GetHolders", async { Ok(self.page(request.into_inner()).await?) });
-        Ok(Response::new(answer.await?))
-    }
-
-    async fn list_tokens(
-        &self,
-        _request: Request<ListTokensRequest>,
-    ) -> Result<Response<ListTokensResponse>, Status> {
-        let answer = self.metrics.observe("ListTokens", async { Ok(self.list().await?) });
-        Ok(Response::new(answer.await?))
-    }
-
-    type StreamTransfersStream = TransferStream;
-
-    async fn stream_transfers(
-        &self,
-        request: Request<StreamTransfersRequest>,
-    ) -> Result<Response<Self::StreamTransfersStream>, Status> {
-        let stream = self.metrics.observe("StreamTransfers", self.stream(request.into_inner()));
-        Ok(Response::new(stream.await?))
-    }
-
-    async fn list_transfers(
-        &self,
-        request: Request<ListTransfersRequest>,
-    ) -> Result<Response<ListTransfersResponse>, Status> {
-        let answer = self
-            .metrics
-            .observe("ListTransfers", async { Ok(self.transfers(request.into_inner()).await?) });
-        Ok(Response::new(answer.await?))
-    }
 }
 
 /// The cache key of a ranked answer of `token` in its current state, as of `moment`.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
 use anyhow::Context;
+use rig::chain::{Chain, TestToken};
 use serde_json::json;
-use tests::chain::{Chain, TestToken};
 
 /// Blocks per `eth_getLogs` call, as the script's fixed windows.
 const WINDOW: u64 = 1000;
@@ -41,7 +41,7 @@ pub(crate) async fn run(
     budget: Duration,
 ) -> anyhow::Result<SeedRun> {
     let chain = Chain::connect(rpc_url).await?;
-    let db = tests::db::connect(database_url).await?;
+    let db = rig::db::connect(database_url).await?;
     db.batch_execute(
         "CREATE TABLE seed_transfers (
              tx_hash bytea NOT NULL, log_index integer NOT NULL, block_number bigint NOT NULL,
@@ -91,8 +91,8 @@ pub(crate) async fn run(
             let value: U256 =
                 U256::from_be_slice(&serde_json::from_value::<Bytes>(log["data"].clone())?);
             let tx_hash: B256 = serde_json::from_value(log["transactionHash"].clone())?;
-            let log_index = tests::chain::hex_u64(&log["logIndex"])? as i32;
-            let block = tests::chain::hex_u64(&log["blockNumber"])? as i64;
+            let log_index = rig::chain::hex_u64(&log["logIndex"])? as i32;
+            let block = rig::chain::hex_u64(&log["blockNumber"])? as i64;
 
             let exists = db
                 .query_opt(

@@ -7,9 +7,9 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use proto::pb::GetTopHoldersRequest;
-use tests::anvil::Anvil;
-use tests::chain::Chain;
-use tests::history::{self, Spec};
+use rig::anvil::Anvil;
+use rig::chain::Chain;
+use rig::history::{self, Spec};
 use tokio::process::Command;
 
 const DEMO_DB: &str = "holders_demo";
@@ -49,11 +49,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     step(&format!("creating database {DEMO_DB}"));
-    let admin = tests::db::admin_url();
-    let client = tests::db::connect(&admin).await?;
+    let admin = rig::db::admin_url();
+    let client = rig::db::connect(&admin).await?;
     client.execute(&format!("DROP DATABASE IF EXISTS {DEMO_DB} WITH (FORCE)"), &[]).await?;
     client.execute(&format!("CREATE DATABASE {DEMO_DB}"), &[]).await?;
-    let database_url = tests::db::url_with_db(&admin, DEMO_DB);
+    let database_url = rig::db::url_with_db(&admin, DEMO_DB);
 
     step("ingestor: backfilling the token's whole history");
     let from = h.start_block.to_string();
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     println!("    $ ingestor --rpc-url {} --token {token} --from {from} --to {to}", anvil.url);
     let status = Command::new(bin_dir.join("ingestor"))
         .args(ingest)
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .status()
         .await?;
     anyhow::ensure!(status.success(), "the ingestor failed: {status}");
@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let endpoint = format!("http://{listen}");
-    let mut grpc = tests::pair::wait_for_client(&endpoint).await?;
+    let mut grpc = rig::pair::wait_for_client(&endpoint).await?;
 
     step("top 10 holders, through grpcurl (reflection, no .proto file)");
     match grpcurl() {

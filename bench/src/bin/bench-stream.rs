@@ -16,9 +16,9 @@ use anyhow::Context;
 use futures::StreamExt;
 use proto::pb::StreamTransfersRequest;
 use query_service::input::Cursor;
-use tests::anvil::Anvil;
-use tests::chain::{Chain, TestToken};
-use tests::history::{self, Spec};
+use rig::anvil::Anvil;
+use rig::chain::{Chain, TestToken};
+use rig::history::{self, Spec};
 use tokio::process::Command;
 use tokio_postgres::AsyncMessage;
 
@@ -55,14 +55,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let h = history::build(&mut chain, spec).await?;
 
-    let admin = tests::db::admin_url();
-    let client = tests::db::connect(&admin).await?;
+    let admin = rig::db::admin_url();
+    let client = rig::db::connect(&admin).await?;
     client.execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"), &[]).await?;
     client.execute(&format!("CREATE DATABASE {DB}"), &[]).await?;
-    let db_url = tests::db::url_with_db(&admin, DB);
+    let db_url = rig::db::url_with_db(&admin, DB);
 
     let mut ingestor = Command::new(bin.join("ingestor"))
-        .args(tests::pair::LOCAL_PORTS)
+        .args(rig::pair::LOCAL_PORTS)
         .args(["--rpc-url", &anvil.url, "--database-url", &db_url, "--token", &h.token.to_string()])
         .args(["--from", &h.start_block.to_string(), "--poll-interval", "20ms"])
         .stderr(Stdio::null())
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let qs_pid = qs.id().context("query-service pid")?;
 
     // Wait for the history to be indexed.
-    let db = tests::db::connect(&db_url).await?;
+    let db = rig::db::connect(&db_url).await?;
     let started = Instant::now();
     loop {
         let row = db.query_opt("SELECT indexed_block FROM tokens", &[]).await.ok().flatten();
@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = format!("http://{addr}");
     let mut channels = Vec::new();
     for _ in 0..10 {
-        channels.push(tests::pair::wait_for_client(&endpoint).await?);
+        channels.push(rig::pair::wait_for_client(&endpoint).await?);
     }
     let expected = blocks * per_block;
     let received: Arc<Mutex<Vec<(i64, Instant)>>> =

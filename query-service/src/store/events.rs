@@ -1,0 +1,146 @@
+//! The stream's events: transfers added and taken back, by sequence number, and the
+//! numbers a stream starts after.
+
+use alloy_primitives::Address;
+use tokio_postgres::Row;
+
+use super::is_final;
+use super::transfers::{TransferRow, transfer_row};
+use crate::error::QueryError;
+
+/// One event of a token's stream: a transfer added, or taken back by a reorg.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Sequence number: the event's place in the stream.
+    pub seq: i64,
+    /// True for a removal.
+    pub removed: bool,
+    /// The transfer.
+    pub transfer: TransferRow,
+}
+
+/// An event row: `seq`, `removed`, then a [`TransferRow`]'s columns.
+fn event_row(r: &Row) -> EventRow {
+    EventRow { seq: r.get("seq"), removed: r.get("removed"), transfer: transfer_row(r) }
+}
+
+/// Runs one of the event queries: $1 token, $2 after, $3 limit, $4 addresses.
+async fn events(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    token: Address,
+    after: i64,
+    limit: i64,
+    addresses: &[Address],
+) -> Result<Vec<EventRow>, QueryError> {
+    let stmt = client.prepare_cached(sql).await?;
+    let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
+    Ok(rows.iter().map(event_row).collect())
+}
+
+/// Events of `token` after sequence number `after`, in order, at most `limit`; only those
+/// touching `addresses` when it is not empty. A transfer later taken back appears twice:
+/// its addition (its original number) and its removal (a later one).
+pub async fn events_after(
+    client: &deadpool_postgres::Object,
+    token: Address,
+    after: i64,
+    limit: i64,
+    addresses: &[Address],
+) -> Result<Vec<EventRow>, QueryError> {
+    const SQL: &str = concat!(
+        "SELECT seq, removed, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address,
+                value::text AS value, kept AND ",
+        is_final!(),
+        " AS finalized
+        FROM (
+            SELECT seq, false AS removed, true AS kept, block_number, log_index, block_hash, block_time, tx_hash,
+                   from_address, to_address, value
+            FROM transfers WHERE token = $1 AND seq > $2
+            UNION ALL
+            SELECT seq, false, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+            FROM removed_transfers WHERE token = $1 AND seq > $2
+            UNION ALL
+            SELECT removed_seq, true, false, block_number, log_index, block_hash, block_time, tx_hash,
+                   from_address, to_address, value
+            FROM removed_transfers WHERE token = $1 AND removed_seq > $2
+        ) e
+        WHERE cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4)
+        ORDER BY seq
+        LIMIT $3"
+    );
+    events(client, SQL, token, after, limit, addresses).await
+}
+
+/// Final transfers of `token` after sequence number `after`, in order, at most `limit`;
+/// only those touching `addresses` when it is not empty. Stored transfers' numbers grow
+/// with the chain and a final one is never removed, so a stream of these never goes back.
+pub async fn final_after(
+    client: &deadpool_postgres::Object,
+    token: Address,
+    after: i64,
+    limit: i64,
+    addresses: &[Address],
+) -> Result<Vec<EventRow>, QueryError> {
+    const SQL: &str = concat!(
+        "SELECT seq, false AS removed, block_number, log_index, block_hash, block_time, tx_hash, from_address,
+                to_address, value::text AS value, true AS finalized
+         FROM transfers
+         WHERE token = $1 AND seq > $2 AND ",
+        is_final!(),
+        "
+           AND (cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4))
+         ORDER BY seq LIMIT $3"
+    );
+    events(client, SQL, token, after, limit, addresses).await
+}
+
+/// The sequence number of `token`'s newest final transfer (0 when none): where a stream
+/// of final transfers "from now" starts.
+pub async fn last_final_seq(
+    client: &deadpool_postgres::Object,
+    token: Address,
+) -> Result<i64, QueryError> {
+    const SQL: &str = concat!(
+        "SELECT coalesce((SELECT seq FROM transfers WHERE token = $1 AND ",
+        is_final!(),
+        " ORDER BY block_number DESC, log_index DESC LIMIT 1), 0)"
+    );
+    Ok(client.query_one(SQL, &[&token]).await?.get(0))
+}
+
+/// The token's newest sequence number.
+pub async fn last_seq(
+    client: &deadpool_postgres::Object,
+    token: Address,
+) -> Result<i64, QueryError> {
+    let row = client.query_opt("SELECT last_seq FROM tokens WHERE address = $1", &[&token]).await?;
+    row.map(|r| r.get(0))
+        .ok_or_else(|| QueryError::NotFound(format!("token {token} is not indexed")))
+}
+
+/// The newest sequence number of every token.
+pub async fn last_seqs(client: &tokio_postgres::Client) -> Result<Vec<(Address, i64)>, QueryError> {
+    let rows = client.query("SELECT address, last_seq FROM tokens", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The sequence number to resume after so that a stream starts with the transfers of
+/// `block`: just before the first stored transfer at or after it (or the newest number,
+/// when there is none yet).
+pub async fn seq_before_block(
+    client: &deadpool_postgres::Object,
+    token: Address,
+    block: i64,
+) -> Result<i64, QueryError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(
+                 (SELECT seq - 1 FROM transfers WHERE token = $1 AND block_number >= $2
+                  ORDER BY block_number, log_index LIMIT 1),
+                 (SELECT last_seq FROM tokens WHERE address = $1))",
+            &[&token, &block],
+        )
+        .await?;
+    Ok(row.get::<_, Option<i64>>(0).unwrap_or(0))
+}

@@ -1,0 +1,218 @@
+//! Answers at a past block or time, read from transfers only: each transfer carries both
+//! sides' balances after it, so a lookup is one `balance_at()` per address, and a ranking
+//! reads the smaller side of the block once.
+
+use alloy_primitives::Address;
+use deadpool_postgres::Transaction;
+
+use super::holders::{HolderRow, holder_columns, holder_row};
+use super::{TokenView, WEEK};
+use crate::error::QueryError;
+
+/// The block an answer is as of, with what it needs of that moment.
+#[derive(Debug, Clone)]
+pub struct Moment {
+    /// The block.
+    pub block: i64,
+    /// Its time (of the newest stored block at or below it), Unix seconds.
+    pub time: i64,
+    /// The newest stored block at least 7 days older than `time`.
+    pub week_ago_block: i64,
+    /// Minted minus burned after `block`, decimal.
+    pub total_supply: String,
+    /// True when `block` is the newest indexed one (the balances table answers).
+    pub latest: bool,
+}
+
+/// The moment of a past `block` of `token` (at or below its checkpoint): its time, the
+/// block 7 days before it, and the supply then (minus the zero address's balance).
+pub async fn moment_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    block: i64,
+) -> Result<Moment, QueryError> {
+    let stmt = tx
+        .prepare_cached(
+            "WITH m AS (SELECT coalesce((SELECT time FROM blocks WHERE token = $1 AND number <= $2
+                                         ORDER BY number DESC LIMIT 1), 0) AS time)
+             SELECT m.time,
+                    coalesce((SELECT b.number FROM blocks b WHERE b.token = $1 AND b.time <= m.time - $3
+                              ORDER BY b.time DESC, b.number DESC LIMIT 1), $4::bigint - 1),
+                    (-(balance_at($1, $5, $2)).balance)::text
+             FROM m",
+        )
+        .await?;
+    let row = tx
+        .query_one(&stmt, &[&token.address, &block, &WEEK, &token.start_block, &Address::ZERO])
+        .await?;
+    Ok(Moment {
+        block,
+        time: row.get(0),
+        week_ago_block: row.get(1),
+        total_supply: row.get(2),
+        latest: false,
+    })
+}
+
+/// The newest stored block of `token` whose time is at or before `time`: blocks without
+/// transfers are not stored, and balances after them equal those after this one.
+pub async fn block_at_time(
+    tx: &Transaction<'_>,
+    token: Address,
+    time: i64,
+) -> Result<Option<i64>, QueryError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT number FROM blocks WHERE token = $1 AND time <= $2
+             ORDER BY time DESC, number DESC LIMIT 1",
+        )
+        .await?;
+    Ok(tx.query_opt(&stmt, &[&token, &time]).await?.map(|r| r.get(0)))
+}
+
+/// [`holder_columns!`] for a past moment: the balance 7 days before is one
+/// `balance_at()` lookup. Parameters: $1 token, $2 week_ago_block, $3 total supply then,
+/// $4 limit or addresses, $5 the moment's block, $6 the zero address, then the inner
+/// query's own.
+macro_rules! with_week_at {
+    ($inner:literal) => {
+        holder_columns!(
+            $inner,
+            "CASE WHEN p.last_transfer_block <= $2 OR p.address = $6 THEN p.balance
+                  ELSE (balance_at($1, p.address, $2)).balance END"
+        )
+    };
+}
+
+/// The ranking at block $5 for a recent block: addresses with no transfer after it hold
+/// what they hold now (one walk of balances_rank, skipping the others); one with a
+/// transfer after it held, at $5, its balance before the first of them (the balance that
+/// transfer left, less its effect; nothing for a transfer to oneself). Costs the
+/// transfers after $5 and a sort, plus a page. Ranked after (balance $7, address $8).
+const RANKED_AT_RECENT: &str = with_week_at!(
+    "WITH legs AS (
+        SELECT from_address AS address, block_number, log_index,
+               from_balance + CASE WHEN from_address = to_address THEN 0 ELSE value END AS before
+        FROM transfers WHERE token = $1 AND block_number > $5
+        UNION ALL
+        SELECT to_address, block_number, log_index,
+               to_balance - CASE WHEN from_address = to_address THEN 0 ELSE value END
+        FROM transfers WHERE token = $1 AND block_number > $5
+     ), moved AS MATERIALIZED (
+        SELECT DISTINCT ON (address) address, before AS balance
+        FROM legs ORDER BY address, block_number, log_index
+     ), ranked AS (
+        SELECT * FROM (
+            (SELECT address, balance, last_transfer_block FROM balances
+             WHERE token = $1 AND balance > 0 AND address NOT IN (SELECT address FROM moved)
+               AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+             ORDER BY -balance, address LIMIT $4)
+            UNION ALL
+            (SELECT address, balance, NULL::bigint FROM moved
+             WHERE address <> $6 AND balance > 0
+               AND (-balance, address) > (-($7::text::numeric), $8::bytea))
+        ) u ORDER BY -balance, address LIMIT $4
+     )
+     -- The newest transfer at or before $5 of the page's moved addresses only.
+     SELECT r.address, r.balance,
+            coalesce(r.last_transfer_block, (balance_at($1, r.address, $5)).last_block) AS last_transfer_block
+     FROM ranked r"
+);
+
+/// The ranking at block $5 for an old block: each address's newest transfer at or
+/// before it carries its balance then. Costs the transfers up to $5.
+const RANKED_AT_OLD: &str = with_week_at!(
+    "WITH legs AS (
+        SELECT from_address AS address, block_number, log_index, from_balance AS balance
+        FROM transfers WHERE token = $1 AND block_number <= $5
+        UNION ALL
+        SELECT to_address, block_number, log_index, to_balance
+        FROM transfers WHERE token = $1 AND block_number <= $5
+     ), last AS (
+        SELECT DISTINCT ON (address) address, balance, block_number AS last_transfer_block
+        FROM legs ORDER BY address, block_number DESC, log_index DESC
+     )
+     SELECT address, balance, last_transfer_block FROM last
+     WHERE balance > 0 AND address <> $6 AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+     ORDER BY -balance, address LIMIT $4"
+);
+
+/// The holders at addresses $4 at block $5: one `balance_at()` lookup each. Public for
+/// EXPLAIN in tests.
+pub const LOOKUP_AT: &str = with_week_at!(
+    "SELECT q.address,
+            CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
+            CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
+     FROM unnest($4::bytea[]) AS q(address)
+     CROSS JOIN LATERAL balance_at($1, q.address, $5) b"
+);
+
+/// Above any uint256: the cursor before the first holder.
+const ABOVE_ALL: &str =
+    "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+
+/// The ranking of `token` at a past moment, from the start or after `after`. Reads the
+/// smaller side of the moment: the transfers after it, or those up to it.
+pub async fn ranked_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    at: &Moment,
+    after: Option<(String, Address)>,
+    limit: i64,
+) -> Result<Vec<HolderRow>, QueryError> {
+    // Either side costs a scan of its transfers and a sort: read the smaller one.
+    let half = token.transfer_count / 2 + 1;
+    let stmt = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM transfers WHERE token = $1 AND block_number > $2 LIMIT $3) t",
+        )
+        .await?;
+    let newer: i64 = tx.query_one(&stmt, &[&token.address, &at.block, &half]).await?.get(0);
+    // The sort of every address's first or last transfer: keep it in memory.
+    tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
+    let sql = if newer < half { RANKED_AT_RECENT } else { RANKED_AT_OLD };
+    let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
+    // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
+    let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };
+    let stmt = tx.prepare_cached(sql).await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &token.address,
+                &at.week_ago_block,
+                &at.total_supply,
+                &limit,
+                &at.block,
+                &Address::ZERO,
+                &balance,
+                &address,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(holder_row).collect())
+}
+
+/// The holders at `addresses` at a past moment, zero balances included, ranking order.
+pub async fn lookup_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    at: &Moment,
+    addresses: &[Address],
+) -> Result<Vec<HolderRow>, QueryError> {
+    let stmt = tx.prepare_cached(LOOKUP_AT).await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &token.address,
+                &at.week_ago_block,
+                &at.total_supply,
+                &addresses,
+                &at.block,
+                &Address::ZERO,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(holder_row).collect())
+}

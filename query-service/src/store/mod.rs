@@ -1,0 +1,76 @@
+//! The query-service's side of Postgres: reads only. Every answer is read inside one
+//! REPEATABLE READ, READ ONLY transaction ([`snapshot`]), so the holders, the supply and
+//! the checkpoint it reports all come from the same committed batch.
+//!
+//! Amounts leave Postgres as decimal text (`numeric::text`) and the percentages are
+//! computed there in exact NUMERIC before the final cast to double.
+//!
+//! - [`tokens`]: the token rows (metadata, checkpoint, finality, "7 days ago");
+//! - [`holders`]: rankings and lookups at the checkpoint;
+//! - [`history`]: the same at a past block or time;
+//! - [`events`]: the stream's events by sequence number;
+//! - [`transfers`]: ListTransfers pages.
+
+pub mod events;
+pub mod history;
+pub mod holders;
+pub mod tokens;
+pub mod transfers;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use crate::error::QueryError;
+
+pub use events::EventRow;
+pub use history::Moment;
+pub use holders::HolderRow;
+pub use tokens::TokenView;
+pub use transfers::{TransferFilter, TransferRow};
+
+/// Seconds in the 7 days of "7 days ago".
+const WEEK: i64 = 7 * 24 * 3600;
+
+/// A pool whose connections cancel statements after `statement_timeout`.
+pub fn pool(database_url: &str, size: usize, statement_timeout: Duration) -> anyhow::Result<Pool> {
+    let mut config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| anyhow::anyhow!("--database-url is not a PostgreSQL URL: {e}"))?;
+    config.options(format!("-c statement_timeout={}", statement_timeout.as_millis()));
+    config.application_name("query-service");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
+}
+
+/// Begins the snapshot every answer is read from.
+pub async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Transaction<'_>, QueryError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// Whether the database answers and has the schema.
+pub async fn ping(pool: &Pool) -> Result<(), QueryError> {
+    let client = pool.get().await?;
+    client.query_one("SELECT count(*) FROM tokens", &[]).await?;
+    Ok(())
+}
+
+/// SQL: whether a transfer of token $1 in block `block_number` is final.
+macro_rules! is_final {
+    () => {
+        "block_number <= (SELECT least(finalized_block, indexed_block) FROM tokens WHERE address = $1)"
+    };
+}
+pub(crate) use is_final;

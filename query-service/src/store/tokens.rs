@@ -1,0 +1,122 @@
+//! The token rows: metadata, checkpoint, finality, and where "7 days ago" is.
+
+use alloy_primitives::Address;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::{Moment, WEEK};
+use crate::error::QueryError;
+
+/// A token as the store knows it, with what a holders answer needs.
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    /// Token address.
+    pub address: Address,
+    /// name().
+    pub name: String,
+    /// symbol().
+    pub symbol: String,
+    /// decimals().
+    pub decimals: u8,
+    /// Minted minus burned, decimal.
+    pub total_supply: String,
+    /// First block indexed.
+    pub start_block: i64,
+    /// Last block indexed (start_block - 1 before the first batch).
+    pub indexed_block: i64,
+    /// Its timestamp.
+    pub indexed_time: i64,
+    /// Addresses with a balance above zero.
+    pub holder_count: i64,
+    /// Transfers stored.
+    pub transfer_count: i64,
+    /// Newest sequence number: moves with every commit and rollback.
+    pub last_seq: i64,
+    /// "7 days ago": the newest block with transfers whose time is at least 7 days before
+    /// `indexed_time`; transfers after it are the week's changes.
+    pub week_ago_block: i64,
+    /// The chain's safe block as the ingestor last recorded it; -1 while unknown.
+    pub safe_block: i64,
+    /// The chain's finalized block as the ingestor last recorded it; -1 while unknown.
+    pub finalized_block: i64,
+}
+
+impl TokenView {
+    /// The answer as of the newest indexed block.
+    pub fn latest(&self) -> Moment {
+        Moment {
+            block: self.indexed_block,
+            time: self.indexed_time,
+            week_ago_block: self.week_ago_block,
+            total_supply: self.total_supply.clone(),
+            latest: true,
+        }
+    }
+}
+
+/// The columns of a [`TokenView`]; $1 is [`WEEK`].
+macro_rules! token_columns {
+    () => {
+        "SELECT t.address, t.name, t.symbol, t.decimals, t.total_supply::text AS total_supply, t.start_block,
+                t.indexed_block, t.indexed_time, t.holder_count, t.transfer_count, t.last_seq,
+                coalesce((SELECT b.number FROM blocks b
+                          WHERE b.token = t.address AND b.time <= t.indexed_time - $1
+                          ORDER BY b.time DESC, b.number DESC LIMIT 1),
+                         t.start_block - 1) AS week_ago_block,
+                t.safe_block, t.finalized_block
+         FROM tokens t "
+    };
+}
+
+/// Every indexed token, by address.
+pub async fn tokens(tx: &Transaction<'_>) -> Result<Vec<TokenView>, QueryError> {
+    let stmt = tx.prepare_cached(concat!(token_columns!(), "ORDER BY t.address")).await?;
+    let rows = tx.query(&stmt, &[&WEEK]).await?;
+    Ok(rows.iter().map(token_view).collect())
+}
+
+/// The token a request is about: the one named, or the only one indexed.
+pub async fn token(tx: &Transaction<'_>, wanted: Option<Address>) -> Result<TokenView, QueryError> {
+    if let Some(address) = wanted {
+        let stmt = tx.prepare_cached(concat!(token_columns!(), "WHERE t.address = $2")).await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&WEEK, &address]).await? {
+            return Ok(token_view(&row));
+        }
+    }
+    let all = tokens(tx).await?;
+    let names = || all.iter().map(|t| t.address.to_string()).collect::<Vec<_>>().join(", ");
+    match (wanted, all.len()) {
+        (Some(a), 0) => {
+            Err(QueryError::NotFound(format!("token {a} is not indexed; no token is indexed yet")))
+        }
+        (Some(a), _) => Err(QueryError::NotFound(format!(
+            "token {a} is not indexed; indexed tokens: {}",
+            names()
+        ))),
+        (None, 0) => Err(QueryError::NotReady("no token is indexed yet: run the ingestor".into())),
+        (None, 1) => Ok(all.into_iter().next().expect("one token")),
+        (None, _) => Err(QueryError::invalid(
+            "token",
+            format!("several tokens are indexed; name one of: {}", names()),
+        )),
+    }
+}
+
+fn token_view(r: &Row) -> TokenView {
+    TokenView {
+        address: r.get("address"),
+        name: r.get("name"),
+        symbol: r.get("symbol"),
+        decimals: r.get::<_, i16>("decimals").clamp(0, 255) as u8,
+        total_supply: r.get("total_supply"),
+        start_block: r.get("start_block"),
+        indexed_block: r.get("indexed_block"),
+        indexed_time: r.get("indexed_time"),
+        holder_count: r.get("holder_count"),
+        transfer_count: r.get("transfer_count"),
+        last_seq: r.get("last_seq"),
+        week_ago_block: r.get("week_ago_block"),
+        safe_block: r.get("safe_block"),
+        finalized_block: r.get("finalized_block"),
+    }
+}
