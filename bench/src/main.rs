@@ -50,7 +50,7 @@ struct Args {
     query_clients: usize,
     /// Also time the backfill with these ingestor flags (e.g. "--concurrency 1"), once
     /// per occurrence, on the same chain: what each technique is worth. The defaults'
-    /// run comes first and is the one compared with the seed-equivalent strategy.
+    /// run comes first and is the one compared with the Python script's strategy.
     #[arg(long = "also", allow_hyphen_values = true)]
     variants: Vec<String>,
     /// Profile the default backfill with `perf record -a` (cpu-clock) and summarise it.
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    println!("== seed-equivalent strategy (budget {:?})", args.seed_budget);
+    println!("== the Python script's strategy (budget {:?})", args.seed_budget);
     let seed_url = fresh_db(&admin, "holders_bench_seed").await?;
     let s = seed::run(
         &anvil.url,

@@ -103,7 +103,7 @@ impl Report {
                 );
             }
             s += &format!(
-                "| seed-equivalent: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
+                "| the Python script's strategy: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
                 rig::thousands(seed.transfers),
                 seed.elapsed.as_secs_f64(),
                 if seed.complete {
@@ -117,7 +117,7 @@ impl Report {
                 seed_rate
             );
             s += &format!(
-                "Ours is **{:.0}×** the seed-equivalent strategy.\n\n",
+                "Ours is **{:.0}×** the Python script's strategy.\n\n",
                 our_rate / seed_rate
             );
             let shares: Vec<String> = ours

@@ -233,7 +233,7 @@ async fn index(
         draw_progress: config.log_format == bootstrap::LogFormat::Text
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    Indexer::new(rpc, store, config.token, policy, work, metrics.clone())
+    Indexer::new(config.token, rpc, store, policy, metrics.clone(), work)
         .run(start, config.to)
         .await
 }

@@ -184,7 +184,7 @@ impl Feed {
             let mut after = from.unwrap_or(newest);
             let db = pool.get().await?;
             while after < newest {
-                let rows = store::events::events_after(&db, token, after, PAGE, &[]).await?;
+                let rows = store::events::events_after(&db, token, after, PAGE, &[], false).await?;
                 let Some(last) = rows.last() else { break };
                 after = last.seq;
                 for row in rows {
@@ -354,9 +354,15 @@ impl Subscriber {
         };
         loop {
             let db = self.pool.get().await?;
-            let rows =
-                store::events::events_after(&db, self.token, self.seen, PAGE, &self.addresses)
-                    .await?;
+            let rows = store::events::events_after(
+                &db,
+                self.token,
+                self.seen,
+                PAGE,
+                &self.addresses,
+                false,
+            )
+            .await?;
             drop(db);
             let full = rows.len() as i64 == PAGE;
             if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
@@ -394,9 +400,15 @@ impl Subscriber {
         loop {
             loop {
                 let db = self.pool.get().await?;
-                let rows =
-                    store::events::final_after(&db, self.token, self.seen, PAGE, &self.addresses)
-                        .await?;
+                let rows = store::events::events_after(
+                    &db,
+                    self.token,
+                    self.seen,
+                    PAGE,
+                    &self.addresses,
+                    true,
+                )
+                .await?;
                 drop(db);
                 let full = rows.len() as i64 == PAGE;
                 if !send_rows(self.token, rows, &mut self.seen, &self.out).await {

@@ -98,8 +98,11 @@ impl Rpc {
         holders: &[Address],
         block: u64,
     ) -> Result<(Vec<U256>, CallPath), RpcError> {
+        let tag = format!("{block:#x}");
         if self.has_multicall3(block).await? {
-            match self.balances_via_multicall(token, holders, block).await {
+            let via_multicall =
+                in_chunks(holders, MULTICALL_CHUNK, |c| self.multicall_chunk(token, c, &tag));
+            match via_multicall.await {
                 Ok(values) => return Ok((values, CallPath::Multicall3)),
                 Err(RpcError::Fatal { message, .. }) => {
                     warn!(error = %message, "Multicall3 failed; falling back to JSON-RPC batches");
@@ -107,7 +110,9 @@ impl Rpc {
                 Err(e) => return Err(e),
             }
         }
-        Ok((self.balances_in_batches(token, holders, block).await?, CallPath::Batches))
+        let in_batches =
+            in_chunks(holders, self.batch_size(), |c| self.batch_chunk(token, c, &tag));
+        Ok((in_batches.await?, CallPath::Batches))
     }
 
     /// Whether Multicall3 has code at its canonical address at `block`.
@@ -128,83 +133,71 @@ impl Rpc {
         Ok(!code.is_empty())
     }
 
-    /// balanceOf through Multicall3's aggregate3, [`MULTICALL_CHUNK`] holders per eth_call.
-    async fn balances_via_multicall(
+    /// balanceOf of one chunk through Multicall3's aggregate3: one eth_call.
+    async fn multicall_chunk(
         &self,
         token: Address,
-        holders: &[Address],
-        block: u64,
+        chunk: &[Address],
+        tag: &str,
     ) -> Result<Vec<U256>, RpcError> {
-        let tag = format!("{block:#x}");
-        let mut out = Vec::with_capacity(holders.len());
-        for chunk in holders.chunks(MULTICALL_CHUNK) {
-            let calls = chunk
-                .iter()
-                .map(|h| IMulticall3::Call3 {
-                    target: token,
-                    allowFailure: true,
-                    callData: IERC20::balanceOfCall { account: *h }.abi_encode().into(),
-                })
-                .collect();
-            let results =
-                self.call_decoded(MULTICALL3, &tag, IMulticall3::aggregate3Call { calls }).await?;
-            if results.len() != chunk.len() {
-                return Err(RpcError::fatal(format!(
-                    "Multicall3 answered {} results for {} calls",
-                    results.len(),
-                    chunk.len()
-                )));
-            }
-            for (holder, r) in chunk.iter().zip(results) {
-                let value = r
-                    .success
+        let calls = chunk
+            .iter()
+            .map(|h| IMulticall3::Call3 {
+                target: token,
+                allowFailure: true,
+                callData: IERC20::balanceOfCall { account: *h }.abi_encode().into(),
+            })
+            .collect();
+        let results =
+            self.call_decoded(MULTICALL3, tag, IMulticall3::aggregate3Call { calls }).await?;
+        if results.len() != chunk.len() {
+            return Err(RpcError::fatal(format!(
+                "Multicall3 answered {} results for {} calls",
+                results.len(),
+                chunk.len()
+            )));
+        }
+        chunk
+            .iter()
+            .zip(results)
+            .map(|(holder, r)| {
+                r.success
                     .then(|| IERC20::balanceOfCall::abi_decode_returns(&r.returnData).ok())
                     .flatten()
                     .ok_or_else(|| {
                         RpcError::fatal(format!("balanceOf({holder}) failed inside Multicall3"))
-                    })?;
-                out.push(value);
-            }
-        }
-        Ok(out)
+                    })
+            })
+            .collect()
     }
 
-    /// balanceOf in JSON-RPC batches (sized to the rate limit), retried.
-    async fn balances_in_batches(
+    /// balanceOf of one chunk in one JSON-RPC batch, retried.
+    async fn batch_chunk(
         &self,
         token: Address,
-        holders: &[Address],
-        block: u64,
+        chunk: &[Address],
+        tag: &str,
     ) -> Result<Vec<U256>, RpcError> {
-        let tag = format!("{block:#x}");
-        let mut out = Vec::with_capacity(holders.len());
-        for chunk in holders.chunks(self.batch_size()) {
-            let params: Vec<(serde_json::Value, &str)> = chunk
-                .iter()
-                .map(|holder| {
-                    let data = Bytes::from(IERC20::balanceOfCall { account: *holder }.abi_encode());
-                    (json!({ "to": token, "data": data }), tag.as_str())
+        let params: Vec<(serde_json::Value, &str)> = chunk
+            .iter()
+            .map(|holder| {
+                let data = Bytes::from(IERC20::balanceOfCall { account: *holder }.abi_encode());
+                (json!({ "to": token, "data": data }), tag)
+            })
+            .collect();
+        self.retrying("eth_call", || async {
+            let answers = self.batch::<_, Bytes>("eth_call", &params).await?;
+            answers
+                .into_iter()
+                .map(|answer| {
+                    let out = answer.map_err(classify)?;
+                    IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| {
+                        RpcError::fatal(format!("balanceOf returned an undecodable answer: {e}"))
+                    })
                 })
-                .collect();
-            let values = self
-                .retrying("eth_call", || async {
-                    let answers = self.batch::<_, Bytes>("eth_call", &params).await?;
-                    answers
-                        .into_iter()
-                        .map(|answer| {
-                            let out = answer.map_err(classify)?;
-                            IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| {
-                                RpcError::fatal(format!(
-                                    "balanceOf returned an undecodable answer: {e}"
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .await?;
-            out.extend(values);
-        }
-        Ok(out)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
     }
 
     /// `eth_call` of `C` on `token` at `block`, decoded; a revert or an undecodable answer
@@ -249,4 +242,21 @@ impl Rpc {
             RpcError::fatal(format!("{} returned an undecodable answer: {e}", C::SIGNATURE))
         })
     }
+}
+
+/// `holders` in chunks of `size`, each read by `read`, the values in order.
+async fn in_chunks<'a, F, Fut>(
+    holders: &'a [Address],
+    size: usize,
+    mut read: F,
+) -> Result<Vec<U256>, RpcError>
+where
+    F: FnMut(&'a [Address]) -> Fut,
+    Fut: Future<Output = Result<Vec<U256>, RpcError>>,
+{
+    let mut out = Vec::with_capacity(holders.len());
+    for chunk in holders.chunks(size.max(1)) {
+        out.extend(read(chunk).await?);
+    }
+    Ok(out)
 }

@@ -106,12 +106,12 @@ impl Indexer {
     /// An indexer of `token` from `rpc` into `store`, batching and polling by `policy`,
     /// counting into `metrics`, stopping between batches at `shutdown`.
     pub fn new(
+        token: Address,
         rpc: Rpc,
         store: Store,
-        token: Address,
         policy: SyncPolicy,
-        shutdown: CancellationToken,
         metrics: Metrics,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             rpc,

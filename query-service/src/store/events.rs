@@ -24,75 +24,58 @@ fn event_row(r: &Row) -> EventRow {
     EventRow { seq: r.get("seq"), removed: r.get("removed"), transfer: transfer_row(r) }
 }
 
-/// Runs one of the event queries: $1 token, $2 after, $3 limit, $4 addresses.
-async fn events(
-    client: &deadpool_postgres::Object,
-    sql: &str,
-    token: Address,
-    after: i64,
-    limit: i64,
-    addresses: &[Address],
-) -> Result<Vec<EventRow>, QueryError> {
-    let stmt = client.prepare_cached(sql).await?;
-    let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
-    Ok(rows.iter().map(event_row).collect())
-}
+/// Every event: additions and removals.
+const ALL_EVENTS: &str = concat!(
+    "SELECT seq, removed, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address,
+            value::text AS value, kept AND ",
+    is_final!(),
+    " AS finalized
+    FROM (
+        SELECT seq, false AS removed, true AS kept, block_number, log_index, block_hash, block_time, tx_hash,
+               from_address, to_address, value
+        FROM transfers WHERE token = $1 AND seq > $2
+        UNION ALL
+        SELECT seq, false, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
+        FROM removed_transfers WHERE token = $1 AND seq > $2
+        UNION ALL
+        SELECT removed_seq, true, false, block_number, log_index, block_hash, block_time, tx_hash,
+               from_address, to_address, value
+        FROM removed_transfers WHERE token = $1 AND removed_seq > $2
+    ) e
+    WHERE cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4)
+    ORDER BY seq
+    LIMIT $3"
+);
+
+/// Final transfers only.
+const FINAL_EVENTS: &str = concat!(
+    "SELECT seq, false AS removed, block_number, log_index, block_hash, block_time, tx_hash, from_address,
+            to_address, value::text AS value, true AS finalized
+     FROM transfers
+     WHERE token = $1 AND seq > $2 AND ",
+    is_final!(),
+    "
+       AND (cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4))
+     ORDER BY seq LIMIT $3"
+);
 
 /// Events of `token` after sequence number `after`, in order, at most `limit`; only those
 /// touching `addresses` when it is not empty. A transfer later taken back appears twice:
-/// its addition (its original number) and its removal (a later one).
+/// its addition (its original number) and its removal (a later one). With
+/// `finalized_only`, final transfers only: stored transfers' numbers grow with the chain
+/// and a final one is never removed, so a stream of these never goes back.
 pub async fn events_after(
     client: &deadpool_postgres::Object,
     token: Address,
     after: i64,
     limit: i64,
     addresses: &[Address],
+    finalized_only: bool,
 ) -> Result<Vec<EventRow>, QueryError> {
-    const SQL: &str = concat!(
-        "SELECT seq, removed, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address,
-                value::text AS value, kept AND ",
-        is_final!(),
-        " AS finalized
-        FROM (
-            SELECT seq, false AS removed, true AS kept, block_number, log_index, block_hash, block_time, tx_hash,
-                   from_address, to_address, value
-            FROM transfers WHERE token = $1 AND seq > $2
-            UNION ALL
-            SELECT seq, false, false, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
-            FROM removed_transfers WHERE token = $1 AND seq > $2
-            UNION ALL
-            SELECT removed_seq, true, false, block_number, log_index, block_hash, block_time, tx_hash,
-                   from_address, to_address, value
-            FROM removed_transfers WHERE token = $1 AND removed_seq > $2
-        ) e
-        WHERE cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4)
-        ORDER BY seq
-        LIMIT $3"
-    );
-    events(client, SQL, token, after, limit, addresses).await
-}
-
-/// Final transfers of `token` after sequence number `after`, in order, at most `limit`;
-/// only those touching `addresses` when it is not empty. Stored transfers' numbers grow
-/// with the chain and a final one is never removed, so a stream of these never goes back.
-pub async fn final_after(
-    client: &deadpool_postgres::Object,
-    token: Address,
-    after: i64,
-    limit: i64,
-    addresses: &[Address],
-) -> Result<Vec<EventRow>, QueryError> {
-    const SQL: &str = concat!(
-        "SELECT seq, false AS removed, block_number, log_index, block_hash, block_time, tx_hash, from_address,
-                to_address, value::text AS value, true AS finalized
-         FROM transfers
-         WHERE token = $1 AND seq > $2 AND ",
-        is_final!(),
-        "
-           AND (cardinality($4::bytea[]) = 0 OR from_address = ANY($4) OR to_address = ANY($4))
-         ORDER BY seq LIMIT $3"
-    );
-    events(client, SQL, token, after, limit, addresses).await
+    let sql = if finalized_only { FINAL_EVENTS } else { ALL_EVENTS };
+    let stmt = client.prepare_cached(sql).await?;
+    let rows = client.query(&stmt, &[&token, &after, &limit, &addresses]).await?;
+    Ok(rows.iter().map(event_row).collect())
 }
 
 /// The sequence number of `token`'s newest final transfer (0 when none): where a stream

@@ -4,6 +4,7 @@
 
 use alloy_primitives::Address;
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use super::holders::{HolderRow, holder_columns, holder_row};
 use super::{TokenView, WEEK};
@@ -174,23 +175,7 @@ pub async fn ranked_at(
     let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
     // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
     let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };
-    let stmt = tx.prepare_cached(sql).await?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[
-                &token.address,
-                &at.week_ago_block,
-                &at.total_supply,
-                &limit,
-                &at.block,
-                &Address::ZERO,
-                &balance,
-                &address,
-            ],
-        )
-        .await?;
-    Ok(rows.iter().map(holder_row).collect())
+    rows_at(tx, sql, token, at, &limit, &[&balance, &address]).await
 }
 
 /// The holders at `addresses` at a past moment, zero balances included, ranking order.
@@ -200,19 +185,23 @@ pub async fn lookup_at(
     at: &Moment,
     addresses: &[Address],
 ) -> Result<Vec<HolderRow>, QueryError> {
-    let stmt = tx.prepare_cached(LOOKUP_AT).await?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[
-                &token.address,
-                &at.week_ago_block,
-                &at.total_supply,
-                &addresses,
-                &at.block,
-                &Address::ZERO,
-            ],
-        )
-        .await?;
+    rows_at(tx, LOOKUP_AT, token, at, &addresses, &[]).await
+}
+
+/// Runs a past-moment query: $1 token, $2 the week-ago block, $3 the supply then, $4
+/// `what` (a limit, or addresses), $5 the moment's block, $6 the zero address, then `more`.
+async fn rows_at(
+    tx: &Transaction<'_>,
+    sql: &str,
+    token: &TokenView,
+    at: &Moment,
+    what: &(dyn ToSql + Sync),
+    more: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<HolderRow>, QueryError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    let mut params: Vec<&(dyn ToSql + Sync)> =
+        vec![&token.address, &at.week_ago_block, &at.total_supply, what, &at.block, &Address::ZERO];
+    params.extend_from_slice(more);
+    let rows = tx.query(&stmt, &params).await?;
     Ok(rows.iter().map(holder_row).collect())
 }
