@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability figures of README's "Reliability" section: runs the fault, crash,
+# The figures of docs/reliability.md: runs the fault, crash,
 # restart, shutdown and hostile-input tests (all also part of scripts/test.sh) and prints
 # what each injected and that nothing was lost or stored twice.
 set -euo pipefail

@@ -352,6 +352,17 @@ impl Subscriber {
             let db = self.pool.get().await?;
             store::events::last_seq(&db, self.token).await?
         };
+        if !self.send_stored(false).await? {
+            return Ok(false);
+        }
+        self.seen = self.seen.max(newest);
+        Ok(true)
+    }
+
+    /// Sends every stored event after `seen` (final transfers only with
+    /// `finalized_only`), page by page, moving `seen` to each. False when the client has
+    /// left.
+    async fn send_stored(&mut self, finalized_only: bool) -> Result<bool, QueryError> {
         loop {
             let db = self.pool.get().await?;
             let rows = store::events::events_after(
@@ -360,37 +371,23 @@ impl Subscriber {
                 self.seen,
                 PAGE,
                 &self.addresses,
-                false,
+                finalized_only,
             )
             .await?;
             drop(db);
             let full = rows.len() as i64 == PAGE;
-            if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
-                return Ok(false);
+            for row in rows {
+                self.seen = row.seq;
+                let message = Event::new(self.token, row).message.expect("an event");
+                if self.out.send(Ok(message)).await.is_err() {
+                    return Ok(false);
+                }
             }
             if !full {
-                self.seen = self.seen.max(newest);
                 return Ok(true);
             }
         }
     }
-}
-
-/// Sends `rows` in order, moving `seen` to each; false when the client has left.
-async fn send_rows(
-    token: Address,
-    rows: Vec<EventRow>,
-    seen: &mut i64,
-    out: &mpsc::Sender<Result<TransferEvent, Status>>,
-) -> bool {
-    for row in rows {
-        *seen = row.seq;
-        let message = Event::new(token, row).message.expect("an event");
-        if out.send(Ok(message)).await.is_err() {
-            return false;
-        }
-    }
-    true
 }
 
 impl Subscriber {
@@ -398,25 +395,8 @@ impl Subscriber {
     /// waits for the next commit or finality change (or a second, whichever comes first).
     async fn follow_final(&mut self, shutdown: &CancellationToken) -> Result<(), QueryError> {
         loop {
-            loop {
-                let db = self.pool.get().await?;
-                let rows = store::events::events_after(
-                    &db,
-                    self.token,
-                    self.seen,
-                    PAGE,
-                    &self.addresses,
-                    true,
-                )
-                .await?;
-                drop(db);
-                let full = rows.len() as i64 == PAGE;
-                if !send_rows(self.token, rows, &mut self.seen, &self.out).await {
-                    return Ok(());
-                }
-                if !full {
-                    break;
-                }
+            if !self.send_stored(true).await? {
+                return Ok(());
             }
             // Any commit of any token, a lag, or a second: look again. The ingestor
             // records finality without new events, so the second bounds the delay.

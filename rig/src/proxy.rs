@@ -94,7 +94,7 @@ impl Fault {
         Self::LaggingHead,
     ];
 
-    /// Its name in test output and README figures.
+    /// Its name in test output and in the reliability figures.
     pub fn name(self) -> &'static str {
         match self {
             Self::RateLimitedRetryAfter => "HTTP 429 with Retry-After",

@@ -25,7 +25,7 @@ const MANY_REQUESTS: [&str; 10] = [
     "400ms",
 ];
 
-#[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
+#[allow(clippy::print_stdout)] // figures scripts/reliability.sh prints for docs/reliability.md
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_faults_of_every_kind_lose_and_repeat_nothing() {
     let mut w = world(rig::history::Spec { days: 8, blocks_per_day: 10, ..small(31) }).await;

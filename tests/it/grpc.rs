@@ -196,7 +196,7 @@ fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
 
 /// Property: whatever a client sends, every method answers OK, INVALID_ARGUMENT,
 /// NOT_FOUND or FAILED_PRECONDITION; never a panic, an internal error or a dropped connection.
-#[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
+#[allow(clippy::print_stdout)] // figures scripts/reliability.sh prints for docs/reliability.md
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_a_clear_answer() {
     use proptest::prelude::*;

@@ -63,7 +63,7 @@ fn logged<'a>(log: &'a [Value], message: &'a str) -> impl Iterator<Item = &'a Va
     log.iter().filter(move |l| l["fields"]["message"] == message)
 }
 
-#[allow(clippy::print_stdout)] // the figures for README (scripts/reliability.sh)
+#[allow(clippy::print_stdout)] // figures scripts/reliability.sh prints for docs/reliability.md
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
     let spec = rig::history::Spec {
