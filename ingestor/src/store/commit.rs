@@ -1,7 +1,9 @@
-//! The commit of one batch: its transfers are streamed into a staging table by binary
-//! COPY, then one statement (`apply_batch.sql`) stores the new ones with both sides'
-//! balances after them, moves balances, keeps block hashes and rejected logs, and
-//! advances the checkpoint, all in one transaction that also announces the commit.
+//! The commit of one batch, in one transaction that also announces it. A batch that
+//! starts right after the checkpoint (the normal case) is appended ([`super::append`]).
+//! One that overlaps stored blocks (a re-read) is reapplied: its transfers are streamed
+//! into a staging table by binary COPY, then one statement (`apply_batch.sql`) stores the
+//! new ones with both sides' balances after them, moves balances by those only, keeps
+//! block hashes and rejected logs, and advances the checkpoint.
 
 use std::ops::RangeInclusive;
 
@@ -61,63 +63,90 @@ impl Store {
             )));
         }
 
-        // A backfill batch aggregates tens of thousands of balance changes: let the
-        // grouping stay in memory. The staging table exists from the connection's first
-        // batch on; Postgres would say so in a NOTICE (logged) at every batch.
-        tx.batch_execute(
-            "SET LOCAL work_mem = '256MB';
-             SET LOCAL client_min_messages = warning;
-             CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
-                block_number bigint, log_index integer, block_hash bytea, block_time bigint,
-                tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0),
-                seq bigint
-             ) ON COMMIT DELETE ROWS",
-        )
-        .await
-        .what("creating the staging table")?;
-        // Sequence numbers follow (block, log index); chunks arrive sorted, so this
-        // copies only if a caller did not.
-        let key = |t: &Transfer| (t.block_number, t.log_index);
-        let sorted = if batch.transfers.is_sorted_by_key(key) {
-            std::borrow::Cow::Borrowed(&batch.transfers)
-        } else {
-            let mut v = batch.transfers.clone();
-            v.sort_by_key(key);
-            std::borrow::Cow::Owned(v)
-        };
-        copy_transfers(&tx, &sorted, last_seq + 1).await?;
-
-        let mut blocks = batch.verified.clone();
-        blocks.push(batch.end);
-        let apply = tx.prepare_cached(APPLY_BATCH).await.what("preparing the batch")?;
-        let row = tx
+        // The newest stored transfer: one backward step of the primary key. Rows above the
+        // checkpoint exist only if something moved the checkpoint back by hand.
+        let newest: i64 = tx
             .query_one(
-                &apply,
-                &[
-                    &token,
-                    &Address::ZERO,
-                    &to,
-                    &batch.end.hash,
-                    &(batch.end.timestamp as i64),
-                    &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
-                    &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
-                    &blocks.iter().map(|b| b.number as i64).collect::<Vec<_>>(),
-                    &blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
-                    &blocks.iter().map(|b| b.timestamp as i64).collect::<Vec<_>>(),
-                ],
+                "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1",
+                &[&token],
             )
             .await
-            .what("applying the batch")?;
-        let stats = CommitStats {
-            inserted: row.get::<_, i64>("inserted") as u64,
-            balances_touched: row.get::<_, i64>("balances_touched") as u64,
+            .what("reading the newest stored transfer")?
+            .get(0);
+        let stats = if from == indexed + 1 && newest < from {
+            super::append::append(&tx, token, batch, last_seq).await?
+        } else {
+            reapply(&tx, token, batch, last_seq).await?
         };
-        if stats.inserted > 0 {
-            notify(&tx, token).await?;
-        }
         tx.commit().await.what("committing the batch")?;
         Ok(stats)
     }
+}
+
+/// Writes a batch that overlaps stored blocks: each transfer at most once, balances moved
+/// by the newly stored ones only (see `apply_batch.sql`).
+async fn reapply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    token: Address,
+    batch: &Batch,
+    last_seq: i64,
+) -> StoreResult<CommitStats> {
+    let to = *batch.span.end() as i64;
+    // A backfill batch aggregates tens of thousands of balance changes: let the
+    // grouping stay in memory. The staging table exists from the connection's first
+    // batch on; Postgres would say so in a NOTICE (logged) at every batch.
+    tx.batch_execute(
+        "SET LOCAL work_mem = '256MB';
+         SET LOCAL client_min_messages = warning;
+         CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
+            block_number bigint, log_index integer, block_hash bytea, block_time bigint,
+            tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0),
+            seq bigint
+         ) ON COMMIT DELETE ROWS",
+    )
+    .await
+    .what("creating the staging table")?;
+    // Sequence numbers follow (block, log index); chunks arrive sorted, so this
+    // copies only if a caller did not.
+    let key = |t: &Transfer| (t.block_number, t.log_index);
+    let sorted = if batch.transfers.is_sorted_by_key(key) {
+        std::borrow::Cow::Borrowed(&batch.transfers)
+    } else {
+        let mut v = batch.transfers.clone();
+        v.sort_by_key(key);
+        std::borrow::Cow::Owned(v)
+    };
+    copy_transfers(tx, &sorted, last_seq + 1).await?;
+
+    let mut blocks = batch.verified.clone();
+    blocks.push(batch.end);
+    let apply = tx.prepare_cached(APPLY_BATCH).await.what("preparing the batch")?;
+    let row = tx
+        .query_one(
+            &apply,
+            &[
+                &token,
+                &Address::ZERO,
+                &to,
+                &batch.end.hash,
+                &(batch.end.timestamp as i64),
+                &batch.rejected.iter().map(|r| r.0 as i64).collect::<Vec<_>>(),
+                &batch.rejected.iter().map(|r| r.1 as i32).collect::<Vec<_>>(),
+                &blocks.iter().map(|b| b.number as i64).collect::<Vec<_>>(),
+                &blocks.iter().map(|b| b.hash).collect::<Vec<_>>(),
+                &blocks.iter().map(|b| b.timestamp as i64).collect::<Vec<_>>(),
+            ],
+        )
+        .await
+        .what("applying the batch")?;
+    let stats = CommitStats {
+        inserted: row.get::<_, i64>("inserted") as u64,
+        balances_touched: row.get::<_, i64>("balances_touched") as u64,
+    };
+    if stats.inserted > 0 {
+        notify(tx, token).await?;
+    }
+    Ok(stats)
 }
 
 /// Streams the transfers into the staging table with binary COPY. U256, Address and B256

@@ -3,7 +3,8 @@
 //! safely: a transfer already stored is skipped, and only the transfers actually inserted
 //! move balances. A reorg is undone in one transaction too ([`rollback`]).
 //!
-//! - [`commit`]: a batch, staged by binary COPY and applied by one statement;
+//! - [`commit`]: a batch: appended after the checkpoint (`append`, balances computed
+//!   here), or reapplied over stored blocks by one statement;
 //! - [`rollback`]: everything above a fork block, undone;
 //! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
 //! - [`lock`]: the per-token writer lock; [`migrate`]: the schema;
@@ -12,6 +13,7 @@
 //!
 //! This module knows no RPC.
 
+mod append;
 pub mod commit;
 pub mod error;
 pub mod lock;
