@@ -8,6 +8,7 @@
 
 mod chain;
 mod cpu;
+mod fetch;
 mod load;
 mod perf;
 mod report;
@@ -56,6 +57,10 @@ struct Args {
     /// Profile the default backfill with `perf record -a` (cpu-clock) and summarise it.
     #[arg(long)]
     perf: bool,
+    /// Only the backfill figures (chain, raw fetch, backfills): no Python-script run, no
+    /// query load.
+    #[arg(long)]
+    only_backfill: bool,
     /// Write the results between the bench markers of this file (docs/performance.md).
     #[arg(long, alias = "readme")]
     results: Option<PathBuf>,
@@ -88,6 +93,20 @@ async fn main() -> anyhow::Result<()> {
         built.transfers, built.start_block, built.end_block, report.chain_seconds
     );
 
+    println!("== raw fetch: plain eth_getLogs over the range, logs parsed, nothing stored");
+    let (fetch_took, fetched) = fetch::raw(&anvil.url, &built, args.per_block).await?;
+    anyhow::ensure!(
+        fetched == built.transfers,
+        "fetched {fetched} logs, the chain has {}",
+        built.transfers
+    );
+    println!(
+        "   {fetched} logs in {:.2} s: {:.0} logs/s",
+        fetch_took.as_secs_f64(),
+        fetched as f64 / fetch_took.as_secs_f64()
+    );
+    report.raw_fetch = Some(fetch_took.as_secs_f64());
+
     for flags in std::iter::once(String::new()).chain(args.variants.iter().cloned()) {
         let label = if flags.is_empty() { "defaults".to_string() } else { flags.clone() };
         println!("== ingestor backfill (release binary, end to end; {label})");
@@ -97,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
         } else {
             None
         };
-        let (elapsed, peak_kib, cpu) = backfill(&bin, &anvil.url, &url, &built, &flags).await?;
+        let run = backfill(&bin, &anvil.url, &url, &built, &flags).await?;
+        let (elapsed, peak_kib, cpu) = (run.elapsed, run.peak_kib, run.cpu);
         if let Some(recording) = recording {
             report.profile = recording.finish().await;
             println!("{}", report.profile.join("\n"));
@@ -124,13 +144,25 @@ async fn main() -> anyhow::Result<()> {
             .map(|(p, s)| format!("{p} {s:.1} s ({:.0}%)", s / elapsed.as_secs_f64() * 100.0))
             .collect();
         println!("   CPU during the backfill: {}", shares.join(", "));
+        println!(
+            "   first fifth of the history {:.0} transfers/s, last fifth {:.0}; {:.2}× the raw fetch's time",
+            run.fifths.0,
+            run.fifths.1,
+            elapsed.as_secs_f64() / fetch_took.as_secs_f64()
+        );
         report.backfills.push(report::Backfill {
             flags,
             transfers: built.transfers,
             seconds: elapsed.as_secs_f64(),
             peak_rss_mib: peak_kib as f64 / 1024.0,
             cpu,
+            fifths: run.fifths,
         });
+    }
+    if args.only_backfill {
+        let table = report.markdown();
+        println!("\n{table}");
+        return Ok(());
     }
 
     println!("== the Python script's strategy (budget {:?})", args.seed_budget);
@@ -215,14 +247,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the ingestor binary over the whole chain; its wall time and peak RSS (KiB).
+/// What one backfill run measured.
+struct Run {
+    /// Wall time of the ingestor process.
+    elapsed: Duration,
+    /// Its peak RSS, KiB.
+    peak_kib: u64,
+    /// CPU seconds per program.
+    cpu: Vec<(String, f64)>,
+    /// Transfers/s over the first and the last fifth of the history.
+    fifths: (f64, f64),
+}
+
+/// Runs the ingestor binary over the whole chain, watching the stored transfer count.
 async fn backfill(
     bin: &std::path::Path,
     rpc_url: &str,
     url: &str,
     built: &chain::BenchChain,
     extra: &str,
-) -> anyhow::Result<(Duration, u64, Vec<(String, f64)>)> {
+) -> anyhow::Result<Run> {
+    let db = rig::db::connect(url).await?;
     let log = std::fs::File::create(bin.join("bench-ingestor.log"))?;
     let started = Instant::now();
     let mut child = Command::new(bin.join("ingestor"))
@@ -238,9 +283,19 @@ async fn backfill(
     let mut peak = 0;
     let mut cpu = cpu::CpuWatch::default();
     let mut polls = 0u64;
+    let mut timeline: Vec<(f64, u64)> = Vec::new();
     let status = loop {
         if polls.is_multiple_of(10) {
             cpu.sample();
+        }
+        if polls.is_multiple_of(5) {
+            // The tokens table appears once the ingestor has migrated.
+            if let Ok(row) = db
+                .query_one("SELECT coalesce(sum(transfer_count), 0)::bigint FROM tokens", &[])
+                .await
+            {
+                timeline.push((started.elapsed().as_secs_f64(), row.get::<_, i64>(0) as u64));
+            }
         }
         polls += 1;
         if let Some(status) = child.try_wait()? {
@@ -256,7 +311,31 @@ async fn backfill(
         "the ingestor failed ({status}); see {}",
         bin.join("bench-ingestor.log").display()
     );
-    Ok((elapsed, peak, cpu.seconds()))
+    timeline.push((elapsed.as_secs_f64(), built.transfers));
+    Ok(Run {
+        elapsed,
+        peak_kib: peak,
+        cpu: cpu.seconds(),
+        fifths: fifths(&timeline, built.transfers),
+    })
+}
+
+/// Transfers/s over the first fifth of `total` (from the first commit) and over the last
+/// fifth, from a timeline of (seconds, transfers stored).
+fn fifths(timeline: &[(f64, u64)], total: u64) -> (f64, f64) {
+    let at = |share: f64| {
+        timeline
+            .iter()
+            .find(|(_, n)| *n as f64 >= share * total as f64)
+            .copied()
+            .unwrap_or((0.0, 0))
+    };
+    let first = timeline.iter().find(|(_, n)| *n > 0).copied().unwrap_or((0.0, 0));
+    let (t20, n20) = at(0.2);
+    let (t80, n80) = at(0.8);
+    let (t100, n100) = timeline.last().copied().unwrap_or((0.0, 0));
+    let rate = |n: u64, m: u64, a: f64, b: f64| if b > a { (m - n) as f64 / (b - a) } else { 0.0 };
+    (rate(first.1, n20, first.0, t20), rate(n80, n100, t80, t100))
 }
 
 /// The store holds every transfer once, Σ balances = totalSupply(), and the balances of

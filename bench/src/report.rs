@@ -25,6 +25,8 @@ pub(crate) struct Backfill {
     pub(crate) peak_rss_mib: f64,
     /// CPU seconds per program meanwhile.
     pub(crate) cpu: Vec<(String, f64)>,
+    /// Transfers/s over the first and the last fifth of the history.
+    pub(crate) fifths: (f64, f64),
 }
 
 /// Everything a run measured.
@@ -37,6 +39,8 @@ pub(crate) struct Report {
     pub(crate) backfills: Vec<Backfill>,
     /// The seed-equivalent strategy.
     pub(crate) seed: Option<SeedRun>,
+    /// Seconds a plain eth_getLogs client took to fetch and parse every log.
+    pub(crate) raw_fetch: Option<f64>,
     /// Seconds Postgres alone took to write the default backfill's rows again.
     pub(crate) ceiling: Option<f64>,
     /// `perf` summary lines of the default backfill (with --perf).
@@ -61,6 +65,7 @@ impl Report {
             backfills: Vec::new(),
             profile: Vec::new(),
             ceiling: None,
+            raw_fetch: None,
             seed: None,
             queries: Vec::new(),
             past: Vec::new(),
@@ -77,17 +82,22 @@ impl Report {
             self.command,
             machine(),
         );
-        if let (Some(ours), Some(seed)) = (self.backfills.first(), self.seed) {
+        if let Some(ours) = self.backfills.first() {
             let our_rate = ours.transfers as f64 / ours.seconds;
-            let seed_rate = ours.transfers as f64 / seed.whole.as_secs_f64();
-            let seed_full = seed.whole.as_secs_f64();
             s += &format!(
                 "Backfill of a {}-transfer history among {} holders (the chain took {:.0} s to make):\n\n",
                 rig::thousands(ours.transfers),
                 rig::thousands(self.holders as u64),
                 self.chain_seconds
             );
-            s += "| strategy | transfers timed | time | transfers/s | peak RSS |\n| --- | --- | --- | --- | --- |\n";
+            s += "| strategy | transfers timed | time | transfers/s | first fifth / last fifth of the history | peak RSS |\n| --- | --- | --- | --- | --- | --- |\n";
+            if let Some(fetch) = self.raw_fetch {
+                s += &format!(
+                    "| the node alone: plain `eth_getLogs`, 4 in flight, logs parsed, nothing stored | {} | {fetch:.1} s | {} | | |\n",
+                    rig::thousands(ours.transfers),
+                    rig::thousands((ours.transfers as f64 / fetch) as u64),
+                );
+            }
             for b in &self.backfills {
                 let rate = (b.transfers as f64 / b.seconds) as u64;
                 let (what, rate) = if b.flags.is_empty() {
@@ -96,30 +106,44 @@ impl Report {
                     (format!("ours, with `{}`", b.flags), rig::thousands(rate))
                 };
                 s += &format!(
-                    "| {what} | {} | {:.1} s | {rate} | {:.0} MiB |\n",
+                    "| {what} | {} | {:.1} s | {rate} | {} / {} | {:.0} MiB |\n",
                     rig::thousands(b.transfers),
                     b.seconds,
+                    rig::thousands(b.fifths.0 as u64),
+                    rig::thousands(b.fifths.1 as u64),
                     b.peak_rss_mib
                 );
             }
-            s += &format!(
-                "| the Python script's strategy: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | |\n\n",
-                rig::thousands(seed.transfers),
-                seed.elapsed.as_secs_f64(),
-                if seed.complete {
-                    String::new()
-                } else {
-                    format!(
-                        " for this sample; the whole history extrapolated (time per getLogs window × windows + time per event × events): {}",
-                        human(seed_full)
-                    )
-                },
-                seed_rate
-            );
-            s += &format!(
-                "Ours is **{:.0}×** the Python script's strategy.\n\n",
-                our_rate / seed_rate
-            );
+            if let Some(seed) = self.seed {
+                let seed_rate = ours.transfers as f64 / seed.whole.as_secs_f64();
+                s += &format!(
+                    "| the Python script's strategy: 1000-block windows, 2 balanceOf per event, row-by-row checked INSERTs | {} | {:.0} s{} | {:.1} | | |\n\n",
+                    rig::thousands(seed.transfers),
+                    seed.elapsed.as_secs_f64(),
+                    if seed.complete {
+                        String::new()
+                    } else {
+                        format!(
+                            " for this sample; the whole history extrapolated (time per getLogs window × windows + time per event × events): {}",
+                            human(seed.whole.as_secs_f64())
+                        )
+                    },
+                    seed_rate
+                );
+                s += &format!(
+                    "Ours is **{:.0}×** the Python script's strategy.\n\n",
+                    our_rate / seed_rate
+                );
+            } else {
+                s += "\n";
+            }
+            if let Some(fetch) = self.raw_fetch {
+                s += &format!(
+                    "The backfill took **{:.2}×** the node's own time for the same logs; its last fifth ran at {:.0}% of its first fifth's rate.\n\n",
+                    ours.seconds / fetch,
+                    ours.fifths.1 / ours.fifths.0.max(1.0) * 100.0
+                );
+            }
             let shares: Vec<String> = ours
                 .cpu
                 .iter()
