@@ -320,8 +320,8 @@ async fn backfill(
     })
 }
 
-/// Transfers/s over the first fifth of `total` (from the first commit) and over the last
-/// fifth, from a timeline of (seconds, transfers stored).
+/// Transfers/s over the first fifth of `total` (from the first look at the token row) and
+/// over the last fifth, from a timeline of (seconds, transfers stored).
 fn fifths(timeline: &[(f64, u64)], total: u64) -> (f64, f64) {
     let at = |share: f64| {
         timeline
@@ -330,7 +330,7 @@ fn fifths(timeline: &[(f64, u64)], total: u64) -> (f64, f64) {
             .copied()
             .unwrap_or((0.0, 0))
     };
-    let first = timeline.iter().find(|(_, n)| *n > 0).copied().unwrap_or((0.0, 0));
+    let first = timeline.first().copied().unwrap_or((0.0, 0));
     let (t20, n20) = at(0.2);
     let (t80, n80) = at(0.8);
     let (t100, n100) = timeline.last().copied().unwrap_or((0.0, 0));

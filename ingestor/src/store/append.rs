@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use alloy_primitives::aliases::I512;
 use alloy_primitives::{Address, U256};
-use futures::pin_mut;
+use futures::{StreamExt, pin_mut};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -28,12 +28,17 @@ fn widen(v: U256) -> Balance {
     Balance::from_raw(alloy_primitives::Uint::from(v))
 }
 
-/// One touched address: its balance before the batch (`None`: no row yet), and now.
+/// One touched address: whether it held anything before the batch, its balance now, and
+/// the block of its newest transfer.
 #[derive(Debug, Clone, Copy)]
 struct Touched {
-    before: Option<Balance>,
+    held_before: bool,
     now: Balance,
     last_block: i64,
+}
+
+impl Touched {
+    const NEW: Self = Self { held_before: false, now: Balance::ZERO, last_block: 0 };
 }
 
 /// Writes `batch` (which starts right after the checkpoint) inside `tx`, numbering its
@@ -53,8 +58,7 @@ pub(super) async fn append(
     }
     let transfers = sorted(&batch.transfers);
     let mut touched = read_balances(tx, token, &transfers).await?;
-    let rows = balances_after(&transfers, &mut touched);
-    copy_transfers(tx, token, &transfers, &rows, last_seq + 1).await?;
+    copy_transfers(tx, token, &transfers, &mut touched, last_seq + 1).await?;
     let (balance_rows, holders_delta) = write_balances(tx, token, &touched).await?;
     let rejected = record_blocks_and_rejected(tx, token, batch, &transfers).await?;
     let supply = touched.get(&Address::ZERO).map(|z| -z.now);
@@ -111,21 +115,24 @@ async fn read_balances(
     let mut touched: HashMap<Address, Touched> = HashMap::new();
     for t in transfers {
         for a in [t.from, t.to] {
-            touched.entry(a).or_insert(Touched { before: None, now: Balance::ZERO, last_block: 0 });
+            touched.entry(a).or_insert(Touched::NEW);
         }
     }
     let addresses: Vec<Address> = touched.keys().copied().filter(|a| *a != Address::ZERO).collect();
+    // Streamed: a batch touches up to a few hundred thousand rows.
     let rows = tx
-        .query(
+        .query_raw(
             "SELECT address, balance FROM balances WHERE token = $1 AND address = ANY($2::bytea[])",
-            &[&token, &addresses],
+            [&token as &(dyn ToSql + Sync), &addresses],
         )
         .await
         .what("reading the balances the batch touches")?;
-    for r in rows {
+    pin_mut!(rows);
+    while let Some(r) = rows.next().await {
+        let r = r.what("reading the balances the batch touches")?;
         let balance: Balance = r.get("balance");
         if let Some(t) = touched.get_mut(&r.get::<_, Address>("address")) {
-            *t = Touched { before: Some(balance), now: balance, last_block: 0 };
+            *t = Touched { held_before: balance > Balance::ZERO, now: balance, last_block: 0 };
         }
     }
     if let Some(zero) = touched.get_mut(&Address::ZERO) {
@@ -139,38 +146,32 @@ async fn read_balances(
     Ok(touched)
 }
 
-/// Moves `touched` through the transfers in order; each transfer's (sender's, receiver's)
-/// balance right after it. A transfer to oneself changes nothing.
-fn balances_after(
-    transfers: &[Transfer],
-    touched: &mut HashMap<Address, Touched>,
-) -> Vec<(Balance, Balance)> {
-    let mut rows = Vec::with_capacity(transfers.len());
-    for t in transfers {
+/// Moves `touched` by one transfer; the (sender's, receiver's) balance right after it. A
+/// transfer to oneself changes nothing.
+fn apply(t: &Transfer, touched: &mut HashMap<Address, Touched>) -> (Balance, Balance) {
+    let block = t.block_number as i64;
+    if t.from != t.to {
         let value = widen(t.value);
-        let block = t.block_number as i64;
-        if t.from != t.to {
-            let from = touched.get_mut(&t.from).expect("touched");
-            from.now -= value;
-            from.last_block = block;
-            let to = touched.get_mut(&t.to).expect("touched");
-            to.now += value;
-            to.last_block = block;
-        } else {
-            touched.get_mut(&t.from).expect("touched").last_block = block;
-        }
-        rows.push((touched[&t.from].now, touched[&t.to].now));
+        let from = touched.get_mut(&t.from).expect("touched");
+        from.now -= value;
+        from.last_block = block;
+        let to = touched.get_mut(&t.to).expect("touched");
+        to.now += value;
+        to.last_block = block;
+    } else {
+        touched.get_mut(&t.from).expect("touched").last_block = block;
     }
-    rows
+    (touched[&t.from].now, touched[&t.to].now)
 }
 
-/// COPYs the transfers straight into `transfers`, numbered from `first_seq`. U256, I512,
-/// Address and B256 travel through alloy's ToSql (NUMERIC and BYTEA).
+/// COPYs the transfers straight into `transfers`, numbered from `first_seq`, moving
+/// `touched` through them to give each its balances after it. U256, I512, Address and
+/// B256 travel through alloy's ToSql (NUMERIC and BYTEA).
 async fn copy_transfers(
     tx: &tokio_postgres::Transaction<'_>,
     token: Address,
     transfers: &[Transfer],
-    after: &[(Balance, Balance)],
+    touched: &mut HashMap<Address, Touched>,
     first_seq: i64,
 ) -> StoreResult<()> {
     let sink = tx
@@ -197,7 +198,8 @@ async fn copy_transfers(
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for ((t, (from_balance, to_balance)), seq) in transfers.iter().zip(after).zip(first_seq..) {
+    for (t, seq) in transfers.iter().zip(first_seq..) {
+        let (from_balance, to_balance) = apply(t, touched);
         let block_time = t.block_time.ok_or_else(|| {
             StoreError::Refused("a transfer without a block time reached the store".into())
         })? as i64;
@@ -212,8 +214,8 @@ async fn copy_transfers(
             &t.to,
             &t.value,
             &seq,
-            from_balance,
-            to_balance,
+            &from_balance,
+            &to_balance,
         ];
         writer.as_mut().write(&row).await.what("writing a COPY row")?;
     }
@@ -233,8 +235,7 @@ async fn write_balances(
     let mut blocks = Vec::with_capacity(touched.len());
     let mut holders_delta = 0i64;
     for (a, t) in touched.iter().filter(|(a, _)| **a != Address::ZERO) {
-        let was = t.before.is_some_and(|b| b > Balance::ZERO);
-        holders_delta += i64::from(t.now > Balance::ZERO) - i64::from(was);
+        holders_delta += i64::from(t.now > Balance::ZERO) - i64::from(t.held_before);
         addresses.push(*a);
         balances.push(t.now);
         blocks.push(t.last_block);
@@ -335,11 +336,11 @@ mod tests {
         let mut touched = HashMap::new();
         for t in &ts {
             for x in [t.from, t.to] {
-                touched.insert(x, Touched { before: None, now: Balance::ZERO, last_block: 0 });
+                touched.insert(x, Touched::NEW);
             }
         }
         let n = |v: i64| Balance::try_from(v).unwrap();
-        let rows = balances_after(&ts, &mut touched);
+        let rows: Vec<_> = ts.iter().map(|t| apply(t, &mut touched)).collect();
         assert_eq!(rows, vec![(n(-100), n(100)), (n(70), n(30)), (n(30), n(30)), (n(20), n(-90))]);
         assert_eq!(touched[&a].now, n(70));
         assert_eq!(touched[&b].now, n(20));
