@@ -51,6 +51,12 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     // Index builds after the load are much faster than index upkeep during it.
     db.batch_execute("SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = 2")
         .await?;
+    // Partitions without their sender and receiver indexes, built after the load.
+    db.execute(
+        "SELECT ensure_transfer_partitions(0, $1, false)",
+        &[&((HISTORY_BLOCKS + 10) as i64)],
+    )
+    .await?;
     let rebuild = drop_indexes(&db, &["balances", "transfers"]).await?;
 
     let token = hex(TOKEN.as_slice());
@@ -99,6 +105,8 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     for sql in rebuild {
         db.batch_execute(&sql).await.with_context(|| format!("rebuilding: {sql}"))?;
     }
+    db.execute("SELECT index_transfer_partitions(0, $1, true)", &[&((HISTORY_BLOCKS + 10) as i64)])
+        .await?;
     db.execute(
         "INSERT INTO blocks (token, number, hash, time)
          SELECT DISTINCT ON (block_number) token, block_number, block_hash, block_time

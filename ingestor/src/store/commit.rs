@@ -50,6 +50,9 @@ impl Store {
     /// changes of the newly stored ones, its blocks and the checkpoint. Safe to repeat.
     /// Refuses a batch that would leave a gap after the checkpoint.
     pub async fn commit(&self, token: Address, batch: &Batch) -> StoreResult<CommitStats> {
+        // Before the batch's transaction: making a partition locks the parent table, and
+        // that must not last as long as a batch.
+        self.ensure_partitions(&batch.span, !batch.verified.is_empty()).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.what("starting the batch transaction")?;
 

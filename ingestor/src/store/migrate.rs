@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "no_token_foreign_keys", include_str!("../../../migrations/V3__no_token_foreign_keys.sql")),
     (4, "reader_role", include_str!("../../../migrations/V4__reader_role.sql")),
     (5, "finality_and_history", include_str!("../../../migrations/V5__finality_and_history.sql")),
+    (6, "transfer_partitions", include_str!("../../../migrations/V6__transfer_partitions.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

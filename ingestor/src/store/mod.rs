@@ -7,6 +7,7 @@
 //!   here), or reapplied over stored blocks by one statement;
 //! - [`rollback`]: everything above a fork block, undone;
 //! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
+//! - `partitions`: the partitions of `transfers`, made and indexed;
 //! - [`lock`]: the per-token writer lock; [`migrate`]: the schema;
 //! - [`verify`]: the reads `ingestor verify` compares with the chain;
 //! - [`error`]: [`StoreError`] and which failures are worth repeating.
@@ -18,6 +19,7 @@ pub mod commit;
 pub mod error;
 pub mod lock;
 pub mod migrate;
+mod partitions;
 pub mod rollback;
 pub mod token;
 pub mod verify;
@@ -40,6 +42,8 @@ use error::What;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// The newest block whose transfer partition is known to exist (clones share it).
+    partitions_to: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Parses a database URL and makes a pool of at most `size` connections. Nothing connects
@@ -85,7 +89,7 @@ pub fn describe_url(database_url: &str) -> String {
 impl Store {
     /// A store over `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, partitions_to: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)) }
     }
 
     /// A connection from the pool.

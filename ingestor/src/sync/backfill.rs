@@ -33,6 +33,10 @@ impl Indexer {
             }
         });
 
+        // At most one partition index build at a time, on a connection of its own, while
+        // the next batches are written; aborted with this call (a build is one
+        // transaction: the next run builds it again).
+        let mut builds = tokio::task::JoinSet::new();
         let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
         let mut pending: Vec<Chunk> = Vec::new();
         let mut pending_transfers = 0usize;
@@ -64,8 +68,18 @@ impl Indexer {
                 pending_transfers = 0;
                 let (end, transfers) = self.commit(chunks).await?;
                 progress.advance(end, transfers);
+                while let Some(done) = builds.try_join_next() {
+                    log_build(done);
+                }
+                if builds.is_empty() {
+                    let store = self.store.clone();
+                    builds.spawn(async move { store.index_partitions(end, false).await });
+                }
             }
             if last {
+                while let Some(done) = builds.join_next().await {
+                    log_build(done);
+                }
                 progress.finish();
                 return Ok(());
             }
@@ -122,5 +136,17 @@ impl Indexer {
         self.metrics.transfers.inc_by(stats.inserted);
         self.metrics.checkpoint(batch.end.number, batch.end.timestamp);
         Ok(stats)
+    }
+}
+
+/// Logs what a background partition index build did; a failed one is built again later.
+fn log_build(done: Result<Result<u32, crate::store::StoreError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(0)) => {}
+        Ok(Ok(built)) => info!(partitions = built, "indexed filled transfer partitions"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %bootstrap::ErrorChain(&e), "indexing a transfer partition failed; it is tried again")
+        }
+        Err(e) => tracing::warn!(error = %e, "a partition index build ended"),
     }
 }

@@ -132,6 +132,7 @@ impl Indexer {
         let mut next = start;
         let mut caught_up_logged = false;
         let mut heads = heads::Heads::default();
+        let mut partitions_indexed = false;
         loop {
             let head = self.rpc.head().await.context("reading the chain head")?;
             self.metrics.head(head);
@@ -149,6 +150,7 @@ impl Indexer {
                 if next <= deep_end {
                     self.index(next..=deep_end).await?;
                     next = deep_end + 1;
+                    partitions_indexed = false;
                 }
                 while next <= end && !self.shutdown.is_cancelled() {
                     let after = self.step(next, end).await?;
@@ -160,6 +162,21 @@ impl Indexer {
                 }
                 caught_up_logged = false;
                 self.check_supply(next - 1).await;
+            }
+            if !partitions_indexed && !self.shutdown.is_cancelled() {
+                // The backfill has reached the finalized block: from here on, the
+                // partition it was filling takes inserts one by one, and its
+                // queries want its indexes.
+                let built = crate::retry::retrying(
+                    &self.rpc.retry_policy(),
+                    "indexing transfer partitions",
+                    || self.store.index_partitions(next.saturating_sub(1), true),
+                )
+                .await?;
+                if built > 0 {
+                    info!(partitions = built, "indexed transfer partitions");
+                }
+                partitions_indexed = true;
             }
             if self.shutdown.is_cancelled() || to.is_some_and(|t| next > t) {
                 return Ok(());

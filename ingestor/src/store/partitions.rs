@@ -1,0 +1,52 @@
+//! The partitions of `transfers` (migration V6): made before a batch needs them, and
+//! their sender and receiver indexes built once a backfill has filled them. Both steps
+//! are SQL functions of the schema, idempotent, each one transaction: a crash leaves a
+//! partition made or not, indexed or not, never half.
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::Ordering;
+
+use super::Store;
+use super::error::{StoreResult, What};
+
+impl Store {
+    /// Makes the partitions that `span` falls in, where missing; `with_indexes` (near the
+    /// head) also builds their sender and receiver indexes at once. Remembers how far
+    /// partitions are known to exist, so most batches ask nothing.
+    pub(super) async fn ensure_partitions(
+        &self,
+        span: &RangeInclusive<u64>,
+        with_indexes: bool,
+    ) -> StoreResult<()> {
+        let end = *span.end() as i64;
+        if end <= self.partitions_to.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                "SELECT ensure_transfer_partitions($1, $2, $3)",
+                &[&(*span.start() as i64), &end, &with_indexes],
+            )
+            .await
+            .what("making transfer partitions")?;
+        // A partition holds whole ranges: every block up to its end is covered too, but
+        // only `end` is known without asking for the partition size.
+        self.partitions_to.fetch_max(end, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Builds the sender and receiver indexes of the partitions of blocks `0..=upto` that
+    /// lack them: those that end at or before `upto`, and with `partial` the one `upto`
+    /// falls in. Returns how many partitions it indexed. Sorted builds, one per partition:
+    /// far cheaper than the random inserts a backfill would otherwise make.
+    pub async fn index_partitions(&self, upto: u64, partial: bool) -> StoreResult<u32> {
+        let client = self.client().await?;
+        let built: i32 = client
+            .query_one("SELECT index_transfer_partitions(0, $1, $2)", &[&(upto as i64), &partial])
+            .await
+            .what("indexing transfer partitions")?
+            .get(0);
+        Ok(built as u32)
+    }
+}
