@@ -7,7 +7,7 @@
 -- the order the ingestor appends them, so they cost little. Its indexes by sender and by
 -- receiver (transfers_from_<n>, transfers_to_<n>) take random inserts: a partition filled
 -- by a backfill gets them built once, sorted, when the backfill has passed its end or
--- reached the head (index_transfer_partitions); a partition made near the head gets them
+-- reached the head (index_transfer_partitions, one side per call); a partition made near the head gets them
 -- at once. Queries plan per partition, so either way they use them where they exist.
 --
 -- The sequence index is no longer unique: a unique index of a partitioned table must hold
@@ -71,33 +71,36 @@ BEGIN
             WHEN invalid_object_definition OR duplicate_table OR unique_violation THEN NULL;
         END;
         IF with_indexes THEN
-            PERFORM index_transfer_partitions(k * size, k * size, true);
+            PERFORM index_transfer_partitions(k * size, k * size, true, 'from');
+            PERFORM index_transfer_partitions(k * size, k * size, true, 'to');
         END IF;
     END LOOP;
     RETURN made;
 END
 $$;
 
--- Builds the sender and receiver indexes of the partitions of blocks lo..hi that lack
--- them: those that end at or before hi, and with partial the one hi falls in too. Both
--- indexes of a partition are built in one statement's transaction, so a crash leaves
--- both or neither. Returns how many partitions it indexed.
-CREATE FUNCTION index_transfer_partitions(lo bigint, hi bigint, partial boolean)
+-- Builds the sender ('from') or receiver ('to') index of the partitions of blocks lo..hi
+-- that lack it: those that end at or before hi, and with partial the one hi falls in too.
+-- Each index is one statement's transaction: a crash leaves it built or not. The two
+-- sides may be built at once, from two connections. Returns how many it built.
+CREATE FUNCTION index_transfer_partitions(lo bigint, hi bigint, partial boolean, side text)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     size bigint := (SELECT blocks FROM transfer_partitioning);
     built integer := 0;
     part text;
 BEGIN
+    IF side NOT IN ('from', 'to') THEN
+        RAISE EXCEPTION 'side must be from or to, not %', side;
+    END IF;
     PERFORM set_config('maintenance_work_mem', '256MB', true);
     FOR k IN (lo / size)..(hi / size) LOOP
         CONTINUE WHEN NOT partial AND (k + 1) * size - 1 > hi;
         part := format('transfers_%s', k);
-        CONTINUE WHEN to_regclass(part) IS NULL OR to_regclass(format('transfers_to_%s', k)) IS NOT NULL;
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (token, from_address, block_number, log_index) INCLUDE (value)',
-                       format('transfers_from_%s', k), part);
-        EXECUTE format('CREATE INDEX %I ON %I (token, to_address, block_number, log_index) INCLUDE (value)',
-                       format('transfers_to_%s', k), part);
+        CONTINUE WHEN to_regclass(part) IS NULL
+                   OR to_regclass(format('transfers_%s_%s', side, k)) IS NOT NULL;
+        EXECUTE format('CREATE INDEX %I ON %I (token, %I, block_number, log_index) INCLUDE (value)',
+                       format('transfers_%s_%s', side, k), part, side || '_address');
         built := built + 1;
     END LOOP;
     RETURN built;

@@ -105,7 +105,10 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     for sql in rebuild {
         db.batch_execute(&sql).await.with_context(|| format!("rebuilding: {sql}"))?;
     }
-    db.execute("SELECT index_transfer_partitions(0, $1, true)", &[&((HISTORY_BLOCKS + 10) as i64)])
+    db.execute(
+        "SELECT index_transfer_partitions(0, $1, true, 'from') + index_transfer_partitions(0, $1, true, 'to')",
+        &[&((HISTORY_BLOCKS + 10) as i64)],
+    )
         .await?;
     db.execute(
         "INSERT INTO blocks (token, number, hash, time)

@@ -80,8 +80,9 @@ pub struct Config {
     #[arg(long, global = true, env = "INGESTOR_TARGET_LOGS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub target_logs: u64,
 
-    /// Commit a batch once it holds this many transfers.
-    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Commit a batch once it holds this many transfers (the next batch is fetched while
+    /// one is written: memory grows with twice this).
+    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).
@@ -123,7 +124,7 @@ pub struct Config {
     pub max_backoff: Duration,
 
     /// Database connections in the pool.
-    #[arg(long, global = true, env = "DATABASE_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, global = true, env = "DATABASE_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub database_pool_size: u16,
 
     /// Where to serve Prometheus metrics (GET /metrics).

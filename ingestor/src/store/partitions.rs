@@ -38,12 +38,25 @@ impl Store {
 
     /// Builds the sender and receiver indexes of the partitions of blocks `0..=upto` that
     /// lack them: those that end at or before `upto`, and with `partial` the one `upto`
-    /// falls in. Returns how many partitions it indexed. Sorted builds, one per partition:
-    /// far cheaper than the random inserts a backfill would otherwise make.
+    /// falls in. The two sides are built at once, on two connections. Returns how many
+    /// partitions it indexed. Sorted builds, one per partition: far cheaper than the
+    /// random inserts a backfill would otherwise make.
     pub async fn index_partitions(&self, upto: u64, partial: bool) -> StoreResult<u32> {
+        let (from, to) = tokio::try_join!(
+            self.index_side(upto, partial, "from"),
+            self.index_side(upto, partial, "to")
+        )?;
+        Ok(from.max(to))
+    }
+
+    /// [`Store::index_partitions`] for one side: `from` or `to`.
+    async fn index_side(&self, upto: u64, partial: bool, side: &str) -> StoreResult<u32> {
         let client = self.client().await?;
         let built: i32 = client
-            .query_one("SELECT index_transfer_partitions(0, $1, $2)", &[&(upto as i64), &partial])
+            .query_one(
+                "SELECT index_transfer_partitions(0, $1, $2, $3)",
+                &[&(upto as i64), &partial, &side],
+            )
             .await
             .what("indexing transfer partitions")?
             .get(0);
