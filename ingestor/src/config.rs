@@ -81,8 +81,8 @@ pub struct Config {
     pub target_logs: u64,
 
     /// Commit a batch once it holds this many transfers (the next batch is fetched while
-    /// one is written: memory grows with twice this).
-    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// one is written: memory grows with one and a half times this).
+    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).

@@ -32,13 +32,16 @@ fn widen(v: U256) -> Balance {
 /// the block of its newest transfer.
 #[derive(Debug, Clone, Copy)]
 struct Touched {
+    /// It has a balance row (possibly zero).
+    has_row: bool,
     held_before: bool,
     now: Balance,
     last_block: i64,
 }
 
 impl Touched {
-    const NEW: Self = Self { held_before: false, now: Balance::ZERO, last_block: 0 };
+    const NEW: Self =
+        Self { has_row: false, held_before: false, now: Balance::ZERO, last_block: 0 };
 }
 
 /// Writes `batch` (which starts right after the checkpoint) inside `tx`, numbering its
@@ -132,7 +135,12 @@ async fn read_balances(
         let r = r.what("reading the balances the batch touches")?;
         let balance: Balance = r.get("balance");
         if let Some(t) = touched.get_mut(&r.get::<_, Address>("address")) {
-            *t = Touched { held_before: balance > Balance::ZERO, now: balance, last_block: 0 };
+            *t = Touched {
+                has_row: true,
+                held_before: balance > Balance::ZERO,
+                now: balance,
+                last_block: 0,
+            };
         }
     }
     if let Some(zero) = touched.get_mut(&Address::ZERO) {
@@ -223,37 +231,55 @@ async fn copy_transfers(
     Ok(())
 }
 
-/// Writes each touched balance row once, with its final value. Returns the rows written
-/// and how the holder count moves (addresses above zero now, less before).
+/// Writes each touched balance row once, with its final value: an UPDATE of the rows
+/// that exist and an INSERT of the new ones (no speculative insertion: the read told
+/// which is which). Returns the rows written and how the holder count moves (addresses
+/// above zero now, less before).
 async fn write_balances(
     tx: &tokio_postgres::Transaction<'_>,
     token: Address,
     touched: &HashMap<Address, Touched>,
 ) -> StoreResult<(u64, i64)> {
-    let mut addresses = Vec::with_capacity(touched.len());
-    let mut balances = Vec::with_capacity(touched.len());
-    let mut blocks = Vec::with_capacity(touched.len());
     let mut holders_delta = 0i64;
+    let (mut known, mut new) = (Columns::default(), Columns::default());
     for (a, t) in touched.iter().filter(|(a, _)| **a != Address::ZERO) {
         holders_delta += i64::from(t.now > Balance::ZERO) - i64::from(t.held_before);
-        addresses.push(*a);
-        balances.push(t.now);
-        blocks.push(t.last_block);
+        let side = if t.has_row { &mut known } else { &mut new };
+        side.addresses.push(*a);
+        side.balances.push(t.now);
+        side.blocks.push(t.last_block);
     }
-    if addresses.is_empty() {
-        return Ok((0, 0));
+    let mut written = 0;
+    if !known.addresses.is_empty() {
+        written += tx
+            .execute(
+                "UPDATE balances b SET balance = u.b, last_transfer_block = u.l
+                 FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)
+                 WHERE b.token = $1 AND b.address = u.a",
+                &[&token, &known.addresses, &known.balances, &known.blocks],
+            )
+            .await
+            .what("updating balances")?;
     }
-    let written = tx
-        .execute(
-            "INSERT INTO balances (token, address, balance, last_transfer_block)
-             SELECT $1, a, b, l FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)
-             ON CONFLICT (token, address) DO UPDATE
-                SET balance = excluded.balance, last_transfer_block = excluded.last_transfer_block",
-            &[&token, &addresses, &balances, &blocks],
-        )
-        .await
-        .what("writing balances")?;
+    if !new.addresses.is_empty() {
+        written += tx
+            .execute(
+                "INSERT INTO balances (token, address, balance, last_transfer_block)
+                 SELECT $1, a, b, l FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)",
+                &[&token, &new.addresses, &new.balances, &new.blocks],
+            )
+            .await
+            .what("inserting balances")?;
+    }
     Ok((written, holders_delta))
+}
+
+/// Balance rows to write, column by column.
+#[derive(Debug, Default)]
+struct Columns {
+    addresses: Vec<Address>,
+    balances: Vec<Balance>,
+    blocks: Vec<i64>,
 }
 
 /// Keeps the hashes of the blocks with transfers, the verified ones and the checkpoint,

@@ -18,9 +18,9 @@ use crate::store::{Batch, CommitStats};
 impl Indexer {
     /// Indexes `range` in strict block order, committing batches as they fill.
     pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
-        // Room for a whole batch of chunks: the next batch is fetched and decoded while
-        // this one is written (memory: two batches and the spans in flight).
-        let ahead = self.policy.batch_transfers / self.policy.spans.target_logs.max(1) + 1;
+        // Room for half a batch of chunks: the next batch is being fetched and decoded
+        // while one is written (memory: a batch and a half, and the spans in flight).
+        let ahead = self.policy.batch_transfers / self.policy.spans.target_logs.max(1) / 2 + 1;
         let (tx, mut rx) =
             mpsc::channel::<anyhow::Result<Chunk>>(ahead.max(self.policy.spans.concurrency).max(2));
         let stream = fetch::chunks(self.rpc.clone(), self.token, range.clone(), self.policy.spans);
