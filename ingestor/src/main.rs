@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use ingestor::Config;
 
-/// mimalloc returns a batch's memory for the next one: glibc's arenas kept the peak RSS of
-/// a backfill a third higher.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let config = match bootstrap::parse_or_exit::<Config>("ingestor", Config::validate) {
         Ok(c) => c,
