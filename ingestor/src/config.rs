@@ -82,7 +82,7 @@ pub struct Config {
 
     /// Commit a batch once it holds this many transfers (the next batch is fetched while
     /// one is written: memory grows with one and a half times this).
-    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 150_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).
