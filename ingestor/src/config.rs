@@ -81,7 +81,7 @@ pub struct Config {
     pub target_logs: u64,
 
     /// Commit a batch once it holds this many transfers (the next batch is fetched while
-    /// one is written: memory grows with one and a half times this).
+    /// one is written: memory grows with one and a quarter times this).
     #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 150_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 

@@ -9,6 +9,7 @@
 //! - [`pair`]: the ingestor and the query-service run in-process, and a gRPC client;
 //! - [`proxy`]: a JSON-RPC proxy that refuses wide `eth_getLogs` spans in providers' words
 //!   and injects every other fault a provider shows;
+//! - [`silent_heads`]: a WebSocket proxy whose subscription goes silent;
 //! - [`cluster`]: a private Postgres server to stop and restart.
 
 pub mod anvil;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod history;
 pub mod pair;
 pub mod proxy;
+pub mod silent_heads;
 
 /// Logs of the code under test, shown for failing tests (RUST_LOG picks the level).
 pub fn init_test_logging() {

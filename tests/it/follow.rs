@@ -175,9 +175,10 @@ async fn confirmations_hold_back_the_newest_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_carries_on_when_the_subscription_goes_silent() {
     let mut w = world(small(35)).await;
-    let proxy = rig::proxy::SilentHeadsProxy::start(&w.chain.url.replace("http://", "ws://"))
-        .await
-        .unwrap();
+    let proxy =
+        rig::silent_heads::SilentHeadsProxy::start(&w.chain.url.replace("http://", "ws://"))
+            .await
+            .unwrap();
     let stop = CancellationToken::new();
     let running = w.follow_via(&proxy.url, &["--poll-interval", "200ms"], stop.clone());
     crate::wait_indexed(&w.db, w.history.end_block).await;

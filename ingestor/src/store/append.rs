@@ -31,7 +31,7 @@ fn widen(v: U256) -> Balance {
 /// One touched address: whether it held anything before the batch, its balance now, and
 /// the block of its newest transfer.
 #[derive(Debug, Clone, Copy)]
-struct Touched {
+pub(super) struct Touched {
     /// It has a balance row (possibly zero).
     has_row: bool,
     held_before: bool,
@@ -61,7 +61,7 @@ pub(super) async fn append(
     }
     let transfers = sorted(&batch.transfers);
     let mut touched = read_balances(tx, token, &transfers).await?;
-    copy_transfers(tx, token, &transfers, &mut touched, last_seq + 1).await?;
+    copy_transfers(tx, "transfers", token, &transfers, Some(&mut touched), last_seq + 1).await?;
     let (balance_rows, holders_delta) = write_balances(tx, token, &touched).await?;
     let rejected = record_blocks_and_rejected(tx, token, batch, &transfers).await?;
     let supply = touched.get(&Address::ZERO).map(|z| -z.now);
@@ -172,22 +172,25 @@ fn apply(t: &Transfer, touched: &mut HashMap<Address, Touched>) -> (Balance, Bal
     (touched[&t.from].now, touched[&t.to].now)
 }
 
-/// COPYs the transfers straight into `transfers`, numbered from `first_seq`, moving
-/// `touched` through them to give each its balances after it. U256, I512, Address and
-/// B256 travel through alloy's ToSql (NUMERIC and BYTEA).
-async fn copy_transfers(
+/// COPYs the transfers into `table` (`transfers`, or the reapply path's staging table
+/// of the same columns), numbered from `first_seq`. With `touched`, moves it through them
+/// to give each its balances after it; without, those are NULL (computed in SQL). U256,
+/// I512, Address and B256 travel through alloy's ToSql (NUMERIC and BYTEA): the one
+/// conversion of amounts to Postgres in the ingestor.
+pub(super) async fn copy_transfers(
     tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
     token: Address,
     transfers: &[Transfer],
-    touched: &mut HashMap<Address, Touched>,
+    mut touched: Option<&mut HashMap<Address, Touched>>,
     first_seq: i64,
 ) -> StoreResult<()> {
     let sink = tx
-        .copy_in(
-            "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
-                             from_address, to_address, value, seq, from_balance, to_balance)
-             FROM STDIN BINARY",
-        )
+        .copy_in(&format!(
+            "COPY {table} (token, block_number, log_index, block_hash, block_time, tx_hash,
+                           from_address, to_address, value, seq, from_balance, to_balance)
+             FROM STDIN BINARY"
+        ))
         .await
         .what("starting COPY")?;
     let types = [
@@ -206,8 +209,16 @@ async fn copy_transfers(
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
+    // Sequence numbers in (block, log index) order; in a reapplied batch a row that
+    // turns out to be stored already leaves its number unused.
     for (t, seq) in transfers.iter().zip(first_seq..) {
-        let (from_balance, to_balance) = apply(t, touched);
+        let (from_balance, to_balance) = match touched.as_deref_mut() {
+            Some(touched) => {
+                let (f, t) = apply(t, touched);
+                (Some(f), Some(t))
+            }
+            None => (None, None),
+        };
         let block_time = t.block_time.ok_or_else(|| {
             StoreError::Refused("a transfer without a block time reached the store".into())
         })? as i64;

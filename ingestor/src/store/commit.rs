@@ -8,9 +8,6 @@
 use std::ops::RangeInclusive;
 
 use alloy_primitives::Address;
-use futures::pin_mut;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
 
 use super::error::{StoreError, StoreResult, What};
 use super::{Store, lock_token, notify};
@@ -102,9 +99,9 @@ async fn reapply(
         "SET LOCAL work_mem = '256MB';
          SET LOCAL client_min_messages = warning;
          CREATE TEMP TABLE IF NOT EXISTS staging_transfers (
-            block_number bigint, log_index integer, block_hash bytea, block_time bigint,
-            tx_hash bytea, from_address bytea, to_address bytea, value numeric(78,0),
-            seq bigint
+            token bytea, block_number bigint, log_index integer, block_hash bytea,
+            block_time bigint, tx_hash bytea, from_address bytea, to_address bytea,
+            value numeric(78,0), seq bigint, from_balance numeric, to_balance numeric
          ) ON COMMIT DELETE ROWS",
     )
     .await
@@ -119,7 +116,8 @@ async fn reapply(
         v.sort_by_key(key);
         std::borrow::Cow::Owned(v)
     };
-    copy_transfers(tx, &sorted, last_seq + 1).await?;
+    super::append::copy_transfers(tx, "staging_transfers", token, &sorted, None, last_seq + 1)
+        .await?;
 
     let mut blocks = batch.verified.clone();
     blocks.push(batch.end);
@@ -150,55 +148,4 @@ async fn reapply(
         notify(tx, token).await?;
     }
     Ok(stats)
-}
-
-/// Streams the transfers into the staging table with binary COPY. U256, Address and B256
-/// travel through alloy's ToSql (NUMERIC and BYTEA): the one conversion of uint256 to
-/// Postgres in the ingestor.
-async fn copy_transfers(
-    tx: &tokio_postgres::Transaction<'_>,
-    transfers: &[Transfer],
-    first_seq: i64,
-) -> StoreResult<()> {
-    let sink = tx
-        .copy_in(
-            "COPY staging_transfers (block_number, log_index, block_hash, block_time, tx_hash,
-                                     from_address, to_address, value, seq) FROM STDIN BINARY",
-        )
-        .await
-        .what("starting COPY")?;
-    let types = [
-        Type::INT8,
-        Type::INT4,
-        Type::BYTEA,
-        Type::INT8,
-        Type::BYTEA,
-        Type::BYTEA,
-        Type::BYTEA,
-        Type::NUMERIC,
-        Type::INT8,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    pin_mut!(writer);
-    // Sequence numbers in (block, log index) order; a row that turns out to be stored
-    // already leaves its number unused.
-    for (t, seq) in transfers.iter().zip(first_seq..) {
-        let block_time = t.block_time.ok_or_else(|| {
-            StoreError::Refused("a transfer without a block time reached the store".into())
-        })? as i64;
-        let row: [&(dyn ToSql + Sync); 9] = [
-            &(t.block_number as i64),
-            &(t.log_index as i32),
-            &t.block_hash,
-            &block_time,
-            &t.tx_hash,
-            &t.from,
-            &t.to,
-            &t.value,
-            &seq,
-        ];
-        writer.as_mut().write(&row).await.what("writing a COPY row")?;
-    }
-    writer.finish().await.what("finishing COPY")?;
-    Ok(())
 }

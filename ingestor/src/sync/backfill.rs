@@ -18,9 +18,10 @@ use crate::store::{Batch, CommitStats};
 impl Indexer {
     /// Indexes `range` in strict block order, committing batches as they fill.
     pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
-        // Room for half a batch of chunks: the next batch is being fetched and decoded
-        // while one is written (memory: a batch and a half, and the spans in flight).
-        let ahead = self.policy.batch_transfers / self.policy.spans.target_logs.max(1) / 2 + 1;
+        // Room for a quarter of a batch of chunks: the next batch is being fetched and
+        // decoded while one is written (memory: a batch and a quarter, and the spans in
+        // flight; the node serves logs faster than a batch is written).
+        let ahead = self.policy.batch_transfers / self.policy.spans.target_logs.max(1) / 4 + 1;
         let (tx, mut rx) =
             mpsc::channel::<anyhow::Result<Chunk>>(ahead.max(self.policy.spans.concurrency).max(2));
         let stream = fetch::chunks(self.rpc.clone(), self.token, range.clone(), self.policy.spans);
