@@ -80,14 +80,21 @@ pub struct Config {
     #[arg(long, global = true, env = "INGESTOR_TARGET_LOGS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub target_logs: u64,
 
-    /// Commit a batch once it holds this many transfers (the next batch is fetched while
-    /// one is written: memory grows with one and a quarter times this).
-    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 150_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Commit a batch once it holds this many transfers. A backfill batch is written as
+    /// its logs arrive, so this bounds the work a crash makes repeat, not memory.
+    #[arg(long, global = true, env = "INGESTOR_BATCH_TRANSFERS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_transfers: u64,
 
-    /// Commit a non-empty batch that has waited this long (e.g. 500ms, 2s).
-    #[arg(long, global = true, env = "INGESTOR_BATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    /// Commit a non-empty batch that has been open this long (e.g. 500ms, 5s): how stale
+    /// the checkpoint the query-service answers at may be during a backfill.
+    #[arg(long, global = true, env = "INGESTOR_BATCH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub batch_interval: Duration,
+
+    /// Memory, in MiB, for the balances a backfill keeps between batches (the ingestor
+    /// computes every balance itself); a batch whose changed balances fill it commits.
+    /// With the fetch pipeline this is most of the ingestor's memory.
+    #[arg(long, global = true, env = "INGESTOR_BALANCE_CACHE_MB", default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub balance_cache_mb: u64,
 
     /// How often to ask the node for new blocks while following.
     #[arg(long, global = true, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]

@@ -224,6 +224,7 @@ async fn index(
         },
         batch_transfers: config.batch_transfers as usize,
         batch_interval: config.batch_interval,
+        balance_cache_bytes: config.balance_cache_mb as usize * 1024 * 1024,
         poll_interval: config.poll_interval,
         finality: FinalityPolicy {
             from_node: config.finality_from == FinalityFrom::Node,

@@ -53,7 +53,7 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await.what("starting the batch transaction")?;
 
-        let (indexed, last_seq) = lock_token(&tx, token).await?;
+        let (indexed, last_seq) = lock_token(&*tx, token).await?;
         let (from, to) = (*batch.span.start() as i64, *batch.span.end() as i64);
         if from > indexed + 1 {
             return Err(StoreError::Refused(format!(
@@ -106,18 +106,14 @@ async fn reapply(
     )
     .await
     .what("creating the staging table")?;
-    // Sequence numbers follow (block, log index); chunks arrive sorted, so this
-    // copies only if a caller did not.
-    let key = |t: &Transfer| (t.block_number, t.log_index);
-    let sorted = if batch.transfers.is_sorted_by_key(key) {
-        std::borrow::Cow::Borrowed(&batch.transfers)
-    } else {
-        let mut v = batch.transfers.clone();
-        v.sort_by_key(key);
-        std::borrow::Cow::Owned(v)
-    };
-    super::append::copy_transfers(tx, "staging_transfers", token, &sorted, None, last_seq + 1)
-        .await?;
+    let sorted = super::append::sorted(&batch.transfers);
+    let mut copy = super::append::TransferCopy::start(&**tx, "staging_transfers").await?;
+    // In a reapplied batch a row that turns out to be stored already leaves its number
+    // unused.
+    for (t, seq) in sorted.iter().zip(last_seq + 1..) {
+        copy.write(token, t, seq, None).await?;
+    }
+    copy.finish().await?;
 
     let mut blocks = batch.verified.clone();
     blocks.push(batch.end);
@@ -145,7 +141,7 @@ async fn reapply(
         balances_touched: row.get::<_, i64>("balances_touched") as u64,
     };
     if stats.inserted > 0 {
-        notify(tx, token).await?;
+        notify(&**tx, token).await?;
     }
     Ok(stats)
 }

@@ -4,7 +4,8 @@
 //! move balances. A reorg is undone in one transaction too ([`rollback`]).
 //!
 //! - [`commit`]: a batch: appended after the checkpoint (`append`, balances computed
-//!   here), or reapplied over stored blocks by one statement;
+//!   here, see [`balances`]), or reapplied over stored blocks by one statement;
+//! - [`open_batch`]: a backfill batch streamed into `transfers` as its logs arrive;
 //! - [`rollback`]: everything above a fork block, undone;
 //! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
 //! - `partitions`: the partitions of `transfers`, made and indexed;
@@ -15,10 +16,12 @@
 //! This module knows no RPC.
 
 mod append;
+pub mod balances;
 pub mod commit;
 pub mod error;
 pub mod lock;
 pub mod migrate;
+pub mod open_batch;
 mod partitions;
 pub mod rollback;
 pub mod token;
@@ -30,9 +33,11 @@ use alloy_primitives::Address;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+pub use balances::Balances;
 pub use commit::{Batch, CommitStats};
 pub use error::{StoreError, StoreResult};
 pub use lock::{WriterLock, writer_lock};
+pub use open_batch::OpenBatch;
 pub use token::TokenRow;
 pub use verify::VerifySnapshot;
 
@@ -107,8 +112,8 @@ impl Store {
 /// Locks the token's row for this transaction; returns its checkpoint and last sequence
 /// number. Every write of the batch kind takes it first: one writer per token at a time,
 /// and sequence numbers handed out in commit order.
-async fn lock_token(
-    tx: &tokio_postgres::Transaction<'_>,
+async fn lock_token<C: tokio_postgres::GenericClient>(
+    tx: &C,
     token: Address,
 ) -> StoreResult<(i64, i64)> {
     let row = tx
@@ -126,7 +131,7 @@ async fn lock_token(
 
 /// Announces a commit or rollback of `token` on [`bootstrap::NOTIFY_CHANNEL`] (delivered
 /// when `tx` commits).
-async fn notify(tx: &tokio_postgres::Transaction<'_>, token: Address) -> StoreResult<()> {
+async fn notify<C: tokio_postgres::GenericClient>(tx: &C, token: Address) -> StoreResult<()> {
     tx.execute(
         "SELECT pg_notify($2, encode(address, 'hex') || ':' || last_seq) FROM tokens WHERE address = $1",
         &[&token, &bootstrap::NOTIFY_CHANNEL],

@@ -23,16 +23,17 @@ impl Store {
             return Ok(());
         }
         let client = self.client().await?;
-        client
-            .execute(
-                "SELECT ensure_transfer_partitions($1, $2, $3)",
+        let size: i64 = client
+            .query_one(
+                "SELECT ensure_transfer_partitions($1, $2, $3), (SELECT blocks FROM transfer_partitioning)",
                 &[&(*span.start() as i64), &end, &with_indexes],
             )
             .await
-            .what("making transfer partitions")?;
-        // A partition holds whole ranges: every block up to its end is covered too, but
-        // only `end` is known without asking for the partition size.
-        self.partitions_to.fetch_max(end, Ordering::Relaxed);
+            .what("making transfer partitions")?
+            .get(1);
+        // A partition holds whole ranges of `size` blocks (the one that became of the
+        // pre-partitioning table too): every block up to the end of `end`'s is covered.
+        self.partitions_to.fetch_max((end / size + 1) * size - 1, Ordering::Relaxed);
         Ok(())
     }
 

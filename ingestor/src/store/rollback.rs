@@ -18,7 +18,7 @@ impl Store {
     pub async fn roll_back(&self, token: Address, fork: &BlockRef) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.what("starting the rollback transaction")?;
-        let (indexed, last_seq) = lock_token(&tx, token).await?;
+        let (indexed, last_seq) = lock_token(&*tx, token).await?;
         if fork.number as i64 > indexed {
             return Err(StoreError::Refused(format!(
                 "cannot roll back to block {} above the checkpoint {indexed}",
@@ -40,7 +40,7 @@ impl Store {
             .await
             .what("rolling back")?;
         let removed = row.get::<_, i64>("removed") as u64;
-        notify(&tx, token).await?;
+        notify(&*tx, token).await?;
         tx.commit().await.what("committing the rollback")?;
         Ok(removed)
     }

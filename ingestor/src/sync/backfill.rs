@@ -1,6 +1,11 @@
 //! Indexing final blocks: wide ranges fetched several spans at a time (in a task of their
-//! own, so fetching goes on while a batch is written) and committed in strict block order,
-//! a batch once it holds `--batch-transfers` transfers or has waited `--batch-interval`.
+//! own) and committed in strict block order. A batch is streamed: its transaction opens at
+//! its first chunk and each chunk is written as it arrives ([`crate::store::OpenBatch`]),
+//! so fetching, decoding, the balance arithmetic and Postgres' writes overlap, and memory
+//! holds the balance cache, not the batch. It commits once it holds `--batch-transfers`
+//! transfers, has been open `--batch-interval`, its changed balances fill the cache, or
+//! the next chunk needs a new partition. A failed streamed batch cannot be repeated (its
+//! logs are gone): the range starts again from the checkpoint.
 
 use std::ops::RangeInclusive;
 use std::time::Instant;
@@ -8,22 +13,64 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::Indexer;
 use super::progress::Progress;
 use crate::fetch::{self, Chunk};
-use crate::store::{Batch, CommitStats};
+use crate::retry::Transient;
+use crate::store::{Balances, Batch, CommitStats, OpenBatch, StoreError};
+
+/// A streamed batch and what the log line of its commit says.
+#[derive(Debug)]
+struct Streaming {
+    batch: OpenBatch,
+    first: u64,
+    last: u64,
+    requests: u32,
+    rejected: usize,
+    opened: Instant,
+}
 
 impl Indexer {
-    /// Indexes `range` in strict block order, committing batches as they fill.
+    /// Indexes `range` in strict block order, committing batches as they fill. A streamed
+    /// batch that fails for a passing reason (the database went away) is dropped whole,
+    /// and the range resumes after the checkpoint, within the retry policy's attempts.
     pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
-        // Room for a quarter of a batch of chunks: the next batch is being fetched and
-        // decoded while one is written (memory: a batch and a quarter, and the spans in
-        // flight; the node serves logs faster than a batch is written).
-        let ahead = self.policy.batch_transfers / self.policy.spans.target_logs.max(1) / 4 + 1;
+        let policy = self.rpc.retry_policy();
+        let mut start = *range.start();
+        let mut attempt = 1;
+        loop {
+            let Err(e) = self.index_from(start..=*range.end()).await else {
+                return Ok(());
+            };
+            let transient = e.downcast_ref::<StoreError>().is_some_and(|s| s.is_transient());
+            if !transient || attempt >= policy.max_attempts || self.shutdown.is_cancelled() {
+                return Err(e);
+            }
+            let delay = policy.backoff(attempt);
+            warn!(call = "streaming a batch", attempt, error = %bootstrap::ErrorChain(e.as_ref() as &dyn std::error::Error), delay_ms = delay.as_millis() as u64, "retrying from the checkpoint");
+            tokio::time::sleep(delay).await;
+            let resume = match self.store.token(self.token).await {
+                Ok(Some(row)) => (row.indexed_block + 1) as u64,
+                // Still unreachable: the next attempt finds out again.
+                _ => start,
+            };
+            // Progress since the last failure earns a fresh set of attempts.
+            attempt = if resume > start { 1 } else { attempt + 1 };
+            start = resume;
+            if start > *range.end() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pass of [`Indexer::index`] from `range`'s start, which follows the checkpoint.
+    async fn index_from(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
+        // A few chunks of room: the next ones are fetched and decoded while one is
+        // written (memory: those chunks and the spans in flight).
         let (tx, mut rx) =
-            mpsc::channel::<anyhow::Result<Chunk>>(ahead.max(self.policy.spans.concurrency).max(2));
+            mpsc::channel::<anyhow::Result<Chunk>>(self.policy.spans.concurrency.max(2) + 2);
         let stream = fetch::chunks(self.rpc.clone(), self.token, range.clone(), self.policy.spans);
         // The fetching task lives as long as this call: the set aborts it when dropped.
         let mut producer = tokio::task::JoinSet::new();
@@ -37,11 +84,16 @@ impl Indexer {
             }
         });
 
-        // At most one partition index build at a time, on a connection of its own, while
+        // At most one partition index build at a time, on connections of its own, while
         // the next batches are written; aborted with this call (a build is one
         // transaction: the next run builds it again).
         let mut builds = tokio::task::JoinSet::new();
         let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
+        let mut balances = Balances::new(self.policy.balance_cache_bytes);
+        let mut streaming: Option<Streaming> = None;
+        // A batch that cannot be streamed (it overlaps stored blocks) is held in memory
+        // and committed the careful way, at most this many transfers.
+        let held_max = self.policy.batch_transfers.min(100_000);
         let mut pending: Vec<Chunk> = Vec::new();
         let mut pending_transfers = 0usize;
         let mut pending_since = Instant::now();
@@ -54,23 +106,79 @@ impl Indexer {
             let last = match received {
                 Some(Ok(chunk)) => {
                     let last = *chunk.span.end() == *range.end();
-                    if pending.is_empty() {
-                        pending_since = Instant::now();
+                    let (from, to) = (*chunk.span.start(), *chunk.span.end());
+                    if streaming.is_some() && !self.store.covers(to) {
+                        // The next partition is made outside any batch.
+                        let (end, n) = self
+                            .commit_streamed(streaming.take().expect("open"), &mut balances)
+                            .await?;
+                        progress.advance(end, n);
                     }
-                    pending_transfers += chunk.transfers.len();
-                    pending.push(chunk);
+                    if streaming.is_none() && pending.is_empty() && self.store.can_stream() {
+                        streaming = self
+                            .store
+                            .open_batch(self.token, from, to, &mut balances)
+                            .await
+                            .inspect_err(|_| balances.forget())?
+                            .map(|batch| Streaming {
+                                batch,
+                                first: from,
+                                last: from,
+                                requests: 0,
+                                rejected: 0,
+                                opened: Instant::now(),
+                            });
+                    }
+                    match streaming.as_mut() {
+                        Some(s) => {
+                            s.batch
+                                .push(&chunk.transfers, &chunk.rejected, &mut balances)
+                                .await
+                                .inspect_err(|_| balances.forget())?;
+                            s.last = to;
+                            s.requests += chunk.requests;
+                            s.rejected += chunk.rejected.len();
+                        }
+                        None => {
+                            if pending.is_empty() {
+                                pending_since = Instant::now();
+                            }
+                            pending_transfers += chunk.transfers.len();
+                            pending.push(chunk);
+                        }
+                    }
                     last
                 }
                 Some(Err(e)) => return Err(e),
                 // Shut down, or the stream ended: write what is complete.
                 None => true,
             };
-            let due = pending_transfers >= self.policy.batch_transfers
-                || pending_since.elapsed() >= self.policy.batch_interval;
-            if !pending.is_empty() && (last || due) {
+            let committed = if let Some(s) = streaming.as_ref() {
+                let due = s.batch.transfers() >= self.policy.batch_transfers
+                    || s.opened.elapsed() >= self.policy.batch_interval
+                    || balances.full();
+                if last || due {
+                    Some(
+                        self.commit_streamed(streaming.take().expect("open"), &mut balances)
+                            .await?,
+                    )
+                } else {
+                    None
+                }
+            } else if !pending.is_empty()
+                && (last
+                    || pending_transfers >= held_max
+                    || pending_since.elapsed() >= self.policy.batch_interval)
+            {
                 let chunks = std::mem::take(&mut pending);
                 pending_transfers = 0;
-                let (end, transfers) = self.commit(chunks).await?;
+                // The careful path leaves the cache behind: forget it.
+                balances.forget();
+                Some(self.commit(chunks).await?)
+            } else {
+                None
+            };
+            if let Some((end, transfers)) = committed {
                 progress.advance(end, transfers);
                 while let Some(done) = builds.try_join_next() {
                     log_build(done);
@@ -88,6 +196,45 @@ impl Indexer {
                 return Ok(());
             }
         }
+    }
+
+    /// Commits a streamed batch at its last chunk's block. Returns that block and the
+    /// batch's transfer count. Not repeated: see [`Indexer::index`].
+    async fn commit_streamed(
+        &self,
+        s: Streaming,
+        balances: &mut Balances,
+    ) -> anyhow::Result<(u64, usize)> {
+        let span = info_span!("batch", from = s.first, to = s.last, streamed = true);
+        async {
+            let started = Instant::now();
+            let end = self
+                .rpc
+                .block(s.last)
+                .await
+                .with_context(|| format!("reading block {}", s.last))?;
+            let n = s.batch.transfers();
+            let stats = s.batch.commit(&end, balances).await.inspect_err(|_| balances.forget())?;
+            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.transfers.inc_by(stats.inserted);
+            self.metrics.checkpoint(end.number, end.timestamp);
+            // On a terminal the progress line says it; a line per batch would tear it.
+            if !self.policy.draw_progress {
+                info!(
+                    transfers = n,
+                    inserted = stats.inserted,
+                    balances = stats.balances_touched,
+                    rejected = s.rejected,
+                    requests = s.requests,
+                    open_ms = s.opened.elapsed().as_millis() as u64,
+                    ms = started.elapsed().as_millis() as u64,
+                    "committed"
+                );
+            }
+            Ok((s.last, n))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Commits contiguous chunks as one batch, retrying while the database is unreachable.

@@ -73,8 +73,11 @@ pub struct SyncPolicy {
     pub spans: SpanPolicy,
     /// Commit once a batch holds this many transfers.
     pub batch_transfers: usize,
-    /// Commit a non-empty batch that has waited this long.
+    /// Commit a non-empty batch that has been open this long.
     pub batch_interval: Duration,
+    /// Memory for the balances a backfill keeps between batches; a batch whose changed
+    /// balances fill it commits.
+    pub balance_cache_bytes: usize,
     /// How often to ask for the head when following.
     pub poll_interval: Duration,
     /// Where the finalized block comes from. Blocks above it are indexed in verified
