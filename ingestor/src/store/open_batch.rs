@@ -48,19 +48,22 @@ impl Store {
         block as i64 <= self.partitions_to.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Opens a batch of final blocks starting at `first` (right after the checkpoint),
-    /// whose first chunk ends at `reach`. `None` if it cannot be appended (the store holds
-    /// transfers at or above `first`, or the checkpoint is elsewhere): the caller commits
-    /// it the careful way ([`Store::commit`]).
+    /// Opens a batch starting at `first` (right after the checkpoint), whose first chunk
+    /// ends at `reach`: of final blocks, or `near_head` (blocks whose headers the caller
+    /// checks; their partitions get their indexes at once, and the commit waits for the
+    /// disk). `None` if it cannot be appended (the store holds transfers at or above
+    /// `first`, or the checkpoint is elsewhere): the caller commits it the careful way
+    /// ([`Store::commit`]).
     pub async fn open_batch(
         &self,
         token: Address,
         first: u64,
         reach: u64,
+        near_head: bool,
         balances: &mut Balances,
     ) -> StoreResult<Option<OpenBatch>> {
         // Before the transaction: making a partition locks the parent table.
-        self.ensure_partitions(&(first..=reach), false).await?;
+        self.ensure_partitions(&(first..=reach), near_head).await?;
         let writer = self.client().await?;
         let reader = self.client().await?;
         // From here on, a failure must not hand the connection back mid-transaction.
@@ -75,10 +78,15 @@ impl Store {
             rejected: Vec::new(),
         };
         let client = batch.client();
-        // A backfill batch is final: if the server crashes before this commit reaches the
-        // disk, the batch and its checkpoint are lost together and read again.
+        // A batch of final blocks: if the server crashes before this commit reaches the
+        // disk, the batch and its checkpoint are lost together and read again. Near the
+        // head the hashes kept are what a later reorg is traced by: wait for the disk.
         client
-            .batch_execute("BEGIN; SET LOCAL synchronous_commit = off")
+            .batch_execute(if near_head {
+                "BEGIN"
+            } else {
+                "BEGIN; SET LOCAL synchronous_commit = off"
+            })
             .await
             .what("starting the batch transaction")?;
         let (indexed, last_seq) = lock_token(client, token).await?;
@@ -137,15 +145,17 @@ impl OpenBatch {
         self.transfers as usize
     }
 
-    /// Ends the COPY, writes the changed balances, the blocks and the checkpoint `end`,
-    /// and commits. On success the cache holds what the store holds.
+    /// Ends the COPY, writes the changed balances, the blocks (the `verified` headers'
+    /// too) and the checkpoint `end`, and commits. On success the cache holds what the
+    /// store holds.
     pub async fn commit(
         mut self,
         end: &BlockRef,
+        verified: &[BlockRef],
         balances: &mut Balances,
     ) -> StoreResult<CommitStats> {
         self.copy.take().expect("committed once").finish().await?;
-        self.blocks.verified(std::iter::once(end));
+        self.blocks.verified(verified.iter().chain(std::iter::once(end)));
         let client = self.client();
         let (balance_rows, holders) = balances.write(client, self.token).await?;
         let rejected = self.blocks.keep(client, self.token, &self.rejected).await?;

@@ -19,6 +19,7 @@ use super::Indexer;
 use super::progress::Progress;
 use crate::fetch::{self, Chunk};
 use crate::retry::Transient;
+use crate::rpc::BlockRef;
 use crate::store::{Balances, Batch, CommitStats, OpenBatch, StoreError};
 
 /// A streamed batch and what the log line of its commit says.
@@ -117,7 +118,7 @@ impl Indexer {
                     if streaming.is_none() && pending.is_empty() && self.store.can_stream() {
                         streaming = self
                             .store
-                            .open_batch(self.token, from, to, &mut balances)
+                            .open_batch(self.token, from, to, false, &mut balances)
                             .await
                             .inspect_err(|_| balances.forget())?
                             .map(|batch| Streaming {
@@ -214,10 +215,9 @@ impl Indexer {
                 .await
                 .with_context(|| format!("reading block {}", s.last))?;
             let n = s.batch.transfers();
-            let stats = s.batch.commit(&end, balances).await.inspect_err(|_| balances.forget())?;
-            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.transfers.inc_by(stats.inserted);
-            self.metrics.checkpoint(end.number, end.timestamp);
+            let stats =
+                s.batch.commit(&end, &[], balances).await.inspect_err(|_| balances.forget())?;
+            self.count_commit(&stats, &end, started);
             // On a terminal the progress line says it; a line per batch would tear it.
             if !self.policy.draw_progress {
                 info!(
@@ -283,10 +283,15 @@ impl Indexer {
             self.store.commit(self.token, batch)
         })
         .await?;
+        self.count_commit(&stats, &batch.end, started);
+        Ok(stats)
+    }
+
+    /// Moves the metrics by a commit that began at `started` and checkpointed `end`.
+    pub(super) fn count_commit(&self, stats: &CommitStats, end: &BlockRef, started: Instant) {
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.transfers.inc_by(stats.inserted);
-        self.metrics.checkpoint(batch.end.number, batch.end.timestamp);
-        Ok(stats)
+        self.metrics.checkpoint(end.number, end.timestamp);
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Indexer;
 use crate::fetch;
 use crate::rpc::BlockRef;
-use crate::store::Batch;
+use crate::store::{Balances, Batch, OpenBatch};
 
 /// At most this many blocks in one verified step (one batch of headers).
 const MAX_STEP_BLOCKS: u64 = 256;
@@ -44,26 +44,54 @@ impl Indexer {
             next..=stop,
             self.policy.spans
         ));
+        let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
+        // A step of several blocks (catching up) is written as its logs arrive, like a
+        // backfill batch, and also held in memory: if streaming fails, the step is
+        // committed from memory the careful way (a repeated commit is safe).
+        let started = Instant::now();
+        let mut streamed = if stop > next { self.open_step(next, stop).await } else { None };
         let (mut transfers, mut rejected) = (Vec::new(), Vec::new());
         while let Some(chunk) = spans.next().await {
             let chunk = chunk?;
+            if !chunk.transfers.iter().all(|t| on_branch(t.block_number, t.block_hash)) {
+                // Logs of another branch than the headers: the chain moved between the
+                // calls. A streamed step is rolled back as it is dropped.
+                return Ok(next);
+            }
+            if let Some((batch, balances)) = streamed.as_mut()
+                && let Err(e) = batch.push(&chunk.transfers, &chunk.rejected, balances).await
+            {
+                warn!(error = %bootstrap::ErrorChain(&e), "streaming a verified step failed; it is committed from memory");
+                streamed = None;
+            }
             transfers.extend(chunk.transfers);
             rejected.extend(chunk.rejected);
-        }
-        let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
-        if !transfers.iter().all(|t| on_branch(t.block_number, t.block_hash)) {
-            // Logs of another branch than the headers: the chain moved between the calls.
-            return Ok(next);
         }
         let end_block = *headers.last().expect("at least one header");
         let count = transfers.len();
         let batch =
             Batch { span: next..=stop, end: end_block, transfers, rejected, verified: headers };
-        let started = Instant::now();
-        let stats = self
-            .commit_batch(&batch)
-            .instrument(info_span!("batch", from = next, to = stop))
-            .await?;
+        let span = info_span!("batch", from = next, to = stop);
+        let stats = match streamed {
+            Some((open, mut balances)) => {
+                match open
+                    .commit(&end_block, &batch.verified, &mut balances)
+                    .instrument(span.clone())
+                    .await
+                {
+                    Ok(stats) => {
+                        self.count_commit(&stats, &end_block, started);
+                        stats
+                    }
+                    Err(e) => {
+                        // The COMMIT may have happened: the careful commit finds out.
+                        warn!(error = %bootstrap::ErrorChain(&e), "committing a streamed step failed; it is committed from memory");
+                        self.commit_batch(&batch).instrument(span).await?
+                    }
+                }
+            }
+            None => self.commit_batch(&batch).instrument(span).await?,
+        };
         info!(
             from = next,
             to = stop,
@@ -73,6 +101,22 @@ impl Indexer {
             "committed"
         );
         Ok(stop + 1)
+    }
+
+    /// Opens the streamed batch of a step `next..=stop`, or `None` where it cannot be
+    /// streamed (one connection, blocks stored above the checkpoint, a failure).
+    async fn open_step(&self, next: u64, stop: u64) -> Option<(OpenBatch, Balances)> {
+        if !self.store.can_stream() {
+            return None;
+        }
+        let mut balances = Balances::new(self.policy.balance_cache_bytes);
+        match self.store.open_batch(self.token, next, stop, true, &mut balances).await {
+            Ok(open) => open.map(|o| (o, balances)),
+            Err(e) => {
+                warn!(error = %bootstrap::ErrorChain(&e), "could not stream a verified step; it is committed from memory");
+                None
+            }
+        }
     }
 
     /// Checks that the checkpoint block (`next - 1`) is still on the node's chain; if the
