@@ -214,7 +214,7 @@ pub(crate) struct Figures {
 /// The query-service binary serving `url`, and a client of it.
 pub(crate) struct Served {
     _child: Child,
-    client: HolderServiceClient<Channel>,
+    pub(crate) client: HolderServiceClient<Channel>,
 }
 
 /// Starts `bin` (the query-service) on `url`, with `answer_cache` ranked answers kept.

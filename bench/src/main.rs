@@ -8,6 +8,7 @@
 
 mod chain;
 mod cpu;
+mod during;
 mod fetch;
 mod load;
 mod perf;
@@ -161,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             written_at: run.written_at,
         });
     }
+    report.during = Some(backfill_with_queries(&bin, &anvil.url, &admin, &built).await?);
     if args.only_backfill {
         let table = report.markdown();
         println!("\n{table}");
@@ -462,6 +464,61 @@ async fn fresh_db(admin: &str, name: &str) -> anyhow::Result<String> {
     client.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[]).await?;
     client.execute(&format!("CREATE DATABASE {name}"), &[]).await?;
     Ok(rig::db::url_with_db(admin, name))
+}
+
+/// The default backfill again, with the query-service answering on its store meanwhile
+/// (from the first commit on), then as long again after it.
+#[allow(clippy::print_stdout)]
+async fn backfill_with_queries(
+    bin: &std::path::Path,
+    rpc_url: &str,
+    admin: &str,
+    built: &chain::BenchChain,
+) -> anyhow::Result<during::DuringFigures> {
+    println!("== ingestor backfill with the query-service answering meanwhile");
+    let url = fresh_db(admin, "holders_bench").await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let asking = {
+        let (url, qs) = (url.clone(), bin.join("query-service"));
+        let (token, holders, start, end) =
+            (built.token, built.holders.clone(), built.start_block, built.end_block);
+        tokio::spawn(async move {
+            // From the first commit: before it the token is unknown to the store.
+            loop {
+                if let Ok(db) = rig::db::connect(&url).await
+                    && let Ok(row) = db.query_one("SELECT indexed_block FROM tokens", &[]).await
+                    && row.get::<_, i64>(0) >= start as i64
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let served = load::serve(&qs, &url, 0).await?;
+            let during = during::ask_until(&served, token, &holders, end, stopped).await?;
+            Ok::<_, anyhow::Error>((served, during))
+        })
+    };
+    let run = backfill(bin, rpc_url, &url, built, "").await?;
+    let _ = stop.send(true);
+    let (served, during) = asking.await??;
+    let after = during::ask_for(
+        &served,
+        built.token,
+        &built.holders,
+        built.end_block,
+        run.elapsed.as_secs_f64(),
+    )
+    .await?;
+    println!(
+        "   {:.2} s with the load; during: top {:.2} ms p50 ({} answers), lookup {:.2} ms p50; after: top {:.2} ms, lookup {:.2} ms",
+        run.elapsed.as_secs_f64(),
+        during::quantile(&during.top, 0.5).as_secs_f64() * 1e3,
+        during.top.len(),
+        during::quantile(&during.lookup, 0.5).as_secs_f64() * 1e3,
+        during::quantile(&after.top, 0.5).as_secs_f64() * 1e3,
+        during::quantile(&after.lookup, 0.5).as_secs_f64() * 1e3,
+    );
+    Ok(during::DuringFigures { during, after, backfill_seconds: run.elapsed.as_secs_f64() })
 }
 
 /// The process's peak resident memory so far, from /proc.

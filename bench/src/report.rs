@@ -47,6 +47,8 @@ pub(crate) struct Report {
     pub(crate) ceiling: Option<f64>,
     /// `perf` summary lines of the default backfill (with --perf).
     pub(crate) profile: Vec<String>,
+    /// The query side during a backfill and after it.
+    pub(crate) during: Option<crate::during::DuringFigures>,
     /// Query figures per holder count.
     pub(crate) queries: Vec<(Filled, Vec<Figures>)>,
     /// Answers at past blocks per holder count.
@@ -66,6 +68,7 @@ impl Report {
             chain_seconds: 0.0,
             backfills: Vec::new(),
             profile: Vec::new(),
+            during: None,
             ceiling: None,
             raw_fetch: None,
             seed: None,
@@ -166,6 +169,29 @@ impl Report {
                     rig::thousands((ours.transfers as f64 / ceiling) as u64),
                     our_rate / (ours.transfers as f64 / ceiling) * 100.0
                 );
+            }
+            if let Some(d) = &self.during {
+                s += &format!(
+                    "The query-service during a backfill: the same backfill again, with the real query-service on its store and one client asking, in turn, GetTopHolders(100) and a lookup of {LOOKUP_SIZE} of the chain's holders, answer cache off (every answer computed), from the first commit to the end; then as long again on the finished store. Every answer was as of a checkpoint, never behind an earlier one. The backfill took {:.1} s with the load (against {:.1} s without):\n\n",
+                    d.backfill_seconds, ours.seconds
+                );
+                s += "| request | during: p50 | p99 | answers | after: p50 | p99 | answers |\n| --- | --- | --- | --- | --- | --- | --- |\n";
+                for (name, during, after) in [
+                    ("GetTopHolders(limit 100)", &d.during.top, &d.after.top),
+                    ("GetHolders lookup of 10 addresses", &d.during.lookup, &d.after.lookup),
+                ] {
+                    use crate::during::quantile;
+                    s += &format!(
+                        "| {name} | {:.2} ms | {:.2} ms | {} | {:.2} ms | {:.2} ms | {} |\n",
+                        ms(quantile(during, 0.5)),
+                        ms(quantile(during, 0.99)),
+                        during.len(),
+                        ms(quantile(after, 0.5)),
+                        ms(quantile(after, 0.99)),
+                        after.len()
+                    );
+                }
+                s += "\n";
             }
             if !self.profile.is_empty() {
                 s += &format!(
