@@ -189,3 +189,68 @@ async fn repeated_and_split_backfills_store_the_same() {
     w.ingest_all().await;
     assert_eq!(dump(&w.db).await, once, "re-reading stored transfers");
 }
+
+/// A backfill that ends inside a partition not made yet makes it as two, split after its
+/// last final block: the part below is indexed while the verified steps above write into
+/// the tail, which has its indexes from the start; both end with both indexes, and the
+/// store matches the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
+    let w = world(Spec { holders: 20, days: 2, extreme_amounts: false, ..Spec::test() }).await;
+    let (start, end) = (w.history.start_block, w.history.end_block);
+    let head = w.chain.head().await.unwrap();
+    w.ingest_with(&w.db, start, end, &["--finality-from", "depth", "--finality-depth", "4"]).await;
+    let split = end.min(head - 4) + 1;
+    assert!(split > start && split <= end, "the history has blocks on both sides of {split}");
+
+    let c = w.db.client().await.unwrap();
+    let size: i64 =
+        c.query_one("SELECT blocks FROM transfer_partitioning", &[]).await.unwrap().get(0);
+    let k = split as i64 / size;
+    let row = c
+        .query_one("SELECT partition_no, split_at FROM transfer_partition_splits", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (k, split as i64));
+    let bounds: Vec<(String, String)> = c
+        .query(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'transfers'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        bounds,
+        vec![
+            (format!("transfers_{k}"), format!("FOR VALUES FROM ('{}') TO ('{split}')", k * size)),
+            (
+                format!("transfers_{k}_tail"),
+                format!("FOR VALUES FROM ('{split}') TO ('{}')", (k + 1) * size)
+            ),
+        ]
+    );
+    for part in [format!("{k}"), format!("{k}_tail")] {
+        for side in ["from", "to"] {
+            let valid: bool = c
+                .query_one(
+                    "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+                    &[&format!("transfers_{side}_{part}")],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("transfers_{side}_{part} is missing: {e}"))
+                .get(0);
+            assert!(valid, "transfers_{side}_{part} is valid");
+        }
+    }
+    let below: i64 =
+        c.query_one(&format!("SELECT count(*) FROM transfers_{k}"), &[]).await.unwrap().get(0);
+    let all: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
+    assert_eq!(all as u64, w.history.transfers, "every transfer stored once");
+    assert!(below > 0 && below <= all, "the backfill filled the part below the split");
+    w.assert_balances_at(end).await;
+}

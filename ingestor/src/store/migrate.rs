@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "reader_role", include_str!("../../../migrations/V4__reader_role.sql")),
     (5, "finality_and_history", include_str!("../../../migrations/V5__finality_and_history.sql")),
     (6, "transfer_partitions", include_str!("../../../migrations/V6__transfer_partitions.sql")),
+    (
+        7,
+        "split_partition_at_finality",
+        include_str!("../../../migrations/V7__split_partition_at_finality.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

@@ -37,6 +37,19 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the partition that `at` falls in as two, split at `at`, if it does not
+    /// exist yet (migration V7): a backfill whose last final block is `at - 1` fills the
+    /// first part, whose indexes are then built while the verified steps above it write
+    /// into the second, indexed from the start. Returns whether it split.
+    pub async fn split_partition(&self, at: u64) -> StoreResult<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT split_transfer_partition($1)", &[&(at as i64)])
+            .await
+            .what("splitting a transfer partition")?
+            .get(0))
+    }
+
     /// Builds the sender and receiver indexes of the partitions of blocks `0..=upto` that
     /// lack them: those that end at or before `upto`, and with `partial` the one `upto`
     /// falls in. The two sides are built at once, on two connections. Returns how many

@@ -37,13 +37,23 @@ impl Indexer {
     /// Indexes `range` in strict block order, committing batches as they fill. A streamed
     /// batch that fails for a passing reason (the database went away) is dropped whole,
     /// and the range resumes after the checkpoint, within the retry policy's attempts.
-    pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
+    /// Returns the partition index builds still running: the one of the partition the
+    /// range ends in goes on while the caller indexes the blocks above it.
+    pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<Builds> {
         let policy = self.rpc.retry_policy();
+        // The blocks above the range go into a partition of their own, if the one the
+        // range ends in is still to be made.
+        let after = *range.end() + 1;
+        crate::retry::retrying(&policy, "splitting a transfer partition", || {
+            self.store.split_partition(after)
+        })
+        .await?;
+        let mut builds = Builds::default();
         let mut start = *range.start();
         let mut attempt = 1;
         loop {
-            let Err(e) = self.index_from(start..=*range.end()).await else {
-                return Ok(());
+            let Err(e) = self.index_from(start..=*range.end(), &mut builds).await else {
+                return Ok(builds);
             };
             let transient = e.downcast_ref::<StoreError>().is_some_and(|s| s.is_transient());
             if !transient || attempt >= policy.max_attempts || self.shutdown.is_cancelled() {
@@ -61,13 +71,17 @@ impl Indexer {
             attempt = if resume > start { 1 } else { attempt + 1 };
             start = resume;
             if start > *range.end() {
-                return Ok(());
+                return Ok(builds);
             }
         }
     }
 
     /// One pass of [`Indexer::index`] from `range`'s start, which follows the checkpoint.
-    async fn index_from(&self, range: RangeInclusive<u64>) -> anyhow::Result<()> {
+    async fn index_from(
+        &self,
+        range: RangeInclusive<u64>,
+        builds: &mut Builds,
+    ) -> anyhow::Result<()> {
         // A few chunks of room: the next ones are fetched and decoded while one is
         // written (memory: those chunks and the spans in flight).
         let (tx, mut rx) =
@@ -85,10 +99,6 @@ impl Indexer {
             }
         });
 
-        // At most one partition index build at a time, on connections of its own, while
-        // the next batches are written; aborted with this call (a build is one
-        // transaction: the next run builds it again).
-        let mut builds = tokio::task::JoinSet::new();
         let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
         let mut balances = Balances::new(self.policy.balance_cache_bytes);
         let mut streaming: Option<Streaming> = None;
@@ -181,17 +191,17 @@ impl Indexer {
             };
             if let Some((end, transfers)) = committed {
                 progress.advance(end, transfers);
-                while let Some(done) = builds.try_join_next() {
-                    log_build(done);
-                }
-                if builds.is_empty() {
-                    let store = self.store.clone();
-                    builds.spawn(async move { store.index_partitions(end, false).await });
+                builds.reap();
+                if builds.0.is_empty() {
+                    builds.start(&self.store, end);
                 }
             }
             if last {
-                while let Some(done) = builds.join_next().await {
-                    log_build(done);
+                // The partition the range ends in is filled: its build starts now, and
+                // goes on while the caller indexes the blocks above the range.
+                std::mem::take(builds).finish().await;
+                if !self.shutdown.is_cancelled() {
+                    builds.start(&self.store, *range.end());
                 }
                 progress.finish();
                 return Ok(());
@@ -292,6 +302,34 @@ impl Indexer {
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.transfers.inc_by(stats.inserted);
         self.metrics.checkpoint(end.number, end.timestamp);
+    }
+}
+
+/// Background builds of filled partitions' indexes, at most one at a time, on
+/// connections of their own, while batches are written. Aborted when dropped (a build is
+/// one transaction: a later call builds it again).
+#[derive(Debug, Default)]
+pub struct Builds(tokio::task::JoinSet<Result<u32, crate::store::StoreError>>);
+
+impl Builds {
+    /// Starts building the indexes of the partitions filled up to block `upto`.
+    fn start(&mut self, store: &crate::store::Store, upto: u64) {
+        let store = store.clone();
+        self.0.spawn(async move { store.index_partitions(upto, false).await });
+    }
+
+    /// Logs the builds that have ended.
+    fn reap(&mut self) {
+        while let Some(done) = self.0.try_join_next() {
+            log_build(done);
+        }
+    }
+
+    /// Waits for every build and logs it.
+    pub async fn finish(mut self) {
+        while let Some(done) = self.0.join_next().await {
+            log_build(done);
+        }
     }
 }
 

@@ -150,8 +150,9 @@ impl Indexer {
             if next <= end {
                 // Final blocks cannot change: wide ranges, no parents checked.
                 let deep_end = end.min(finality.finalized);
+                let mut builds = None;
                 if next <= deep_end {
-                    self.index(next..=deep_end).await?;
+                    builds = Some(self.index(next..=deep_end).await?);
                     next = deep_end + 1;
                     partitions_indexed = false;
                 }
@@ -162,6 +163,9 @@ impl Indexer {
                         break;
                     }
                     next = after;
+                }
+                if let Some(builds) = builds {
+                    builds.finish().await;
                 }
                 caught_up_logged = false;
                 self.check_supply(next - 1).await;
