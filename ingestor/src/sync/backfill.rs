@@ -197,10 +197,11 @@ impl Indexer {
                 }
             }
             if last {
-                // The partition the range ends in is filled: its build starts now, and
-                // goes on while the caller indexes the blocks above the range.
-                std::mem::take(builds).finish().await;
-                if !self.shutdown.is_cancelled() {
+                // The partition the range ends in is filled: its build (started at the
+                // last commit, or now) goes on while the caller indexes the blocks above
+                // the range.
+                builds.reap();
+                if builds.0.is_empty() && !self.shutdown.is_cancelled() {
                     builds.start(&self.store, *range.end());
                 }
                 progress.finish();

@@ -32,10 +32,15 @@ pub struct HolderRow {
 /// given `$ago`, the SQL of a row's balance at the week-ago block $2 (row `p`).
 macro_rules! holder_columns {
     ($inner:expr, $ago:literal) => {
+        holder_columns!($inner, "", $ago)
+    };
+    ($inner:expr, $ctes:literal, $ago:literal) => {
         concat!(
             "WITH page AS (",
             $inner,
-            ")
+            ")",
+            $ctes,
+            "
             SELECT p.address, p.balance::text AS balance, w.ago::text AS balance_7d_ago,
                    coalesce((p.balance * 100 / nullif($3::text::numeric, 0))::float8, 0) AS share_percent,
                    CASE WHEN w.ago = 0 THEN NULL ELSE ((p.balance - w.ago) * 100 / w.ago)::float8 END
@@ -51,22 +56,33 @@ macro_rules! holder_columns {
     };
 }
 
-/// [`holder_columns!`] at the checkpoint: the week's changes of each row come from two
-/// index-only range scans (transfers_to, transfers_from) over blocks after
-/// `week_ago_block`. Parameters: $1 token, $2 week_ago_block, $3 total supply (decimal
-/// text), then the inner query's own.
+/// [`holder_columns!`] at the checkpoint: the week's moves of the page's holders that
+/// moved at all are summed by one join per direction (`moved`, computed once): index-only
+/// range scans of transfers_to and transfers_from per holder where those exist, one hash
+/// join over the recent blocks where a backfill has not built them yet (a partition
+/// being filled has none), so answers stay within the statement timeout meanwhile.
+/// Parameters: $1 token, $2 week_ago_block, $3 total supply (decimal text), then the
+/// inner query's own.
 macro_rules! with_week {
     ($inner:literal) => {
         holder_columns!(
             $inner,
+            ", moved AS MATERIALIZED (
+                SELECT m.a, sum(m.v) AS v FROM (
+                    SELECT t.to_address AS a, t.value AS v
+                    FROM (SELECT DISTINCT address FROM page WHERE last_transfer_block > $2) q
+                    JOIN transfers t
+                      ON t.token = $1 AND t.to_address = q.address AND t.block_number > $2
+                    UNION ALL
+                    SELECT t.from_address, -t.value
+                    FROM (SELECT DISTINCT address FROM page WHERE last_transfer_block > $2) q
+                    JOIN transfers t
+                      ON t.token = $1 AND t.from_address = q.address AND t.block_number > $2
+                ) m GROUP BY m.a)",
             "CASE
                 -- No transfer after the week-ago block: nothing to add up (most holders).
                 WHEN p.last_transfer_block <= $2 THEN p.balance
-                ELSE p.balance
-                - coalesce((SELECT sum(t.value) FROM transfers t
-                            WHERE t.token = $1 AND t.to_address = p.address AND t.block_number > $2), 0)
-                + coalesce((SELECT sum(t.value) FROM transfers t
-                            WHERE t.token = $1 AND t.from_address = p.address AND t.block_number > $2), 0)
+                ELSE p.balance - coalesce((SELECT m.v FROM moved m WHERE m.a = p.address), 0)
                 END"
         )
     };
