@@ -4,8 +4,9 @@
 -- built after the steps (the build locks out writes) and the steps' rows go in unindexed.
 -- Made as two partitions instead, transfers_<k> below the split block and
 -- transfers_<k>_tail from it, the first is indexed while the steps write into the
--- second, which has its indexes from the start (it takes the blocks near the head one by
--- one). Only a partition that does not exist yet is split.
+-- second, which is indexed like any partition the ingestor reaches the head in (once
+-- the steps have caught up; its rows then are only the steps'). Only a partition that
+-- does not exist yet is split.
 
 CREATE TABLE transfer_partition_splits (
     partition_no bigint PRIMARY KEY,
@@ -14,14 +15,13 @@ CREATE TABLE transfer_partition_splits (
 
 -- Makes the partition that block split_at falls in as two, split there, when that
 -- partition does not exist and split_at does not start it. Returns whether it split.
--- One transaction: both parts (and the tail's indexes) or neither.
+-- One transaction: both parts or neither.
 CREATE FUNCTION split_transfer_partition(split_at bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     size bigint := (SELECT blocks FROM transfer_partitioning);
     k bigint := split_at / size;
     tail text := format('transfers_%s_tail', split_at / size);
-    side text;
 BEGIN
     IF split_at % size = 0 OR to_regclass(format('transfers_%s', k)) IS NOT NULL THEN
         RETURN false;
@@ -37,10 +37,6 @@ BEGIN
         WHEN invalid_object_definition OR duplicate_table OR unique_violation THEN
             RETURN false;
     END;
-    FOREACH side IN ARRAY ARRAY['from', 'to'] LOOP
-        EXECUTE format('CREATE INDEX %I ON %I (token, %I, block_number, log_index) INCLUDE (value)',
-                       format('transfers_%s_%s_tail', side, k), tail, side || '_address');
-    END LOOP;
     RETURN true;
 END
 $$;

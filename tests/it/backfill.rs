@@ -192,8 +192,7 @@ async fn repeated_and_split_backfills_store_the_same() {
 
 /// A backfill that ends inside a partition not made yet makes it as two, split after its
 /// last final block: the part below is indexed while the verified steps above write into
-/// the tail, which has its indexes from the start; both end with both indexes, and the
-/// store matches the chain.
+/// the tail; both end with both indexes, and the store matches the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
     let w = world(Spec { holders: 20, days: 2, extreme_amounts: false, ..Spec::test() }).await;

@@ -40,7 +40,7 @@ impl Store {
     /// Makes the partition that `at` falls in as two, split at `at`, if it does not
     /// exist yet (migration V7): a backfill whose last final block is `at - 1` fills the
     /// first part, whose indexes are then built while the verified steps above it write
-    /// into the second, indexed from the start. Returns whether it split.
+    /// into the second (indexed once they have caught up). Returns whether it split.
     pub async fn split_partition(&self, at: u64) -> StoreResult<bool> {
         let client = self.client().await?;
         Ok(client
