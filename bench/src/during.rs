@@ -104,8 +104,5 @@ pub(crate) async fn ask_for(
 
 /// The `q` quantile of sorted latencies.
 pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+    crate::load::percentile(sorted, q)
 }

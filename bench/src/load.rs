@@ -384,7 +384,8 @@ async fn run(
     Ok((all, Duration::from_secs(seconds)))
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
+/// The `q` quantile of sorted latencies.
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use alloy_primitives::Address;
 
 use super::error::{StoreError, StoreResult, What};
-use super::{Store, lock_token, notify};
+use super::{Store, lock_token, newest_transfer, notify};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
 
@@ -63,16 +63,7 @@ impl Store {
             )));
         }
 
-        // The newest stored transfer: one backward step of the primary key. Rows above the
-        // checkpoint exist only if something moved the checkpoint back by hand.
-        let newest: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1",
-                &[&token],
-            )
-            .await
-            .what("reading the newest stored transfer")?
-            .get(0);
+        let newest = newest_transfer(&*tx, token).await?;
         let stats = if from == indexed + 1 && newest < from {
             super::append::append(&tx, token, batch, last_seq).await?
         } else {

@@ -129,6 +129,24 @@ async fn lock_token<C: tokio_postgres::GenericClient>(
     Ok((row.get("indexed_block"), row.get("last_seq")))
 }
 
+/// The block of the token's newest stored transfer (-1 if none): one backward step of
+/// the primary key per partition. Rows above the checkpoint exist only if something moved
+/// the checkpoint back by hand; a batch is appended only when none is at or above its
+/// start.
+async fn newest_transfer<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    token: Address,
+) -> StoreResult<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1",
+            &[&token],
+        )
+        .await
+        .what("reading the newest stored transfer")?
+        .get(0))
+}
+
 /// Announces a commit or rollback of `token` on [`bootstrap::NOTIFY_CHANNEL`] (delivered
 /// when `tx` commits).
 async fn notify<C: tokio_postgres::GenericClient>(tx: &C, token: Address) -> StoreResult<()> {

@@ -17,7 +17,7 @@ use super::append::{Blocks, Moved, TransferCopy, advance, stored_supply};
 use super::balances::Balances;
 use super::commit::CommitStats;
 use super::error::{StoreResult, What};
-use super::{Store, lock_token, notify};
+use super::{Store, lock_token, newest_transfer, notify};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
 
@@ -90,14 +90,7 @@ impl Store {
             .await
             .what("starting the batch transaction")?;
         let (indexed, last_seq) = lock_token(client, token).await?;
-        let newest: i64 = client
-            .query_one(
-                "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1",
-                &[&token],
-            )
-            .await
-            .what("reading the newest stored transfer")?
-            .get(0);
+        let newest = newest_transfer(client, token).await?;
         if indexed + 1 != first as i64 || newest >= first as i64 {
             batch.abandon().await;
             return Ok(None);
