@@ -152,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
             run.written_at,
             elapsed.as_secs_f64() / fetch_took.as_secs_f64()
         );
+        if let Some((deep, (first, last))) = run.deep_fifths {
+            println!(
+                "   the {deep} transfers of the final blocks: first fifth {first:.0}/s, last fifth {last:.0}/s"
+            );
+        }
         report.backfills.push(report::Backfill {
             flags,
             transfers: built.transfers,
@@ -159,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             peak_rss_mib: peak_kib as f64 / 1024.0,
             cpu,
             fifths: run.fifths,
+            deep_fifths: run.deep_fifths,
             written_at: run.written_at,
         });
     }
@@ -261,6 +267,9 @@ struct Run {
     cpu: Vec<(String, f64)>,
     /// Transfers/s over the first and the last fifth of the history, by rows written.
     fifths: (f64, f64),
+    /// The transfers of the final blocks (written before the verified steps) and their
+    /// own fifths, when the backfill split its last partition there.
+    deep_fifths: Option<(u64, (f64, f64))>,
     /// Seconds from the start until the last transfer row was written.
     written_at: f64,
 }
@@ -344,11 +353,31 @@ async fn backfill(
         .map_or(elapsed.as_secs_f64(), |(t, _)| *t);
     rows.push((written_at, built.transfers));
     rows.retain(|(t, _)| *t <= written_at);
+    // The final blocks (below the split the backfill made after its last final block)
+    // are written before any verified step: their own fifths.
+    let deep: Option<i64> = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM transfers WHERE block_number < s.split_at)
+             FROM transfer_partition_splits s ORDER BY partition_no DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get(0));
+    let deep_fifths = deep.filter(|d| *d > 0).map(|d| {
+        let d = d as u64;
+        let mut part: Vec<(f64, u64)> = rows.iter().copied().take_while(|(_, n)| *n < d).collect();
+        if let Some(reached) = rows.iter().find(|(_, n)| *n >= d) {
+            part.push((reached.0, d));
+        }
+        (d, fifths(&part, d))
+    });
     Ok(Run {
         elapsed,
         peak_kib: peak,
         cpu: cpu.seconds(),
         fifths: fifths(&rows, built.transfers),
+        deep_fifths,
         written_at,
     })
 }

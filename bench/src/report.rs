@@ -27,6 +27,8 @@ pub(crate) struct Backfill {
     pub(crate) cpu: Vec<(String, f64)>,
     /// Transfers/s over the first and the last fifth of the history, by rows written.
     pub(crate) fifths: (f64, f64),
+    /// The final blocks' transfers and their own fifths (before the verified steps).
+    pub(crate) deep_fifths: Option<(u64, (f64, f64))>,
     /// Seconds until the last transfer row was written (the rest: index builds, exit).
     pub(crate) written_at: f64,
 }
@@ -150,6 +152,15 @@ impl Report {
                     ours.written_at,
                     ours.seconds - ours.written_at
                 );
+                if let Some((deep, (first, last))) = ours.deep_fifths {
+                    s += &format!(
+                        "Over the {} transfers of the final blocks alone (written before the verified steps above them), the first fifth ran at {} transfers/s and the last at {} ({:.0}%).\n\n",
+                        rig::thousands(deep),
+                        rig::thousands(first as u64),
+                        rig::thousands(last as u64),
+                        last / first.max(1.0) * 100.0
+                    );
+                }
             }
             let shares: Vec<String> = ours
                 .cpu
