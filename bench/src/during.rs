@@ -18,6 +18,9 @@ use crate::load::{LOOKUP_SIZE, Served};
 pub(crate) struct Latencies {
     pub(crate) top: Vec<Duration>,
     pub(crate) lookup: Vec<Duration>,
+    /// Answers refused with DEADLINE_EXCEEDED (the query-service's statement timeout).
+    pub(crate) top_timed_out: usize,
+    pub(crate) lookup_timed_out: usize,
 }
 
 /// What the query side saw during and after a backfill.
@@ -53,10 +56,17 @@ pub(crate) async fn ask_until(
                     token: token.clone(),
                     ..Default::default()
                 })
-                .await?
-                .into_inner();
-            out.top.push(started.elapsed());
-            r.as_of_block
+                .await;
+            match timed_out(r)? {
+                Some(r) => {
+                    out.top.push(started.elapsed());
+                    r.into_inner().as_of_block
+                }
+                None => {
+                    out.top_timed_out += 1;
+                    newest
+                }
+            }
         } else {
             let addresses = (0..LOOKUP_SIZE)
                 .map(|_| holders[(rng.next() % holders.len() as u64) as usize].to_string())
@@ -67,10 +77,17 @@ pub(crate) async fn ask_until(
                     token: token.clone(),
                     ..Default::default()
                 })
-                .await?
-                .into_inner();
-            out.lookup.push(started.elapsed());
-            r.as_of_block
+                .await;
+            match timed_out(r)? {
+                Some(r) => {
+                    out.lookup.push(started.elapsed());
+                    r.into_inner().as_of_block
+                }
+                None => {
+                    out.lookup_timed_out += 1;
+                    newest
+                }
+            }
         };
         anyhow::ensure!(
             as_of >= newest && as_of <= end_block,
@@ -82,6 +99,16 @@ pub(crate) async fn ask_until(
     out.top.sort();
     out.lookup.sort();
     Ok(out)
+}
+
+/// The answer, or `None` if the query-service gave up on it (DEADLINE_EXCEEDED: its
+/// statement timeout); any other failure is an error.
+fn timed_out<T>(r: Result<T, tonic::Status>) -> anyhow::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Ok(None),
+        Err(s) => Err(s.into()),
+    }
 }
 
 /// Asks for `seconds` on a store that no longer changes.

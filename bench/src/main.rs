@@ -539,10 +539,11 @@ async fn backfill_with_queries(
     )
     .await?;
     println!(
-        "   {:.2} s with the load; during: top {:.2} ms p50 ({} answers), lookup {:.2} ms p50; after: top {:.2} ms, lookup {:.2} ms",
+        "   {:.2} s with the load; during: top {:.2} ms p50 ({} answers, {} timed out), lookup {:.2} ms p50; after: top {:.2} ms, lookup {:.2} ms",
         run.elapsed.as_secs_f64(),
         during::quantile(&during.top, 0.5).as_secs_f64() * 1e3,
         during.top.len(),
+        during.top_timed_out,
         during::quantile(&during.lookup, 0.5).as_secs_f64() * 1e3,
         during::quantile(&after.top, 0.5).as_secs_f64() * 1e3,
         during::quantile(&after.lookup, 0.5).as_secs_f64() * 1e3,

@@ -183,17 +183,29 @@ impl Report {
             }
             if let Some(d) = &self.during {
                 s += &format!(
-                    "The query-service during a backfill: the same backfill again, with the real query-service on its store and one client asking, in turn, GetTopHolders(100) and a lookup of {LOOKUP_SIZE} of the chain's holders, answer cache off (every answer computed), from the first commit to the end; then as long again on the finished store. Every answer was as of a checkpoint, never behind an earlier one. The backfill took {:.1} s with the load (against {:.1} s without):\n\n",
+                    "The query-service during a backfill: the same backfill again, with the real query-service on its store and one client asking, in turn, GetTopHolders(100) and a lookup of {LOOKUP_SIZE} of the chain's holders, answer cache off (every answer computed), from the first commit to the end; then as long again on the finished store. Every answer was as of a checkpoint, never behind an earlier one; \"timed out\" counts answers the query-service gave up on at its statement timeout (DEADLINE_EXCEEDED). The backfill took {:.1} s with the load (against {:.1} s without):\n\n",
                     d.backfill_seconds, ours.seconds
                 );
-                s += "| request | during: p50 | p99 | answers | after: p50 | p99 | answers |\n| --- | --- | --- | --- | --- | --- | --- |\n";
-                for (name, during, after) in [
-                    ("GetTopHolders(limit 100)", &d.during.top, &d.after.top),
-                    ("GetHolders lookup of 10 addresses", &d.during.lookup, &d.after.lookup),
+                s += "| request | during: p50 | p99 | answers | timed out | after: p50 | p99 | answers | timed out |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+                for (name, during, during_out, after, after_out) in [
+                    (
+                        "GetTopHolders(limit 100)",
+                        &d.during.top,
+                        d.during.top_timed_out,
+                        &d.after.top,
+                        d.after.top_timed_out,
+                    ),
+                    (
+                        "GetHolders lookup of 10 addresses",
+                        &d.during.lookup,
+                        d.during.lookup_timed_out,
+                        &d.after.lookup,
+                        d.after.lookup_timed_out,
+                    ),
                 ] {
                     use crate::during::quantile;
                     s += &format!(
-                        "| {name} | {:.2} ms | {:.2} ms | {} | {:.2} ms | {:.2} ms | {} |\n",
+                        "| {name} | {:.2} ms | {:.2} ms | {} | {during_out} | {:.2} ms | {:.2} ms | {} | {after_out} |\n",
                         ms(quantile(during, 0.5)),
                         ms(quantile(during, 0.99)),
                         during.len(),
