@@ -38,7 +38,8 @@ pub(super) async fn append(
     let mut balances = Balances::unbounded();
     let missing = balances.missing(&transfers);
     balances.load(tx, token, missing).await?;
-    if !balances.knows_supply() {
+    // The zero address's balance is minus the supply: read only for mints and burns.
+    if transfers.iter().any(|t| t.from.is_zero() || t.to.is_zero()) {
         balances.set_supply(stored_supply(tx, token).await?);
     }
     let mut copy = TransferCopy::start(tx, "transfers").await?;
