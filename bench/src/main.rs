@@ -50,8 +50,9 @@ struct Args {
     /// Clients of the throughput phase.
     #[arg(long, default_value_t = 8)]
     query_clients: usize,
-    /// Also time the backfill with these ingestor flags (e.g. "--concurrency 1"), once
-    /// per occurrence, on the same chain: what each technique is worth. The defaults'
+    /// Also time the backfill with these ingestor flags (e.g. "--concurrency 1";
+    /// `NAME=value` words set its environment), once per occurrence, on the same chain:
+    /// what each technique is worth. The defaults'
     /// run comes first and is the one compared with the Python script's strategy.
     #[arg(long = "also", allow_hyphen_values = true)]
     variants: Vec<String>,
@@ -286,13 +287,26 @@ async fn backfill(
     extra: &str,
 ) -> anyhow::Result<Run> {
     let db = rig::db::connect(url).await?;
-    let log = std::fs::File::create(bin.join("bench-ingestor.log"))?;
+    // One log per run, numbered in the order they ran.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let log_path = bin.join(format!(
+        "bench-ingestor-{}.log",
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let log = std::fs::File::create(&log_path)?;
     let started = Instant::now();
     let mut child = Command::new(bin.join("ingestor"))
         .args(rig::pair::LOCAL_PORTS)
         .args(["--rpc-url", rpc_url, "--database-url", url, "--token", &built.token.to_string()])
         .args(["--from", &built.start_block.to_string(), "--to", &built.end_block.to_string()])
-        .args(extra.split_whitespace())
+        // `NAME=value` words are the environment, the rest flags.
+        .args(extra.split_whitespace().filter(|w| w.starts_with('-') || !w.contains('=')))
+        .envs(
+            extra
+                .split_whitespace()
+                .filter(|w| !w.starts_with('-'))
+                .filter_map(|w| w.split_once('=')),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -328,11 +342,7 @@ async fn backfill(
     };
     let elapsed = started.elapsed();
     cpu.sample();
-    anyhow::ensure!(
-        status.success(),
-        "the ingestor failed ({status}); see {}",
-        bin.join("bench-ingestor.log").display()
-    );
+    anyhow::ensure!(status.success(), "the ingestor failed ({status}); see {}", log_path.display());
     // Bytes of heap per row, from the finished table: the timeline in rows.
     let heap: i64 = db
         .query_one(

@@ -166,6 +166,45 @@ pub fn chunks(
         })
 }
 
+/// [`chunks`] driven by a task of its own, a few chunks ahead of the consumer: the next
+/// spans are requested and decoded while the consumer writes one (a stream is otherwise
+/// only planned while it is polled). The task ends with the receiver, or after an error.
+pub fn prefetched(
+    rpc: Rpc,
+    token: Address,
+    range: RangeInclusive<u64>,
+    policy: SpanPolicy,
+) -> Prefetched {
+    // Memory: these chunks and the spans in flight.
+    let (tx, rx) = tokio::sync::mpsc::channel(policy.concurrency.max(2) + 2);
+    let stream = chunks(rpc, token, range, policy);
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Prefetched { rx, _task: tokio_util::task::AbortOnDropHandle::new(task) }
+}
+
+/// The chunks of [`prefetched`], in block order; dropping it stops the fetching.
+#[derive(Debug)]
+pub struct Prefetched {
+    rx: tokio::sync::mpsc::Receiver<anyhow::Result<Chunk>>,
+    _task: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl Prefetched {
+    /// The next chunk; `None` once the range is done (or the fetching ended on an error,
+    /// which came before).
+    pub async fn next(&mut self) -> Option<anyhow::Result<Chunk>> {
+        self.rx.recv().await
+    }
+}
+
 /// Fetches every log of `span`, in as many requests as the node needs.
 async fn fetch_span(
     rpc: &Rpc,

@@ -253,3 +253,73 @@ async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
     assert!(below > 0 && below <= all, "the backfill filled the part below the split");
     w.assert_balances_at(end).await;
 }
+
+/// A history younger than a week: the week reaches back before the first indexed block,
+/// so every holder held nothing 7 days ago. The query-service says so without summing
+/// the week's transfers (here the whole history), and that is what the sums give: each
+/// stored balance is exactly what its transfers add up to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_before_the_first_block_held_nothing() {
+    let w = world(Spec::test()).await;
+    let start = w.history.start_block;
+    let first_time = w.chain.block_time(start).await.unwrap();
+    let mut end = start;
+    while w.chain.block_time(end + 1).await.unwrap() < first_time + 3 * 86_400 {
+        end += 1;
+    }
+    assert!(end > start + 3, "several blocks within three days");
+    w.ingest(&w.db, start, end).await;
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let mut client = qs.client().await.unwrap();
+
+    let top = client
+        .get_top_holders(GetTopHoldersRequest { limit: 10_000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(top.as_of_block, end);
+    let on_chain = w.chain.balances_at(w.history.token, &w.history.addresses, end).await.unwrap();
+    let held = on_chain.iter().filter(|b| !b.is_zero()).count();
+    assert!(
+        held > 5 && top.holders.len() == held,
+        "{} holders served, {held} on chain",
+        top.holders.len()
+    );
+    let lookup = client
+        .get_holders(GetHoldersRequest {
+            addresses: w.history.addresses.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lookup.holders.len(), w.history.addresses.len());
+    for h in top.holders.iter().chain(&lookup.holders) {
+        assert_eq!(u256(&h.balance_7d_ago), U256::ZERO, "{h:?}");
+        assert_eq!(h.weekly_change_percent, None, "{h:?}");
+    }
+    let served: std::collections::HashMap<&str, U256> =
+        lookup.holders.iter().map(|h| (h.address.as_str(), u256(&h.balance))).collect();
+    for (a, bal) in w.history.addresses.iter().zip(&on_chain) {
+        assert_eq!(served.get(a.to_checksum(None).as_str()), Some(bal), "{a}");
+    }
+
+    // The summed way: balance minus the week's moves (all of them) is 0 for every holder.
+    let c = w.db.client().await.unwrap();
+    let left: Vec<(Vec<u8>, String)> = c
+        .query(
+            "SELECT b.address, (b.balance - coalesce(i.v, 0) + coalesce(o.v, 0))::text
+             FROM balances b
+             LEFT JOIN (SELECT to_address a, sum(value) v FROM transfers GROUP BY 1) i ON i.a = b.address
+             LEFT JOIN (SELECT from_address a, sum(value) v FROM transfers GROUP BY 1) o ON o.a = b.address
+             WHERE b.balance > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left.len(), held);
+    assert!(left.iter().all(|(_, v)| v == "0"), "{left:?}");
+}

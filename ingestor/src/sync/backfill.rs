@@ -3,16 +3,15 @@
 //! its first chunk and each chunk is written as it arrives ([`crate::store::OpenBatch`]),
 //! so fetching, decoding, the balance arithmetic and Postgres' writes overlap, and memory
 //! holds the balance cache, not the batch. It commits once it holds `--batch-transfers`
-//! transfers, has been open `--batch-interval`, its changed balances fill the cache, or
-//! the next chunk needs a new partition. A failed streamed batch cannot be repeated (its
+//! transfers, has been open `--batch-interval` (and four times as long as the previous
+//! commit took; never when the range's rest is nearer than that), its changed balances
+//! fill the cache, or the next chunk needs a new partition. A failed streamed batch cannot be repeated (its
 //! logs are gone): the range starts again from the checkpoint.
 
 use std::ops::RangeInclusive;
 use std::time::Instant;
 
 use anyhow::Context;
-use futures::StreamExt;
-use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Indexer;
@@ -21,6 +20,9 @@ use crate::fetch::{self, Chunk};
 use crate::retry::Transient;
 use crate::rpc::BlockRef;
 use crate::store::{Balances, Batch, CommitStats, OpenBatch, StoreError};
+
+/// A batch stays open at least this many times as long as the previous commit took.
+const PACE: u32 = 4;
 
 /// A streamed batch and what the log line of its commit says.
 #[derive(Debug)]
@@ -37,8 +39,9 @@ impl Indexer {
     /// Indexes `range` in strict block order, committing batches as they fill. A streamed
     /// batch that fails for a passing reason (the database went away) is dropped whole,
     /// and the range resumes after the checkpoint, within the retry policy's attempts.
-    /// Returns the partition index builds still running: the one of the partition the
-    /// range ends in goes on while the caller indexes the blocks above it.
+    /// Returns the partition index builds still running (of partitions filled before the
+    /// range's end); the partition it ends in is left to the caller, to build once the
+    /// blocks above it are indexed.
     pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<Builds> {
         let policy = self.rpc.retry_policy();
         // The blocks above the range go into a partition of their own, if the one the
@@ -82,25 +85,12 @@ impl Indexer {
         range: RangeInclusive<u64>,
         builds: &mut Builds,
     ) -> anyhow::Result<()> {
-        // A few chunks of room: the next ones are fetched and decoded while one is
-        // written (memory: those chunks and the spans in flight).
-        let (tx, mut rx) =
-            mpsc::channel::<anyhow::Result<Chunk>>(self.policy.spans.concurrency.max(2) + 2);
-        let stream = fetch::chunks(self.rpc.clone(), self.token, range.clone(), self.policy.spans);
-        // The fetching task lives as long as this call: the set aborts it when dropped.
-        let mut producer = tokio::task::JoinSet::new();
-        producer.spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(chunk) = stream.next().await {
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
+        // Fetched and decoded a few chunks ahead while one is written; the fetching
+        // lives as long as this call.
+        let mut rx = fetch::prefetched(self.rpc.clone(), self.token, range.clone(), self.spans());
 
         let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
-        let mut balances = Balances::new(self.policy.balance_cache_bytes);
+        let mut balances = self.take_balances();
         let mut streaming: Option<Streaming> = None;
         // A batch that cannot be streamed (it overlaps stored blocks) is held in memory
         // and committed the careful way, at most this many transfers.
@@ -108,16 +98,22 @@ impl Indexer {
         let mut pending: Vec<Chunk> = Vec::new();
         let mut pending_transfers = 0usize;
         let mut pending_since = Instant::now();
+        // How long the last commit took: a batch stays open PACE times as long, so that
+        // commits (each rewrites the balances its batch changed) take a bounded share.
+        let mut last_commit = std::time::Duration::ZERO;
         loop {
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => None,
-                chunk = rx.recv() => chunk,
+                chunk = rx.next() => chunk,
             };
             let last = match received {
                 Some(Ok(chunk)) => {
                     let last = *chunk.span.end() == *range.end();
                     let (from, to) = (*chunk.span.start(), *chunk.span.end());
+                    if !last {
+                        self.learn_span(to - from + 1);
+                    }
                     if streaming.is_some() && !self.store.covers(to) {
                         // The next partition is made outside any batch.
                         let (end, n) = self
@@ -165,14 +161,24 @@ impl Indexer {
                 None => true,
             };
             let committed = if let Some(s) = streaming.as_ref() {
+                // A range whose rest this batch reaches sooner than the interval is
+                // written as one batch: a commit just before the end would rewrite the
+                // same balances twice.
+                let blocks = (s.last - s.first + 1) as f64;
+                let rest =
+                    (*range.end() - s.last) as f64 * s.opened.elapsed().as_secs_f64() / blocks;
+                let near_end = rest < self.policy.batch_interval.as_secs_f64();
                 let due = s.batch.transfers() >= self.policy.batch_transfers
-                    || s.opened.elapsed() >= self.policy.batch_interval
+                    || (s.opened.elapsed() >= self.policy.batch_interval.max(last_commit * PACE)
+                        && !near_end)
                     || balances.full();
                 if last || due {
-                    Some(
-                        self.commit_streamed(streaming.take().expect("open"), &mut balances)
-                            .await?,
-                    )
+                    let started = Instant::now();
+                    let done = self
+                        .commit_streamed(streaming.take().expect("open"), &mut balances)
+                        .await?;
+                    last_commit = started.elapsed();
+                    Some(done)
                 } else {
                     None
                 }
@@ -192,19 +198,18 @@ impl Indexer {
             if let Some((end, transfers)) = committed {
                 progress.advance(end, transfers);
                 builds.reap();
-                if builds.0.is_empty() {
+                // Partitions filled before the range's end are built while it goes on.
+                // The one it ends in waits for the verified steps above it: they keep
+                // every core busy, and a build beside them only slows them down.
+                if builds.0.is_empty() && !last {
                     builds.start(&self.store, end);
                 }
             }
             if last {
-                // The partition the range ends in is filled: its build (started at the
-                // last commit, or now) goes on while the caller indexes the blocks above
-                // the range.
                 builds.reap();
-                if builds.0.is_empty() && !self.shutdown.is_cancelled() {
-                    builds.start(&self.store, *range.end());
-                }
                 progress.finish();
+                // Committed: the cache holds what the store holds.
+                self.keep_balances(balances);
                 return Ok(());
             }
         }
@@ -289,6 +294,8 @@ impl Indexer {
     /// Commits a batch, retrying while the database is unreachable (a repeated commit is
     /// safe), and moves the metrics.
     pub(super) async fn commit_batch(&self, batch: &Batch) -> anyhow::Result<CommitStats> {
+        // It writes balances behind the cache's back.
+        self.drop_balances();
         let started = Instant::now();
         let stats = crate::retry::retrying(&self.rpc.retry_policy(), "committing a batch", || {
             self.store.commit(self.token, batch)

@@ -103,6 +103,18 @@ pub struct Indexer {
     /// Whether the supply mismatch was reported already (once per run is enough).
     supply_warned: AtomicBool,
     finality_memo: finality::FinalityMemo,
+    /// What the last streamed commit left: the balance cache (as the store holds it) and
+    /// the span width the node's log density called for. The verified steps after a
+    /// backfill start from them instead of from nothing. Any other write of balances (a
+    /// careful commit, a rollback) empties the cache.
+    carried: std::sync::Mutex<Carried>,
+}
+
+/// See [`Indexer::carried`].
+#[derive(Debug, Default)]
+struct Carried {
+    balances: Option<crate::store::Balances>,
+    span: Option<u64>,
 }
 
 impl Indexer {
@@ -125,6 +137,7 @@ impl Indexer {
             metrics,
             supply_warned: AtomicBool::new(false),
             finality_memo: Default::default(),
+            carried: Default::default(),
         }
     }
 
@@ -204,6 +217,40 @@ impl Indexer {
                 return Ok(());
             }
         }
+    }
+
+    /// Takes the carried balance cache, or a new one.
+    fn take_balances(&self) -> crate::store::Balances {
+        self.carried
+            .lock()
+            .expect("carried lock")
+            .balances
+            .take()
+            .unwrap_or_else(|| crate::store::Balances::new(self.policy.balance_cache_bytes))
+    }
+
+    /// Keeps a cache that holds what the store holds (right after a streamed commit).
+    fn keep_balances(&self, balances: crate::store::Balances) {
+        self.carried.lock().expect("carried lock").balances = Some(balances);
+    }
+
+    /// Drops the carried cache: balances were written another way.
+    fn drop_balances(&self) {
+        self.carried.lock().expect("carried lock").balances = None;
+    }
+
+    /// The span policy with the width last learned, if any.
+    fn spans(&self) -> crate::fetch::SpanPolicy {
+        let mut spans = self.policy.spans;
+        if let Some(w) = self.carried.lock().expect("carried lock").span {
+            spans.initial = w.clamp(1, spans.max.max(1));
+        }
+        spans
+    }
+
+    /// Remembers the width of a chunk that was not cut short by the range's end.
+    fn learn_span(&self, blocks: u64) {
+        self.carried.lock().expect("carried lock").span = Some(blocks);
     }
 
     /// Reads totalSupply() at `block` and compares it with the supply derived from

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use futures::StreamExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Indexer;
@@ -24,6 +23,7 @@ impl Indexer {
     /// orphaned, after rolling back to the fork.
     pub(super) async fn step(&self, next: u64, end: u64) -> anyhow::Result<u64> {
         let stop = end.min(next + MAX_STEP_BLOCKS - 1);
+        let began = Instant::now();
         let numbers: Vec<u64> = (next..=stop).collect();
         let found = self.rpc.blocks_if_known(&numbers).await?;
         let Some(headers) = found.into_iter().collect::<Option<Vec<_>>>() else {
@@ -38,12 +38,7 @@ impl Indexer {
         if headers.windows(2).any(|w| w[1].parent_hash != w[0].hash) {
             return Ok(next);
         }
-        let mut spans = std::pin::pin!(fetch::chunks(
-            self.rpc.clone(),
-            self.token,
-            next..=stop,
-            self.policy.spans
-        ));
+        let mut spans = fetch::prefetched(self.rpc.clone(), self.token, next..=stop, self.spans());
         let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
         // A step of several blocks (catching up) is written as its logs arrive, like a
         // backfill batch, and also held in memory: if streaming fails, the step is
@@ -67,6 +62,7 @@ impl Indexer {
             transfers.extend(chunk.transfers);
             rejected.extend(chunk.rejected);
         }
+        let written = started.elapsed();
         let end_block = *headers.last().expect("at least one header");
         let count = transfers.len();
         let batch =
@@ -81,6 +77,7 @@ impl Indexer {
                 {
                     Ok(stats) => {
                         self.count_commit(&stats, &end_block, started);
+                        self.keep_balances(balances);
                         stats
                     }
                     Err(e) => {
@@ -97,6 +94,8 @@ impl Indexer {
             to = stop,
             transfers = count,
             inserted = stats.inserted,
+            headers_ms = (started - began).as_millis() as u64,
+            written_ms = written.as_millis() as u64,
             ms = started.elapsed().as_millis() as u64,
             "committed"
         );
@@ -109,7 +108,7 @@ impl Indexer {
         if !self.store.can_stream() {
             return None;
         }
-        let mut balances = Balances::new(self.policy.balance_cache_bytes);
+        let mut balances = self.take_balances();
         match self.store.open_batch(self.token, next, stop, true, &mut balances).await {
             Ok(open) => open.map(|o| (o, balances)),
             Err(e) => {
@@ -166,6 +165,7 @@ impl Indexer {
     /// the reorg. Returns the block after the fork, where indexing goes on.
     async fn roll_back_from(&self, top: u64) -> anyhow::Result<u64> {
         let fork = self.find_fork(top).await?;
+        self.drop_balances();
         let removed = self.store.roll_back(self.token, &fork).await?;
         let depth = top - fork.number;
         self.metrics.reorgs.inc();

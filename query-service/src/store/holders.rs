@@ -60,28 +60,35 @@ macro_rules! holder_columns {
 /// moved at all are summed by one join per direction (`moved`, computed once): index-only
 /// range scans of transfers_to and transfers_from per holder where those exist, one hash
 /// join over the recent blocks where a backfill has not built them yet (a partition
-/// being filled has none), so answers stay within the statement timeout meanwhile.
+/// being filled has none), so answers stay within the statement timeout meanwhile. A
+/// week that reaches back before the token's first indexed block adds nothing up: every
+/// balance then was 0 (the store's balances are sums from that block on), which is what
+/// the sums would give, without reading a history that is all inside the week.
 /// Parameters: $1 token, $2 week_ago_block, $3 total supply (decimal text), then the
 /// inner query's own.
 macro_rules! with_week {
     ($inner:literal) => {
         holder_columns!(
             $inner,
-            ", moved AS MATERIALIZED (
+            ", inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE address = $1),
+            held AS (SELECT DISTINCT address FROM page
+                     WHERE last_transfer_block > $2 AND (SELECT week FROM inside)),
+            moved AS MATERIALIZED (
                 SELECT m.a, sum(m.v) AS v FROM (
                     SELECT t.to_address AS a, t.value AS v
-                    FROM (SELECT DISTINCT address FROM page WHERE last_transfer_block > $2) q
+                    FROM held q
                     JOIN transfers t
                       ON t.token = $1 AND t.to_address = q.address AND t.block_number > $2
                     UNION ALL
                     SELECT t.from_address, -t.value
-                    FROM (SELECT DISTINCT address FROM page WHERE last_transfer_block > $2) q
+                    FROM held q
                     JOIN transfers t
                       ON t.token = $1 AND t.from_address = q.address AND t.block_number > $2
                 ) m GROUP BY m.a)",
             "CASE
                 -- No transfer after the week-ago block: nothing to add up (most holders).
                 WHEN p.last_transfer_block <= $2 THEN p.balance
+                WHEN NOT (SELECT week FROM inside) THEN 0
                 ELSE p.balance - coalesce((SELECT m.v FROM moved m WHERE m.a = p.address), 0)
                 END"
         )
