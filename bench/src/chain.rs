@@ -10,8 +10,16 @@ use alloy_sol_types::SolCall;
 use rig::chain::{Chain, DEPLOYER, TestToken};
 use rig::history::holder;
 
-/// Seconds between blocks, as on mainnet.
+/// Seconds between blocks on mainnet.
 pub(crate) const BLOCK_SECONDS: u64 = 12;
+
+/// Seconds between the blocks of a chain of `blocks`: the history spans 30 days (at
+/// least [`BLOCK_SECONDS`] a block), so its last 7 days are the last quarter of its
+/// blocks and the 7-day figures the query-service answers with during a backfill read a
+/// quarter of the history, not all of it and not none.
+pub(crate) fn block_seconds(blocks: u64) -> u64 {
+    (30 * 86_400 / blocks.max(1)).max(BLOCK_SECONDS)
+}
 
 /// What was built.
 #[derive(Debug, Clone)]
@@ -82,6 +90,7 @@ pub(crate) async fn build(
     );
     let token = chain.deploy_token("Bench Token", "BENCH").await?;
     let start_block = chain.head().await?;
+    let seconds = block_seconds(transfers / per_block as u64 + 10);
     let addresses: Vec<Address> = (0..holders).map(|i| holder(5, i)).collect();
     let mut balances: Vec<U256> = (0..holders).map(initial_balance).collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -94,7 +103,7 @@ pub(crate) async fn build(
         let call = TestToken::mintBatchCall { to: chunk.to_vec(), values: amounts.to_vec() };
         let gas = 100_000 + 60_000 * chunk.len() as u64;
         chain.send(DEPLOYER, Some(token), call.abi_encode(), gas).await?;
-        chain.mine(BLOCK_SECONDS).await?;
+        chain.mine(seconds).await?;
         done += chunk.len() as u64;
     }
 
@@ -119,7 +128,7 @@ pub(crate) async fn build(
         let call = TestToken::moveBatchCall { from, to, values };
         let gas = 100_000 + 60_000 * n as u64;
         chain.send(DEPLOYER, Some(token), call.abi_encode(), gas).await?;
-        chain.mine(BLOCK_SECONDS).await?;
+        chain.mine(seconds).await?;
         done += n as u64;
         if last_report.elapsed().as_secs() >= 10 {
             last_report = Instant::now();

@@ -77,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
     let mut report = report::Report::new(&args);
 
     println!("== chain: {} transfers among {} holders on Anvil", args.transfers, args.holders);
-    let history_seconds = (args.transfers / args.per_block as u64 + 10) * chain::BLOCK_SECONDS;
+    let blocks = args.transfers / args.per_block as u64 + 10;
+    let history_seconds = blocks * chain::block_seconds(blocks);
     let anvil =
         // Only the newest state is ever read here; without pruning Anvil writes the
         // state of every block to ~/.foundry (tens of GB for this chain) and slows down.
