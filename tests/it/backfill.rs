@@ -211,18 +211,13 @@ async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
         .await
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (k, split as i64));
-    let bounds: Vec<(String, String)> = c
-        .query(
-            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
-             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'transfers'::regclass ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let bounds: Vec<(String, String)> = pairs(
+        &c,
+        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'transfers'::regclass ORDER BY 1",
+    )
+    .await;
     assert_eq!(
         bounds,
         vec![
@@ -306,20 +301,24 @@ async fn a_week_before_the_first_block_held_nothing() {
 
     // The summed way: balance minus the week's moves (all of them) is 0 for every holder.
     let c = w.db.client().await.unwrap();
-    let left: Vec<(Vec<u8>, String)> = c
-        .query(
-            "SELECT b.address, (b.balance - coalesce(i.v, 0) + coalesce(o.v, 0))::text
-             FROM balances b
-             LEFT JOIN (SELECT to_address a, sum(value) v FROM transfers GROUP BY 1) i ON i.a = b.address
-             LEFT JOIN (SELECT from_address a, sum(value) v FROM transfers GROUP BY 1) o ON o.a = b.address
-             WHERE b.balance > 0",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let left: Vec<(Vec<u8>, String)> = pairs(
+        &c,
+        "SELECT b.address, (b.balance - coalesce(i.v, 0) + coalesce(o.v, 0))::text
+         FROM balances b
+         LEFT JOIN (SELECT to_address a, sum(value) v FROM transfers GROUP BY 1) i ON i.a = b.address
+         LEFT JOIN (SELECT from_address a, sum(value) v FROM transfers GROUP BY 1) o ON o.a = b.address
+         WHERE b.balance > 0",
+    )
+    .await;
     assert_eq!(left.len(), held);
     assert!(left.iter().all(|(_, v)| v == "0"), "{left:?}");
+}
+
+/// The two columns of every row `sql` returns.
+async fn pairs<A, B>(c: &tokio_postgres::Client, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
 }
