@@ -86,7 +86,9 @@ pub struct Config {
     pub batch_transfers: u64,
 
     /// Commit a non-empty batch that has been open this long (e.g. 500ms, 5s): how stale
-    /// the checkpoint the query-service answers at may be during a backfill.
+    /// the checkpoint the query-service answers at may be during a backfill. A backfill
+    /// batch also stays open four times as long as the previous commit took, and past the
+    /// interval when the range's end is nearer than it.
     #[arg(long, global = true, env = "INGESTOR_BATCH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub batch_interval: Duration,
 
