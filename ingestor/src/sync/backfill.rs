@@ -5,8 +5,8 @@
 //! holds the balance cache, not the batch. It commits once it holds `--batch-transfers`
 //! transfers, has been open `--batch-interval` (and four times as long as the previous
 //! commit took; never when the range's rest is nearer than that), its changed balances
-//! fill the cache, or the next chunk needs a new partition. A failed streamed batch cannot be repeated (its
-//! logs are gone): the range starts again from the checkpoint.
+//! fill the cache, or the next chunk needs a new partition. A failed streamed batch
+//! cannot be repeated (its logs are gone): the range starts again from the checkpoint.
 
 use std::ops::RangeInclusive;
 use std::time::Instant;
