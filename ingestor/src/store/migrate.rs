@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "split_partition_at_finality",
         include_str!("../../../migrations/V7__split_partition_at_finality.sql"),
     ),
+    (
+        8,
+        "address_first_partition_indexes",
+        include_str!("../../../migrations/V8__address_first_partition_indexes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

@@ -34,6 +34,8 @@ pub struct OpenBatch {
     transfers: i64,
     blocks: Blocks,
     rejected: Vec<(u64, u64)>,
+    /// Whether its commit waits for the disk (it was opened near the head).
+    durable: bool,
 }
 
 impl Store {
@@ -76,6 +78,7 @@ impl Store {
             transfers: 0,
             blocks: Blocks::default(),
             rejected: Vec::new(),
+            durable: near_head,
         };
         let client = batch.client();
         // A batch of final blocks: if the server crashes before this commit reaches the
@@ -139,8 +142,9 @@ impl OpenBatch {
     }
 
     /// Ends the COPY, writes the changed balances, the blocks (the `verified` headers'
-    /// too) and the checkpoint `end`, and commits. On success the cache holds what the
-    /// store holds.
+    /// too) and the checkpoint `end`, and commits: durably if there are `verified`
+    /// headers (a batch of final blocks that verified blocks joined). On success the
+    /// cache holds what the store holds.
     pub async fn commit(
         mut self,
         end: &BlockRef,
@@ -150,6 +154,13 @@ impl OpenBatch {
         self.copy.take().expect("committed once").finish().await?;
         self.blocks.verified(verified.iter().chain(std::iter::once(end)));
         let client = self.client();
+        if !self.durable && !verified.is_empty() {
+            // The hashes kept are what a later reorg is traced by.
+            client
+                .batch_execute("SET LOCAL synchronous_commit = on")
+                .await
+                .what("making the commit durable")?;
+        }
         let (balance_rows, holders) = balances.write(client, self.token).await?;
         let rejected = self.blocks.keep(client, self.token, &self.rejected).await?;
         let moved = Moved {

@@ -26,7 +26,7 @@ const PACE: u32 = 4;
 
 /// A streamed batch and what the log line of its commit says.
 #[derive(Debug)]
-struct Streaming {
+pub(super) struct Streaming {
     batch: OpenBatch,
     first: u64,
     last: u64,
@@ -35,14 +35,52 @@ struct Streaming {
     opened: Instant,
 }
 
+/// The last batch of a deep range, written and not committed, and the balance cache as
+/// it stands inside it: the first verified step above the range joins it
+/// ([`Indexer::step_onto`]).
+#[derive(Debug)]
+pub(super) struct Unfinished {
+    pub(super) streaming: Streaming,
+    pub(super) balances: Balances,
+}
+
+impl Unfinished {
+    /// The last block written.
+    pub(super) fn last(&self) -> u64 {
+        self.streaming.last
+    }
+}
+
+impl Streaming {
+    /// The batch's first block.
+    pub(super) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Transfers written so far.
+    pub(super) fn transfers(&self) -> usize {
+        self.batch.transfers()
+    }
+
+    /// The batch, to write more into.
+    pub(super) fn into_batch(self) -> OpenBatch {
+        self.batch
+    }
+}
+
 impl Indexer {
     /// Indexes `range` in strict block order, committing batches as they fill. A streamed
     /// batch that fails for a passing reason (the database went away) is dropped whole,
     /// and the range resumes after the checkpoint, within the retry policy's attempts.
     /// Returns the partition index builds still running (of partitions filled before the
     /// range's end); the partition it ends in is left to the caller, to build once the
-    /// blocks above it are indexed.
-    pub async fn index(&self, range: RangeInclusive<u64>) -> anyhow::Result<Builds> {
+    /// blocks above it are indexed. With `leave_open`, the range's last streamed batch is
+    /// returned uncommitted, for the verified step above it to join.
+    pub(super) async fn index(
+        &self,
+        range: RangeInclusive<u64>,
+        leave_open: bool,
+    ) -> anyhow::Result<(Builds, Option<Unfinished>)> {
         let policy = self.rpc.retry_policy();
         // The blocks above the range go into a partition of their own, if the one the
         // range ends in is still to be made.
@@ -55,8 +93,9 @@ impl Indexer {
         let mut start = *range.start();
         let mut attempt = 1;
         loop {
-            let Err(e) = self.index_from(start..=*range.end(), &mut builds).await else {
-                return Ok(builds);
+            let e = match self.index_from(start..=*range.end(), &mut builds, leave_open).await {
+                Ok(open) => return Ok((builds, open)),
+                Err(e) => e,
             };
             let transient = e.downcast_ref::<StoreError>().is_some_and(|s| s.is_transient());
             if !transient || attempt >= policy.max_attempts || self.shutdown.is_cancelled() {
@@ -74,7 +113,7 @@ impl Indexer {
             attempt = if resume > start { 1 } else { attempt + 1 };
             start = resume;
             if start > *range.end() {
-                return Ok(builds);
+                return Ok((builds, None));
             }
         }
     }
@@ -84,7 +123,8 @@ impl Indexer {
         &self,
         range: RangeInclusive<u64>,
         builds: &mut Builds,
-    ) -> anyhow::Result<()> {
+        leave_open: bool,
+    ) -> anyhow::Result<Option<Unfinished>> {
         // Fetched and decoded a few chunks ahead while one is written; the fetching
         // lives as long as this call.
         let mut rx = fetch::prefetched(self.rpc.clone(), self.token, range.clone(), self.spans());
@@ -107,6 +147,7 @@ impl Indexer {
                 () = self.shutdown.cancelled() => None,
                 chunk = rx.next() => chunk,
             };
+            let ended = received.is_some();
             let last = match received {
                 Some(Ok(chunk)) => {
                     let last = *chunk.span.end() == *range.end();
@@ -172,6 +213,14 @@ impl Indexer {
                     || (s.opened.elapsed() >= self.policy.batch_interval.max(last_commit * PACE)
                         && !near_end)
                     || balances.full();
+                if last && ended && leave_open && !balances.full() {
+                    // The verified step above commits it, with its own rows.
+                    let s = streaming.take().expect("open");
+                    progress.advance(s.last, s.batch.transfers());
+                    builds.reap();
+                    progress.finish();
+                    return Ok(Some(Unfinished { streaming: s, balances }));
+                }
                 if last || due {
                     let started = Instant::now();
                     let done = self
@@ -210,14 +259,14 @@ impl Indexer {
                 progress.finish();
                 // Committed: the cache holds what the store holds.
                 self.keep_balances(balances);
-                return Ok(());
+                return Ok(None);
             }
         }
     }
 
     /// Commits a streamed batch at its last chunk's block. Returns that block and the
     /// batch's transfer count. Not repeated: see [`Indexer::index`].
-    async fn commit_streamed(
+    pub(super) async fn commit_streamed(
         &self,
         s: Streaming,
         balances: &mut Balances,

@@ -149,7 +149,10 @@ impl Indexer {
         let mut caught_up_logged = false;
         let mut heads = heads::Heads::default();
         let mut partitions_indexed = false;
-        loop {
+        // Whether a deep range's last batch is left open for the first verified step to
+        // join; not again after such a batch failed.
+        let mut join = true;
+        'passes: loop {
             let head = self.rpc.head().await.context("reading the chain head")?;
             self.metrics.head(head);
             let finality = self.finality(head).await?;
@@ -164,18 +167,39 @@ impl Indexer {
                 // Final blocks cannot change: wide ranges, no parents checked.
                 let deep_end = end.min(finality.finalized);
                 let mut builds = None;
+                let mut open = None;
                 if next <= deep_end {
-                    builds = Some(self.index(next..=deep_end).await?);
+                    let (b, o) = self.index(next..=deep_end, join && end > deep_end).await?;
+                    (builds, open) = (Some(b), o);
                     next = deep_end + 1;
                     partitions_indexed = false;
                 }
                 while next <= end && !self.shutdown.is_cancelled() {
-                    let after = self.step(next, end).await?;
+                    let after = match open.take() {
+                        Some(o) => self.step_onto(o, end).await?,
+                        None => self.step(next, end).await?,
+                    };
+                    if after < next {
+                        // The joint batch failed: read the range again, then commit
+                        // its batches alone.
+                        join = false;
+                        next = after;
+                        continue 'passes;
+                    }
                     if after == next {
                         // The chain moved while we read it: look at the head again.
                         break;
                     }
                     next = after;
+                }
+                if let Some(o) = open {
+                    // Shut down before the step: the final blocks are complete.
+                    let after = self.commit_alone(o).await?;
+                    if after < next {
+                        join = false;
+                        next = after;
+                        continue 'passes;
+                    }
                 }
                 if let Some(builds) = builds {
                     builds.finish().await;

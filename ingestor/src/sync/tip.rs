@@ -5,12 +5,15 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Indexer;
+use super::backfill::Unfinished;
 use crate::fetch;
+use crate::retry::Transient;
 use crate::rpc::BlockRef;
-use crate::store::{Balances, Batch, OpenBatch};
+use crate::store::{Balances, Batch, OpenBatch, StoreError};
 
 /// At most this many blocks in one verified step (one batch of headers).
 const MAX_STEP_BLOCKS: u64 = 256;
@@ -100,6 +103,125 @@ impl Indexer {
             "committed"
         );
         Ok(stop + 1)
+    }
+
+    /// The first verified step above a deep range, written into the range's last batch
+    /// (`open`, not committed yet) and committed with it, once and durably: the balances
+    /// both change are written once, and no commit waits between the last final block
+    /// and the first verified one. The step's headers and logs are all checked before
+    /// any of its rows is written, so a chain that moved meanwhile costs the deep batch
+    /// nothing: it commits alone, and the step is taken again the usual way. Returns the
+    /// block to index next, as [`Indexer::step`] does; below the step if the batch
+    /// failed and the range is read again from the checkpoint.
+    pub(super) async fn step_onto(&self, open: Unfinished, end: u64) -> anyhow::Result<u64> {
+        let next = open.last() + 1;
+        let stop = end.min(next + MAX_STEP_BLOCKS - 1);
+        if !self.store.covers(stop) {
+            // Its blocks need a partition made outside any batch.
+            let after = self.commit_alone(open).await?;
+            return if after == next { self.step(next, end).await } else { Ok(after) };
+        }
+        let began = Instant::now();
+        // The range's last block too: the step's first parent.
+        let numbers: Vec<u64> = (next - 1..=stop).collect();
+        let found = match self.rpc.blocks_if_known(&numbers).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.commit_alone(open).await?;
+                return Err(e.into());
+            }
+        };
+        let headers = match found.into_iter().collect::<Option<Vec<_>>>() {
+            Some(h) if h.windows(2).all(|w| w[1].parent_hash == w[0].hash) => h,
+            // A chain that got shorter or moved under the calls: the usual step sorts
+            // it out, after the final blocks are committed.
+            _ => return self.commit_alone(open).await,
+        };
+        let headers = &headers[1..];
+        let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
+        let mut spans = fetch::prefetched(self.rpc.clone(), self.token, next..=stop, self.spans());
+        let mut chunks = Vec::new();
+        while let Some(chunk) = spans.next().await {
+            match chunk {
+                Ok(c) if c.transfers.iter().all(|t| on_branch(t.block_number, t.block_hash)) => {
+                    chunks.push(c)
+                }
+                Ok(_) => return self.commit_alone(open).await,
+                Err(e) => {
+                    self.commit_alone(open).await?;
+                    return Err(e);
+                }
+            }
+        }
+        let fetched = began.elapsed();
+        let Unfinished { streaming, mut balances } = open;
+        let (first, deep) = (streaming.first(), streaming.transfers());
+        let end_block = *headers.last().expect("at least one header");
+        let started = Instant::now();
+        let span = info_span!("batch", from = first, to = stop, joined = true);
+        let written = async {
+            let mut batch = streaming.into_batch();
+            for c in &chunks {
+                batch.push(&c.transfers, &c.rejected, &mut balances).await?;
+            }
+            let written = started.elapsed();
+            let stats = batch.commit(&end_block, headers, &mut balances).await?;
+            Ok::<_, StoreError>((written, stats))
+        }
+        .instrument(span)
+        .await;
+        match written {
+            Ok((written, stats)) => {
+                self.count_commit(&stats, &end_block, started);
+                self.keep_balances(balances);
+                info!(
+                    from = first,
+                    to = stop,
+                    transfers = stats.inserted,
+                    final_transfers = deep,
+                    balances = stats.balances_touched,
+                    fetched_ms = fetched.as_millis() as u64,
+                    written_ms = written.as_millis() as u64,
+                    ms = started.elapsed().as_millis() as u64,
+                    "committed the last final blocks with the first verified step"
+                );
+                Ok(stop + 1)
+            }
+            Err(e) => self.resume_after(e.into()).await,
+        }
+    }
+
+    /// Commits a deep range's last batch on its own. Returns the block after it, or
+    /// where the range resumes if the commit failed for a passing reason.
+    pub(super) async fn commit_alone(&self, open: Unfinished) -> anyhow::Result<u64> {
+        let Unfinished { streaming, mut balances } = open;
+        match self.commit_streamed(streaming, &mut balances).await {
+            Ok((last, _)) => {
+                self.keep_balances(balances);
+                Ok(last + 1)
+            }
+            Err(e) => self.resume_after(e).await,
+        }
+    }
+
+    /// After a streamed batch failed: for a passing reason (the database went away),
+    /// the block after the checkpoint, where the range is read again (the batch may even
+    /// have committed: the checkpoint says); otherwise the error.
+    async fn resume_after(&self, e: anyhow::Error) -> anyhow::Result<u64> {
+        let transient = e.downcast_ref::<StoreError>().is_some_and(|s| s.is_transient());
+        if !transient {
+            return Err(e);
+        }
+        let policy = self.rpc.retry_policy();
+        let delay = policy.backoff(1);
+        warn!(error = %bootstrap::ErrorChain(e.as_ref() as &dyn std::error::Error), delay_ms = delay.as_millis() as u64, "a streamed batch failed; reading again from the checkpoint");
+        tokio::time::sleep(delay).await;
+        let row = crate::retry::retrying(&policy, "reading the checkpoint", || {
+            self.store.token(self.token)
+        })
+        .await?
+        .context("the token row is gone")?;
+        Ok((row.indexed_block + 1) as u64)
     }
 
     /// Opens the streamed batch of a step `next..=stop`, or `None` where it cannot be
