@@ -132,6 +132,11 @@ struct State {
     /// answers (it does not know the blocks above its head).
     lagged: Mutex<Option<(u64, u32)>>,
     injected: [AtomicU64; Fault::ALL.len()],
+    /// Armed: the next `eth_getLogs` answer with logs at or above this block gets them
+    /// from another branch (see [`FaultProxy::other_branch_logs_from`]).
+    branch_from: Mutex<Option<u64>>,
+    /// Answers served from another branch.
+    branched: AtomicU64,
     /// When each JSON-RPC call arrived (a batch adds one per call in it).
     arrivals: Mutex<Vec<Instant>>,
 }
@@ -151,6 +156,8 @@ impl FaultProxy {
             lag_due: Default::default(),
             lagged: Mutex::new(None),
             injected: Default::default(),
+            branch_from: Mutex::new(None),
+            branched: AtomicU64::new(0),
             arrivals: Mutex::new(Vec::new()),
         });
         let serving = state.clone();
@@ -181,6 +188,18 @@ impl FaultProxy {
     /// [`Fault::LaggingHead`]), whatever the rules.
     pub fn lag_next_head(&self) {
         self.state.lag_due.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes the next `eth_getLogs` answer that holds logs at or above `block` give
+    /// those logs another block hash: a backend on another branch than the one the
+    /// headers came from (the chain moved between the calls). Once.
+    pub fn other_branch_logs_from(&self, block: u64) {
+        *self.state.branch_from.lock().unwrap() = Some(block);
+    }
+
+    /// `eth_getLogs` answers served from another branch.
+    pub fn branched(&self) -> u64 {
+        self.state.branched.load(Ordering::Relaxed)
     }
 
     /// JSON-RPC calls received (a batch counts each call in it).
@@ -382,6 +401,23 @@ async fn handle(
             _ => {}
         }
         if refused {
+            return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
+        }
+    }
+    if is_get_logs
+        && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
+        && let Some(logs) = answer["result"].as_array_mut()
+    {
+        let mut armed = state.branch_from.lock().unwrap();
+        let above =
+            |l: &Value| armed.is_some_and(|b| quantity(&l["blockNumber"]).is_some_and(|n| n >= b));
+        if logs.iter().any(above) {
+            for l in logs.iter_mut().filter(|l| above(l)) {
+                // The same number on another branch: another hash.
+                l["blockHash"] = json!(format!("0x{}", "ab".repeat(32)));
+            }
+            *armed = None;
+            state.branched.fetch_add(1, Ordering::Relaxed);
             return Ok(reply(StatusCode::OK, Bytes::from(answer.to_string())));
         }
     }

@@ -6,6 +6,7 @@ mod faults;
 mod finality;
 mod follow;
 mod grpc;
+mod handover;
 mod kills;
 mod ops;
 mod past;
