@@ -3,6 +3,7 @@
 
 mod backfill;
 mod faults;
+mod filters;
 mod finality;
 mod follow;
 mod grpc;
