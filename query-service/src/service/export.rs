@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use tracing::{Instrument, info_span, warn};
 
-use super::holders::{at_least, moment, response};
+use super::holders::{moment, response};
 use super::{Holders, HoldersStream};
 use crate::error::QueryError;
 use crate::input;
@@ -30,7 +30,7 @@ impl Holders {
     ) -> Result<HoldersStream, QueryError> {
         let wanted = input::token(&req.token)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
-        let min = input::min_balance(&req.min_balance)?;
+        let min = input::min_balance(&req.min_balance)?.map(|m| m.to_string());
         let (chunks, rx) = mpsc::channel::<Result<HoldersChunk, Status>>(2);
         let (ready, started) = oneshot::channel::<Result<(), QueryError>>();
         let pool = self.pool.clone();
@@ -46,6 +46,7 @@ impl Holders {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     }
+                    let floor = min.as_deref().unwrap_or("0");
                     let mut sent = 0u64;
                     let chunk_of = |rows: Vec<HolderRow>, sent: &mut u64| {
                         let answer = response(&token, &moment, rows, Some(*sent), None, 0);
@@ -64,17 +65,15 @@ impl Holders {
                         .await?;
                     // One statement for the whole ranking, fetched a chunk at a time.
                     let portal = if moment.latest {
-                        store::holders::export_portal(&tx, &token).await?
+                        store::holders::export_portal(&tx, &token, floor).await?
                     } else {
-                        store::history::ranking_portal(&tx, &token, &moment).await?
+                        store::history::ranking_portal(&tx, &token, &moment, floor).await?
                     };
                     loop {
                         let rows = tx.query_portal(&portal, CHUNK as i32).await?;
-                        let mut rows: Vec<HolderRow> =
+                        let full = rows.len() == CHUNK;
+                        let rows: Vec<HolderRow> =
                             rows.iter().map(store::holders::holder_row).collect();
-                        // The filter cuts the ranking's tail: a chunk it cut is the last.
-                        let fetched = rows.len();
-                        let full = !at_least(&mut rows, min) && fetched == CHUNK;
                         if (!rows.is_empty() || sent == 0)
                             && chunks.send(Ok(chunk_of(rows, &mut sent))).await.is_err()
                         {

@@ -64,21 +64,20 @@ impl Holders {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
         let wanted = input::token(&req.token)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
-        let floor = input::min_balance(&req.min_balance)?;
-        let min = floor.map(|m| m.to_string());
+        let min = input::min_balance(&req.min_balance)?.map(|m| m.to_string());
+        let floor = min.as_deref().unwrap_or("0");
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
-        let key = key(&token, &moment, limit, "", min.as_deref().unwrap_or("0"));
+        let key = key(&token, &moment, limit, "", floor);
         let answer = self
             .ranked_answer(key, async {
-                let mut rows = if moment.latest {
-                    store::holders::ranked(&tx, &token, None, limit).await?
+                let rows = if moment.latest {
+                    store::holders::ranked(&tx, &token, None, limit, floor).await?
                 } else {
-                    store::history::ranked_at(&tx, &token, &moment, None, limit).await?
+                    store::history::ranked_at(&tx, &token, &moment, None, limit, floor).await?
                 };
-                at_least(&mut rows, floor);
                 let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
                 Ok(response(&token, &moment, rows, Some(0), None, count))
             })
@@ -92,8 +91,8 @@ impl Holders {
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
-        let floor = input::min_balance(&req.min_balance)?;
-        let min = floor.map(|m| m.to_string());
+        let min = input::min_balance(&req.min_balance)?.map(|m| m.to_string());
+        let floor = min.as_deref().unwrap_or("0");
         if !addresses.is_empty() && !req.page_token.is_empty() {
             return Err(QueryError::invalid(
                 "page_token",
@@ -105,12 +104,11 @@ impl Holders {
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
         let answer = if !addresses.is_empty() {
-            let mut rows = if moment.latest {
-                store::holders::lookup(&tx, &token, &addresses).await?
+            let rows = if moment.latest {
+                store::holders::lookup(&tx, &token, &addresses, floor).await?
             } else {
-                store::history::lookup_at(&tx, &token, &moment, &addresses).await?
+                store::history::lookup_at(&tx, &token, &moment, &addresses, floor).await?
             };
-            at_least(&mut rows, floor);
             let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
             response(&token, &moment, rows, None, None, count)
         } else {
@@ -118,17 +116,14 @@ impl Holders {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            let key = key(&token, &moment, size, &req.page_token, min.as_deref().unwrap_or("0"));
-            self.ranked_answer(key, async {
+            self.ranked_answer(key(&token, &moment, size, &req.page_token, floor), async {
                 let after_row = after.map(|p| (p.balance.to_string(), p.address));
-                let mut rows = if moment.latest {
-                    store::holders::ranked(&tx, &token, after_row, size).await?
+                let rows = if moment.latest {
+                    store::holders::ranked(&tx, &token, after_row, size, floor).await?
                 } else {
-                    store::history::ranked_at(&tx, &token, &moment, after_row, size).await?
+                    store::history::ranked_at(&tx, &token, &moment, after_row, size, floor).await?
                 };
-                // A page cut by the filter is the last one.
-                let fetched = rows.len() as i64;
-                let full = !at_least(&mut rows, floor) && fetched == size;
+                let full = rows.len() as i64 == size;
                 let first_rank = after.map_or(0, |p| p.rank);
                 let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
                 Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size), count))
@@ -259,17 +254,6 @@ pub(super) fn response(
         as_of_finalized_block: token.finalized_block.min(moment.block).max(0) as u64,
         holder_count,
     }
-}
-
-/// Keeps the rows holding at least `min` (all without it). Returns whether it dropped
-/// any: the filter cuts the ranking's tail, so a ranked page it cut is the last one.
-pub(super) fn at_least(rows: &mut Vec<HolderRow>, min: Option<U256>) -> bool {
-    let Some(min) = min else {
-        return false;
-    };
-    let before = rows.len();
-    rows.retain(|r| r.balance.parse::<U256>().is_ok_and(|b| b >= min));
-    rows.len() < before
 }
 
 /// Writes base units as whole tokens: `decimals` digits after the point, trailing zeros

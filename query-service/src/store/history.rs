@@ -130,7 +130,7 @@ macro_rules! last_up_to {
 /// The ranking at block $5 for a recent block: addresses with no transfer after it hold
 /// what they hold now (one walk of balances_rank, skipping the others), the others what
 /// [`moved_after!`] says. Costs the transfers after $5 and a sort, plus a page. Ranked
-/// after (balance $7, address $8).
+/// after (balance $7, address $8), down to the balance $9.
 const RANKED_AT_RECENT: &str = with_week_at!(concat!(
     "WITH ",
     moved_after!("$1", "$5"),
@@ -139,11 +139,13 @@ const RANKED_AT_RECENT: &str = with_week_at!(concat!(
             (SELECT address, balance, last_transfer_block FROM balances
              WHERE token = $1 AND balance > 0 AND address NOT IN (SELECT address FROM moved)
                AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+               AND -balance <= -($9::text::numeric)
              ORDER BY -balance, address LIMIT $4)
             UNION ALL
             (SELECT address, balance, NULL::bigint FROM moved
              WHERE address <> $6 AND balance > 0
-               AND (-balance, address) > (-($7::text::numeric), $8::bytea))
+               AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+               AND balance >= $9::text::numeric)
         ) u ORDER BY -balance, address LIMIT $4
      )
      -- The newest transfer at or before $5 of the page's moved addresses only.
@@ -154,13 +156,14 @@ const RANKED_AT_RECENT: &str = with_week_at!(concat!(
 
 /// The ranking at block $5 for an old block: each address's newest transfer at or
 /// before it carries its balance then ([`last_up_to!`]). Costs the transfers up to $5.
-/// Ranked after (balance $7, address $8).
+/// Ranked after (balance $7, address $8), down to the balance $9.
 const RANKED_AT_OLD: &str = with_week_at!(concat!(
     "WITH ",
     last_up_to!("$1", "$5"),
     "
      SELECT address, balance, last_transfer_block FROM last
      WHERE balance > 0 AND address <> $6 AND (-balance, address) > (-($7::text::numeric), $8::bytea)
+       AND balance >= $9::text::numeric
      ORDER BY -balance, address LIMIT $4"
 ));
 
@@ -187,15 +190,16 @@ const COUNT_AT_OLD: &str = concat!(
      WHERE balance > 0 AND address <> $3 AND balance >= $4::text::numeric"
 );
 
-/// The holders at addresses $4 at block $5: one `balance_at()` lookup each. Public for
-/// EXPLAIN in tests. (A filter on the balance belongs to the caller: in this query it
-/// turned the lookups into a scan, 14 ms → 4.2 s at 10M holders.)
+/// The holders at addresses $4 at block $5 holding at least $7 ("0": all): one
+/// `balance_at()` lookup each. Public for EXPLAIN in tests.
 pub const LOOKUP_AT: &str = with_week_at!(
-    "SELECT q.address,
-            CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
-            CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
-     FROM unnest($4::bytea[]) AS q(address)
-     CROSS JOIN LATERAL balance_at($1, q.address, $5) b"
+    "SELECT * FROM (
+        SELECT q.address,
+               CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
+               CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
+        FROM unnest($4::bytea[]) AS q(address)
+        CROSS JOIN LATERAL balance_at($1, q.address, $5) b
+     ) l WHERE l.balance >= $7::text::numeric"
 );
 
 /// Above any uint256: the cursor before the first holder.
@@ -221,33 +225,36 @@ async fn recent_side(
     Ok(newer < half)
 }
 
-/// The ranking of `token` at a past moment, from the start or after `after`.
+/// The ranking of `token` at a past moment, from the start or after `after`, down to
+/// the balance `min` ("0": every holder).
 pub async fn ranked_at(
     tx: &Transaction<'_>,
     token: &TokenView,
     at: &Moment,
     after: Option<(String, Address)>,
     limit: i64,
+    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
     let sql = if recent_side(tx, token, at).await? { RANKED_AT_RECENT } else { RANKED_AT_OLD };
     let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
     // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
     let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };
-    rows_at(tx, sql, token, at, &limit, &[&balance, &address]).await
+    rows_at(tx, sql, token, at, &limit, &[&balance, &address, &min]).await
 }
 
-/// The whole ranking of `token` at a past moment, bound as a portal the caller fetches
-/// from in chunks: one pass over the history and one sort for a whole export, not one
-/// per chunk.
+/// The whole ranking of `token` at a past moment down to `min`, bound as a portal the
+/// caller fetches from in chunks: one pass over the history and one sort for a whole
+/// export, not one per chunk.
 pub async fn ranking_portal(
     tx: &Transaction<'_>,
     token: &TokenView,
     at: &Moment,
+    min: &str,
 ) -> Result<tokio_postgres::Portal, QueryError> {
     let sql = if recent_side(tx, token, at).await? { RANKED_AT_RECENT } else { RANKED_AT_OLD };
     let stmt = tx.prepare_cached(sql).await?;
     let empty: &[u8] = &[];
-    let params: [&(dyn ToSql + Sync); 8] = [
+    let params: [&(dyn ToSql + Sync); 9] = [
         &token.address,
         &at.week_ago_block,
         &at.total_supply,
@@ -256,6 +263,7 @@ pub async fn ranking_portal(
         &Address::ZERO,
         &ABOVE_ALL,
         &empty,
+        &min,
     ];
     Ok(tx.bind(&stmt, &params).await?)
 }
@@ -272,14 +280,16 @@ pub async fn holder_count_at(
     Ok(tx.query_one(&stmt, &[&token.address, &at.block, &Address::ZERO, &min]).await?.get(0))
 }
 
-/// The holders at `addresses` at a past moment, zero balances included, ranking order.
+/// The holders at `addresses` at a past moment holding at least `min` ("0": all, zero
+/// balances included), in ranking order.
 pub async fn lookup_at(
     tx: &Transaction<'_>,
     token: &TokenView,
     at: &Moment,
     addresses: &[Address],
+    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
-    rows_at(tx, LOOKUP_AT, token, at, &addresses, &[]).await
+    rows_at(tx, LOOKUP_AT, token, at, &addresses, &[&min]).await
 }
 
 /// Runs a past-moment query: $1 token, $2 the week-ago block, $3 the supply then, $4

@@ -101,31 +101,35 @@ macro_rules! with_week {
     };
 }
 
-/// The first `limit` holders in ranking order. $4 limit.
+/// The first `limit` holders in ranking order, down to the balance $5 (decimal text;
+/// "0" for all): the bound ends the walk of balances_rank. $4 limit.
 const TOP: &str = with_week!(
     "SELECT address, balance, last_transfer_block FROM balances
-     WHERE token = $1 AND balance > 0
+     WHERE token = $1 AND balance > 0 AND -balance <= -($5::text::numeric)
      ORDER BY -balance, address LIMIT $4"
 );
 
-/// The `limit` holders ranked after (balance $5, address $6). $4 limit.
+/// The `limit` holders ranked after (balance $5, address $6), down to the balance $7.
+/// $4 limit.
 const AFTER: &str = with_week!(
     "SELECT address, balance, last_transfer_block FROM balances
      WHERE token = $1 AND balance > 0 AND (-balance, address) > (-($5::text::numeric), $6::bytea)
+       AND -balance <= -($7::text::numeric)
      ORDER BY -balance, address LIMIT $4"
 );
 
-/// The holders at addresses $4, known or not.
+/// The holders at addresses $4, known or not, that hold at least $5.
 const LOOKUP: &str = with_week!(
     "SELECT q.address, coalesce(b.balance, 0) AS balance, coalesce(b.last_transfer_block, 0) AS last_transfer_block
      FROM unnest($4::bytea[]) AS q(address)
-     LEFT JOIN balances b ON b.token = $1 AND b.address = q.address"
+     LEFT JOIN balances b ON b.token = $1 AND b.address = q.address
+     WHERE coalesce(b.balance, 0) >= $5::text::numeric"
 );
 
-/// Every holder at the checkpoint, for an export: the
+/// Every holder at the checkpoint down to the balance $4 ("0": all), for an export: the
 /// week's transfers are summed by address once, for everybody (one pass over the week,
 /// not one probe per holder), and joined to the balances; one sort of the whole ranking.
-/// Parameters as [`with_week!`]'s.
+/// Parameters as [`with_week!`]'s, then $4.
 pub const EXPORT: &str = holder_columns!(
     before "inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE address = $1),
     moved AS MATERIALIZED (
@@ -138,7 +142,7 @@ pub const EXPORT: &str = holder_columns!(
         ) m GROUP BY m.a),",
     "SELECT b.address, b.balance, b.last_transfer_block, m.v AS moved
      FROM balances b LEFT JOIN moved m ON m.a = b.address
-     WHERE b.token = $1 AND b.balance > 0",
+     WHERE b.token = $1 AND b.balance > 0 AND -b.balance <= -($4::text::numeric)",
     "",
     "CASE
         WHEN p.last_transfer_block <= $2 THEN p.balance
@@ -151,18 +155,23 @@ pub const EXPORT: &str = holder_columns!(
 const COUNT_FROM: &str = "SELECT count(*) FROM balances
      WHERE token = $1 AND balance > 0 AND -balance <= -($2::text::numeric)";
 
-/// The first `limit` holders of `token`, or those after `after` (balance, address).
+/// The first `limit` holders of `token`, or those after `after` (balance, address),
+/// holding at least `min` (decimal text; "0" for all).
 pub async fn ranked(
     tx: &Transaction<'_>,
     token: &TokenView,
     after: Option<(String, Address)>,
     limit: i64,
+    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
     let rows = match &after {
         None => {
             let stmt = tx.prepare_cached(TOP).await?;
-            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit])
-                .await?
+            tx.query(
+                &stmt,
+                &[&token.address, &token.week_ago_block, &token.total_supply, &limit, &min],
+            )
+            .await?
         }
         Some((balance, address)) => {
             let stmt = tx.prepare_cached(AFTER).await?;
@@ -175,6 +184,7 @@ pub async fn ranked(
                     &limit,
                     balance,
                     address,
+                    &min,
                 ],
             )
             .await?
@@ -183,27 +193,33 @@ pub async fn ranked(
     Ok(rows.iter().map(holder_row).collect())
 }
 
-/// The holders at `addresses` (each once), zero balances included, in ranking order.
+/// The holders at `addresses` (each once) holding at least `min` ("0": all, zero
+/// balances included), in ranking order.
 pub async fn lookup(
     tx: &Transaction<'_>,
     token: &TokenView,
     addresses: &[Address],
+    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
     let stmt = tx.prepare_cached(LOOKUP).await?;
     let rows = tx
-        .query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses])
+        .query(
+            &stmt,
+            &[&token.address, &token.week_ago_block, &token.total_supply, &addresses, &min],
+        )
         .await?;
     Ok(rows.iter().map(holder_row).collect())
 }
 
-/// Every holder of `token` at the checkpoint, in ranking order, bound as a portal the
-/// caller fetches from in chunks ([`EXPORT`]).
+/// Every holder of `token` at the checkpoint down to `min` ("0": all), in ranking order,
+/// bound as a portal the caller fetches from in chunks ([`EXPORT`]).
 pub async fn export_portal(
     tx: &Transaction<'_>,
     token: &TokenView,
+    min: &str,
 ) -> Result<tokio_postgres::Portal, QueryError> {
     let stmt = tx.prepare_cached(EXPORT).await?;
-    Ok(tx.bind(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply]).await?)
+    Ok(tx.bind(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &min]).await?)
 }
 
 /// Holders of `token` at the checkpoint holding at least `min` (None: every holder, as
