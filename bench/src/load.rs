@@ -19,10 +19,9 @@ use tonic::transport::Channel;
 use crate::chain::{BLOCK_SECONDS, Rng, initial_balance};
 
 /// The token of the filled store.
-pub(crate) const TOKEN: Address =
-    alloy_primitives::address!("0x00000000000000000000000000000000000b3c4e");
+const TOKEN: Address = alloy_primitives::address!("0x00000000000000000000000000000000000b3c4e");
 /// Blocks in the filled history: 30 days.
-pub(crate) const HISTORY_BLOCKS: u64 = 30 * 86_400 / BLOCK_SECONDS;
+const HISTORY_BLOCKS: u64 = 30 * 86_400 / BLOCK_SECONDS;
 /// Addresses per lookup request.
 pub(crate) const LOOKUP_SIZE: usize = 10;
 

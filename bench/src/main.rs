@@ -9,7 +9,6 @@
 mod chain;
 mod cpu;
 mod during;
-mod export;
 mod fetch;
 mod load;
 mod perf;
@@ -233,18 +232,6 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
                 report.past.push((holders, past));
-                let exports = export::measure_exports(&served, holders).await?;
-                for e in &exports {
-                    println!(
-                        "   {:<52} {} holders in {:.2} s: {:.0} holders/s ({} chunks)",
-                        e.name,
-                        e.holders,
-                        e.elapsed.as_secs_f64(),
-                        e.rate(),
-                        e.chunks
-                    );
-                }
-                report.exports.push((holders, exports));
             }
         }
         for f in &figures {
