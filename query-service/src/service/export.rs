@@ -1,5 +1,5 @@
 //! ExportHolders: every holder of one moment, in ranking order, streamed in chunks from
-//! one snapshot and one statement (the whole ranking, bound as a portal). The snapshot's transaction lives in a task of its own for the whole
+//! one snapshot. The snapshot's transaction lives in a task of its own for the whole
 //! export; the channel to the caller holds two chunks, so memory stays bounded whatever
 //! the holder count, and a caller that goes away ends the task (and the transaction) at
 //! its next chunk.
@@ -17,11 +17,6 @@ use crate::store::{self, HolderRow};
 
 /// Holders per chunk.
 pub(super) const CHUNK: usize = 10_000;
-
-/// How long one fetch of an export may take. The first fetch ranks every holder of the
-/// moment in one statement (seconds at millions of holders), longer than an answer's
-/// statement timeout allows.
-const FETCH_TIMEOUT: &str = "120s";
 
 impl Holders {
     pub(super) async fn export(
@@ -61,26 +56,46 @@ impl Holders {
                             symbol: answer.symbol,
                         }
                     };
-                    tx.batch_execute(&format!("SET LOCAL statement_timeout = '{FETCH_TIMEOUT}'"))
-                        .await?;
-                    // One statement for the whole ranking, fetched a chunk at a time.
-                    let portal = if moment.latest {
-                        store::holders::export_portal(&tx, &token, floor).await?
-                    } else {
-                        store::history::ranking_portal(&tx, &token, &moment, floor).await?
-                    };
-                    loop {
-                        let rows = tx.query_portal(&portal, CHUNK as i32).await?;
-                        let full = rows.len() == CHUNK;
-                        let rows: Vec<HolderRow> =
-                            rows.iter().map(store::holders::holder_row).collect();
-                        if (!rows.is_empty() || sent == 0)
-                            && chunks.send(Ok(chunk_of(rows, &mut sent))).await.is_err()
-                        {
-                            return Ok(());
+                    if moment.latest {
+                        // Keyset pages: each one walk of balances_rank from where the last
+                        // ended.
+                        let mut after = None;
+                        loop {
+                            let rows = store::holders::ranked(
+                                &tx,
+                                &token,
+                                after.clone(),
+                                CHUNK as i64,
+                                floor,
+                            )
+                            .await?;
+                            let full = rows.len() == CHUNK;
+                            after = rows.last().map(|r| (r.balance.clone(), r.address));
+                            if (!rows.is_empty() || sent == 0)
+                                && chunks.send(Ok(chunk_of(rows, &mut sent))).await.is_err()
+                            {
+                                return Ok(());
+                            }
+                            if !full {
+                                break;
+                            }
                         }
-                        if !full {
-                            break;
+                    } else {
+                        let portal =
+                            store::history::ranking_portal(&tx, &token, &moment, floor).await?;
+                        loop {
+                            let rows = tx.query_portal(&portal, CHUNK as i32).await?;
+                            let full = rows.len() == CHUNK;
+                            let rows: Vec<HolderRow> =
+                                rows.iter().map(store::holders::holder_row).collect();
+                            if (!rows.is_empty() || sent == 0)
+                                && chunks.send(Ok(chunk_of(rows, &mut sent))).await.is_err()
+                            {
+                                return Ok(());
+                            }
+                            if !full {
+                                break;
+                            }
                         }
                     }
                     tx.commit().await?;
