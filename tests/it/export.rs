@@ -8,10 +8,11 @@ use alloy_primitives::U256;
 use futures::StreamExt;
 use proto::pb::{ExportHoldersRequest, GetTopHoldersRequest, Holder, HoldersChunk};
 use rig::db::TestDb;
+use rig::history::Spec;
 use rig::pair::QueryService;
 use tonic::Code;
 
-use crate::{indexed_past, transfer_blocks, u256};
+use crate::{u256, world_with};
 
 /// Every chunk of an export of `req`.
 async fn export(qs: &QueryService, req: ExportHoldersRequest) -> Vec<HoldersChunk> {
@@ -26,8 +27,25 @@ async fn export(qs: &QueryService, req: ExportHoldersRequest) -> Vec<HoldersChun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_at_any_block_equals_balance_of_for_every_holder() {
-    let w = indexed_past(47, true).await;
-    let blocks = transfer_blocks(&w).await;
+    let spec = Spec {
+        holders: 20,
+        days: 9,
+        blocks_per_day: 2,
+        transfers_per_block: 3,
+        spray_width: 3,
+        extreme_amounts: true,
+        seed: 47,
+    };
+    let w = world_with(spec, &["--preserve-historical-states"]).await;
+    w.ingest_all().await;
+    let c = w.db.client().await.unwrap();
+    let blocks: Vec<u64> = c
+        .query("SELECT DISTINCT block_number FROM transfers ORDER BY block_number", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .collect();
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut client = qs.client().await.unwrap();
     for at in [blocks[2], blocks[blocks.len() / 2], blocks[blocks.len() - 3], w.history.end_block] {

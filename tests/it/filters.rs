@@ -6,16 +6,34 @@
 
 use alloy_primitives::U256;
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, Holder};
+use rig::history::Spec;
 use rig::pair::QueryService;
 use tonic::Code;
 
-use crate::{indexed_past, transfer_blocks, u256};
+use crate::{u256, world_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_balance_keeps_the_head_of_the_ranking_and_holder_count_counts_it() {
-    let w = indexed_past(43, false).await;
+    let spec = Spec {
+        holders: 20,
+        days: 9,
+        blocks_per_day: 2,
+        transfers_per_block: 3,
+        spray_width: 3,
+        extreme_amounts: false,
+        seed: 43,
+    };
+    let w = world_with(spec, &["--preserve-historical-states"]).await;
+    w.ingest_all().await;
+    let c = w.db.client().await.unwrap();
     let token = w.history.token;
-    let blocks = transfer_blocks(&w).await;
+    let blocks: Vec<u64> = c
+        .query("SELECT DISTINCT block_number FROM transfers ORDER BY block_number", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .collect();
     // The old side, the recent side, and the checkpoint.
     let picks = [blocks[2], blocks[blocks.len() - 3], w.history.end_block];
 

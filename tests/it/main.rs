@@ -212,34 +212,6 @@ const TINY_BATCHES: [&str; 12] = [
     "4",
 ];
 
-/// A nine-day history of 20 holders on an Anvil that keeps every block's state (so
-/// balanceOf answers at past blocks), indexed whole.
-async fn indexed_past(seed: u64, extreme_amounts: bool) -> World {
-    let spec = Spec {
-        holders: 20,
-        days: 9,
-        blocks_per_day: 2,
-        transfers_per_block: 3,
-        spray_width: 3,
-        extreme_amounts,
-        seed,
-    };
-    let w = world_with(spec, &["--preserve-historical-states"]).await;
-    w.ingest_all().await;
-    w
-}
-
-/// The blocks of `w`'s store that hold transfers, in order.
-async fn transfer_blocks(w: &World) -> Vec<u64> {
-    let c = w.db.client().await.unwrap();
-    c.query("SELECT DISTINCT block_number FROM transfers ORDER BY block_number", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, i64>(0) as u64)
-        .collect()
-}
-
 /// A small history: enough for the behaviour under test, quick to build.
 fn small(seed: u64) -> Spec {
     Spec {
