@@ -2,7 +2,6 @@
 //! Postgres. Each test starts its own chain and database, so they run in parallel.
 
 mod backfill;
-mod export;
 mod faults;
 mod filters;
 mod finality;

@@ -136,7 +136,7 @@ impl Holders {
 }
 
 /// The moment `at` names, checked against what the store holds.
-pub(super) async fn moment(
+async fn moment(
     tx: &deadpool_postgres::Transaction<'_>,
     token: &TokenView,
     at: At,
@@ -209,7 +209,7 @@ pub(super) async fn moment(
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
 /// lookup, which has no ranks); `page_size` is set when a further page may exist;
 /// `holder_count` is the moment's, under the request's filter.
-pub(super) fn response(
+fn response(
     token: &TokenView,
     moment: &Moment,
     rows: Vec<HolderRow>,

@@ -242,32 +242,6 @@ pub async fn ranked_at(
     rows_at(tx, sql, token, at, &limit, &[&balance, &address, &min]).await
 }
 
-/// The whole ranking of `token` at a past moment down to `min`, bound as a portal the
-/// caller fetches from in chunks: one pass over the history and one sort for a whole
-/// export, not one per chunk.
-pub async fn ranking_portal(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-    at: &Moment,
-    min: &str,
-) -> Result<tokio_postgres::Portal, QueryError> {
-    let sql = if recent_side(tx, token, at).await? { RANKED_AT_RECENT } else { RANKED_AT_OLD };
-    let stmt = tx.prepare_cached(sql).await?;
-    let empty: &[u8] = &[];
-    let params: [&(dyn ToSql + Sync); 9] = [
-        &token.address,
-        &at.week_ago_block,
-        &at.total_supply,
-        &i64::MAX,
-        &at.block,
-        &Address::ZERO,
-        &ABOVE_ALL,
-        &empty,
-        &min,
-    ];
-    Ok(tx.bind(&stmt, &params).await?)
-}
-
 /// Holders of `token` at a past moment holding at least `min` ("0": all).
 pub async fn holder_count_at(
     tx: &Transaction<'_>,

@@ -195,7 +195,7 @@ pub async fn holder_count(
 }
 
 /// A row of [`holder_columns!`].
-pub(crate) fn holder_row(r: &Row) -> HolderRow {
+pub(super) fn holder_row(r: &Row) -> HolderRow {
     HolderRow {
         address: r.get("address"),
         balance: r.get("balance"),
