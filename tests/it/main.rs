@@ -3,7 +3,6 @@
 
 mod backfill;
 mod faults;
-mod filters;
 mod finality;
 mod follow;
 mod grpc;

@@ -29,34 +29,6 @@ impl Holders {
         Ok(answer)
     }
 
-    /// Holders at `moment` holding at least `min` (None: every holder). At the checkpoint
-    /// without a filter the token row counts them; otherwise counted once per store
-    /// state and kept with the ranked answers.
-    async fn holder_count(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        token: &TokenView,
-        moment: &Moment,
-        min: Option<&str>,
-    ) -> Result<u64, QueryError> {
-        if moment.latest && min.is_none() {
-            return Ok(token.holder_count.max(0) as u64);
-        }
-        let min = min.unwrap_or("0");
-        let key = key(token, moment, -1, "count", min);
-        let counted = self
-            .ranked_answer(key, async {
-                let n = if moment.latest {
-                    store::holders::holder_count(tx, token, Some(min)).await?
-                } else {
-                    store::history::holder_count_at(tx, token, moment, min).await?
-                };
-                Ok(HoldersResponse { holder_count: n.max(0) as u64, ..Default::default() })
-            })
-            .await?;
-        Ok(counted.holder_count)
-    }
-
     pub(super) async fn top(
         &self,
         req: GetTopHoldersRequest,
@@ -64,22 +36,19 @@ impl Holders {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
         let wanted = input::token(&req.token)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
-        let min = input::min_balance(&req.min_balance)?.map(|m| m.to_string());
-        let floor = min.as_deref().unwrap_or("0");
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
-        let key = key(&token, &moment, limit, "", floor);
+        let key = key(&token, &moment, limit, "");
         let answer = self
             .ranked_answer(key, async {
                 let rows = if moment.latest {
-                    store::holders::ranked(&tx, &token, None, limit, floor).await?
+                    store::holders::ranked(&tx, &token, None, limit).await?
                 } else {
-                    store::history::ranked_at(&tx, &token, &moment, None, limit, floor).await?
+                    store::history::ranked_at(&tx, &token, &moment, None, limit).await?
                 };
-                let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
-                Ok(response(&token, &moment, rows, Some(0), None, count))
+                Ok(response(&token, &moment, rows, Some(0), None))
             })
             .await?;
         tx.commit().await?;
@@ -91,8 +60,6 @@ impl Holders {
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
-        let min = input::min_balance(&req.min_balance)?.map(|m| m.to_string());
-        let floor = min.as_deref().unwrap_or("0");
         if !addresses.is_empty() && !req.page_token.is_empty() {
             return Err(QueryError::invalid(
                 "page_token",
@@ -105,28 +72,26 @@ impl Holders {
         let moment = moment(&tx, &token, at).await?;
         let answer = if !addresses.is_empty() {
             let rows = if moment.latest {
-                store::holders::lookup(&tx, &token, &addresses, floor).await?
+                store::holders::lookup(&tx, &token, &addresses).await?
             } else {
-                store::history::lookup_at(&tx, &token, &moment, &addresses, floor).await?
+                store::history::lookup_at(&tx, &token, &moment, &addresses).await?
             };
-            let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
-            response(&token, &moment, rows, None, None, count)
+            response(&token, &moment, rows, None, None)
         } else {
             let after = match req.page_token.as_str() {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            self.ranked_answer(key(&token, &moment, size, &req.page_token, floor), async {
+            self.ranked_answer(key(&token, &moment, size, &req.page_token), async {
                 let after_row = after.map(|p| (p.balance.to_string(), p.address));
                 let rows = if moment.latest {
-                    store::holders::ranked(&tx, &token, after_row, size, floor).await?
+                    store::holders::ranked(&tx, &token, after_row, size).await?
                 } else {
-                    store::history::ranked_at(&tx, &token, &moment, after_row, size, floor).await?
+                    store::history::ranked_at(&tx, &token, &moment, after_row, size).await?
                 };
                 let full = rows.len() as i64 == size;
                 let first_rank = after.map_or(0, |p| p.rank);
-                let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
-                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size), count))
+                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size)))
             })
             .await?
         };
@@ -207,15 +172,13 @@ async fn moment(
 }
 
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
-/// lookup, which has no ranks); `page_size` is set when a further page may exist;
-/// `holder_count` is the moment's, under the request's filter.
+/// lookup, which has no ranks); `page_size` is set when a further page may exist.
 fn response(
     token: &TokenView,
     moment: &Moment,
     rows: Vec<HolderRow>,
     first_rank: Option<u64>,
     page_size: Option<i64>,
-    holder_count: u64,
 ) -> HoldersResponse {
     let next_page_token = match (page_size, rows.last(), first_rank) {
         (Some(_), Some(last), Some(before)) => PageToken {
@@ -252,7 +215,6 @@ fn response(
         decimals: u32::from(token.decimals),
         symbol: token.symbol.clone(),
         as_of_finalized_block: token.finalized_block.min(moment.block).max(0) as u64,
-        holder_count,
     }
 }
 
@@ -277,15 +239,14 @@ pub fn format_units(raw: &str, decimals: u8) -> String {
     if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") }
 }
 
-/// The cache key of a ranked answer of `token` in its current state, as of `moment`,
-/// down to the balance `min`.
-fn key(token: &TokenView, moment: &Moment, limit: i64, after: &str, min: &str) -> Key {
+/// The cache key of a ranked answer of `token` in its current state, as of `moment`.
+fn key(token: &TokenView, moment: &Moment, limit: i64, after: &str) -> Key {
     Key {
         token: token.address,
         indexed_block: token.indexed_block,
         last_seq: token.last_seq,
         limit,
-        after: format!("{after}@{}/{}>={min}", moment.block, token.finalized_block),
+        after: format!("{after}@{}/{}", moment.block, token.finalized_block),
     }
 }
 

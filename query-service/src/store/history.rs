@@ -76,7 +76,7 @@ pub async fn block_at_time(
 /// $4 limit or addresses, $5 the moment's block, $6 the zero address, then the inner
 /// query's own.
 macro_rules! with_week_at {
-    ($inner:expr) => {
+    ($inner:literal) => {
         holder_columns!(
             $inner,
             "CASE WHEN p.last_transfer_block <= $2 OR p.address = $6 THEN p.balance
@@ -85,134 +85,83 @@ macro_rules! with_week_at {
     };
 }
 
-/// CTE `moved`: each address with a transfer of token `$tok` after block `$at`, with
-/// its balance at `$at`: the balance before the first of them (the balance that transfer
-/// left, less its effect; nothing for a transfer to oneself). Costs those transfers and
-/// a sort.
-macro_rules! moved_after {
-    ($tok:literal, $at:literal) => {
-        concat!(
-            "legs AS (
-                SELECT from_address AS address, block_number, log_index,
-                       from_balance + CASE WHEN from_address = to_address THEN 0 ELSE value END AS before
-                FROM transfers WHERE token = ", $tok, " AND block_number > ", $at, "
-                UNION ALL
-                SELECT to_address, block_number, log_index,
-                       to_balance - CASE WHEN from_address = to_address THEN 0 ELSE value END
-                FROM transfers WHERE token = ", $tok, " AND block_number > ", $at, "
-             ), moved AS MATERIALIZED (
-                SELECT DISTINCT ON (address) address, before AS balance
-                FROM legs ORDER BY address, block_number, log_index
-             )"
-        )
-    };
-}
-
-/// CTE `last`: each address's newest transfer of token `$tok` at or before block `$at`,
-/// with the balance it left. Costs the transfers up to `$at` and a sort.
-macro_rules! last_up_to {
-    ($tok:literal, $at:literal) => {
-        concat!(
-            "legs AS (
-                SELECT from_address AS address, block_number, log_index, from_balance AS balance
-                FROM transfers WHERE token = ", $tok, " AND block_number <= ", $at, "
-                UNION ALL
-                SELECT to_address, block_number, log_index, to_balance
-                FROM transfers WHERE token = ", $tok, " AND block_number <= ", $at, "
-             ), last AS (
-                SELECT DISTINCT ON (address) address, balance, block_number AS last_transfer_block
-                FROM legs ORDER BY address, block_number DESC, log_index DESC
-             )"
-        )
-    };
-}
-
 /// The ranking at block $5 for a recent block: addresses with no transfer after it hold
-/// what they hold now (one walk of balances_rank, skipping the others), the others what
-/// [`moved_after!`] says. Costs the transfers after $5 and a sort, plus a page. Ranked
-/// after (balance $7, address $8), down to the balance $9.
-const RANKED_AT_RECENT: &str = with_week_at!(concat!(
-    "WITH ",
-    moved_after!("$1", "$5"),
-    ", ranked AS (
+/// what they hold now (one walk of balances_rank, skipping the others); one with a
+/// transfer after it held, at $5, its balance before the first of them (the balance that
+/// transfer left, less its effect; nothing for a transfer to oneself). Costs the
+/// transfers after $5 and a sort, plus a page. Ranked after (balance $7, address $8).
+const RANKED_AT_RECENT: &str = with_week_at!(
+    "WITH legs AS (
+        SELECT from_address AS address, block_number, log_index,
+               from_balance + CASE WHEN from_address = to_address THEN 0 ELSE value END AS before
+        FROM transfers WHERE token = $1 AND block_number > $5
+        UNION ALL
+        SELECT to_address, block_number, log_index,
+               to_balance - CASE WHEN from_address = to_address THEN 0 ELSE value END
+        FROM transfers WHERE token = $1 AND block_number > $5
+     ), moved AS MATERIALIZED (
+        SELECT DISTINCT ON (address) address, before AS balance
+        FROM legs ORDER BY address, block_number, log_index
+     ), ranked AS (
         SELECT * FROM (
             (SELECT address, balance, last_transfer_block FROM balances
              WHERE token = $1 AND balance > 0 AND address NOT IN (SELECT address FROM moved)
                AND (-balance, address) > (-($7::text::numeric), $8::bytea)
-               AND -balance <= -($9::text::numeric)
              ORDER BY -balance, address LIMIT $4)
             UNION ALL
             (SELECT address, balance, NULL::bigint FROM moved
              WHERE address <> $6 AND balance > 0
-               AND (-balance, address) > (-($7::text::numeric), $8::bytea)
-               AND balance >= $9::text::numeric)
+               AND (-balance, address) > (-($7::text::numeric), $8::bytea))
         ) u ORDER BY -balance, address LIMIT $4
      )
      -- The newest transfer at or before $5 of the page's moved addresses only.
      SELECT r.address, r.balance,
             coalesce(r.last_transfer_block, (balance_at($1, r.address, $5)).last_block) AS last_transfer_block
      FROM ranked r"
-));
+);
 
 /// The ranking at block $5 for an old block: each address's newest transfer at or
-/// before it carries its balance then ([`last_up_to!`]). Costs the transfers up to $5.
-/// Ranked after (balance $7, address $8), down to the balance $9.
-const RANKED_AT_OLD: &str = with_week_at!(concat!(
-    "WITH ",
-    last_up_to!("$1", "$5"),
-    "
+/// before it carries its balance then. Costs the transfers up to $5.
+const RANKED_AT_OLD: &str = with_week_at!(
+    "WITH legs AS (
+        SELECT from_address AS address, block_number, log_index, from_balance AS balance
+        FROM transfers WHERE token = $1 AND block_number <= $5
+        UNION ALL
+        SELECT to_address, block_number, log_index, to_balance
+        FROM transfers WHERE token = $1 AND block_number <= $5
+     ), last AS (
+        SELECT DISTINCT ON (address) address, balance, block_number AS last_transfer_block
+        FROM legs ORDER BY address, block_number DESC, log_index DESC
+     )
      SELECT address, balance, last_transfer_block FROM last
      WHERE balance > 0 AND address <> $6 AND (-balance, address) > (-($7::text::numeric), $8::bytea)
-       AND balance >= $9::text::numeric
      ORDER BY -balance, address LIMIT $4"
-));
-
-/// Holders at block $2 holding at least $4 ("0": all), the recent way: those without a
-/// transfer after $2 from balances_rank, the others from [`moved_after!`]. $3 the zero
-/// address.
-const COUNT_AT_RECENT: &str = concat!(
-    "WITH ",
-    moved_after!("$1", "$2"),
-    "
-     SELECT (SELECT count(*) FROM balances
-             WHERE token = $1 AND balance > 0 AND -balance <= -($4::text::numeric)
-               AND address NOT IN (SELECT address FROM moved))
-          + (SELECT count(*) FROM moved
-             WHERE address <> $3 AND balance > 0 AND balance >= $4::text::numeric)"
 );
 
-/// [`COUNT_AT_RECENT`] the old way, from [`last_up_to!`].
-const COUNT_AT_OLD: &str = concat!(
-    "WITH ",
-    last_up_to!("$1", "$2"),
-    "
-     SELECT count(*) FROM last
-     WHERE balance > 0 AND address <> $3 AND balance >= $4::text::numeric"
-);
-
-/// The holders at addresses $4 at block $5 holding at least $7 ("0": all): one
-/// `balance_at()` lookup each. Public for EXPLAIN in tests.
+/// The holders at addresses $4 at block $5: one `balance_at()` lookup each. Public for
+/// EXPLAIN in tests.
 pub const LOOKUP_AT: &str = with_week_at!(
-    "SELECT * FROM (
-        SELECT q.address,
-               CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
-               CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
-        FROM unnest($4::bytea[]) AS q(address)
-        CROSS JOIN LATERAL balance_at($1, q.address, $5) b
-     ) l WHERE l.balance >= $7::text::numeric"
+    "SELECT q.address,
+            CASE WHEN q.address = $6 THEN 0 ELSE b.balance END AS balance,
+            CASE WHEN q.address = $6 THEN 0 ELSE b.last_block END AS last_transfer_block
+     FROM unnest($4::bytea[]) AS q(address)
+     CROSS JOIN LATERAL balance_at($1, q.address, $5) b"
 );
 
 /// Above any uint256: the cursor before the first holder.
 const ABOVE_ALL: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639936";
 
-/// Whether the transfers after `at` are fewer than those up to it: either side costs a
-/// scan of its transfers and a sort, so a past answer reads the smaller one.
-async fn recent_side(
+/// The ranking of `token` at a past moment, from the start or after `after`. Reads the
+/// smaller side of the moment: the transfers after it, or those up to it.
+pub async fn ranked_at(
     tx: &Transaction<'_>,
     token: &TokenView,
     at: &Moment,
-) -> Result<bool, QueryError> {
+    after: Option<(String, Address)>,
+    limit: i64,
+) -> Result<Vec<HolderRow>, QueryError> {
+    // Either side costs a scan of its transfers and a sort: read the smaller one.
     let half = token.transfer_count / 2 + 1;
     let stmt = tx
         .prepare_cached(
@@ -222,48 +171,21 @@ async fn recent_side(
     let newer: i64 = tx.query_one(&stmt, &[&token.address, &at.block, &half]).await?.get(0);
     // The sort of every address's first or last transfer: keep it in memory.
     tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
-    Ok(newer < half)
-}
-
-/// The ranking of `token` at a past moment, from the start or after `after`, down to
-/// the balance `min` ("0": every holder).
-pub async fn ranked_at(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-    at: &Moment,
-    after: Option<(String, Address)>,
-    limit: i64,
-    min: &str,
-) -> Result<Vec<HolderRow>, QueryError> {
-    let sql = if recent_side(tx, token, at).await? { RANKED_AT_RECENT } else { RANKED_AT_OLD };
+    let sql = if newer < half { RANKED_AT_RECENT } else { RANKED_AT_OLD };
     let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
     // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
     let address: &[u8] = if balance == ABOVE_ALL { &[] } else { address.as_slice() };
-    rows_at(tx, sql, token, at, &limit, &[&balance, &address, &min]).await
+    rows_at(tx, sql, token, at, &limit, &[&balance, &address]).await
 }
 
-/// Holders of `token` at a past moment holding at least `min` ("0": all).
-pub async fn holder_count_at(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-    at: &Moment,
-    min: &str,
-) -> Result<i64, QueryError> {
-    let sql = if recent_side(tx, token, at).await? { COUNT_AT_RECENT } else { COUNT_AT_OLD };
-    let stmt = tx.prepare_cached(sql).await?;
-    Ok(tx.query_one(&stmt, &[&token.address, &at.block, &Address::ZERO, &min]).await?.get(0))
-}
-
-/// The holders at `addresses` at a past moment holding at least `min` ("0": all, zero
-/// balances included), in ranking order.
+/// The holders at `addresses` at a past moment, zero balances included, ranking order.
 pub async fn lookup_at(
     tx: &Transaction<'_>,
     token: &TokenView,
     at: &Moment,
     addresses: &[Address],
-    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
-    rows_at(tx, LOOKUP_AT, token, at, &addresses, &[&min]).await
+    rows_at(tx, LOOKUP_AT, token, at, &addresses, &[]).await
 }
 
 /// Runs a past-moment query: $1 token, $2 the week-ago block, $3 the supply then, $4

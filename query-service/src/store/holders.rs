@@ -95,52 +95,39 @@ macro_rules! with_week {
     };
 }
 
-/// The first `limit` holders in ranking order, down to the balance $5 (decimal text;
-/// "0" for all): the bound ends the walk of balances_rank. $4 limit.
+/// The first `limit` holders in ranking order. $4 limit.
 const TOP: &str = with_week!(
     "SELECT address, balance, last_transfer_block FROM balances
-     WHERE token = $1 AND balance > 0 AND -balance <= -($5::text::numeric)
+     WHERE token = $1 AND balance > 0
      ORDER BY -balance, address LIMIT $4"
 );
 
-/// The `limit` holders ranked after (balance $5, address $6), down to the balance $7.
-/// $4 limit.
+/// The `limit` holders ranked after (balance $5, address $6). $4 limit.
 const AFTER: &str = with_week!(
     "SELECT address, balance, last_transfer_block FROM balances
      WHERE token = $1 AND balance > 0 AND (-balance, address) > (-($5::text::numeric), $6::bytea)
-       AND -balance <= -($7::text::numeric)
      ORDER BY -balance, address LIMIT $4"
 );
 
-/// The holders at addresses $4, known or not, that hold at least $5.
+/// The holders at addresses $4, known or not.
 const LOOKUP: &str = with_week!(
     "SELECT q.address, coalesce(b.balance, 0) AS balance, coalesce(b.last_transfer_block, 0) AS last_transfer_block
      FROM unnest($4::bytea[]) AS q(address)
-     LEFT JOIN balances b ON b.token = $1 AND b.address = q.address
-     WHERE coalesce(b.balance, 0) >= $5::text::numeric"
+     LEFT JOIN balances b ON b.token = $1 AND b.address = q.address"
 );
 
-/// Holders with at least $2 (decimal text, above 0): one range of balances_rank.
-const COUNT_FROM: &str = "SELECT count(*) FROM balances
-     WHERE token = $1 AND balance > 0 AND -balance <= -($2::text::numeric)";
-
-/// The first `limit` holders of `token`, or those after `after` (balance, address),
-/// holding at least `min` (decimal text; "0" for all).
+/// The first `limit` holders of `token`, or those after `after` (balance, address).
 pub async fn ranked(
     tx: &Transaction<'_>,
     token: &TokenView,
     after: Option<(String, Address)>,
     limit: i64,
-    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
     let rows = match &after {
         None => {
             let stmt = tx.prepare_cached(TOP).await?;
-            tx.query(
-                &stmt,
-                &[&token.address, &token.week_ago_block, &token.total_supply, &limit, &min],
-            )
-            .await?
+            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit])
+                .await?
         }
         Some((balance, address)) => {
             let stmt = tx.prepare_cached(AFTER).await?;
@@ -153,7 +140,6 @@ pub async fn ranked(
                     &limit,
                     balance,
                     address,
-                    &min,
                 ],
             )
             .await?
@@ -162,36 +148,17 @@ pub async fn ranked(
     Ok(rows.iter().map(holder_row).collect())
 }
 
-/// The holders at `addresses` (each once) holding at least `min` ("0": all, zero
-/// balances included), in ranking order.
+/// The holders at `addresses` (each once), zero balances included, in ranking order.
 pub async fn lookup(
     tx: &Transaction<'_>,
     token: &TokenView,
     addresses: &[Address],
-    min: &str,
 ) -> Result<Vec<HolderRow>, QueryError> {
     let stmt = tx.prepare_cached(LOOKUP).await?;
     let rows = tx
-        .query(
-            &stmt,
-            &[&token.address, &token.week_ago_block, &token.total_supply, &addresses, &min],
-        )
+        .query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses])
         .await?;
     Ok(rows.iter().map(holder_row).collect())
-}
-
-/// Holders of `token` at the checkpoint holding at least `min` (None: every holder, as
-/// the token row counts them).
-pub async fn holder_count(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-    min: Option<&str>,
-) -> Result<i64, QueryError> {
-    let Some(min) = min else {
-        return Ok(token.holder_count);
-    };
-    let stmt = tx.prepare_cached(COUNT_FROM).await?;
-    Ok(tx.query_one(&stmt, &[&token.address, &min]).await?.get(0))
 }
 
 /// A row of [`holder_columns!`].
