@@ -87,8 +87,9 @@ pub struct Config {
 
     /// Commit a non-empty batch that has been open this long (e.g. 500ms, 5s): how stale
     /// the checkpoint the query-service answers at may be during a backfill. A backfill
-    /// batch also stays open four times as long as the previous commit took, and past the
-    /// interval when the range's end is nearer than it.
+    /// batch also stays open four times as long as the previous commit took, past the
+    /// interval when the range's end is nearer than it, and, as the range's last batch,
+    /// until the first verified step above it has joined it.
     #[arg(long, global = true, env = "INGESTOR_BATCH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub batch_interval: Duration,
 
