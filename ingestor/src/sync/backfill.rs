@@ -17,9 +17,8 @@ use tracing::{Instrument, info, info_span, warn};
 use super::Indexer;
 use super::progress::Progress;
 use crate::fetch::{self, Chunk};
-use crate::retry::Transient;
 use crate::rpc::BlockRef;
-use crate::store::{Balances, Batch, CommitStats, OpenBatch, StoreError};
+use crate::store::{Balances, Batch, CommitStats, OpenBatch};
 
 /// A batch stays open at least this many times as long as the previous commit took.
 const PACE: u32 = 4;
@@ -97,7 +96,7 @@ impl Indexer {
                 Ok(open) => return Ok((builds, open)),
                 Err(e) => e,
             };
-            let transient = e.downcast_ref::<StoreError>().is_some_and(|s| s.is_transient());
+            let transient = super::transient(&e);
             if !transient || attempt >= policy.max_attempts || self.shutdown.is_cancelled() {
                 return Err(e);
             }

@@ -66,6 +66,13 @@ pub fn start_block(
     }
 }
 
+/// Whether `e` is a store failure worth reading again from the checkpoint (the database
+/// went away), as a failed streamed batch cannot be repeated from memory.
+fn transient(e: &anyhow::Error) -> bool {
+    use crate::retry::Transient;
+    e.downcast_ref::<crate::store::StoreError>().is_some_and(|s| s.is_transient())
+}
+
 /// How the pipeline batches and polls.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncPolicy {

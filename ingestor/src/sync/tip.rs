@@ -11,7 +11,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Indexer;
 use super::backfill::Unfinished;
 use crate::fetch;
-use crate::retry::Transient;
 use crate::rpc::BlockRef;
 use crate::store::{Balances, Batch, OpenBatch, StoreError};
 
@@ -208,8 +207,7 @@ impl Indexer {
     /// the block after the checkpoint, where the range is read again (the batch may even
     /// have committed: the checkpoint says); otherwise the error.
     async fn resume_after(&self, e: anyhow::Error) -> anyhow::Result<u64> {
-        let transient = e.downcast_ref::<StoreError>().is_some_and(|s| s.is_transient());
-        if !transient {
+        if !super::transient(&e) {
             return Err(e);
         }
         let policy = self.rpc.retry_policy();
