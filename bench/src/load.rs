@@ -19,9 +19,10 @@ use tonic::transport::Channel;
 use crate::chain::{BLOCK_SECONDS, Rng, initial_balance};
 
 /// The token of the filled store.
-const TOKEN: Address = alloy_primitives::address!("0x00000000000000000000000000000000000b3c4e");
+pub(crate) const TOKEN: Address =
+    alloy_primitives::address!("0x00000000000000000000000000000000000b3c4e");
 /// Blocks in the filled history: 30 days.
-const HISTORY_BLOCKS: u64 = 30 * 86_400 / BLOCK_SECONDS;
+pub(crate) const HISTORY_BLOCKS: u64 = 30 * 86_400 / BLOCK_SECONDS;
 /// Addresses per lookup request.
 pub(crate) const LOOKUP_SIZE: usize = 10;
 
@@ -111,10 +112,12 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     )
         .await?;
     db.execute(
-        "INSERT INTO blocks (token, number, hash, time)
-         SELECT DISTINCT ON (block_number) token, block_number, block_hash, block_time
+        // The filled transfers' balances are not a history (see above), so every block
+        // keeps the final holder count: past counts cost what they cost, whatever it is.
+        "INSERT INTO blocks (token, number, hash, time, holders)
+         SELECT DISTINCT ON (block_number) token, block_number, block_hash, block_time, $2
          FROM transfers WHERE token = $1 ORDER BY block_number",
-        &[&TOKEN.as_slice()],
+        &[&TOKEN.as_slice(), &(holders as i64)],
     )
     .await?;
     db.execute(

@@ -9,6 +9,7 @@
 mod chain;
 mod cpu;
 mod during;
+mod export;
 mod fetch;
 mod load;
 mod perf;
@@ -232,6 +233,18 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
                 report.past.push((holders, past));
+                let exports = export::measure_exports(&served, holders).await?;
+                for e in &exports {
+                    println!(
+                        "   {:<52} {} holders in {:.2} s: {:.0} holders/s ({} chunks)",
+                        e.name,
+                        e.holders,
+                        e.elapsed.as_secs_f64(),
+                        e.rate(),
+                        e.chunks
+                    );
+                }
+                report.exports.push((holders, exports));
             }
         }
         for f in &figures {

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::Args;
+use crate::export::ExportFigures;
 use crate::load::{Figures, Filled, LOOKUP_SIZE, PastFigures};
 use crate::seed::SeedRun;
 
@@ -55,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) queries: Vec<(Filled, Vec<Figures>)>,
     /// Answers at past blocks per holder count.
     pub(crate) past: Vec<(u64, Vec<PastFigures>)>,
+    /// Exports of every holder per holder count.
+    pub(crate) exports: Vec<(u64, Vec<ExportFigures>)>,
     clients: usize,
     holders: usize,
 }
@@ -76,6 +79,7 @@ impl Report {
             seed: None,
             queries: Vec::new(),
             past: Vec::new(),
+            exports: Vec::new(),
             clients: args.query_clients,
             holders: args.holders,
         }
@@ -258,6 +262,22 @@ impl Report {
                         ms(f.p50),
                         ms(f.max),
                         f.count
+                    );
+                }
+            }
+        }
+        if !self.exports.is_empty() {
+            s += "\nExportHolders (one client; every holder of the moment, streamed in chunks of 10,000 from one snapshot; timed from the request to the last chunk; the floor is 100,000 holders/s at 10M holders):\n\n| holders | export | holders sent | chunks | time | holders/s |\n| --- | --- | --- | --- | --- | --- |\n";
+            for (holders, figures) in &self.exports {
+                for e in figures {
+                    s += &format!(
+                        "| {} | {} | {} | {} | {:.2} s | {} |\n",
+                        rig::thousands(*holders),
+                        e.name,
+                        rig::thousands(e.holders),
+                        e.chunks,
+                        e.elapsed.as_secs_f64(),
+                        rig::thousands(e.rate() as u64)
                     );
                 }
             }

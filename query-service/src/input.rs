@@ -56,6 +56,24 @@ pub fn addresses(values: &[String]) -> Result<Vec<Address>, QueryError> {
     Ok(out)
 }
 
+/// `min_balance`: empty (or 0) is no filter; otherwise a decimal uint256.
+pub fn min_balance(value: &str) -> Result<Option<U256>, QueryError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let why = if value.starts_with('-') {
+        "is negative; send a balance in base units, 0 or more"
+    } else if !value.bytes().all(|b| b.is_ascii_digit()) {
+        "is not a decimal number of base units (digits only, e.g. 1000000000000000000)"
+    } else {
+        match U256::from_str_radix(value, 10) {
+            Ok(v) => return Ok((!v.is_zero()).then_some(v)),
+            Err(_) => "is above 2^256-1, more than any balance",
+        }
+    };
+    Err(QueryError::invalid("min_balance", format!("'{}' {why}", shorten(value))))
+}
+
 /// The moment a holders request asks about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum At {
@@ -269,6 +287,26 @@ mod tests {
     use alloy_primitives::address;
 
     const T: Address = address!("0xBAac2B4491727D78D2b78815144570b9f2Fe8899");
+
+    #[test]
+    fn min_balance_is_a_decimal_uint256() {
+        assert_eq!(min_balance("").unwrap(), None);
+        assert_eq!(min_balance("0").unwrap(), None, "0 filters nothing");
+        assert_eq!(min_balance("1500").unwrap(), Some(U256::from(1500)));
+        let max = U256::MAX.to_string();
+        assert_eq!(min_balance(&max).unwrap(), Some(U256::MAX));
+        let over = "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+        for (bad, why) in [
+            ("-1", "negative"),
+            ("1e18", "decimal"),
+            ("0x10", "decimal"),
+            (" 1", "decimal"),
+            (over, "2^256-1"),
+        ] {
+            let e = min_balance(bad).unwrap_err().to_string();
+            assert!(e.contains("min_balance") && e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn page_tokens_round_trip_and_refuse_forgeries() {

@@ -89,11 +89,13 @@ impl Drop for QueryService {
 }
 
 /// The `ingestor` binary built next to the test binaries (`cargo test --workspace` builds
-/// it for the ingestor's own CLI tests).
+/// it for the ingestor's own CLI tests), or next to a binary of this crate.
 pub fn ingestor_binary() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir =
-        exe.parent().and_then(|d| d.parent()).ok_or_else(|| anyhow::anyhow!("no target folder"))?;
+    let mut dir = exe.parent().ok_or_else(|| anyhow::anyhow!("no target folder"))?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().ok_or_else(|| anyhow::anyhow!("no target folder"))?;
+    }
     let bin = dir.join("ingestor");
     anyhow::ensure!(
         bin.exists(),

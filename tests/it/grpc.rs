@@ -236,6 +236,8 @@ async fn hostile_requests_get_a_clear_answer() {
                 let at_time = time.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
                 // Half the requests name a moment (a block, a time, a finality, or several).
                 let at_block = if at { block } else { None };
+                // A filter in decimal half the time, hostile text the other half.
+                let min_balance = if at { n.to_string() } else { b.clone() };
                 let mut c = client.clone();
                 handle.block_on(async {
                     let r = c
@@ -245,6 +247,7 @@ async fn hostile_requests_get_a_clear_answer() {
                             finality,
                             at_block,
                             at_time,
+                            min_balance: min_balance.clone(),
                         })
                         .await;
                     check("GetTopHolders", r.map(drop))?;
@@ -257,6 +260,7 @@ async fn hostile_requests_get_a_clear_answer() {
                             finality,
                             at_block,
                             at_time,
+                            min_balance: min_balance.clone(),
                         })
                         .await;
                     check("GetHolders", r.map(drop))?;

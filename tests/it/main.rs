@@ -2,7 +2,9 @@
 //! Postgres. Each test starts its own chain and database, so they run in parallel.
 
 mod backfill;
+mod export;
 mod faults;
+mod filters;
 mod finality;
 mod follow;
 mod grpc;
@@ -124,6 +126,41 @@ impl World {
                 "balance of {a} at block {block}"
             );
         }
+        // The holder count kept with each stored block (V9) is the count of addresses
+        // whose newest transfer at or below it left them something, and the checkpoint's
+        // is the token row's and the chain's.
+        let rows = c
+            .query(
+                "SELECT b.number, b.holders, (
+                    SELECT count(*) FROM (
+                        SELECT DISTINCT ON (l.a) l.a, l.balance FROM (
+                            SELECT from_address AS a, block_number AS n, log_index AS i, from_balance AS balance
+                            FROM transfers WHERE block_number <= b.number
+                            UNION ALL
+                            SELECT to_address, block_number, log_index, to_balance
+                            FROM transfers WHERE block_number <= b.number
+                        ) l ORDER BY l.a, l.n DESC, l.i DESC
+                    ) x WHERE x.balance > 0 AND x.a <> $1)
+                 FROM blocks b ORDER BY b.number",
+                &[&Address::ZERO],
+            )
+            .await
+            .unwrap();
+        for r in &rows {
+            let (number, kept, counted): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            assert_eq!(kept, counted, "holders kept with block {number}");
+        }
+        let row = c
+            .query_one(
+                "SELECT k.holder_count, (SELECT holders FROM blocks b WHERE b.token = k.address
+                                         AND b.number <= k.indexed_block ORDER BY number DESC LIMIT 1)
+                 FROM tokens k",
+                &[],
+            )
+            .await
+            .unwrap();
+        let held = on_chain.iter().filter(|b| !b.is_zero()).count() as i64;
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, Option<i64>>(1)), (held, Some(held)));
         on_chain
     }
 
@@ -209,6 +246,34 @@ const TINY_BATCHES: [&str; 12] = [
     "--finality-depth",
     "4",
 ];
+
+/// A nine-day history of 20 holders on an Anvil that keeps every block's state (so
+/// balanceOf answers at past blocks), indexed whole.
+async fn indexed_past(seed: u64, extreme_amounts: bool) -> World {
+    let spec = Spec {
+        holders: 20,
+        days: 9,
+        blocks_per_day: 2,
+        transfers_per_block: 3,
+        spray_width: 3,
+        extreme_amounts,
+        seed,
+    };
+    let w = world_with(spec, &["--preserve-historical-states"]).await;
+    w.ingest_all().await;
+    w
+}
+
+/// The blocks of `w`'s store that hold transfers, in order.
+async fn transfer_blocks(w: &World) -> Vec<u64> {
+    let c = w.db.client().await.unwrap();
+    c.query("SELECT DISTINCT block_number FROM transfers ORDER BY block_number", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .collect()
+}
 
 /// A small history: enough for the behaviour under test, quick to build.
 fn small(seed: u64) -> Spec {

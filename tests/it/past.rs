@@ -6,27 +6,16 @@
 
 use alloy_primitives::{Address, U256};
 use proto::pb::{Finality, GetHoldersRequest, GetTopHoldersRequest, Holder};
-use rig::history::Spec;
 use rig::pair::QueryService;
 use tonic::Code;
 
-use crate::{u256, world_with};
+use crate::{indexed_past, u256};
 
 const WEEK: i64 = 7 * 24 * 3600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holders_at_past_blocks_equal_balance_of_at_those_blocks() {
-    let spec = Spec {
-        holders: 20,
-        days: 9,
-        blocks_per_day: 2,
-        transfers_per_block: 3,
-        spray_width: 3,
-        extreme_amounts: true,
-        seed: 41,
-    };
-    let w = world_with(spec, &["--preserve-historical-states"]).await;
-    w.ingest_all().await;
+    let w = indexed_past(41, true).await;
     let c = w.db.client().await.unwrap();
     let token = w.history.token;
 

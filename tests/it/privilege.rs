@@ -73,6 +73,13 @@ async fn run_and_check_log(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Read the log while it runs: a debug log outgrows the pipe's buffer, and a child
+    // blocked on a full pipe would never exit.
+    let mut stderr = child.stderr.take().unwrap();
+    let reading = tokio::spawn(async move {
+        let mut log = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut log).await.map(|_| log)
+    });
     let status = match tokio::time::timeout(within, child.wait()).await {
         Ok(status) => status.unwrap().success(),
         Err(_) => {
@@ -81,10 +88,7 @@ async fn run_and_check_log(
             false
         }
     };
-    let mut log = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut log)
-        .await
-        .unwrap();
+    let log = reading.await.unwrap().unwrap();
     assert!(!log.is_empty(), "{binary} logged nothing");
     for secret in [DB_PASSWORD, RPC_KEY] {
         assert!(!log.contains(secret), "{binary} {args:?} logged a secret:\n{log}");

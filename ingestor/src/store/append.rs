@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::balances::{Balance, Balances};
+use super::balances::{Balance, Balances, holders_moved};
 use super::commit::{Batch, CommitStats};
 use super::error::{StoreError, StoreResult, What};
 use super::notify;
@@ -47,7 +47,7 @@ pub(super) async fn append(
     for (t, seq) in transfers.iter().zip(last_seq + 1..) {
         let (from_balance, to_balance) = balances.apply(t);
         copy.write(token, t, seq, Some((from_balance, to_balance))).await?;
-        blocks.saw(t);
+        blocks.saw(t, (from_balance, to_balance));
     }
     copy.finish().await?;
     let (balance_rows, holders_delta) = balances.write(tx, token).await?;
@@ -195,49 +195,77 @@ impl GenericClientCopy for tokio_postgres::Transaction<'_> {
     }
 }
 
-/// The blocks a batch must keep the hashes of: those with transfers, the verified ones
-/// and the checkpoint.
+/// The blocks a batch must keep the hashes of (those with transfers, the verified ones
+/// and the checkpoint), each with how far the batch has moved the holder count by its
+/// end: stored as the count after the block (migration V9).
 #[derive(Debug, Default)]
 pub(super) struct Blocks {
-    numbers: Vec<i64>,
-    hashes: Vec<B256>,
-    times: Vec<i64>,
+    /// Blocks with transfers, in order: (number, hash, time, holders moved by its end).
+    seen: Vec<(i64, B256, i64, i64)>,
+    /// Headers without that information; a block may be in both.
+    headers: Vec<(i64, B256, i64)>,
+    /// Holders moved so far.
+    moved: i64,
 }
 
 impl Blocks {
-    /// The block of transfer `t` (transfers come in block order).
-    pub(super) fn saw(&mut self, t: &Transfer) {
+    /// Transfer `t` (transfers come in block order), which left its sender and receiver
+    /// with `after`.
+    pub(super) fn saw(&mut self, t: &Transfer, after: (Balance, Balance)) {
         let number = t.block_number as i64;
-        if self.numbers.last() != Some(&number) {
-            self.numbers.push(number);
-            self.hashes.push(t.block_hash);
-            self.times.push(t.block_time.unwrap_or_default() as i64);
+        self.moved += holders_moved(t, after);
+        match self.seen.last_mut() {
+            Some(last) if last.0 == number => last.3 = self.moved,
+            _ => self.seen.push((
+                number,
+                t.block_hash,
+                t.block_time.unwrap_or_default() as i64,
+                self.moved,
+            )),
         }
     }
 
     /// Headers checked near the head, and the checkpoint.
     pub(super) fn verified<'a>(&mut self, blocks: impl Iterator<Item = &'a BlockRef>) {
-        for b in blocks {
-            self.numbers.push(b.number as i64);
-            self.hashes.push(b.hash);
-            self.times.push(b.timestamp as i64);
-        }
+        self.headers.extend(blocks.map(|b| (b.number as i64, b.hash, b.timestamp as i64)));
     }
 
-    /// Keeps the block hashes and the rejected logs (block, log index). Returns how
-    /// many rejected logs are new.
+    /// The rows to keep: (numbers, hashes, times, holders moved by each block's end).
+    fn rows(&self) -> (Vec<i64>, Vec<B256>, Vec<i64>, Vec<i64>) {
+        let mut rows: Vec<(i64, B256, i64, i64)> = self.seen.clone();
+        for &(number, hash, time) in &self.headers {
+            // The newest block with transfers at or below it says how far the count moved.
+            let below = self.seen.partition_point(|s| s.0 <= number);
+            let moved = below.checked_sub(1).map_or(0, |i| self.seen[i].3);
+            rows.push((number, hash, time, moved));
+        }
+        let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (n, h, t, m) in rows {
+            out.0.push(n);
+            out.1.push(h);
+            out.2.push(t);
+            out.3.push(m);
+        }
+        out
+    }
+
+    /// Keeps the block hashes with the holder count after each (the token row's count,
+    /// not yet moved by this batch, plus what the batch moved by then) and the rejected
+    /// logs (block, log index). Returns how many rejected logs are new.
     pub(super) async fn keep<C: GenericClient>(
         &self,
         client: &C,
         token: Address,
         rejected: &[(u64, u64)],
     ) -> StoreResult<i64> {
+        let (numbers, hashes, times, moved) = self.rows();
         client
             .execute(
-                "INSERT INTO blocks (token, number, hash, time)
-                 SELECT $1, n, h, t FROM unnest($2::bigint[], $3::bytea[], $4::bigint[]) AS b(n, h, t)
+                "INSERT INTO blocks (token, number, hash, time, holders)
+                 SELECT $1, n, h, t, (SELECT holder_count FROM tokens WHERE address = $1) + m
+                 FROM unnest($2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[]) AS b(n, h, t, m)
                  ON CONFLICT DO NOTHING",
-                &[&token, &self.numbers, &self.hashes, &self.times],
+                &[&token, &numbers, &hashes, &times, &moved],
             )
             .await
             .what("keeping block hashes")?;

@@ -42,7 +42,8 @@ WITH new AS (
     FROM new n
     JOIN after f ON f.seq = n.seq AND f.address = n.from_address
     JOIN after t ON t.seq = n.seq AND t.address = n.to_address
-    RETURNING block_number, block_hash, block_time, from_address, to_address, value, seq
+    RETURNING block_number, log_index, block_hash, block_time, from_address, to_address, value, seq,
+              from_balance, to_balance
 ), moves AS (
     SELECT to_address AS address, value AS delta, block_number FROM ins WHERE to_address <> $2
     UNION ALL
@@ -59,11 +60,31 @@ WITH new AS (
        SET balance = balances.balance + excluded.balance,
            last_transfer_block = greatest(balances.last_transfer_block, excluded.last_transfer_block)
     RETURNING 1
+), counted AS (
+    -- The holder count after each block of the inserted transfers: the count before the
+    -- batch plus each transfer's move (a side from nothing to something +1, back -1; the
+    -- zero address and a transfer to oneself move nothing), as `holders_moved` in
+    -- balances.rs computes it.
+    SELECT block_number, block_hash, block_time,
+           (SELECT holder_count FROM tokens WHERE address = $1)
+           + sum(sum(CASE WHEN from_address = to_address THEN 0 ELSE
+                     CASE WHEN to_address = $2 THEN 0
+                          ELSE (to_balance > 0)::int - (to_balance - value > 0)::int END
+                   + CASE WHEN from_address = $2 THEN 0
+                          ELSE (from_balance > 0)::int - (from_balance + value > 0)::int END
+                 END)) OVER (ORDER BY block_number) AS holders
+    FROM ins GROUP BY block_number, block_hash, block_time
 ), blk AS (
-    INSERT INTO blocks (token, number, hash, time)
-    SELECT DISTINCT $1::bytea, block_number, block_hash, block_time FROM ins
+    -- A block without inserted transfers holds the count of the newest block at or
+    -- below it: of this batch, else as stored.
+    INSERT INTO blocks (token, number, hash, time, holders)
+    SELECT $1::bytea, block_number, block_hash, block_time, holders FROM counted
     UNION
-    SELECT $1, n, h, t FROM unnest($8::bigint[], $9::bytea[], $10::bigint[]) AS b(n, h, t)
+    SELECT $1, n, h, t, coalesce(
+        (SELECT c.holders FROM counted c WHERE c.block_number <= n ORDER BY c.block_number DESC LIMIT 1),
+        (SELECT k.holders FROM blocks k WHERE k.token = $1 AND k.number <= n ORDER BY k.number DESC LIMIT 1),
+        0)
+    FROM unnest($8::bigint[], $9::bytea[], $10::bigint[]) AS b(n, h, t)
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), rej AS (

@@ -31,6 +31,26 @@ pub(super) fn widen(v: U256) -> Balance {
     Balance::from_raw(alloy_primitives::Uint::from(v))
 }
 
+/// How a transfer moves the holder count, given the (sender's, receiver's) balances
+/// right after it: +1 for a side that goes from nothing to something, -1 for one that
+/// goes back. The zero address (mints, burns) and a transfer to oneself move nothing.
+/// Summed over a batch it equals what [`Balances::write`] reports.
+pub(super) fn holders_moved(t: &Transfer, (from_after, to_after): (Balance, Balance)) -> i64 {
+    if t.from == t.to {
+        return 0;
+    }
+    let value = widen(t.value);
+    let held = |b: Balance| i64::from(b > Balance::ZERO);
+    let mut moved = 0;
+    if !t.from.is_zero() {
+        moved += held(from_after) - held(from_after + value);
+    }
+    if !t.to.is_zero() {
+        moved += held(to_after) - held(to_after - value);
+    }
+    moved
+}
+
 /// One known address: whether it has a row and held anything at the last commit, its
 /// balance now, the block of its newest transfer, and whether this batch changed it.
 #[derive(Debug, Clone, Copy)]
@@ -324,6 +344,37 @@ mod tests {
         let e = balances.map[&a];
         assert!(e.has_row && e.held_before && !e.dirty);
         assert_eq!(balances.changed_supply(), None, "nothing changed since the commit");
+    }
+
+    #[test]
+    fn holders_moved_follows_the_holder_count_transfer_by_transfer() {
+        let people: Vec<Address> =
+            (1..=6u64).map(|i| Address::from_word(B256::from(U256::from(i)))).collect();
+        let mut balances = known(&people);
+        let mut counted = 0i64;
+        // Mints, burns, transfers to oneself and whole balances sent away, in a fixed
+        // pseudo-random order.
+        let mut x = 0x9e37_79b9_u64;
+        for i in 0..2_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let pick = |k: u64| match (x >> k) % 8 {
+                0 => Address::ZERO,
+                n => people[(n as usize - 1) % people.len()],
+            };
+            let (from, to) = (pick(33), pick(41));
+            let held = balances.map.get(&from).map_or(Balance::ZERO, |e| e.now);
+            let value =
+                if (x >> 50).is_multiple_of(3) && from != Address::ZERO && held > Balance::ZERO {
+                    u64::try_from(held).unwrap()
+                } else {
+                    (x >> 20) % 50
+                };
+            let t = transfer(i, 0, from, to, value);
+            let after = balances.apply(&t);
+            counted += holders_moved(&t, after);
+            let holders = people.iter().filter(|a| balances.map[*a].now > Balance::ZERO).count();
+            assert_eq!(counted, holders as i64, "after transfer {i} ({from} -> {to}, {value})");
+        }
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "address_first_partition_indexes",
         include_str!("../../../migrations/V8__address_first_partition_indexes.sql"),
     ),
+    (
+        9,
+        "holder_count_per_block",
+        include_str!("../../../migrations/V9__holder_count_per_block.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

@@ -128,7 +128,7 @@ impl OpenBatch {
         for t in transfers {
             let after = balances.apply(t);
             copy.write(self.token, t, self.next_seq, Some(after)).await?;
-            self.blocks.saw(t);
+            self.blocks.saw(t, after);
             self.next_seq += 1;
         }
         self.transfers += transfers.len() as i64;

@@ -40,7 +40,11 @@ WITH gone AS (
 ), rej AS (
     DELETE FROM rejected_logs WHERE token = $1 AND block_number > $3 RETURNING 1
 ), fork AS (
-    INSERT INTO blocks (token, number, hash, time) VALUES ($1, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1
+    -- The fork block holds the holder count of the newest kept block at or below it.
+    INSERT INTO blocks (token, number, hash, time, holders)
+    VALUES ($1, $3, $4, $5, coalesce((SELECT holders FROM blocks WHERE token = $1 AND number <= $3
+                                      ORDER BY number DESC LIMIT 1), 0))
+    ON CONFLICT DO NOTHING RETURNING 1
 ), tok AS (
     UPDATE tokens SET
         total_supply = total_supply

@@ -29,6 +29,35 @@ impl Holders {
         Ok(answer)
     }
 
+    /// Holders at `moment` holding at least `min` (None: every holder). Without a filter
+    /// the moment says (the token row at the checkpoint, the ingestor's count kept per
+    /// block in the past); a filter is counted once per store state and kept with the
+    /// ranked answers: a range of the rank index at the checkpoint, a pass over the
+    /// history in the past.
+    async fn holder_count(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        token: &TokenView,
+        moment: &Moment,
+        min: Option<&str>,
+    ) -> Result<u64, QueryError> {
+        let Some(min) = min else {
+            return Ok(moment.holders.max(0) as u64);
+        };
+        let key = key(token, moment, -1, "count", min);
+        let counted = self
+            .ranked_answer(key, async {
+                let n = if moment.latest {
+                    store::holders::holder_count(tx, token, min).await?
+                } else {
+                    store::history::holder_count_at(tx, token, moment, min).await?
+                };
+                Ok(HoldersResponse { holder_count: n.max(0) as u64, ..Default::default() })
+            })
+            .await?;
+        Ok(counted.holder_count)
+    }
+
     pub(super) async fn top(
         &self,
         req: GetTopHoldersRequest,
@@ -36,19 +65,23 @@ impl Holders {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
         let wanted = input::token(&req.token)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
+        let floor = input::min_balance(&req.min_balance)?;
+        let min = floor.map(|m| m.to_string());
         let mut client = self.pool.get().await?;
         let tx = store::snapshot(&mut client).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
-        let key = key(&token, &moment, limit, "");
+        let key = key(&token, &moment, limit, "", min.as_deref().unwrap_or("0"));
         let answer = self
             .ranked_answer(key, async {
-                let rows = if moment.latest {
+                let mut rows = if moment.latest {
                     store::holders::ranked(&tx, &token, None, limit).await?
                 } else {
                     store::history::ranked_at(&tx, &token, &moment, None, limit).await?
                 };
-                Ok(response(&token, &moment, rows, Some(0), None))
+                at_least(&mut rows, floor);
+                let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
+                Ok(response(&token, &moment, rows, Some(0), None, count))
             })
             .await?;
         tx.commit().await?;
@@ -60,6 +93,8 @@ impl Holders {
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
+        let floor = input::min_balance(&req.min_balance)?;
+        let min = floor.map(|m| m.to_string());
         if !addresses.is_empty() && !req.page_token.is_empty() {
             return Err(QueryError::invalid(
                 "page_token",
@@ -71,27 +106,33 @@ impl Holders {
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
         let answer = if !addresses.is_empty() {
-            let rows = if moment.latest {
+            let mut rows = if moment.latest {
                 store::holders::lookup(&tx, &token, &addresses).await?
             } else {
                 store::history::lookup_at(&tx, &token, &moment, &addresses).await?
             };
-            response(&token, &moment, rows, None, None)
+            at_least(&mut rows, floor);
+            let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
+            response(&token, &moment, rows, None, None, count)
         } else {
             let after = match req.page_token.as_str() {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            self.ranked_answer(key(&token, &moment, size, &req.page_token), async {
+            let key = key(&token, &moment, size, &req.page_token, min.as_deref().unwrap_or("0"));
+            self.ranked_answer(key, async {
                 let after_row = after.map(|p| (p.balance.to_string(), p.address));
-                let rows = if moment.latest {
+                let mut rows = if moment.latest {
                     store::holders::ranked(&tx, &token, after_row, size).await?
                 } else {
                     store::history::ranked_at(&tx, &token, &moment, after_row, size).await?
                 };
-                let full = rows.len() as i64 == size;
+                // A page cut by the filter is the last one.
+                let fetched = rows.len() as i64;
+                let full = !at_least(&mut rows, floor) && fetched == size;
                 let first_rank = after.map_or(0, |p| p.rank);
-                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size)))
+                let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
+                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size), count))
             })
             .await?
         };
@@ -101,7 +142,7 @@ impl Holders {
 }
 
 /// The moment `at` names, checked against what the store holds.
-async fn moment(
+pub(super) async fn moment(
     tx: &deadpool_postgres::Transaction<'_>,
     token: &TokenView,
     at: At,
@@ -172,13 +213,15 @@ async fn moment(
 }
 
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
-/// lookup, which has no ranks); `page_size` is set when a further page may exist.
-fn response(
+/// lookup, which has no ranks); `page_size` is set when a further page may exist;
+/// `holder_count` is the moment's, under the request's filter.
+pub(super) fn response(
     token: &TokenView,
     moment: &Moment,
     rows: Vec<HolderRow>,
     first_rank: Option<u64>,
     page_size: Option<i64>,
+    holder_count: u64,
 ) -> HoldersResponse {
     let next_page_token = match (page_size, rows.last(), first_rank) {
         (Some(_), Some(last), Some(before)) => PageToken {
@@ -215,7 +258,19 @@ fn response(
         decimals: u32::from(token.decimals),
         symbol: token.symbol.clone(),
         as_of_finalized_block: token.finalized_block.min(moment.block).max(0) as u64,
+        holder_count,
     }
+}
+
+/// Keeps the rows holding at least `min` (all without it). Returns whether it dropped
+/// any: the filter cuts the ranking's tail, so a ranked page it cut is the last one.
+pub(super) fn at_least(rows: &mut Vec<HolderRow>, min: Option<U256>) -> bool {
+    let Some(min) = min else {
+        return false;
+    };
+    let before = rows.len();
+    rows.retain(|r| r.balance.parse::<U256>().is_ok_and(|b| b >= min));
+    rows.len() < before
 }
 
 /// Writes base units as whole tokens: `decimals` digits after the point, trailing zeros
@@ -239,14 +294,15 @@ pub fn format_units(raw: &str, decimals: u8) -> String {
     if frac.is_empty() { format!("{sign}{whole}") } else { format!("{sign}{whole}.{frac}") }
 }
 
-/// The cache key of a ranked answer of `token` in its current state, as of `moment`.
-fn key(token: &TokenView, moment: &Moment, limit: i64, after: &str) -> Key {
+/// The cache key of a ranked answer of `token` in its current state, as of `moment`,
+/// down to the balance `min`.
+fn key(token: &TokenView, moment: &Moment, limit: i64, after: &str, min: &str) -> Key {
     Key {
         token: token.address,
         indexed_block: token.indexed_block,
         last_seq: token.last_seq,
         limit,
-        after: format!("{after}@{}/{}", moment.block, token.finalized_block),
+        after: format!("{after}@{}/{}>={min}", moment.block, token.finalized_block),
     }
 }
 

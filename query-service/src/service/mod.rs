@@ -1,8 +1,9 @@
 //! `holders.v1.HolderService`: each method checks its request ([`crate::input`]), reads
 //! one snapshot of the store, and shapes the answer. One file per family of methods:
-//! [`holders`] (GetTopHolders, GetHolders), [`tokens`] (ListTokens), [`transfers`]
-//! (ListTransfers), [`stream`] (StreamTransfers).
+//! [`holders`] (GetTopHolders, GetHolders), [`export`] (ExportHolders), [`tokens`]
+//! (ListTokens), [`transfers`] (ListTransfers), [`stream`] (StreamTransfers).
 
+mod export;
 mod holders;
 mod stream;
 mod tokens;
@@ -15,9 +16,9 @@ use deadpool_postgres::Pool;
 use futures::Stream;
 use proto::pb::holder_service_server::HolderService;
 use proto::pb::{
-    GetHoldersRequest, GetTopHoldersRequest, HoldersResponse, ListTokensRequest,
-    ListTokensResponse, ListTransfersRequest, ListTransfersResponse, StreamTransfersRequest,
-    TransferEvent,
+    ExportHoldersRequest, GetHoldersRequest, GetTopHoldersRequest, HoldersChunk, HoldersResponse,
+    ListTokensRequest, ListTokensResponse, ListTransfersRequest, ListTransfersResponse,
+    StreamTransfersRequest, TransferEvent,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -58,6 +59,7 @@ fn timestamp(unix: i64) -> Option<prost_types::Timestamp> {
 }
 
 type TransferStream = Pin<Box<dyn Stream<Item = Result<TransferEvent, Status>> + Send + 'static>>;
+type HoldersStream = Pin<Box<dyn Stream<Item = Result<HoldersChunk, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl HolderService for Holders {
@@ -98,6 +100,18 @@ impl HolderService for Holders {
         let stream = self
             .metrics
             .observe("StreamTransfers", async { Ok(self.stream(request.into_inner()).await?) });
+        Ok(Response::new(stream.await?))
+    }
+
+    type ExportHoldersStream = HoldersStream;
+
+    async fn export_holders(
+        &self,
+        request: Request<ExportHoldersRequest>,
+    ) -> Result<Response<Self::ExportHoldersStream>, Status> {
+        let stream = self
+            .metrics
+            .observe("ExportHolders", async { Ok(self.export(request.into_inner()).await?) });
         Ok(Response::new(stream.await?))
     }
 

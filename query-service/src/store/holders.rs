@@ -29,14 +29,20 @@ pub struct HolderRow {
 
 /// Wraps a query `$inner` that yields `address, balance, last_transfer_block` rows in
 /// ranking order with the share of the supply ($3, decimal text) and the 7-day figures,
-/// given `$ago`, the SQL of a row's balance at the week-ago block $2 (row `p`).
+/// given `$ago`, the SQL of a row's balance at the week-ago block $2 (row `p`). CTEs in
+/// `$before` come first (the page may use them), those in `$ctes` after the page.
 macro_rules! holder_columns {
     ($inner:expr, $ago:literal) => {
         holder_columns!($inner, "", $ago)
     };
     ($inner:expr, $ctes:literal, $ago:literal) => {
+        holder_columns!(before "", $inner, $ctes, $ago)
+    };
+    (before $before:literal, $inner:expr, $ctes:literal, $ago:literal) => {
         concat!(
-            "WITH page AS (",
+            "WITH ",
+            $before,
+            " page AS (",
             $inner,
             ")",
             $ctes,
@@ -116,6 +122,35 @@ const LOOKUP: &str = with_week!(
      LEFT JOIN balances b ON b.token = $1 AND b.address = q.address"
 );
 
+/// Every holder at the checkpoint, for an export: the
+/// week's transfers are summed by address once, for everybody (one pass over the week,
+/// not one probe per holder), and joined to the balances; one sort of the whole ranking.
+/// Parameters as [`with_week!`]'s.
+pub const EXPORT: &str = holder_columns!(
+    before "inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE address = $1),
+    moved AS MATERIALIZED (
+        SELECT m.a, sum(m.v) AS v FROM (
+            SELECT to_address AS a, value AS v FROM transfers
+            WHERE token = $1 AND block_number > $2 AND (SELECT week FROM inside)
+            UNION ALL
+            SELECT from_address, -value FROM transfers
+            WHERE token = $1 AND block_number > $2 AND (SELECT week FROM inside)
+        ) m GROUP BY m.a),",
+    "SELECT b.address, b.balance, b.last_transfer_block, m.v AS moved
+     FROM balances b LEFT JOIN moved m ON m.a = b.address
+     WHERE b.token = $1 AND b.balance > 0",
+    "",
+    "CASE
+        WHEN p.last_transfer_block <= $2 THEN p.balance
+        WHEN NOT (SELECT week FROM inside) THEN 0
+        ELSE p.balance - coalesce(p.moved, 0)
+        END"
+);
+
+/// Holders with at least $2 (decimal text, above 0): one range of balances_rank.
+const COUNT_FROM: &str = "SELECT count(*) FROM balances
+     WHERE token = $1 AND balance > 0 AND -balance <= -($2::text::numeric)";
+
 /// The first `limit` holders of `token`, or those after `after` (balance, address).
 pub async fn ranked(
     tx: &Transaction<'_>,
@@ -161,8 +196,29 @@ pub async fn lookup(
     Ok(rows.iter().map(holder_row).collect())
 }
 
+/// Every holder of `token` at the checkpoint, in ranking order, bound as a portal the
+/// caller fetches from in chunks ([`EXPORT`]).
+pub async fn export_portal(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+) -> Result<tokio_postgres::Portal, QueryError> {
+    let stmt = tx.prepare_cached(EXPORT).await?;
+    Ok(tx.bind(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply]).await?)
+}
+
+/// Holders of `token` at the checkpoint holding at least `min` (decimal): one range of
+/// balances_rank.
+pub async fn holder_count(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    min: &str,
+) -> Result<i64, QueryError> {
+    let stmt = tx.prepare_cached(COUNT_FROM).await?;
+    Ok(tx.query_one(&stmt, &[&token.address, &min]).await?.get(0))
+}
+
 /// A row of [`holder_columns!`].
-pub(super) fn holder_row(r: &Row) -> HolderRow {
+pub(crate) fn holder_row(r: &Row) -> HolderRow {
     HolderRow {
         address: r.get("address"),
         balance: r.get("balance"),

@@ -49,6 +49,7 @@ impl TokenView {
             time: self.indexed_time,
             week_ago_block: self.week_ago_block,
             total_supply: self.total_supply.clone(),
+            holders: self.holder_count,
             latest: true,
         }
     }

@@ -1,0 +1,111 @@
+//! ExportHolders: every holder of one moment, in ranking order, streamed in chunks from
+//! one snapshot and one statement (the whole ranking, bound as a portal). The snapshot's transaction lives in a task of its own for the whole
+//! export; the channel to the caller holds two chunks, so memory stays bounded whatever
+//! the holder count, and a caller that goes away ends the task (and the transaction) at
+//! its next chunk.
+
+use proto::pb::{ExportHoldersRequest, HoldersChunk};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use tracing::{Instrument, info_span, warn};
+
+use super::holders::{at_least, moment, response};
+use super::{Holders, HoldersStream};
+use crate::error::QueryError;
+use crate::input;
+use crate::store::{self, HolderRow};
+
+/// Holders per chunk.
+pub(super) const CHUNK: usize = 10_000;
+
+/// How long one fetch of an export may take. The first fetch ranks every holder of the
+/// moment in one statement (seconds at millions of holders), longer than an answer's
+/// statement timeout allows.
+const FETCH_TIMEOUT: &str = "120s";
+
+impl Holders {
+    pub(super) async fn export(
+        &self,
+        req: ExportHoldersRequest,
+    ) -> Result<HoldersStream, QueryError> {
+        let wanted = input::token(&req.token)?;
+        let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
+        let min = input::min_balance(&req.min_balance)?;
+        let (chunks, rx) = mpsc::channel::<Result<HoldersChunk, Status>>(2);
+        let (ready, started) = oneshot::channel::<Result<(), QueryError>>();
+        let pool = self.pool.clone();
+        let span = info_span!("export", token = ?wanted);
+        tokio::spawn(
+            async move {
+                let mut ready = Some(ready);
+                let result = async {
+                    let mut client = pool.get().await?;
+                    let tx = store::snapshot(&mut client).await?;
+                    let token = store::tokens::token(&tx, wanted).await?;
+                    let moment = moment(&tx, &token, at).await?;
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                    let mut sent = 0u64;
+                    let chunk_of = |rows: Vec<HolderRow>, sent: &mut u64| {
+                        let answer = response(&token, &moment, rows, Some(*sent), None, 0);
+                        *sent += answer.holders.len() as u64;
+                        HoldersChunk {
+                            holders: answer.holders,
+                            as_of_block: answer.as_of_block,
+                            as_of_time: answer.as_of_time,
+                            total_supply: answer.total_supply,
+                            token: answer.token,
+                            decimals: answer.decimals,
+                            symbol: answer.symbol,
+                        }
+                    };
+                    tx.batch_execute(&format!("SET LOCAL statement_timeout = '{FETCH_TIMEOUT}'"))
+                        .await?;
+                    // One statement for the whole ranking, fetched a chunk at a time.
+                    let portal = if moment.latest {
+                        store::holders::export_portal(&tx, &token).await?
+                    } else {
+                        store::history::ranking_portal(&tx, &token, &moment).await?
+                    };
+                    loop {
+                        let rows = tx.query_portal(&portal, CHUNK as i32).await?;
+                        let mut rows: Vec<HolderRow> =
+                            rows.iter().map(store::holders::holder_row).collect();
+                        // The filter cuts the ranking's tail: a chunk it cut is the last.
+                        let fetched = rows.len();
+                        let full = !at_least(&mut rows, min) && fetched == CHUNK;
+                        if (!rows.is_empty() || sent == 0)
+                            && chunks.send(Ok(chunk_of(rows, &mut sent))).await.is_err()
+                        {
+                            return Ok(());
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok::<_, QueryError>(())
+                }
+                .await;
+                if let Err(e) = result {
+                    match ready.take() {
+                        Some(r) => {
+                            let _ = r.send(Err(e));
+                        }
+                        None => {
+                            warn!(error = %e, "an export ended early");
+                            let _ = chunks.send(Err(e.into())).await;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        match started.await {
+            Ok(Ok(())) => Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(QueryError::Unavailable("the export ended before it began".into())),
+        }
+    }
+}
