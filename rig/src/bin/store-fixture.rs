@@ -43,8 +43,13 @@ async fn main() -> anyhow::Result<()> {
     let client = db.client().await?;
     let started = Instant::now();
     loop {
-        let indexed: Option<i64> =
-            client.query_opt("SELECT indexed_block FROM tokens", &[]).await?.map(|r| r.get(0));
+        // No table yet while the ingestor migrates the new database.
+        let indexed: Option<i64> = client
+            .query_opt("SELECT indexed_block FROM tokens", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
         if indexed.is_some_and(|b| b >= h.end_block as i64) {
             break;
         }
@@ -66,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         "start_block": h.start_block,
         "end_block": h.end_block,
         "transfers": h.transfers,
+        "rejected_logs": h.rejected_logs,
         "addresses": h.addresses,
     });
     println!("{described}");

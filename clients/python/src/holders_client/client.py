@@ -1,0 +1,374 @@
+"""``HoldersClient``: the query-service's holders.v1 API as Python calls. Every unary call
+has a deadline (``timeout``); streams (exports, live transfers) have none. Whatever the
+server refuses surfaces as :class:`HoldersError`."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import enum
+import os
+import time
+from typing import (
+    IO,
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from ._pb.holders.v1 import holders_pb2 as pb
+from ._pb.holders.v1 import holders_pb2_grpc as pb_grpc
+from .errors import HoldersError
+from .models import Holder, Holders, Token, Transfer, TransferEvent, record
+
+CSV_HEADER = ("rank", "address", "balance", "balance_formatted", "share_of_supply_percent")
+
+# Addresses per lookup request: larger lists go in several, pinned to one block.
+_LOOKUP_CHUNK = 1000
+
+
+class Finality(enum.IntEnum):
+    """Which block an answer is as of: the newest indexed, or the chain's safe or
+    finalized one."""
+
+    LATEST = 0
+    SAFE = 1
+    FINALIZED = 2
+
+
+FinalityLike = Union[Finality, str, int, None]
+TimeLike = Union[_dt.datetime, int, float, None]
+AmountLike = Union[int, str, None]
+
+
+class HoldersClient:
+    """A client of one query-service.
+
+    ``target`` is ``host:port``; ``token`` the ERC-20 every call asks about (``None``: the
+    service's only token); ``metadata`` pairs sent with every call (an API key, say);
+    ``timeout`` the deadline of each unary call, in seconds. Use it as a context manager,
+    or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: Optional[str] = None,
+        tls: bool = False,
+        root_certificates: Union[bytes, str, "os.PathLike[str]", None] = None,
+        metadata: Optional[Sequence[Tuple[str, str]]] = None,
+        timeout: Optional[float] = 30.0,
+    ) -> None:
+        if tls or root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates))
+            self._channel = grpc.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.HolderServiceStub(self._channel)
+        self.token = token or ""
+        self.metadata = list(metadata or [])
+        self.timeout = timeout
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "HoldersClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- holders -----------------------------------------------------------------------
+
+    def top_holders(
+        self,
+        limit: int = 100,
+        *,
+        at_block: Optional[int] = None,
+        at_time: TimeLike = None,
+        finality: FinalityLike = None,
+        min_balance: AmountLike = None,
+    ) -> Holders:
+        """The ``limit`` richest holders (at most 10,000) as of one moment."""
+        request = pb.GetTopHoldersRequest(
+            limit=limit, token=self.token, min_balance=_amount(min_balance)
+        )
+        _moment(request, at_block, at_time, finality)
+        return Holders.from_pb(self._unary("GetTopHolders", request))
+
+    def iter_holders(
+        self,
+        page_size: int = 1000,
+        *,
+        at_block: Optional[int] = None,
+        at_time: TimeLike = None,
+        finality: FinalityLike = None,
+        min_balance: AmountLike = None,
+    ) -> Iterator[Holder]:
+        """Every holder, richest first, a page at a time. Every page is as of the first
+        page's block, however far the index moves meanwhile."""
+        request = pb.GetHoldersRequest(
+            page_size=page_size, token=self.token, min_balance=_amount(min_balance)
+        )
+        _moment(request, at_block, at_time, finality)
+        while True:
+            page = self._unary("GetHolders", request)
+            for h in page.holders:
+                yield Holder.from_pb(h)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+            _pin(request, page.as_of_block)
+
+    def lookup(
+        self,
+        addresses: Iterable[str],
+        *,
+        at_block: Optional[int] = None,
+        at_time: TimeLike = None,
+        finality: FinalityLike = None,
+    ) -> List[Holder]:
+        """These addresses as holders (zero balances included; ``rank`` is 0), all as of
+        one moment, richest first."""
+        wanted = list(addresses)
+        request = pb.GetHoldersRequest(token=self.token)
+        _moment(request, at_block, at_time, finality)
+        found: List[Holder] = []
+        for start in range(0, max(len(wanted), 1), _LOOKUP_CHUNK):
+            del request.addresses[:]
+            request.addresses.extend(wanted[start : start + _LOOKUP_CHUNK])
+            answer = self._unary("GetHolders", request)
+            found.extend(Holder.from_pb(h) for h in answer.holders)
+            _pin(request, answer.as_of_block)
+        if len(wanted) > _LOOKUP_CHUNK:
+            found.sort(key=lambda h: (-h.balance, h.address.lower()))
+        return found
+
+    def export_holders(
+        self,
+        *,
+        at_block: Optional[int] = None,
+        at_time: TimeLike = None,
+        finality: FinalityLike = None,
+        min_balance: AmountLike = None,
+    ) -> Iterator[Holder]:
+        """Every holder of one moment, ranked, from one snapshot (ExportHolders): the
+        server streams chunks of up to 10,000; stop iterating to cancel."""
+        request = pb.ExportHoldersRequest(token=self.token, min_balance=_amount(min_balance))
+        _moment(request, at_block, at_time, finality)
+        for chunk in self._stream("ExportHolders", request):
+            for h in chunk.holders:
+                yield Holder.from_pb(h)
+
+    def export_csv(
+        self,
+        file: Union[str, "os.PathLike[str]", IO[str]],
+        *,
+        at_block: Optional[int] = None,
+        at_time: TimeLike = None,
+        finality: FinalityLike = None,
+        min_balance: AmountLike = None,
+    ) -> int:
+        """Writes every holder of one moment as CSV (a path, or a text file opened with
+        ``newline=""``): header ``rank,address,balance,balance_formatted,
+        share_of_supply_percent``, balances in base units. Returns the rows written."""
+        holders = self.export_holders(
+            at_block=at_block, at_time=at_time, finality=finality, min_balance=min_balance
+        )
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "w", newline="", encoding="utf-8") as f:
+                return _write_csv(f, holders)
+        return _write_csv(file, holders)
+
+    # -- transfers ---------------------------------------------------------------------
+
+    def transfers(
+        self,
+        address: Optional[str] = None,
+        from_block: Optional[int] = None,
+        to_block: Optional[int] = None,
+        page_size: int = 1000,
+    ) -> Iterator[Transfer]:
+        """Stored transfers, newest first, optionally of one address (sender or
+        receiver) and within a block range (inclusive)."""
+        request = pb.ListTransfersRequest(
+            address=address or "", page_size=page_size, token=self.token
+        )
+        if from_block is not None:
+            request.from_block = from_block
+        if to_block is not None:
+            request.to_block = to_block
+        while True:
+            page = self._unary("ListTransfers", request)
+            for t in page.transfers:
+                yield Transfer.from_pb(t)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def stream_transfers(
+        self,
+        cursor: Optional[str] = None,
+        from_block: Optional[int] = None,
+        addresses: Optional[Iterable[str]] = None,
+        finalized_only: bool = False,
+        *,
+        reconnect_for: float = 60.0,
+    ) -> Iterator[TransferEvent]:
+        """Every transfer from ``cursor`` (or ``from_block``; neither: live only), then
+        each new one as it is committed, in order, once. When the server ends the stream
+        as UNAVAILABLE (a restart, a rollout) it resumes after the last event's cursor by
+        itself, retrying for up to ``reconnect_for`` seconds before it raises."""
+        last = cursor or ""
+        wanted = list(addresses or [])
+        failing_since: Optional[float] = None
+        pause = 0.1
+        while True:
+            request = pb.StreamTransfersRequest(
+                cursor=last, addresses=wanted, token=self.token, finalized_only=finalized_only
+            )
+            if not last and from_block is not None:
+                request.from_block = from_block
+            call = self._stub.StreamTransfers(request, metadata=self.metadata)
+            try:
+                for event in call:
+                    failing_since, pause = None, 0.1
+                    out = TransferEvent.from_pb(event)
+                    last = out.cursor
+                    yield out
+                return
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise HoldersError.from_rpc(e, "StreamTransfers") from None
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since > reconnect_for:
+                    raise HoldersError.from_rpc(e, "StreamTransfers") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            finally:
+                call.cancel()
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def tokens(self) -> List[Token]:
+        """Every indexed token and how far its index has come."""
+        return [Token.from_pb(t) for t in self._unary("ListTokens", pb.ListTokensRequest()).tokens]
+
+    # -- the seed script's Engineering names ---------------------------------------------
+
+    def get_holders(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Every holder (or the first ``limit``), richest first, as dicts."""
+        out: List[Dict[str, Any]] = []
+        if limit is not None and limit <= 0:
+            return out
+        page = min(limit, 10_000) if limit is not None else 1000
+        for h in self.iter_holders(page_size=page):
+            out.append(record(h))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def get_top_100_holders(self, limit: int = 100) -> List[Dict[str, Any]]:
+        """The ``limit`` richest holders as dicts."""
+        return self.decode_records(self.top_holders(limit).holders)
+
+    @staticmethod
+    def decode_records(holders: Iterable[Union[Holder, Dict[str, Any]]]) -> List[Dict[str, Any]]:
+        """Holders as dicts keyed by their field names (dicts pass through)."""
+        return [h if isinstance(h, dict) else record(h) for h in holders]
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _unary(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request, timeout=self.timeout, metadata=self.metadata
+            )
+        except grpc.RpcError as e:
+            raise HoldersError.from_rpc(e, method) from None
+
+    def _stream(self, method: str, request: Any) -> Iterator[Any]:
+        call = getattr(self._stub, method)(request, metadata=self.metadata)
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            raise HoldersError.from_rpc(e, method) from None
+        finally:
+            # A caller that stops early frees the server's snapshot at once.
+            call.cancel()
+
+
+class Engineering(HoldersClient):
+    """The seed script's class name, for a drop-in move: ``get_holders``,
+    ``get_top_100_holders`` and ``decode_records`` work as they did."""
+
+
+def _pem(certificates: Union[bytes, str, "os.PathLike[str]", None]) -> Optional[bytes]:
+    if certificates is None or isinstance(certificates, bytes):
+        return certificates
+    with open(certificates, "rb") as f:
+        return f.read()
+
+
+def _amount(value: AmountLike) -> str:
+    return "" if value is None else str(value)
+
+
+def _finality(value: FinalityLike) -> int:
+    if value is None:
+        return Finality.LATEST
+    if isinstance(value, str):
+        try:
+            return Finality[value.upper()]
+        except KeyError:
+            raise ValueError(
+                f"finality: {value!r} is not one of latest, safe, finalized"
+            ) from None
+    return Finality(value)
+
+
+def _moment(request: Any, at_block: Optional[int], at_time: TimeLike, finality: FinalityLike) -> None:
+    request.finality = _finality(finality)
+    if at_block is not None:
+        request.at_block = at_block
+    if at_time is not None:
+        ts = timestamp_pb2.Timestamp()
+        if isinstance(at_time, _dt.datetime):
+            if at_time.tzinfo is None:
+                raise ValueError("at_time: a naive datetime; give it a timezone (UTC, say)")
+            ts.FromDatetime(at_time.astimezone(_dt.timezone.utc))
+        else:
+            ts.FromNanoseconds(int(at_time * 1_000_000_000))
+        request.at_time.CopyFrom(ts)
+
+
+def _pin(request: Any, block: int) -> None:
+    """The next requests ask for the block the first answer was as of."""
+    request.ClearField("at_time")
+    request.finality = Finality.LATEST
+    request.at_block = block
+
+
+def _write_csv(f: IO[str], holders: Iterable[Holder]) -> int:
+    writer = csv.writer(f)
+    writer.writerow(CSV_HEADER)
+    rows = 0
+    for h in holders:
+        writer.writerow(
+            (h.rank, h.address, h.balance, h.balance_formatted, repr(h.share_of_supply_percent))
+        )
+        rows += 1
+    return rows
