@@ -99,6 +99,17 @@ pub struct Config {
     #[arg(long, global = true, env = "INGESTOR_BALANCE_CACHE_MB", default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub balance_cache_mb: u64,
 
+    /// Keep a ranking of the richest holders every this many transfers (0: none), at the
+    /// end of a block, in the batch's transaction: a ranking at a past block then reads
+    /// the transfers since the nearest one below it, not the history.
+    #[arg(long, global = true, env = "INGESTOR_RANKING_EVERY", default_value_t = 10_000)]
+    pub ranking_every: u32,
+
+    /// Holders per kept ranking: past answers of up to about this many holders (fewer
+    /// when many of them moved since) come from a ranking.
+    #[arg(long, global = true, env = "INGESTOR_RANKING_DEPTH", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ranking_depth: u32,
+
     /// How often to ask the node for new blocks while following.
     #[arg(long, global = true, env = "INGESTOR_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,

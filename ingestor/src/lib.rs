@@ -116,7 +116,11 @@ async fn serve_and_index(
 
     let rpc = connect(config).await?.with_metrics(metrics.clone());
     let database_url = config.database_url();
-    let store = Store::new(store::pool(database_url, usize::from(config.database_pool_size))?);
+    let store = Store::new(store::pool(database_url, usize::from(config.database_pool_size))?)
+        .with_rankings(store::RankingPolicy {
+            every: i64::from(config.ranking_every),
+            depth: config.ranking_depth as usize,
+        });
     info!(database = %store::describe_url(database_url), token = %config.token, "starting");
 
     let applied =

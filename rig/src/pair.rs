@@ -14,6 +14,11 @@ use tonic::transport::Channel;
 pub const LOCAL_PORTS: [&str; 4] =
     ["--metrics-listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"];
 
+/// Rankings kept often and shallow, so that a small test history has many, most of them
+/// incomplete: every past ranking a test asks for goes through them, and
+/// `World::assert_balances_in` checks each against the transfers.
+pub const TEST_RANKINGS: [&str; 4] = ["--ranking-every", "25", "--ranking-depth", "8"];
+
 /// Runs the ingestor with these flags (besides --rpc-url and --database-url) until it
 /// exits: a bounded range (--from and --to) exits by itself.
 pub async fn ingest(rpc_url: &str, database_url: &str, flags: &[&str]) -> anyhow::Result<()> {
@@ -29,6 +34,9 @@ pub async fn ingest_until(
 ) -> anyhow::Result<()> {
     let mut args = vec!["ingestor", "--rpc-url", rpc_url, "--database-url", database_url];
     args.extend_from_slice(&LOCAL_PORTS);
+    if !flags.contains(&"--ranking-every") {
+        args.extend_from_slice(&TEST_RANKINGS);
+    }
     args.extend_from_slice(flags);
     let config = ingestor::Config::try_parse_from(args)?;
     config.validate().map_err(anyhow::Error::msg)?;

@@ -15,6 +15,7 @@ mod past;
 mod plans;
 mod privilege;
 mod ranges;
+mod rankings;
 mod reorg;
 mod restart;
 mod shutdown;
@@ -161,6 +162,7 @@ impl World {
             .unwrap();
         let held = on_chain.iter().filter(|b| !b.is_zero()).count() as i64;
         assert_eq!((row.get::<_, i64>(0), row.get::<_, Option<i64>>(1)), (held, Some(held)));
+        assert_rankings_kept_right(&c).await;
         on_chain
     }
 
@@ -196,7 +198,13 @@ impl World {
             "--to".into(),
             self.history.end_block.to_string(),
         ];
-        args.extend(TINY_BATCHES.iter().chain(&rig::pair::LOCAL_PORTS).map(|a| a.to_string()));
+        args.extend(
+            TINY_BATCHES
+                .iter()
+                .chain(&rig::pair::LOCAL_PORTS)
+                .chain(&rig::pair::TEST_RANKINGS)
+                .map(|a| a.to_string()),
+        );
         args
     }
 
@@ -226,6 +234,63 @@ impl World {
     /// Indexes the whole history into this world's database.
     async fn ingest_all(&self) {
         self.ingest(&self.db, self.history.start_block, self.history.end_block).await;
+    }
+}
+
+/// Asserts that every ranking the ingestor kept (V10) is the head of the ranking the
+/// transfers' balances give at its block (address, balance, newest transfer), as deep
+/// as it says; that a complete one holds every holder; that none is above the
+/// checkpoint; and that each counts the transfers up to its block.
+async fn assert_rankings_kept_right(c: &tokio_postgres::Client) {
+    let kept = c
+        .query(
+            "SELECT r.block, r.depth, r.complete, r.transfer_count,
+                    (SELECT count(*) FROM transfers t WHERE t.block_number <= r.block),
+                    (SELECT indexed_block FROM tokens)
+             FROM rankings r ORDER BY r.block",
+            &[],
+        )
+        .await
+        .unwrap();
+    for k in &kept {
+        let (block, depth, complete): (i64, i32, bool) = (k.get(0), k.get(1), k.get(2));
+        assert!(block <= k.get::<_, i64>(5), "ranking at {block} above the checkpoint");
+        assert_eq!(k.get::<_, i64>(3), k.get::<_, i64>(4), "ranking at {block}: transfers");
+        let truth = c
+            .query(
+                "SELECT x.address, x.balance::text, x.n FROM (
+                    SELECT DISTINCT ON (l.a) l.a AS address, l.balance, l.n FROM (
+                        SELECT from_address AS a, block_number AS n, log_index AS i, from_balance AS balance
+                        FROM transfers WHERE block_number <= $1
+                        UNION ALL
+                        SELECT to_address, block_number, log_index, to_balance
+                        FROM transfers WHERE block_number <= $1
+                    ) l ORDER BY l.a, l.n DESC, l.i DESC
+                 ) x WHERE x.balance > 0 AND x.address <> $2 ORDER BY x.balance DESC, x.address",
+                &[&block, &Address::ZERO],
+            )
+            .await
+            .unwrap();
+        let rows = c
+            .query(
+                "SELECT address, balance::text, last_transfer_block FROM ranking_rows
+                 WHERE block = $1 ORDER BY rank",
+                &[&block],
+            )
+            .await
+            .unwrap();
+        let text = |rows: &[tokio_postgres::Row]| -> Vec<(Vec<u8>, String, i64)> {
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+        };
+        assert_eq!(rows.len(), depth as usize, "ranking at {block}: its depth");
+        assert_eq!(
+            text(&rows),
+            text(&truth[..rows.len().min(truth.len())]),
+            "ranking at {block}: the head of the ranking"
+        );
+        if complete {
+            assert_eq!(truth.len(), rows.len(), "ranking at {block}: complete");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use super::balances::{Balance, Balances, holders_moved};
 use super::commit::{Batch, CommitStats};
 use super::error::{StoreError, StoreResult, What};
 use super::notify;
+use super::ranking::{RankingPolicy, Rankings};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
 
@@ -26,6 +27,7 @@ pub(super) async fn append(
     token: Address,
     batch: &Batch,
     last_seq: i64,
+    rankings: RankingPolicy,
 ) -> StoreResult<CommitStats> {
     if batch.verified.is_empty() {
         // A backfill batch is final: if the server crashes before this commit reaches
@@ -42,14 +44,21 @@ pub(super) async fn append(
     if transfers.iter().any(|t| t.from.is_zero() || t.to.is_zero()) {
         balances.set_supply(stored_supply(tx, token).await?);
     }
+    let mut rankings = Rankings::start(tx, token, rankings).await?;
+    // The transaction is in its COPY when a ranking is taken: read what it needs first.
+    rankings.prepare(tx, token, transfers.len()).await?;
     let mut copy = TransferCopy::start(tx, "transfers").await?;
     let mut blocks = Blocks::default();
     for (t, seq) in transfers.iter().zip(last_seq + 1..) {
-        let (from_balance, to_balance) = balances.apply(t);
-        copy.write(token, t, seq, Some((from_balance, to_balance))).await?;
-        blocks.saw(t, (from_balance, to_balance));
+        rankings.before(t.block_number, &balances, tx, token).await?;
+        let after = balances.apply(t);
+        copy.write(token, t, seq, Some(after)).await?;
+        blocks.saw(t, after);
+        rankings.moved(t, after, &balances);
     }
+    rankings.end_of_block(&balances, tx, token).await?;
     copy.finish().await?;
+    rankings.keep(tx, token).await?;
     let (balance_rows, holders_delta) = balances.write(tx, token).await?;
     blocks.verified(batch.verified.iter().chain(std::iter::once(&batch.end)));
     let rejected = blocks.keep(tx, token, &batch.rejected).await?;

@@ -102,6 +102,35 @@ impl Balances {
         self.dirty >= self.capacity
     }
 
+    /// A map that knows `stored` as the store holds them (tests).
+    #[cfg(test)]
+    pub(super) fn known(stored: &[(Address, Balance)]) -> Self {
+        let mut b = Self::unbounded();
+        for (a, balance) in stored {
+            b.map.insert(
+                *a,
+                Entry {
+                    has_row: true,
+                    held_before: *balance > Balance::ZERO,
+                    now: *balance,
+                    ..Entry::NEW
+                },
+            );
+        }
+        b.set_supply(Balance::ZERO);
+        b
+    }
+
+    /// Whether this batch changed `address`.
+    pub(super) fn is_dirty(&self, address: &Address) -> bool {
+        self.map.get(address).is_some_and(|e| e.dirty)
+    }
+
+    /// The balance of a known `address` now, and the block of its newest transfer.
+    pub(super) fn now(&self, address: &Address) -> Option<(Balance, i64)> {
+        self.map.get(address).map(|e| (e.now, e.last_block))
+    }
+
     /// Whether the zero address (minus the supply) is known.
     pub(super) fn knows_supply(&self) -> bool {
         self.map.contains_key(&Address::ZERO)

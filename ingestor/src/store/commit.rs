@@ -65,7 +65,7 @@ impl Store {
 
         let newest = newest_transfer(&*tx, token).await?;
         let stats = if from == indexed + 1 && newest < from {
-            super::append::append(&tx, token, batch, last_seq).await?
+            super::append::append(&tx, token, batch, last_seq, self.rankings).await?
         } else {
             reapply(&tx, token, batch, last_seq).await?
         };

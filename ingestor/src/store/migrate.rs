@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "holder_count_per_block",
         include_str!("../../../migrations/V9__holder_count_per_block.sql"),
     ),
+    (10, "rankings", include_str!("../../../migrations/V10__rankings.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

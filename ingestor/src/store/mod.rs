@@ -9,6 +9,7 @@
 //! - [`rollback`]: everything above a fork block, undone;
 //! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
 //! - `partitions`: the partitions of `transfers`, made and indexed;
+//! - [`ranking`]: the rankings kept every so many transfers, for past rankings;
 //! - [`lock`]: the per-token writer lock; [`migrate`]: the schema;
 //! - [`verify`]: the reads `ingestor verify` compares with the chain;
 //! - [`error`]: [`StoreError`] and which failures are worth repeating.
@@ -23,6 +24,7 @@ pub mod lock;
 pub mod migrate;
 pub mod open_batch;
 mod partitions;
+pub mod ranking;
 pub mod rollback;
 pub mod token;
 pub mod verify;
@@ -38,6 +40,7 @@ pub use commit::{Batch, CommitStats};
 pub use error::{StoreError, StoreResult};
 pub use lock::{WriterLock, writer_lock};
 pub use open_batch::OpenBatch;
+pub use ranking::RankingPolicy;
 pub use token::TokenRow;
 pub use verify::VerifySnapshot;
 
@@ -49,6 +52,8 @@ pub struct Store {
     pool: Pool,
     /// The newest block whose transfer partition is known to exist (clones share it).
     partitions_to: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// How often batches keep a ranking.
+    rankings: RankingPolicy,
 }
 
 /// Parses a database URL and makes a pool of at most `size` connections. Nothing connects
@@ -94,7 +99,16 @@ pub fn describe_url(database_url: &str) -> String {
 impl Store {
     /// A store over `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self { pool, partitions_to: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)) }
+        Self {
+            pool,
+            partitions_to: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            rankings: RankingPolicy::default(),
+        }
+    }
+
+    /// This store, keeping rankings as `policy` says.
+    pub fn with_rankings(self, policy: RankingPolicy) -> Self {
+        Self { rankings: policy, ..self }
     }
 
     /// A connection from the pool.

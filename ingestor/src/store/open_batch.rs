@@ -17,6 +17,7 @@ use super::append::{Blocks, Moved, TransferCopy, advance, stored_supply};
 use super::balances::Balances;
 use super::commit::CommitStats;
 use super::error::{StoreResult, What};
+use super::ranking::Rankings;
 use super::{Store, lock_token, newest_transfer, notify};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
@@ -33,6 +34,7 @@ pub struct OpenBatch {
     next_seq: i64,
     transfers: i64,
     blocks: Blocks,
+    rankings: Option<Rankings>,
     rejected: Vec<(u64, u64)>,
     /// Whether its commit waits for the disk (it was opened near the head).
     durable: bool,
@@ -77,6 +79,7 @@ impl Store {
             next_seq: 0,
             transfers: 0,
             blocks: Blocks::default(),
+            rankings: None,
             rejected: Vec::new(),
             durable: near_head,
         };
@@ -101,7 +104,9 @@ impl Store {
         if !balances.knows_supply() {
             balances.set_supply(stored_supply(client, token).await?);
         }
+        let rankings = Rankings::start(client, token, self.rankings).await?;
         let copy = TransferCopy::start(client, "transfers").await?;
+        batch.rankings = Some(rankings);
         batch.next_seq = last_seq + 1;
         batch.copy = Some(copy);
         Ok(Some(batch))
@@ -125,10 +130,15 @@ impl OpenBatch {
         let missing = balances.missing(transfers);
         balances.load(&**self.reader, self.token, missing).await?;
         let copy = self.copy.as_mut().expect("a batch is pushed to before it commits");
+        let rankings = self.rankings.as_mut().expect("opened with the batch");
         for t in transfers {
+            // The stored ranking a ranking needs is read on the reader (the writer is
+            // in its COPY).
+            rankings.before(t.block_number, balances, &**self.reader, self.token).await?;
             let after = balances.apply(t);
             copy.write(self.token, t, self.next_seq, Some(after)).await?;
             self.blocks.saw(t, after);
+            rankings.moved(t, after, balances);
             self.next_seq += 1;
         }
         self.transfers += transfers.len() as i64;
@@ -151,9 +161,12 @@ impl OpenBatch {
         verified: &[BlockRef],
         balances: &mut Balances,
     ) -> StoreResult<CommitStats> {
+        let mut rankings = self.rankings.take().expect("committed once");
+        rankings.end_of_block(balances, &**self.reader, self.token).await?;
         self.copy.take().expect("committed once").finish().await?;
         self.blocks.verified(verified.iter().chain(std::iter::once(end)));
         let client = self.client();
+        rankings.keep(client, self.token).await?;
         if !self.durable && !verified.is_empty() {
             // The hashes kept are what a later reorg is traced by.
             client

@@ -1,6 +1,6 @@
 -- Reverses every transfer above the fork block in one statement: the transfers move to
 -- removed_transfers with new sequence numbers (newest first), balances and the supply
--- lose their effect, the blocks and rejected logs above the fork go, and the checkpoint
+-- lose their effect, the blocks, rankings and rejected logs above the fork go, and the checkpoint
 -- moves back to the fork.
 -- $1 token, $2 zero address, $3 fork block, $4 its hash, $5 its time,
 -- $6 the token's last sequence number.
@@ -37,6 +37,10 @@ WITH gone AS (
     RETURNING 1
 ), blk AS (
     DELETE FROM blocks WHERE token = $1 AND number > $3 RETURNING 1
+), ranked AS (
+    DELETE FROM rankings WHERE token = $1 AND block > $3 RETURNING 1
+), ranked_rows AS (
+    DELETE FROM ranking_rows WHERE token = $1 AND block > $3 RETURNING 1
 ), rej AS (
     DELETE FROM rejected_logs WHERE token = $1 AND block_number > $3 RETURNING 1
 ), fork AS (

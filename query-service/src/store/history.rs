@@ -1,6 +1,7 @@
-//! Answers at a past block or time, read from transfers only: each transfer carries both
+//! Answers at a past block or time, read from transfers: each transfer carries both
 //! sides' balances after it, so a lookup is one `balance_at()` per address, and a ranking
-//! reads the smaller side of the block once.
+//! reads the smaller side of the block once (or, for a first page, the transfers after
+//! the nearest ranking the ingestor kept: [`super::rankings`]).
 
 use alloy_primitives::Address;
 use deadpool_postgres::Transaction;
@@ -234,6 +235,23 @@ pub async fn ranked_at(
     after: Option<(String, Address)>,
     limit: i64,
 ) -> Result<Vec<HolderRow>, QueryError> {
+    if after.is_none()
+        && let Some(rows) = super::rankings::ranked_from_kept(tx, token, at, limit).await?
+    {
+        return Ok(rows);
+    }
+    ranked_from_history(tx, token, at, after, limit).await
+}
+
+/// [`ranked_at`] from the transfers alone, whatever rankings are kept: the smaller side
+/// of the moment. Public so that tests compare both ways on the same moments.
+pub async fn ranked_from_history(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    at: &Moment,
+    after: Option<(String, Address)>,
+    limit: i64,
+) -> Result<Vec<HolderRow>, QueryError> {
     let sql = if recent_side(tx, token, at).await? { RANKED_AT_RECENT } else { RANKED_AT_OLD };
     let (balance, address) = after.unwrap_or_else(|| (ABOVE_ALL.to_string(), Address::ZERO));
     // The empty bytea sorts before every address, so ABOVE_ALL with it admits all.
@@ -287,9 +305,11 @@ pub async fn lookup_at(
     rows_at(tx, LOOKUP_AT, token, at, &addresses, &[]).await
 }
 
+pub(crate) use with_week_at;
+
 /// Runs a past-moment query: $1 token, $2 the week-ago block, $3 the supply then, $4
 /// `what` (a limit, or addresses), $5 the moment's block, $6 the zero address, then `more`.
-async fn rows_at(
+pub(super) async fn rows_at(
     tx: &Transaction<'_>,
     sql: &str,
     token: &TokenView,

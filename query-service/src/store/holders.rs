@@ -11,7 +11,7 @@ use super::TokenView;
 use crate::error::QueryError;
 
 /// One holder's row of an answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HolderRow {
     /// Address.
     pub address: Address,

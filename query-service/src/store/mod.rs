@@ -8,12 +8,14 @@
 //! - [`tokens`]: the token rows (metadata, checkpoint, finality, "7 days ago");
 //! - [`holders`]: rankings and lookups at the checkpoint;
 //! - [`history`]: the same at a past block or time;
+//! - [`rankings`]: a past ranking's head from the nearest ranking the ingestor kept;
 //! - [`events`]: the stream's events by sequence number;
 //! - [`transfers`]: ListTransfers pages.
 
 pub mod events;
 pub mod history;
 pub mod holders;
+pub mod rankings;
 pub mod tokens;
 pub mod transfers;
 

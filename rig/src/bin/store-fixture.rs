@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         // Near the head at once, and each new block seen within a quarter second.
         .args(["--poll-interval", "250ms", "--finality-from", "depth", "--finality-depth", "2"])
         .args(rig::pair::LOCAL_PORTS)
+        .args(rig::pair::TEST_RANKINGS)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
