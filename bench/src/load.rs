@@ -130,9 +130,41 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
         &[&TOKEN.as_slice(), &(holders as i64), &(transfers as i64)],
     )
     .await?;
+    keep_rankings(&db).await?;
     // Index-only scans (the 7-day sums) need the visibility map that VACUUM writes.
-    db.batch_execute("VACUUM ANALYZE balances, transfers, blocks, tokens").await?;
+    db.batch_execute("VACUUM ANALYZE balances, transfers, blocks, tokens, rankings, ranking_rows")
+        .await?;
     Ok(Filled { holders, transfers, elapsed: started.elapsed() })
+}
+
+/// Rankings where the ingestor would keep them with its defaults (every 10,000
+/// transfers, 1,000 holders deep), so that past rankings cost here what they cost in a
+/// store the ingestor wrote. Their rows are the filled head of the ranking: the filled
+/// transfers' balances are not a history (see above), so no ranking follows from them;
+/// what a past answer costs is the same (a header, a ranking's rows, the transfers since).
+async fn keep_rankings(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let (every, depth) = (10_000i64, 1_000i64);
+    db.execute(
+        "INSERT INTO rankings (token, block, depth, complete, transfer_count)
+         SELECT $1, max(block_number), $3, false, max(n) FROM (
+             SELECT block_number, row_number() OVER (ORDER BY block_number, log_index) AS n
+             FROM transfers WHERE token = $1) t
+         GROUP BY n / $2 HAVING count(*) = $2",
+        &[&TOKEN.as_slice(), &every, &(depth as i32)],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO ranking_rows (token, block, rank, address, balance, last_transfer_block)
+         SELECT $1, r.block, h.rank, h.address, h.balance, h.last_transfer_block
+         FROM rankings r CROSS JOIN (
+             SELECT row_number() OVER (ORDER BY -balance, address)::integer AS rank, address, balance,
+                    last_transfer_block
+             FROM balances WHERE token = $1 AND balance > 0 ORDER BY -balance, address LIMIT $2) h
+         WHERE r.token = $1",
+        &[&TOKEN.as_slice(), &depth],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Drops the indexes and primary keys of `tables`; returns the statements that rebuild them.

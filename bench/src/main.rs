@@ -64,6 +64,10 @@ struct Args {
     /// query load.
     #[arg(long)]
     only_backfill: bool,
+    /// Only the query-service at `--query-holders` (stores filled by COPY): no chain, no
+    /// backfill.
+    #[arg(long, conflicts_with = "only_backfill")]
+    only_queries: bool,
     /// Write the results between the bench markers of this file (docs/performance.md).
     #[arg(long, alias = "readme")]
     results: Option<PathBuf>,
@@ -76,6 +80,11 @@ async fn main() -> anyhow::Result<()> {
     let bin = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
     let admin = rig::db::admin_url();
     let mut report = report::Report::new(&args);
+    if args.only_queries {
+        queries(&args, &bin, &admin, &mut report).await?;
+        println!("\n{}", report.markdown());
+        return Ok(());
+    }
 
     println!("== chain: {} transfers among {} holders on Anvil", args.transfers, args.holders);
     let blocks = args.transfers / args.per_block as u64 + 10;
@@ -202,10 +211,29 @@ async fn main() -> anyhow::Result<()> {
     report.seed = Some(s);
     drop(anvil);
 
+    queries(&args, &bin, &admin, &mut report).await?;
+
+    let table = report.markdown();
+    println!("\n{table}");
+    if let Some(results) = &args.results {
+        report::write_into(results, &table)?;
+        println!("written into {}", results.display());
+    }
+    Ok(())
+}
+
+/// Loads the query-service at each of `--query-holders` (a store filled by COPY each).
+#[allow(clippy::print_stdout)]
+async fn queries(
+    args: &Args,
+    bin: &std::path::Path,
+    admin: &str,
+    report: &mut report::Report,
+) -> anyhow::Result<()> {
     for &holders in &args.query_holders {
         println!("== query-service at {holders} holders");
-        let url = fresh_db(&admin, "holders_bench_query").await?;
-        migrate(&bin, &url).await?;
+        let url = fresh_db(admin, "holders_bench_query").await?;
+        migrate(bin, &url).await?;
         let filled = load::fill(&url, holders).await?;
         println!(
             "   filled {} holders and {} transfers by COPY in {:.0} s",
@@ -263,12 +291,6 @@ async fn main() -> anyhow::Result<()> {
         report.queries.push((filled, figures));
     }
 
-    let table = report.markdown();
-    println!("\n{table}");
-    if let Some(results) = &args.results {
-        report::write_into(results, &table)?;
-        println!("written into {}", results.display());
-    }
     Ok(())
 }
 

@@ -63,11 +63,7 @@ impl Holders {
                     tx.batch_execute(&format!("SET LOCAL statement_timeout = '{FETCH_TIMEOUT}'"))
                         .await?;
                     // One statement for the whole ranking, fetched a chunk at a time.
-                    let portal = if moment.latest {
-                        store::holders::export_portal(&tx, &token).await?
-                    } else {
-                        store::history::ranking_portal(&tx, &token, &moment).await?
-                    };
+                    let portal = store::export::portal(&tx, &token, &moment).await?;
                     loop {
                         let rows = tx.query_portal(&portal, CHUNK as i32).await?;
                         let mut rows: Vec<HolderRow> =

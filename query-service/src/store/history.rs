@@ -210,7 +210,7 @@ const ABOVE_ALL: &str =
 
 /// Whether the transfers after `at` are fewer than those up to it: either side costs a
 /// scan of its transfers and a sort, so a past answer reads the smaller one.
-async fn recent_side(
+pub(super) async fn recent_side(
     tx: &Transaction<'_>,
     token: &TokenView,
     at: &Moment,
@@ -259,30 +259,6 @@ pub async fn ranked_from_history(
     rows_at(tx, sql, token, at, &limit, &[&balance, &address]).await
 }
 
-/// The whole ranking of `token` at a past moment, bound as a portal the caller fetches
-/// from in chunks: one pass over the history and one sort for a whole export, not one
-/// per chunk.
-pub async fn ranking_portal(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-    at: &Moment,
-) -> Result<tokio_postgres::Portal, QueryError> {
-    let sql = if recent_side(tx, token, at).await? { RANKED_AT_RECENT } else { RANKED_AT_OLD };
-    let stmt = tx.prepare_cached(sql).await?;
-    let empty: &[u8] = &[];
-    let params: [&(dyn ToSql + Sync); 8] = [
-        &token.address,
-        &at.week_ago_block,
-        &at.total_supply,
-        &i64::MAX,
-        &at.block,
-        &Address::ZERO,
-        &ABOVE_ALL,
-        &empty,
-    ];
-    Ok(tx.bind(&stmt, &params).await?)
-}
-
 /// Holders of `token` at a past moment holding at least `min` ("0": all).
 pub async fn holder_count_at(
     tx: &Transaction<'_>,
@@ -305,7 +281,7 @@ pub async fn lookup_at(
     rows_at(tx, LOOKUP_AT, token, at, &addresses, &[]).await
 }
 
-pub(crate) use with_week_at;
+pub(crate) use {last_up_to, moved_after, with_week_at};
 
 /// Runs a past-moment query: $1 token, $2 the week-ago block, $3 the supply then, $4
 /// `what` (a limit, or addresses), $5 the moment's block, $6 the zero address, then `more`.

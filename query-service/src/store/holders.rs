@@ -122,31 +122,6 @@ const LOOKUP: &str = with_week!(
      LEFT JOIN balances b ON b.token = $1 AND b.address = q.address"
 );
 
-/// Every holder at the checkpoint, for an export: the
-/// week's transfers are summed by address once, for everybody (one pass over the week,
-/// not one probe per holder), and joined to the balances; one sort of the whole ranking.
-/// Parameters as [`with_week!`]'s.
-pub const EXPORT: &str = holder_columns!(
-    before "inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE address = $1),
-    moved AS MATERIALIZED (
-        SELECT m.a, sum(m.v) AS v FROM (
-            SELECT to_address AS a, value AS v FROM transfers
-            WHERE token = $1 AND block_number > $2 AND (SELECT week FROM inside)
-            UNION ALL
-            SELECT from_address, -value FROM transfers
-            WHERE token = $1 AND block_number > $2 AND (SELECT week FROM inside)
-        ) m GROUP BY m.a),",
-    "SELECT b.address, b.balance, b.last_transfer_block, m.v AS moved
-     FROM balances b LEFT JOIN moved m ON m.a = b.address
-     WHERE b.token = $1 AND b.balance > 0",
-    "",
-    "CASE
-        WHEN p.last_transfer_block <= $2 THEN p.balance
-        WHEN NOT (SELECT week FROM inside) THEN 0
-        ELSE p.balance - coalesce(p.moved, 0)
-        END"
-);
-
 /// Holders with at least $2 (decimal text, above 0): one range of balances_rank.
 const COUNT_FROM: &str = "SELECT count(*) FROM balances
      WHERE token = $1 AND balance > 0 AND -balance <= -($2::text::numeric)";
@@ -194,16 +169,6 @@ pub async fn lookup(
         .query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses])
         .await?;
     Ok(rows.iter().map(holder_row).collect())
-}
-
-/// Every holder of `token` at the checkpoint, in ranking order, bound as a portal the
-/// caller fetches from in chunks ([`EXPORT`]).
-pub async fn export_portal(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-) -> Result<tokio_postgres::Portal, QueryError> {
-    let stmt = tx.prepare_cached(EXPORT).await?;
-    Ok(tx.bind(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply]).await?)
 }
 
 /// Holders of `token` at the checkpoint holding at least `min` (decimal): one range of

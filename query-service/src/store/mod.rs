@@ -9,10 +9,12 @@
 //! - [`holders`]: rankings and lookups at the checkpoint;
 //! - [`history`]: the same at a past block or time;
 //! - [`rankings`]: a past ranking's head from the nearest ranking the ingestor kept;
+//! - [`export`]: every holder of one moment, for ExportHolders;
 //! - [`events`]: the stream's events by sequence number;
 //! - [`transfers`]: ListTransfers pages.
 
 pub mod events;
+pub mod export;
 pub mod history;
 pub mod holders;
 pub mod rankings;
