@@ -78,12 +78,16 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     .await
     .context("loading balances")?;
     let n = holders as usize;
+    // In block order, as the ingestor writes them: a range of blocks is then a range of
+    // the heap, not pages all over it.
+    let mut blocks: Vec<u64> = (0..transfers).map(|_| 1 + rng.next() % HISTORY_BLOCKS).collect();
+    blocks.sort_unstable();
     copy(
         &db,
         "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq, from_balance, to_balance) FROM STDIN",
         transfers,
         |i, out| {
-            let block = 1 + rng.next() % HISTORY_BLOCKS;
+            let block = blocks[i as usize];
             let (from, to) = (rng.counterparty(n), rng.counterparty(n));
             let value = initial_balance(to) / alloy_primitives::U256::from(1 + rng.next() % 100);
             out.push_str(&format!(

@@ -136,6 +136,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", report.profile.join("\n"));
         }
         check_store(&rpc, &url, &built).await?;
+        let rankings = ranking_sizes(&url).await?;
+        println!(
+            "   rankings kept: {}, {:.1} MiB with their indexes; the transfers {:.0} MiB",
+            rankings.0,
+            rankings.1 as f64 / 1_048_576.0,
+            rankings.2 as f64 / 1_048_576.0
+        );
         if flags.is_empty() {
             let took = ceiling(&url).await?;
             println!(
@@ -178,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
             fifths: run.fifths,
             deep_fifths: run.deep_fifths,
             written_at: run.written_at,
+            rankings,
         });
     }
     report.during = Some(backfill_with_queries(&bin, &anvil.url, &admin, &built).await?);
@@ -448,6 +456,22 @@ fn fifths(timeline: &[(f64, u64)], total: u64) -> (f64, f64) {
 
 /// The store holds every transfer once, Σ balances = totalSupply(), and the balances of
 /// a sample of holders equal balanceOf at the end block.
+/// The rankings kept in the store at `url`: how many, their bytes, and the transfers'
+/// bytes (every partition, indexes included).
+async fn ranking_sizes(url: &str) -> anyhow::Result<(i64, i64, i64)> {
+    let db = rig::db::connect(url).await?;
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM rankings),
+                    pg_total_relation_size('rankings') + pg_total_relation_size('ranking_rows'),
+                    (SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits
+                     WHERE inhparent = 'transfers'::regclass)",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1), row.get::<_, Option<i64>>(2).unwrap_or(0)))
+}
+
 async fn check_store(
     rpc: &rig::chain::Chain,
     url: &str,

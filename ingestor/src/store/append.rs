@@ -56,8 +56,8 @@ pub(super) async fn append(
         blocks.saw(t, after);
         rankings.moved(t, after, &balances);
     }
-    rankings.end_of_block(&balances, tx, token).await?;
     copy.finish().await?;
+    rankings.end_of_block(&balances, tx, token).await?;
     rankings.keep(tx, token).await?;
     let (balance_rows, holders_delta) = balances.write(tx, token).await?;
     blocks.verified(batch.verified.iter().chain(std::iter::once(&batch.end)));
