@@ -109,15 +109,17 @@ class QueryService:
         self.target = f"127.0.0.1:{self.port}"
         self.process: Optional[subprocess.Popen] = None
 
-    def start(self) -> None:
+    def start(self, *extra: str, **client: Any) -> None:
+        """Starts it with ``extra`` flags; ``client`` are the probe's HoldersClient
+        arguments (TLS, say)."""
         self.process = subprocess.Popen(
             [str(BIN / "query-service"), "--database-url", self.database_url,
-             "--listen", self.target, "--metrics-listen", "127.0.0.1:0"],
+             "--listen", self.target, "--metrics-listen", "127.0.0.1:0", *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
-        with HoldersClient(self.target, timeout=2) as probe:
+        with HoldersClient(self.target, timeout=2, **client) as probe:
             while True:
                 try:
                     probe.tokens()

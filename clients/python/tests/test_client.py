@@ -290,3 +290,39 @@ def test_finality(store: Store, client: HoldersClient) -> None:
     assert final.as_of_finalized_block == final.as_of_block
     assert ranked(final.holders) == held(store.chain.balances(store.addresses, final.as_of_block))
     assert client.top_holders(1, finality=Finality.SAFE).as_of_block >= final.as_of_block
+
+
+def test_tls_with_the_service_s_own_ca(store: Store, tmp_path: pathlib.Path) -> None:
+    """A query-service with --tls-cert/--tls-key: the client with the CA's certificate
+    (a path or PEM bytes) gets answers; one without it is refused at the handshake."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=test CA")
+    openssl("req", *ec, "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost")
+    (tmp_path / "ext.cnf").write_text(
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "cert.pem", "-days", "1", "-extfile", "ext.cnf")
+    ca = tmp_path / "ca.pem"
+    qs = QueryService(store.database_url)
+    qs.start("--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
+             root_certificates=str(ca))
+    try:
+        for roots in (str(ca), ca.read_bytes()):
+            with HoldersClient(qs.target, token=store.token, root_certificates=roots) as c:
+                assert c.tokens()[0].address.lower() == store.token.lower()
+                assert c.top_holders(3).holder_count > 0
+        # The system's roots do not know this CA; plaintext is refused too.
+        for kwargs in ({"tls": True}, {}):
+            with HoldersClient(qs.target, timeout=5, **kwargs) as c:
+                with pytest.raises(HoldersError) as e:
+                    c.tokens()
+                assert e.value.code == grpc.StatusCode.UNAVAILABLE, e.value
+    finally:
+        qs.stop()
