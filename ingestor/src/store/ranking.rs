@@ -70,12 +70,32 @@ pub(super) struct Rankings {
 }
 
 impl Rankings {
-    /// Reads where the last ranking is (how many transfers ago).
+    /// No ranking taken yet: `stored_transfers` stored when the batch began, `since` of
+    /// them after the last ranking.
+    fn new(policy: RankingPolicy, stored_transfers: i64, since: i64) -> Self {
+        Self {
+            policy,
+            stored_transfers,
+            since,
+            seen: 0,
+            block: None,
+            stored: None,
+            high: HashSet::new(),
+            floor: Balance::ZERO,
+            taken: Vec::new(),
+        }
+    }
+
+    /// Reads where the last ranking is (how many transfers ago); reads nothing when no
+    /// rankings are kept.
     pub(super) async fn start<C: GenericClient>(
         client: &C,
         token: Address,
         policy: RankingPolicy,
     ) -> StoreResult<Self> {
+        if policy.every <= 0 {
+            return Ok(Self::new(policy, 0, 0));
+        }
         let row = client
             .query_one(
                 "SELECT k.transfer_count, k.transfer_count - coalesce(
@@ -86,17 +106,7 @@ impl Rankings {
             )
             .await
             .what("reading where the last ranking is")?;
-        Ok(Self {
-            policy,
-            stored_transfers: row.get(0),
-            since: row.get(1),
-            seen: 0,
-            block: None,
-            stored: None,
-            high: HashSet::new(),
-            floor: Balance::ZERO,
-            taken: Vec::new(),
-        })
+        Ok(Self::new(policy, row.get(0), row.get(1)))
     }
 
     /// Reads the stored ranking's head now if `upcoming` transfers reach a ranking: for a
@@ -350,17 +360,7 @@ mod tests {
         head.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
         let all = head.len() <= 2 * depth;
         head.truncate(2 * depth);
-        let mut r = Rankings {
-            policy: RankingPolicy { every: 15, depth },
-            stored_transfers: 0,
-            since: 0,
-            seen: 0,
-            block: None,
-            stored: None,
-            high: HashSet::new(),
-            floor: Balance::ZERO,
-            taken: Vec::new(),
-        };
+        let mut r = Rankings::new(RankingPolicy { every: 15, depth }, 0, 0);
         r.found(head, all);
         let mut x = seed;
         let mut checked = 0;
@@ -410,17 +410,7 @@ mod tests {
         let mut known: Vec<(Address, Balance)> = stored.iter().map(|(a, b)| (*a, n(*b))).collect();
         known.extend([(h[6], n(100)), (h[7], n(100)), (h[9], n(0))]);
         let mut balances = Balances::known(&known);
-        let mut r = Rankings {
-            policy: RankingPolicy { every: 1, depth: 3 },
-            stored_transfers: 0,
-            since: 0,
-            seen: 0,
-            block: Some(1),
-            stored: None,
-            high: HashSet::new(),
-            floor: Balance::ZERO,
-            taken: Vec::new(),
-        };
+        let mut r = Rankings::new(RankingPolicy { every: 1, depth: 3 }, 0, 0);
         // The head of 2 x depth rows ends at (100, h6); h7 holds 100 too, beyond it.
         let head: Vec<Entry> = known[..6].iter().map(|(a, b)| (*b, *a, 0)).collect();
         r.found(head, false);
