@@ -4,7 +4,10 @@
 For the base and every overlay: `kubectl kustomize` renders it, kubernetes-validate
 accepts every object against the Kubernetes 1.30 schemas (strict), and every probe and
 named container port points at the port the binary really listens on: the binary's own
-default (read from its --help) unless the ConfigMap sets the variable.
+default (read from its --help) unless the ConfigMap sets the variable. Every variable the
+ConfigMap or a container sets is one the binary reads, and the query-service's API keys
+file lies in a Secret mounted as a folder (a subPath mount would never see an edit); with a
+FEED_DATABASE_URL, the query-service reads from another database than it listens on.
 
 Usage: deploy/check.py <folder with the ingestor and query-service binaries>
 """
@@ -25,11 +28,21 @@ PORT_SETTING = {
 }
 
 
+def help_text(binary):
+    text = subprocess.run([os.path.join(BIN, binary), "--help"], capture_output=True, text=True, check=True).stdout
+    return " ".join(text.split())
+
+
 def defaults(binary):
     """{ENV: default} from a binary's --help."""
-    text = subprocess.run([os.path.join(BIN, binary), "--help"], capture_output=True, text=True, check=True).stdout
-    text = " ".join(text.split())
-    return dict(re.findall(r"\[env: (\w+)=?[^\]]*\] \[default: ([^\]]+)\]", text))
+    return dict(re.findall(r"\[env: (\w+)=?[^\]]*\] \[default: ([^\]]+)\]", help_text(binary)))
+
+
+def known_variables(binary):
+    """Every environment variable a binary reads, from its --help (and the *_FILE forms
+    of its secrets)."""
+    names = set(re.findall(r"\[env: (\w+)", help_text(binary)))
+    return names | {n + "_FILE" for n in ("DATABASE_URL", "RPC_URL")} | {"RUST_LOG"}
 
 
 def port_of(addr):
@@ -55,6 +68,9 @@ def check(target, failures):
     for d in docs:
         if d["kind"] == "ConfigMap":
             config.update(d.get("data") or {})
+    for var in config:
+        if not any(var in known_variables(b) for b in PORT_SETTING):
+            failures.append(f"{target}: the ConfigMap sets {var}, which no binary reads")
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     if {d["metadata"]["name"] for d in deployments} != set(PORT_SETTING):
         failures.append(f"{target}: expected Deployments {sorted(PORT_SETTING)}")
@@ -62,6 +78,28 @@ def check(target, failures):
         name = d["metadata"]["name"]
         spec = d["spec"]["template"]["spec"]
         settings = {**defaults(name), **config}
+        known = known_variables(name)
+        for c in spec["containers"]:
+            if c["name"] != name:
+                continue
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            for var in env:
+                if var not in known:
+                    failures.append(f"{target}: {name} sets {var}, which it does not read")
+            if name == "query-service" and "FEED_DATABASE_URL" in env:
+                secret = {e["name"]: ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+                          for e in c.get("env", [])}
+                if secret.get("DATABASE_URL") == secret.get("FEED_DATABASE_URL"):
+                    failures.append(f"{target}: query-service reads and listens on the same database; FEED_DATABASE_URL is for the primary when DATABASE_URL is a replica")
+            if name == "query-service":
+                keys = env.get("QUERY_API_KEYS_FILE")
+                secret_dirs = {
+                    m["mountPath"] for m in c.get("volumeMounts", [])
+                    if not m.get("subPath") and any(
+                        v["name"] == m["name"] and "secret" in v for v in spec.get("volumes", []))
+                }
+                if not keys or not any(keys.startswith(d.rstrip("/") + "/") for d in secret_dirs):
+                    failures.append(f"{target}: query-service's QUERY_API_KEYS_FILE is not in a Secret mounted as a folder")
         for c in spec["containers"]:
             ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
             for port_name, setting in PORT_SETTING[name].items():

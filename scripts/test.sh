@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check a change must pass, as CI runs it: formatting, lints, the Kubernetes
+# Every check a change must pass, as CI runs it: formatting, lints, the contract (buf
+# lint and breaking), the Kubernetes
 # manifests, then the unit tests and the end-to-end tests (real Anvil, real PostgreSQL, a
 # real compiled ERC-20), the Python client's pytest against the real query-service, then
 # 30 s of fuzzing (scripts/fuzz.sh). Installs what it needs into .tools/ and starts
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The gRPC contract: buf lint, and buf breaking against the released descriptor.
+bash scripts/proto-check.sh
 # The binaries the end-to-end tests run (the demo and the benchmarks are built by their
 # own scripts; `cargo test` builds neither).
 cargo build --workspace --bins --exclude bench --exclude demo

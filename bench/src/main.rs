@@ -12,6 +12,7 @@ mod during;
 mod export;
 mod fetch;
 mod load;
+mod overload;
 mod perf;
 mod report;
 mod seed;
@@ -68,6 +69,22 @@ struct Args {
     /// backfill.
     #[arg(long, conflicts_with = "only_backfill")]
     only_queries: bool,
+    /// Only the overload benchmark: the query-service on a filled store, cheap calls,
+    /// expensive calls at twice what it serves and 1,000 streams (written between the
+    /// overload markers with --results).
+    #[arg(long, conflicts_with_all = ["only_backfill", "only_queries"])]
+    only_overload: bool,
+    /// Holders in the overload benchmark's store.
+    #[arg(long, default_value_t = 100_000)]
+    overload_holders: u64,
+    /// Seconds of overload.
+    #[arg(long, default_value_t = 60)]
+    overload_seconds: u64,
+    /// The query-service's --expensive-connections in the overload benchmark: as many as
+    /// this machine's cores, which also run Postgres, the load and the service (a wider
+    /// lane serves no more here and leaves cheap answers less CPU).
+    #[arg(long, default_value_t = 2)]
+    overload_lane: usize,
     /// Write the results between the bench markers of this file (docs/performance.md).
     #[arg(long, alias = "readme")]
     results: Option<PathBuf>,
@@ -80,6 +97,23 @@ async fn main() -> anyhow::Result<()> {
     let bin = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
     let admin = rig::db::admin_url();
     let mut report = report::Report::new(&args);
+    if args.only_overload {
+        let url = fresh_db(&admin, "holders_bench_overload").await?;
+        migrate(&bin, &url).await?;
+        let o = overload::run(
+            &bin,
+            &url,
+            args.overload_holders,
+            args.overload_seconds,
+            args.overload_lane,
+        )
+        .await?;
+        if let Some(results) = &args.results {
+            o.write_into(results)?;
+            println!("written into {}", results.display());
+        }
+        return Ok(());
+    }
     if args.only_queries {
         queries(&args, &bin, &admin, &mut report).await?;
         println!("\n{}", report.markdown());

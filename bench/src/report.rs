@@ -299,17 +299,27 @@ impl Report {
 
 /// Replaces the section between the markers in `file` (appends it when absent).
 pub(crate) fn write_into(file: &Path, section: &str) -> anyhow::Result<()> {
+    write_between(file, BEGIN, END, section)
+}
+
+/// Replaces the section between `begin` and `end` in `file` (appends it when absent).
+pub(crate) fn write_between(
+    file: &Path,
+    begin: &str,
+    end: &str,
+    section: &str,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)?;
-    let block = format!("{BEGIN}\n{section}{END}");
-    let new = match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + END.len()..]),
+    let block = format!("{begin}\n{section}{end}");
+    let new = match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
         _ => format!("{text}\n{block}\n"),
     };
     std::fs::write(file, new)?;
     Ok(())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()

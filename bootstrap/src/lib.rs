@@ -1,12 +1,13 @@
 //! What both binaries share: parsing settings (with errors on one line that name the
-//! setting), addresses and durations read the same way, logging, error chains in log
+//! setting), addresses and durations read the same way, error chains in log
 //! lines, and the NOTIFY channel they meet on in Postgres; [`shutdown`] turns SIGTERM or
 //! SIGINT into one token handed down by value; [`listen`] binds the auxiliary ports;
-//! [`metrics`] serves Prometheus.
+//! [`metrics`] serves Prometheus; [`telemetry`] sets up logs and OpenTelemetry traces.
 
 pub mod listen;
 pub mod metrics;
 pub mod shutdown;
+pub mod telemetry;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,21 +87,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
-}
-
-/// Logs to stderr in `format`; level from RUST_LOG (default info).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // alloy's HTTP transport opens a debug span carrying the whole RPC URL, and with
-        // it a provider's API key: never enable it, whatever RUST_LOG says.
-        .add_directive("alloy_transport_http=info".parse().expect("a valid directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 /// Shows an error with its sources, `outer: inner: innermost`, for log lines (a typed

@@ -69,9 +69,10 @@ def requirements() -> list:
     try:
         tools, pb = version("grpcio-tools"), version("protobuf")
     except Exception:  # metadata only (no build): no floor known
-        return ["grpcio", "protobuf"]
+        return ["grpcio", "protobuf", "googleapis-common-protos>=1.56"]
     major = int(pb.split(".")[0])
-    return [f"grpcio>={tools}", f"protobuf>={pb},<{major + 1}"]
+    # googleapis-common-protos: google.rpc.RetryInfo, the retry hint of RESOURCE_EXHAUSTED.
+    return [f"grpcio>={tools}", f"protobuf>={pb},<{major + 1}", "googleapis-common-protos>=1.56"]
 
 
 setup(cmdclass={"build_py": BuildWithStubs}, install_requires=requirements())

@@ -186,6 +186,11 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// Export traces (a span per batch and per node call) to this OpenTelemetry
+    /// collector (OTLP/gRPC, e.g. http://otel-collector:4317). Unset: no traces.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format: text (for people) or json (for log collectors). Level from RUST_LOG.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = bootstrap::LogFormat::Text)]
     pub log_format: bootstrap::LogFormat,

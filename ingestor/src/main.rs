@@ -14,7 +14,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    bootstrap::init_logging(config.log_format);
+    let otlp = config.otlp_endpoint.as_deref();
+    let telemetry = match bootstrap::telemetry::init_or_exit(config.log_format, "ingestor", otlp) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let code = work(config).await;
+    telemetry.shutdown().await;
+    code
+}
+
+async fn work(config: Config) -> ExitCode {
     if let Some(ingestor::config::Command::Verify { sample, json, cross_check, cross_check_span }) =
         config.command
     {

@@ -29,6 +29,10 @@ pub enum QueryError {
     /// As many streams are open as the server allows.
     #[error("{0} streams are open, the most this server allows; retry later")]
     TooManyStreams(usize),
+    /// Expensive work is at its limit and none finished within the wait; worth a retry
+    /// after the duration.
+    #[error("{0}")]
+    Busy(String, std::time::Duration),
     /// The server is shutting down; a stream resumes elsewhere from its last cursor.
     #[error("the server is shutting down; resume with your last cursor")]
     ShuttingDown,
@@ -82,7 +86,7 @@ impl From<QueryError> for Status {
             QueryError::NotReady(_) => Code::FailedPrecondition,
             QueryError::Unavailable(_) => Code::Unavailable,
             QueryError::TooSlow => Code::DeadlineExceeded,
-            QueryError::TooManyStreams(_) => Code::ResourceExhausted,
+            QueryError::TooManyStreams(_) | QueryError::Busy(..) => Code::ResourceExhausted,
             QueryError::ShuttingDown | QueryError::FeedStopped => Code::Unavailable,
             QueryError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -91,6 +95,11 @@ impl From<QueryError> for Status {
         };
         if matches!(e, QueryError::Unavailable(_)) {
             tracing::warn!(error = %e, "database unavailable");
+        }
+        if let QueryError::Busy(message, retry) = e {
+            use tonic_types::StatusExt;
+            let details = tonic_types::ErrorDetails::with_retry_info(Some(retry));
+            return Self::with_error_details(code, message, details);
         }
         Self::new(code, e.to_string())
     }

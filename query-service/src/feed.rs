@@ -4,10 +4,17 @@
 //! starting point, then follows the broadcast, skipping what it has already sent; if it
 //! falls behind the broadcast's buffer it catches up from the store again. So no event is
 //! missed or repeated at the seam, and a slow client costs a bounded amount of memory.
+//!
+//! The LISTEN connection may go to another server than the reads (`--feed-database-url`:
+//! the primary, when reads go to a streaming replica; NOTIFY is not replicated). The
+//! feed then hears of a commit before the replica has replayed it: it reads and
+//! broadcasts only what the read side holds (a replica holds a prefix of the commit
+//! order, so nothing is skipped), looks again every 100 ms until the read side has
+//! caught up, and measures how long it has lacked a commit ([`ReplicaLag`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
 use deadpool_postgres::Pool;
@@ -80,10 +87,39 @@ pub fn transfer_message(t: &TransferRow) -> Transfer {
     }
 }
 
+/// How long the read side has lacked a commit the feed heard of (zero while it has them
+/// all): a streaming replica's lag, as readiness and the metric see it.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaLag {
+    behind_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ReplicaLag {
+    /// The lag now.
+    pub fn now(&self) -> Duration {
+        self.behind_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Whether the read side lacks a commit the feed heard of; the lag runs from the
+    /// first look that found it behind.
+    fn set(&self, behind: bool) {
+        let mut since = self.behind_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (behind, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
+        }
+    }
+}
+
 /// The shared live feed of one query-service process.
 #[derive(Debug, Clone)]
 pub struct Feed {
     events: broadcast::Sender<Arc<Event>>,
+    lag: ReplicaLag,
     streams: Arc<Semaphore>,
     max_streams: usize,
     metrics: Metrics,
@@ -97,12 +133,18 @@ impl Feed {
     pub fn new(buffer: usize, max_streams: usize, metrics: Metrics, tasks: TaskTracker) -> Self {
         let (events, _) = broadcast::channel(buffer.max(16));
         let streams = Arc::new(Semaphore::new(max_streams));
-        Self { events, streams, max_streams, metrics, tasks }
+        Self { events, lag: ReplicaLag::default(), streams, max_streams, metrics, tasks }
+    }
+
+    /// The read side's lag behind this feed.
+    pub fn lag(&self) -> ReplicaLag {
+        self.lag.clone()
     }
 
     /// Listens for the ingestor's announcements on its own connection to `database_url`
-    /// and broadcasts new events, until `shutdown`. Reconnects when the connection drops,
-    /// and also looks every few seconds, so a lost notification only delays events.
+    /// (the primary) and broadcasts new events read through `pool` (the read side), until
+    /// `shutdown`. Reconnects when the connection drops, and also looks every few
+    /// seconds, so a lost notification only delays events.
     pub async fn listen(self, database_url: String, pool: Pool, shutdown: CancellationToken) {
         let mut sent: HashMap<Address, i64> = HashMap::new();
         loop {
@@ -147,12 +189,13 @@ impl Feed {
         });
         client.batch_execute(&format!("LISTEN {}", bootstrap::NOTIFY_CHANNEL)).await?;
         info!("transfer feed: listening");
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
-            self.publish_new(&client, pool, sent).await?;
+            let behind = self.publish_new(&client, pool, sent).await?;
+            // While the read side lacks commits, look again soon: streams wait on it.
+            let next = if behind { Duration::from_millis(100) } else { Duration::from_secs(2) };
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => {}
+                () = tokio::time::sleep(next) => {}
                 w = woken.recv() => if w.is_none() {
                     let reason = driver.await.map_err(anyhow::Error::from)?.err();
                     anyhow::bail!("the LISTEN connection ended: {reason:?}");
@@ -161,29 +204,42 @@ impl Feed {
         }
     }
 
-    /// Broadcasts every event committed since the last call.
+    /// Broadcasts every event committed since the last call that the read side holds.
+    /// Returns whether the read side lacks some (a replica behind the primary).
     async fn publish_new(
         &self,
         client: &tokio_postgres::Client,
         pool: &Pool,
         sent: &mut HashMap<Address, i64>,
-    ) -> anyhow::Result<()> {
-        let mut behind = 0;
-        for (token, newest) in store::events::last_seqs(client).await? {
+    ) -> anyhow::Result<bool> {
+        // What the feed's server has committed, then what the read side holds (read
+        // after: on one server it holds at least as much).
+        let committed = store::events::last_seqs(client).await?;
+        let db = pool.get().await?;
+        let readable: HashMap<Address, i64> =
+            store::events::last_seqs(&db).await?.into_iter().collect();
+        let (mut behind, mut unread) = (false, 0);
+        for (token, newest) in committed {
+            // A token the replica has not replayed yet is not there to read.
+            let Some(&held) = readable.get(&token) else {
+                behind = true;
+                continue;
+            };
+            behind |= held < newest;
+            let upto = held.min(newest);
             let from = sent.get(&token).copied();
-            behind += newest - from.unwrap_or(newest).min(newest);
+            unread += newest - from.unwrap_or(upto).min(newest);
             // Nobody listens, or first sight of the token: nothing to send, only remember
             // where the stream is. Subscribers replay from the store themselves.
             if from.is_none() || self.events.receiver_count() == 0 {
-                if from != Some(newest) {
-                    let _ = self.events.send(Arc::new(Event::marker(token, newest)));
+                if from.is_none_or(|f| f < upto) {
+                    let _ = self.events.send(Arc::new(Event::marker(token, upto)));
+                    sent.insert(token, upto);
                 }
-                sent.insert(token, newest);
                 continue;
             }
-            let mut after = from.unwrap_or(newest);
-            let db = pool.get().await?;
-            while after < newest {
+            let mut after = from.unwrap_or(upto);
+            while after < upto {
                 let rows = store::events::events_after(&db, token, after, PAGE, &[], false).await?;
                 let Some(last) = rows.last() else { break };
                 after = last.seq;
@@ -192,10 +248,12 @@ impl Feed {
                     let _ = self.events.send(Arc::new(Event::new(token, row)));
                 }
             }
-            sent.insert(token, after.max(newest));
+            sent.insert(token, after);
         }
-        self.metrics.feed_lag_events.set(behind);
-        Ok(())
+        self.lag.set(behind);
+        self.metrics.feed_lag_events.set(unread);
+        self.metrics.replica_lag_seconds.set(self.lag.now().as_secs_f64());
+        Ok(behind)
     }
 
     /// Starts one subscriber's stream of `token` events after `start`, touching `addresses`

@@ -1,5 +1,6 @@
 //! grpc.health.v1 for Kubernetes probes: "liveness" is SERVING while the process runs;
-//! "" and `holders.v1.HolderService` (readiness) follow the database.
+//! "" and `holders.v1.HolderService` (readiness) follow the database, and turn
+//! NOT_SERVING while a replica read side lags the feed past `--max-replica-lag`.
 
 use std::time::Duration;
 
@@ -9,19 +10,39 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
+use crate::feed::ReplicaLag;
 use crate::store;
 
-/// Keeps the health status in step with the database: SERVING while it answers and holds
-/// the schema, NOT_SERVING otherwise.
+/// Keeps the health status in step with the database: SERVING while it answers, holds
+/// the schema and lags the feed by at most `max_lag`; NOT_SERVING otherwise.
 pub async fn watch_database(
     pool: Pool,
     reporter: HealthReporter,
     every: Duration,
+    lag: ReplicaLag,
+    max_lag: Duration,
     shutdown: CancellationToken,
 ) {
     let mut last: Option<bool> = None;
+    let mut answered: Option<Result<(), String>> = None;
+    let mut pinged = std::time::Instant::now();
     loop {
-        let ok = match store::ping(&pool).await {
+        // The database every `every`; the lag (in memory) twice a second, so a replica
+        // leaves the rotation soon after its lag passes the bound.
+        if answered.is_none() || pinged.elapsed() >= every {
+            answered = Some(store::ping(&pool).await.map_err(|e| e.to_string()));
+            pinged = std::time::Instant::now();
+        }
+        let ok = match answered.clone().expect("pinged") {
+            Ok(()) if lag.now() > max_lag => {
+                if last != Some(false) {
+                    warn!(
+                        lag_ms = lag.now().as_millis() as u64,
+                        "the read side lags the feed past --max-replica-lag; NOT_SERVING"
+                    );
+                }
+                false
+            }
             Ok(()) => true,
             Err(e) => {
                 if last != Some(false) {
@@ -41,7 +62,7 @@ pub async fn watch_database(
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(every.min(Duration::from_millis(500))) => {}
         }
     }
 }

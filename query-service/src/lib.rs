@@ -4,19 +4,23 @@
 //!
 //! Modules in reading order:
 //! - [`config`]: the settings;
+//! - [`access`]: who may call (API keys) and how often (rate limits);
 //! - [`service`]: the gRPC methods, a file per family; [`input`] checks their fields;
 //!   [`error`] is the one place failures become gRPC statuses;
+//! - [`lane`]: the database's two lanes, cheap answers apart from expensive work;
 //! - [`store`]: the SQL of the read path, a file per query family;
 //! - [`cache`]: ranked answers kept per store state;
 //! - [`feed`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out);
 //! - [`health`], [`metrics`]: what probes and Prometheus read.
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod feed;
 pub mod health;
 pub mod input;
+pub mod lane;
 pub mod metrics;
 pub mod service;
 pub mod store;
@@ -28,6 +32,7 @@ use proto::pb::holder_service_server::HolderServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tracing::info;
 
@@ -49,7 +54,79 @@ pub struct Settings {
     /// Serve gRPC over TLS with this certificate chain and key (PEM); plaintext when
     /// `None`.
     pub tls: Option<Tls>,
+    /// How long a statement may run (the pool's setting; a caller's nearer deadline
+    /// shortens it for that call).
+    pub statement_timeout: Duration,
+    /// The API keys file; everybody may call when `None`.
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// With keys: whether reflection answers callers without one.
+    pub reflection_without_key: bool,
+    /// Per-caller token buckets; none when `None`.
+    pub rate_limit: Option<access::RateLimit>,
+    /// Expensive calls at once, each on a connection of the expensive lane.
+    pub expensive_connections: usize,
+    /// How long an expensive call waits for its turn.
+    pub expensive_wait: Duration,
+    /// Connections of the streams' own pool.
+    pub stream_connections: usize,
+    /// Where the feed LISTENs (the primary); `None`: the read side's database.
+    pub feed_database_url: Option<String>,
+    /// Readiness turns NOT_SERVING past this replica lag.
+    pub max_replica_lag: Duration,
+    /// How long a request's `min_block` is waited for.
+    pub min_block_wait: Duration,
+    /// HTTP/2 and message bounds.
+    pub http: Http,
 }
+
+impl Default for Settings {
+    /// The binary's defaults, but no metrics port.
+    fn default() -> Self {
+        Self {
+            health_interval: Duration::from_secs(2),
+            max_streams: 1000,
+            stream_buffer: 4096,
+            metrics_listen: None,
+            answer_cache: 256,
+            tls: None,
+            statement_timeout: Duration::from_secs(5),
+            api_keys_file: None,
+            reflection_without_key: false,
+            rate_limit: None,
+            expensive_connections: 4,
+            expensive_wait: Duration::from_secs(2),
+            stream_connections: 4,
+            feed_database_url: None,
+            max_replica_lag: Duration::from_secs(30),
+            min_block_wait: Duration::from_secs(5),
+            http: Http::default(),
+        }
+    }
+}
+
+/// Bounds on connections and messages.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// Most concurrent calls per client connection.
+    pub max_concurrent_streams: u32,
+    /// Keepalive ping interval of an idle connection.
+    pub keepalive: Duration,
+    /// Largest request message, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 256,
+            keepalive: Duration::from_secs(30),
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Largest answer message, in bytes: an export chunk of 10,000 holders is about 2 MB.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// A server identity for TLS, in PEM.
 #[derive(Debug, Clone)]
@@ -58,6 +135,8 @@ pub struct Tls {
     pub cert_pem: Vec<u8>,
     /// Its private key.
     pub key_pem: Vec<u8>,
+    /// Clients must present a certificate signed by this CA (mutual TLS) when set.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 /// Serves on `listener` until `shutdown`, reading from `pool`; listens for the ingestor's
@@ -91,6 +170,9 @@ async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = stop.clone();
     let (reporter, health) = tonic_health::server::health_reporter();
+    let metrics = metrics::Metrics::new();
+    // The service's checks, and reflection's (a key unless told otherwise).
+    let (access, reflection_access) = access::from_settings(&settings, &metrics, tasks, stop)?;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -100,13 +182,20 @@ async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let feed = feed::Feed::new(
+        settings.stream_buffer,
+        settings.max_streams,
+        metrics.clone(),
+        tasks.clone(),
+    );
     tasks.spawn(health::watch_database(
         pool.clone(),
         reporter.clone(),
         settings.health_interval,
+        feed.lag(),
+        settings.max_replica_lag,
         shutdown.clone(),
     ));
-    let metrics = metrics::Metrics::new();
     if let Some(addr) = settings.metrics_listen {
         let listener = TcpListener::bind(addr)
             .await
@@ -120,28 +209,53 @@ async fn run(
     // "liveness" answers SERVING while the process runs; "" and the service follow the
     // database (readiness).
     reporter.set_service_status("liveness", ServingStatus::Serving).await;
-    let feed = feed::Feed::new(
-        settings.stream_buffer,
-        settings.max_streams,
-        metrics.clone(),
-        tasks.clone(),
-    );
-    tasks.spawn(feed.clone().listen(database_url, pool.clone(), shutdown.clone()));
+    // The feed LISTENs on the primary and reads through the read side's pool.
+    let feed_url = settings.feed_database_url.clone().unwrap_or_else(|| database_url.clone());
+    tasks.spawn(feed.clone().listen(feed_url, pool.clone(), shutdown.clone()));
     let answers = std::sync::Arc::new(cache::Answers::new(settings.answer_cache));
-    let holders = service::Holders::new(pool, feed, answers, shutdown.clone(), metrics);
+    let expensive = store::expensive_pool(
+        &database_url,
+        settings.expensive_connections,
+        settings.statement_timeout,
+    )?;
+    let streams =
+        store::pool(&database_url, settings.stream_connections, settings.statement_timeout)?;
+    let lanes =
+        lane::Lanes::new(pool, expensive, streams, settings.expensive_wait, metrics.clone());
+    let holders = service::Holders::new(
+        lanes,
+        feed,
+        answers,
+        shutdown.clone(),
+        metrics,
+        settings.statement_timeout,
+        settings.min_block_wait,
+    );
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
-    let mut server = tonic::transport::Server::builder();
+    let http = &settings.http;
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(http.max_concurrent_streams))
+        .http2_keepalive_interval(Some(http.keepalive))
+        .http2_keepalive_timeout(Some(http.keepalive.min(Duration::from_secs(20))))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
     if let Some(tls) = &settings.tls {
         let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca_pem {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
         server = server
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+            .tls_config(config)
+            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key/--tls-client-ca: {e}"))?;
     }
+    let holders = HolderServiceServer::new(holders)
+        .max_decoding_message_size(http.max_request_bytes)
+        .max_encoding_message_size(MAX_ANSWER_BYTES);
     let result = server
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(HolderServiceServer::new(holders))
+        .add_service(InterceptedService::new(reflection_v1, reflection_access.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, reflection_access))
+        .add_service(InterceptedService::new(holders, access))
         .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;

@@ -11,12 +11,19 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     bootstrap::shutdown::block_on(async {
-        bootstrap::init_logging(config.log_format);
+        let otlp = config.otlp_endpoint.as_deref();
+        let telemetry =
+            match bootstrap::telemetry::init_or_exit(config.log_format, "query-service", otlp) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
         let shutdown = bootstrap::shutdown::on_signal();
         let grace = config.shutdown_grace;
-        match bootstrap::shutdown::within_grace(run(config, shutdown.clone()), &shutdown, grace)
-            .await
-        {
+        let ended =
+            bootstrap::shutdown::within_grace(run(config, shutdown.clone()), &shutdown, grace)
+                .await;
+        telemetry.shutdown().await;
+        match ended {
             Some(Ok(())) => ExitCode::SUCCESS,
             Some(Err(e)) => {
                 tracing::error!(error = format!("{e:#}"), "query-service stopped");
@@ -36,13 +43,6 @@ async fn run(config: Config, shutdown: tokio_util::sync::CancellationToken) -> a
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding --listen {}", config.listen))?;
-    let settings = query_service::Settings {
-        health_interval: config.health_interval,
-        max_streams: config.max_streams as usize,
-        stream_buffer: config.stream_buffer as usize,
-        metrics_listen: Some(config.metrics_listen),
-        answer_cache: config.answer_cache as usize,
-        tls: config.tls()?,
-    };
+    let settings = config.settings()?;
     query_service::serve(listener, config.database_url, pool, settings, shutdown).await
 }

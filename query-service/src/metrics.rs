@@ -1,19 +1,23 @@
 //! The query-service's Prometheus metrics, registered once and handed down (no globals).
 
-use std::time::Instant;
-
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
-use tonic::Status;
 
 /// Every metric the query-service exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// The registry `/metrics` serves.
     pub registry: Registry,
-    /// Requests by method and gRPC code.
+    /// Requests by method, gRPC code and caller (API key name, or "anonymous").
     pub requests: IntCounterVec,
+    /// Calls refused before any work, by reason (unauthenticated, rate_limited) and
+    /// caller.
+    pub refused: IntCounterVec,
+    /// Expensive calls waiting for their lane now.
+    pub expensive_waiting: IntGauge,
+    /// Expensive calls refused because the lane stayed full for the whole wait.
+    pub expensive_refused: IntCounter,
     /// Request latency by method (for streams: until the stream is set up).
     pub seconds: HistogramVec,
     /// StreamTransfers streams open now.
@@ -23,6 +27,8 @@ pub struct Metrics {
     pub stream_catchups: IntCounter,
     /// Events committed but not yet read by the live feed, at its last look.
     pub feed_lag_events: IntGauge,
+    /// How long the read side has lacked a commit the feed heard of (a replica's lag).
+    pub replica_lag_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -31,8 +37,23 @@ impl Metrics {
         let m = Self {
             registry: Registry::new(),
             requests: IntCounterVec::new(
-                Opts::new("query_requests_total", "gRPC requests by method and code"),
-                &["method", "code"],
+                Opts::new("query_requests_total", "gRPC requests by method, code and caller"),
+                &["method", "code", "caller"],
+            )
+            .expect("metric"),
+            refused: IntCounterVec::new(
+                Opts::new("query_refused_total", "Calls refused before any work, by reason"),
+                &["reason", "caller"],
+            )
+            .expect("metric"),
+            expensive_waiting: IntGauge::new(
+                "query_expensive_waiting",
+                "Expensive calls waiting for their lane",
+            )
+            .expect("metric"),
+            expensive_refused: IntCounter::new(
+                "query_expensive_refused_total",
+                "Expensive calls refused: the lane stayed full for the whole wait",
             )
             .expect("metric"),
             seconds: HistogramVec::new(
@@ -54,34 +75,26 @@ impl Metrics {
                 "Committed events the live feed has not read",
             )
             .expect("metric"),
+            replica_lag_seconds: prometheus::Gauge::new(
+                "query_replica_lag_seconds",
+                "How long the read side has lacked a commit the feed heard of",
+            )
+            .expect("metric"),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.seconds.clone()),
+            Box::new(m.refused.clone()),
+            Box::new(m.expensive_waiting.clone()),
+            Box::new(m.expensive_refused.clone()),
             Box::new(m.active_streams.clone()),
             Box::new(m.stream_catchups.clone()),
             Box::new(m.feed_lag_events.clone()),
+            Box::new(m.replica_lag_seconds.clone()),
         ] {
             m.registry.register(c).expect("each metric once");
         }
         m
-    }
-
-    /// Runs one request, counting it by `method` and outcome code and timing it.
-    pub async fn observe<T>(
-        &self,
-        method: &str,
-        request: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        let started = Instant::now();
-        let result = request.await;
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.seconds.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
-        self.requests.with_label_values(&[method, &format!("{code:?}")]).inc();
-        result
     }
 }
 

@@ -44,16 +44,7 @@ fn is_root() -> bool {
 impl Cluster {
     /// Makes and starts a fresh server.
     pub async fn start() -> anyhow::Result<Self> {
-        let bin = bin_dir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("holders-pg-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        if is_root() {
-            let status = Command::new("chown").arg("postgres:postgres").arg(&dir).status().await?;
-            anyhow::ensure!(status.success(), "chown of {} failed", dir.display());
-        }
-        let cluster =
-            Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, bin, port };
+        let cluster = Self::unstarted(bin_dir()?).await?;
         let data = cluster.dir.join("data");
         cluster
             .run(
@@ -73,6 +64,63 @@ impl Cluster {
             .await?;
         cluster.start_again().await?;
         Ok(cluster)
+    }
+
+    /// A hot standby of this server: `pg_basebackup -R` (streaming replication, the
+    /// primary's WAL streamed while it copies) into a folder of its own, started on a port
+    /// of its own. It replays everything the primary commits; read-only.
+    pub async fn standby(&self) -> anyhow::Result<Self> {
+        let standby = Self::unstarted(self.bin.clone()).await?;
+        let data = standby.dir.join("data");
+        let primary_port = self.port.to_string();
+        standby
+            .run(
+                "pg_basebackup",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary_port,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-R",
+                    "-X",
+                    "stream",
+                    // A spread checkpoint on an idle primary takes minutes.
+                    "--checkpoint=fast",
+                    "--no-sync",
+                ],
+            )
+            .await?;
+        standby.start_again().await?;
+        Ok(standby)
+    }
+
+    /// On a standby: stops replaying the primary's WAL (it keeps receiving it), so the
+    /// standby lags from now on.
+    pub async fn pause_replay(&self) -> anyhow::Result<()> {
+        crate::db::connect(&self.url).await?.batch_execute("SELECT pg_wal_replay_pause()").await?;
+        Ok(())
+    }
+
+    /// On a standby: replays again, catching up with the primary.
+    pub async fn resume_replay(&self) -> anyhow::Result<()> {
+        crate::db::connect(&self.url).await?.batch_execute("SELECT pg_wal_replay_resume()").await?;
+        Ok(())
+    }
+
+    /// A free port and an empty folder owned by the server's user, for a new server.
+    async fn unstarted(bin: PathBuf) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("holders-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        if is_root() {
+            let status = Command::new("chown").arg("postgres:postgres").arg(&dir).status().await?;
+            anyhow::ensure!(status.success(), "chown of {} failed", dir.display());
+        }
+        Ok(Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, bin, port })
     }
 
     /// Runs one of the server's programs as the server's owner.

@@ -10,16 +10,21 @@
 //! - [`proxy`]: a JSON-RPC proxy that refuses wide `eth_getLogs` spans in providers' words
 //!   and injects every other fault a provider shows;
 //! - [`silent_heads`]: a WebSocket proxy whose subscription goes silent;
-//! - [`cluster`]: a private Postgres server to stop and restart.
+//! - [`cluster`]: a private Postgres server to stop and restart;
+//! - [`load`]: a mixed load on a query-service (cheap, expensive, streams, health);
+//! - [`soak`]: that load on the whole pair while the chain moves, through a kill -9 of
+//!   the ingestor and a Postgres restart, then every answer checked.
 
 pub mod anvil;
 pub mod chain;
 pub mod cluster;
 pub mod db;
 pub mod history;
+pub mod load;
 pub mod pair;
 pub mod proxy;
 pub mod silent_heads;
+pub mod soak;
 
 /// Logs of the code under test, shown for failing tests (RUST_LOG picks the level).
 pub fn init_test_logging() {

@@ -19,6 +19,33 @@ pub const LOCAL_PORTS: [&str; 4] =
 /// `World::assert_balances_in` checks each against the transfers.
 pub const TEST_RANKINGS: [&str; 4] = ["--ranking-every", "25", "--ranking-depth", "8"];
 
+/// The `ingestor` binary following `rpc_url` into `database_url` from block `from`, as
+/// the rig's long-lived stores run it: new blocks seen within a quarter second, final
+/// `finality_depth` blocks below the head, rankings as [`TEST_RANKINGS`], local ports;
+/// its log goes to `stderr`. Killed when dropped.
+pub fn follow_binary(
+    rpc_url: &str,
+    database_url: &str,
+    token: alloy_primitives::Address,
+    from: u64,
+    finality_depth: u64,
+    stderr: std::process::Stdio,
+) -> anyhow::Result<tokio::process::Child> {
+    use anyhow::Context;
+    tokio::process::Command::new(ingestor_binary()?)
+        .args(["--rpc-url", rpc_url, "--database-url", database_url])
+        .args(["--token", &token.to_string(), "--from", &from.to_string()])
+        .args(["--poll-interval", "250ms", "--finality-from", "depth"])
+        .args(["--finality-depth", &finality_depth.to_string()])
+        .args(LOCAL_PORTS)
+        .args(TEST_RANKINGS)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the ingestor")
+}
+
 /// Runs the ingestor with these flags (besides --rpc-url and --database-url) until it
 /// exits: a bounded range (--from and --to) exits by itself.
 pub async fn ingest(rpc_url: &str, database_url: &str, flags: &[&str]) -> anyhow::Result<()> {
@@ -58,9 +85,8 @@ impl QueryService {
             health_interval: Duration::from_millis(200),
             max_streams: 300,
             stream_buffer: 4096,
-            metrics_listen: None,
             answer_cache: 64,
-            tls: None,
+            ..Default::default()
         };
         Self::start_with(database_url, settings).await
     }

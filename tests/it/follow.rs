@@ -111,6 +111,30 @@ async fn ranked_answers_follow_each_commit() {
     tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();
 }
 
+/// GetTopHolders(n) and the first GetHolders page of n are different answers (the page
+/// has a next page token) though they hold the same rows: the cache keeps them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_page_after_the_same_top_holders_still_pages_on() {
+    let w = world(small(36)).await;
+    w.ingest_all().await;
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let mut client = qs.client().await.unwrap();
+    let top = client
+        .get_top_holders(GetTopHoldersRequest { limit: 5, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(top.next_page_token.is_empty());
+    let page = client
+        .get_holders(GetHoldersRequest { page_size: 5, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.holders, top.holders);
+    assert!(!page.next_page_token.is_empty(), "the first page came from GetTopHolders' answer");
+    assert_eq!(crate::all_holders(&qs, 5).await.len() as u64, page.holder_count);
+}
+
 /// Over ws:// the ingestor hears of new blocks from an eth_subscribe newHeads
 /// subscription: with polling set to 30 s, a new transfer is still stored within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

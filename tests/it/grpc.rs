@@ -248,6 +248,9 @@ async fn hostile_requests_get_a_clear_answer() {
                             at_block,
                             at_time,
                             min_balance: min_balance.clone(),
+                            // Only numbers past i64 (refused at once): one the store has
+                            // not reached would wait --min-block-wait.
+                            min_block: block.filter(|b| *b > i64::MAX as u64),
                         })
                         .await;
                     check("GetTopHolders", r.map(drop))?;
@@ -261,6 +264,7 @@ async fn hostile_requests_get_a_clear_answer() {
                             at_block,
                             at_time,
                             min_balance: min_balance.clone(),
+                            min_block: block.filter(|b| *b > i64::MAX as u64),
                         })
                         .await;
                     check("GetHolders", r.map(drop))?;

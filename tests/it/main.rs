@@ -1,6 +1,7 @@
 //! End-to-end tests of the pair on a real Anvil chain, a real compiled ERC-20 and a real
 //! Postgres. Each test starts its own chain and database, so they run in parallel.
 
+mod access;
 mod backfill;
 mod export;
 mod faults;
@@ -17,10 +18,13 @@ mod privilege;
 mod ranges;
 mod rankings;
 mod reorg;
+mod replicas;
 mod restart;
 mod shutdown;
+mod soak;
 mod store;
 mod streaming;
+mod traces;
 mod verify;
 
 use alloy_primitives::{Address, B256, U256};
@@ -39,6 +43,17 @@ pub(crate) struct World {
     chain: Chain,
     history: History,
     db: TestDb,
+}
+
+/// Reads a child's stderr while it runs (a debug log outgrows the pipe's buffer, and a
+/// child blocked on a full pipe never ends); the whole log once the child has ended.
+fn read_stderr(child: &mut tokio::process::Child) -> JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    tokio::spawn(async move {
+        let mut log = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut log).await;
+        log
+    })
 }
 
 /// Thirty days ago, so that every block time is in the past.

@@ -136,9 +136,18 @@ async fn health_metrics_and_the_writer_lock() {
     let _stream = client.stream_transfers(StreamTransfersRequest::default()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = metrics(qm).await;
-    assert_eq!(sample(&text, "query_requests_total{code=\"Ok\",method=\"GetTopHolders\"}"), 1.0);
     assert_eq!(
-        sample(&text, "query_requests_total{code=\"InvalidArgument\",method=\"GetTopHolders\"}"),
+        sample(
+            &text,
+            "query_requests_total{caller=\"anonymous\",code=\"Ok\",method=\"GetTopHolders\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "query_requests_total{caller=\"anonymous\",code=\"InvalidArgument\",method=\"GetTopHolders\"}"
+        ),
         1.0
     );
     assert_eq!(sample(&text, "query_active_streams "), 1.0);

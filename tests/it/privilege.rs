@@ -73,13 +73,7 @@ async fn run_and_check_log(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Read the log while it runs: a debug log outgrows the pipe's buffer, and a child
-    // blocked on a full pipe would never exit.
-    let mut stderr = child.stderr.take().unwrap();
-    let reading = tokio::spawn(async move {
-        let mut log = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut log).await.map(|_| log)
-    });
+    let reading = crate::read_stderr(&mut child);
     let status = match tokio::time::timeout(within, child.wait()).await {
         Ok(status) => status.unwrap().success(),
         Err(_) => {
@@ -88,7 +82,7 @@ async fn run_and_check_log(
             false
         }
     };
-    let log = reading.await.unwrap().unwrap();
+    let log = reading.await.unwrap();
     assert!(!log.is_empty(), "{binary} logged nothing");
     for secret in [DB_PASSWORD, RPC_KEY] {
         assert!(!log.contains(secret), "{binary} {args:?} logged a secret:\n{log}");
@@ -171,7 +165,7 @@ async fn passwords_and_api_keys_never_reach_the_logs() {
 
 /// Makes a CA and a server certificate for localhost/127.0.0.1 signed by it (openssl CLI);
 /// the paths of ca.pem, cert.pem and key.pem.
-async fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+pub(crate) async fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
     let run = |args: &[&str]| {
         let out =
             std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
@@ -213,6 +207,54 @@ async fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
         "ext.cnf",
     ]);
     ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f))
+}
+
+/// Makes a client certificate signed by the CA `ca`.pem/.key in `dir` (made by
+/// [`certificates`]); the paths of client.pem and client.key.
+pub(crate) async fn client_certificate(dir: &std::path::Path, ca: &str) -> [std::path::PathBuf; 2] {
+    let run = |args: &[&str]| {
+        let out =
+            std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=test client",
+    ]);
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "client.cnf",
+    ]);
+    ["client.pem", "client.key"].map(|f| dir.join(f))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

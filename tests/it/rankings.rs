@@ -26,7 +26,7 @@ async fn kept_rankings_answer_as_the_history_does_at_every_block() {
 
     let pool = store::pool(&w.db.url, 2, std::time::Duration::from_secs(30)).unwrap();
     let mut client = pool.get().await.unwrap();
-    let tx = store::snapshot(&mut client).await.unwrap();
+    let tx = store::snapshot(&mut client, None).await.unwrap();
     let token = store::tokens::token(&tx, Some(w.history.token)).await.unwrap();
     let (mut from_kept, mut too_deep) = (0, 0);
     for block in transfer_blocks(&w).await {

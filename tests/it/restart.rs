@@ -122,9 +122,8 @@ async fn postgres_restarts_under_a_backfill_and_while_following() {
         health_interval: Duration::from_millis(200),
         max_streams: 10,
         stream_buffer: 64,
-        metrics_listen: None,
         answer_cache: 16,
-        tls: None,
+        ..Default::default()
     };
     let qs = rig::pair::QueryService::start_with(&db, settings).await.unwrap();
     wait_health(qs.addr, 1, Duration::from_secs(10)).await;

@@ -226,9 +226,8 @@ async fn the_stream_limit_holds_and_a_cancelled_stream_frees_its_place() {
         health_interval: Duration::from_millis(200),
         max_streams: 2,
         stream_buffer: 64,
-        metrics_listen: None,
         answer_cache: 64,
-        tls: None,
+        ..Default::default()
     };
     let qs = QueryService::start_with(&w.db.url, settings).await.unwrap();
     let mut client = qs.client().await.unwrap();
@@ -263,9 +262,8 @@ async fn a_slow_subscriber_is_caught_up_from_the_store() {
         health_interval: Duration::from_millis(200),
         max_streams: 10,
         stream_buffer: 16,
-        metrics_listen: None,
         answer_cache: 64,
-        tls: None,
+        ..Default::default()
     };
     // The feed starts on a migrated store and has seen the token before the burst, so the
     // burst comes live and overflows the buffer.

@@ -296,19 +296,7 @@ def test_tls_with_the_service_s_own_ca(store: Store, tmp_path: pathlib.Path) -> 
     """A query-service with --tls-cert/--tls-key: the client with the CA's certificate
     (a path or PEM bytes) gets answers; one without it is refused at the handshake."""
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-            "-subj", "/CN=test CA")
-    openssl("req", *ec, "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost")
-    (tmp_path / "ext.cnf").write_text(
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "cert.pem", "-days", "1", "-extfile", "ext.cnf")
+    certificates(tmp_path)
     ca = tmp_path / "ca.pem"
     qs = QueryService(store.database_url)
     qs.start("--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
@@ -326,3 +314,81 @@ def test_tls_with_the_service_s_own_ca(store: Store, tmp_path: pathlib.Path) -> 
                 assert e.value.code == grpc.StatusCode.UNAVAILABLE, e.value
     finally:
         qs.stop()
+
+
+def test_api_key_rate_limit_and_client_certificate(store: Store, tmp_path: pathlib.Path) -> None:
+    """A service with --api-keys-file, --rate-limit and --tls-client-ca: the client's
+    ``api_key`` is let in and one without is refused (UNAUTHENTICATED); past the rate
+    limit the error carries the service's retry hint; without a client certificate the
+    handshake fails."""
+    import hashlib
+    import time
+
+    certificates(tmp_path)
+    key = "py-KEY-3f1c9a"
+    (tmp_path / "keys").write_text(f"python {hashlib.sha256(key.encode()).hexdigest()}\n")
+    ca, cert, ckey = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    certified = {"root_certificates": str(ca), "client_certificate": str(cert), "client_key": str(ckey)}
+    qs = QueryService(store.database_url)
+    qs.start("--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
+             "--tls-client-ca", str(ca), "--api-keys-file", str(tmp_path / "keys"),
+             "--rate-limit", "2/s,burst=3", api_key=key, **certified)
+    try:
+        time.sleep(1.6)  # the probe's calls refilled
+        with HoldersClient(qs.target, token=store.token, api_key=key, **certified) as c:
+            assert c.top_holders(2).holder_count > 0
+            with pytest.raises(HoldersError) as e:
+                for _ in range(5):
+                    c.top_holders(2)
+            assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+            assert e.value.retry_after is not None and 0 < e.value.retry_after <= 0.5, e.value
+            time.sleep(e.value.retry_after)
+            assert c.top_holders(1).holders
+        with HoldersClient(qs.target, token=store.token, **certified) as c:
+            with pytest.raises(HoldersError) as e:
+                c.top_holders(2)
+            assert e.value.code == grpc.StatusCode.UNAUTHENTICATED, e.value
+        with HoldersClient(qs.target, token=store.token, api_key=key,
+                           root_certificates=str(ca), timeout=5) as c:
+            with pytest.raises(HoldersError) as e:
+                c.top_holders(2)
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE, e.value
+        with pytest.raises(ValueError):
+            HoldersClient(qs.target, client_certificate=str(cert))
+    finally:
+        qs.stop()
+
+
+def certificates(folder: pathlib.Path) -> None:
+    """A CA (ca.pem), a server certificate for localhost/127.0.0.1 signed by it
+    (cert.pem, key.pem) and a client certificate signed by it (client.pem, client.key),
+    made with the openssl CLI in ``folder``."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=test CA")
+    for name, subject, usage in (
+        ("cert", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                  "extendedKeyUsage=serverAuth"),
+        ("client", "/CN=client", "extendedKeyUsage=clientAuth"),
+    ):
+        key = "key.pem" if name == "cert" else "client.key"
+        openssl("req", *ec, "-keyout", key, "-out", f"{name}.csr", "-subj", subject)
+        (folder / f"{name}.cnf").write_text(f"basicConstraints=critical,CA:FALSE\n{usage}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.cnf")
+
+
+def test_min_block(store: Store, client: HoldersClient) -> None:
+    """``min_block`` at or below the store's block answers at once; above anything the
+    store will hold it waits the service's bound, then UNAVAILABLE names the block."""
+    top = client.top_holders(3)
+    assert client.top_holders(3, min_block=top.as_of_block).as_of_block >= top.as_of_block
+    assert list(client.transfers(page_size=2, min_block=top.as_of_block))
+    with pytest.raises(HoldersError) as e:
+        client.lookup(store.addresses[:2], min_block=top.as_of_block + 10**9)
+    assert e.value.code == grpc.StatusCode.UNAVAILABLE, e.value
+    assert "holds block" in e.value.details and "min_block" in e.value.details, e.value

@@ -209,12 +209,23 @@ impl Rpc {
         calls: u32,
         call: impl IntoFuture<Output = Result<T, TransportError>>,
     ) -> Result<T, RpcError> {
+        use tracing::Instrument;
+        // A span per call: with --otlp-endpoint each node call shows in its batch's trace.
+        let span = tracing::info_span!(
+            "rpc",
+            rpc.method = method,
+            calls,
+            outcome = tracing::field::Empty,
+            otel.kind = "client"
+        );
         let started = std::time::Instant::now();
-        let result = match self.send(calls, call).await {
+        let result = match self.send(calls, call).instrument(span.clone()).await {
             Some(result) => result.map_err(classify),
             None => Err(RpcError::transient(format!("no answer within {:?}", self.timeout))),
         };
-        self.record(method, started, result.as_ref().map_or_else(RpcError::outcome, |_| "ok"));
+        let outcome = result.as_ref().map_or_else(RpcError::outcome, |_| "ok");
+        span.record("outcome", outcome);
+        self.record(method, started, outcome);
         result
     }
 

@@ -10,9 +10,10 @@ use tonic::Status;
 use tracing::{Instrument, info_span, warn};
 
 use super::holders::{at_least, moment, response};
-use super::{Holders, HoldersStream};
+use super::{Call, Holders, HoldersStream};
 use crate::error::QueryError;
 use crate::input;
+use crate::lane::Cost;
 use crate::store::{self, HolderRow};
 
 /// Holders per chunk.
@@ -21,26 +22,30 @@ pub(super) const CHUNK: usize = 10_000;
 /// How long one fetch of an export may take. The first fetch ranks every holder of the
 /// moment in one statement (seconds at millions of holders), longer than an answer's
 /// statement timeout allows.
-const FETCH_TIMEOUT: &str = "120s";
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Holders {
     pub(super) async fn export(
         &self,
+        call: &Call,
         req: ExportHoldersRequest,
     ) -> Result<HoldersStream, QueryError> {
         let wanted = input::token(&req.token)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let min = input::min_balance(&req.min_balance)?;
+        self.reach(wanted, req.min_block).await?;
         let (chunks, rx) = mpsc::channel::<Result<HoldersChunk, Status>>(2);
         let (ready, started) = oneshot::channel::<Result<(), QueryError>>();
-        let pool = self.pool.clone();
+        let lanes = self.lanes.clone();
+        let budget = call.budget;
         let span = info_span!("export", token = ?wanted);
         tokio::spawn(
             async move {
                 let mut ready = Some(ready);
                 let result = async {
-                    let mut client = pool.get().await?;
-                    let tx = store::snapshot(&mut client).await?;
+                    // The lease (and its place in the expensive lane) lasts the export.
+                    let mut lease = lanes.lease(Cost::Expensive).await?;
+                    let tx = store::snapshot(&mut lease.client, budget).await?;
                     let token = store::tokens::token(&tx, wanted).await?;
                     let moment = moment(&tx, &token, at).await?;
                     if let Some(r) = ready.take() {
@@ -60,8 +65,10 @@ impl Holders {
                             symbol: answer.symbol,
                         }
                     };
-                    tx.batch_execute(&format!("SET LOCAL statement_timeout = '{FETCH_TIMEOUT}'"))
-                        .await?;
+                    // A caller's deadline still bounds the fetches.
+                    let fetch_ms =
+                        budget.map_or(FETCH_TIMEOUT, |b| b.min(FETCH_TIMEOUT)).as_millis();
+                    tx.batch_execute(&format!("SET LOCAL statement_timeout = {fetch_ms}")).await?;
                     // One statement for the whole ranking, fetched a chunk at a time.
                     let portal = store::export::portal(&tx, &token, &moment).await?;
                     loop {

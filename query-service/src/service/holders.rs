@@ -9,10 +9,11 @@ use std::sync::Arc;
 use alloy_primitives::U256;
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse};
 
-use super::{Holders, timestamp};
+use super::{Call, Holders, timestamp};
 use crate::cache::Key;
 use crate::error::QueryError;
 use crate::input::{self, At, PageToken};
+use crate::lane::Cost;
 use crate::store::{self, HolderRow, Moment, TokenView};
 
 impl Holders {
@@ -60,6 +61,7 @@ impl Holders {
 
     pub(super) async fn top(
         &self,
+        call: &Call,
         req: GetTopHoldersRequest,
     ) -> Result<HoldersResponse, QueryError> {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
@@ -67,11 +69,13 @@ impl Holders {
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let floor = input::min_balance(&req.min_balance)?;
         let min = floor.map(|m| m.to_string());
-        let mut client = self.pool.get().await?;
-        let tx = store::snapshot(&mut client).await?;
+        self.reach(wanted, req.min_block).await?;
+        let mut lease = self.lease(cost(at, true, floor.is_some())).await?;
+        let tx = store::snapshot(&mut lease.client, call.budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
-        let key = key(&token, &moment, limit, "", min.as_deref().unwrap_or("0"));
+        // GetTopHolders' answers carry no next page: keyed apart from first pages.
+        let key = key(&token, &moment, limit, "top", min.as_deref().unwrap_or("0"));
         let answer = self
             .ranked_answer(key, async {
                 let mut rows = if moment.latest {
@@ -88,7 +92,11 @@ impl Holders {
         Ok(answer)
     }
 
-    pub(super) async fn page(&self, req: GetHoldersRequest) -> Result<HoldersResponse, QueryError> {
+    pub(super) async fn page(
+        &self,
+        call: &Call,
+        req: GetHoldersRequest,
+    ) -> Result<HoldersResponse, QueryError> {
         let size = input::count("page_size", req.page_size, input::DEFAULT_PAGE)?;
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
@@ -101,8 +109,10 @@ impl Holders {
                 "pages are of the ranking; leave page_token empty when addresses are set",
             ));
         }
-        let mut client = self.pool.get().await?;
-        let tx = store::snapshot(&mut client).await?;
+        self.reach(wanted, req.min_block).await?;
+        let lane = cost(at, addresses.is_empty(), floor.is_some());
+        let mut lease = self.lease(lane).await?;
+        let tx = store::snapshot(&mut lease.client, call.budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
         let answer = if !addresses.is_empty() {
@@ -119,7 +129,8 @@ impl Holders {
                 "" => None,
                 text => Some(PageToken::decode(text, token.address)?),
             };
-            let key = key(&token, &moment, size, &req.page_token, min.as_deref().unwrap_or("0"));
+            let page = format!("page:{}", req.page_token);
+            let key = key(&token, &moment, size, &page, min.as_deref().unwrap_or("0"));
             self.ranked_answer(key, async {
                 let after_row = after.map(|p| (p.balance.to_string(), p.address));
                 let mut rows = if moment.latest {
@@ -138,6 +149,19 @@ impl Holders {
         };
         tx.commit().await?;
         Ok(answer)
+    }
+}
+
+/// The lane of a question at `at`: a count above a floor (`min_balance`) is a statistic
+/// computed afresh (a range of the rank index at the checkpoint, millions of entries at
+/// millions of holders; a pass over the history in the past); in the past a ranking reads
+/// the history; the rest (checkpoint rankings, lookups) come off indexes.
+fn cost(at: At, ranked: bool, filtered: bool) -> Cost {
+    match at {
+        _ if filtered => Cost::Expensive,
+        At::Latest => Cost::Cheap,
+        _ if ranked => Cost::Expensive,
+        _ => Cost::Cheap,
     }
 }
 

@@ -1,8 +1,10 @@
 //! `holders.v1.HolderService`: each method checks its request ([`crate::input`]), reads
 //! one snapshot of the store, and shapes the answer. One file per family of methods:
 //! [`holders`] (GetTopHolders, GetHolders), [`export`] (ExportHolders), [`tokens`]
-//! (ListTokens), [`transfers`] (ListTransfers), [`stream`] (StreamTransfers).
+//! (ListTokens), [`transfers`] (ListTransfers), [`stream`] (StreamTransfers); [`call`]
+//! is what every method knows of its caller (name, deadline, trace).
 
+mod call;
 mod export;
 mod holders;
 mod stream;
@@ -12,7 +14,6 @@ mod transfers;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use futures::Stream;
 use proto::pb::holder_service_server::HolderService;
 use proto::pb::{
@@ -24,32 +25,86 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::cache::Answers;
+use crate::error::QueryError;
 use crate::feed::Feed;
+use crate::lane::{Cost, Lanes, Lease};
 use crate::metrics::Metrics;
 
+pub use call::{Call, grpc_timeout};
 pub use holders::format_units;
 
-/// The service, over a pool of read connections and the live transfer feed.
+/// The service, over the database's two lanes and the live transfer feed.
 #[derive(Debug, Clone)]
 pub struct Holders {
-    pool: Pool,
+    lanes: Lanes,
     feed: Feed,
     answers: Arc<Answers>,
     shutdown: CancellationToken,
     metrics: Metrics,
+    statement_timeout: std::time::Duration,
+    min_block_wait: std::time::Duration,
 }
 
 impl Holders {
-    /// A service reading from `pool`, streaming from `feed`, keeping ranked answers in
-    /// `answers`; open streams end at `shutdown`.
+    /// A service reading through `lanes` (whose statements stop after
+    /// `statement_timeout`), streaming from `feed`, keeping ranked answers in `answers`,
+    /// waiting up to `min_block_wait` for a request's `min_block`; open streams end at
+    /// `shutdown`.
     pub fn new(
-        pool: Pool,
+        lanes: Lanes,
         feed: Feed,
         answers: Arc<Answers>,
         shutdown: CancellationToken,
         metrics: Metrics,
+        statement_timeout: std::time::Duration,
+        min_block_wait: std::time::Duration,
     ) -> Self {
-        Self { pool, feed, answers, shutdown, metrics }
+        Self { lanes, feed, answers, shutdown, metrics, statement_timeout, min_block_wait }
+    }
+
+    /// Returns once the read side holds block `min` of `wanted` (at once without `min`),
+    /// looking every 50 ms for up to `--min-block-wait`; then UNAVAILABLE naming the lag.
+    /// A client that read `as_of_block` N from one replica passes N to another.
+    async fn reach(
+        &self,
+        wanted: Option<alloy_primitives::Address>,
+        min: Option<u64>,
+    ) -> Result<(), QueryError> {
+        let Some(min) = min else { return Ok(()) };
+        let min = i64::try_from(min).map_err(|_| {
+            QueryError::invalid("min_block", format!("{min} is not a block number"))
+        })?;
+        let started = std::time::Instant::now();
+        loop {
+            let held = {
+                let mut lease = self.lease(Cost::Cheap).await?;
+                let tx = crate::store::snapshot(&mut lease.client, None).await?;
+                let token = crate::store::tokens::token(&tx, wanted).await?;
+                tx.commit().await?;
+                token.indexed_block
+            };
+            if held >= min {
+                return Ok(());
+            }
+            if started.elapsed() >= self.min_block_wait {
+                return Err(QueryError::Unavailable(format!(
+                    "this service's store holds block {held}, below min_block {min}, after waiting {} ms (its read side lags the feed by {} ms); retry, or ask another replica",
+                    self.min_block_wait.as_millis(),
+                    self.feed.lag().now().as_millis()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A connection in the lane of `cost`, for `call`.
+    async fn lease(&self, cost: Cost) -> Result<Lease, QueryError> {
+        self.lanes.lease(cost).await
+    }
+
+    /// The call a request makes: who, and by when.
+    fn call<T>(&self, request: &Request<T>) -> Call {
+        Call::of(request, self.statement_timeout)
     }
 }
 
@@ -67,9 +122,10 @@ impl HolderService for Holders {
         &self,
         request: Request<GetTopHoldersRequest>,
     ) -> Result<Response<HoldersResponse>, Status> {
-        let answer = self
-            .metrics
-            .observe("GetTopHolders", async { Ok(self.top(request.into_inner()).await?) });
+        let call = self.call(&request);
+        let answer = call.observe(&self.metrics, "GetTopHolders", async {
+            Ok(self.top(&call, request.into_inner()).await?)
+        });
         Ok(Response::new(answer.await?))
     }
 
@@ -77,17 +133,20 @@ impl HolderService for Holders {
         &self,
         request: Request<GetHoldersRequest>,
     ) -> Result<Response<HoldersResponse>, Status> {
-        let answer = self
-            .metrics
-            .observe("GetHolders", async { Ok(self.page(request.into_inner()).await?) });
+        let call = self.call(&request);
+        let answer = call.observe(&self.metrics, "GetHolders", async {
+            Ok(self.page(&call, request.into_inner()).await?)
+        });
         Ok(Response::new(answer.await?))
     }
 
     async fn list_tokens(
         &self,
-        _request: Request<ListTokensRequest>,
+        request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensResponse>, Status> {
-        let answer = self.metrics.observe("ListTokens", async { Ok(self.list().await?) });
+        let call = self.call(&request);
+        let answer =
+            call.observe(&self.metrics, "ListTokens", async { Ok(self.list(&call).await?) });
         Ok(Response::new(answer.await?))
     }
 
@@ -97,9 +156,10 @@ impl HolderService for Holders {
         &self,
         request: Request<StreamTransfersRequest>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
-        let stream = self
-            .metrics
-            .observe("StreamTransfers", async { Ok(self.stream(request.into_inner()).await?) });
+        let call = self.call(&request);
+        let stream = call.observe(&self.metrics, "StreamTransfers", async {
+            Ok(self.stream(&call, request.into_inner()).await?)
+        });
         Ok(Response::new(stream.await?))
     }
 
@@ -109,9 +169,10 @@ impl HolderService for Holders {
         &self,
         request: Request<ExportHoldersRequest>,
     ) -> Result<Response<Self::ExportHoldersStream>, Status> {
-        let stream = self
-            .metrics
-            .observe("ExportHolders", async { Ok(self.export(request.into_inner()).await?) });
+        let call = self.call(&request);
+        let stream = call.observe(&self.metrics, "ExportHolders", async {
+            Ok(self.export(&call, request.into_inner()).await?)
+        });
         Ok(Response::new(stream.await?))
     }
 
@@ -119,9 +180,10 @@ impl HolderService for Holders {
         &self,
         request: Request<ListTransfersRequest>,
     ) -> Result<Response<ListTransfersResponse>, Status> {
-        let answer = self
-            .metrics
-            .observe("ListTransfers", async { Ok(self.transfers(request.into_inner()).await?) });
+        let call = self.call(&request);
+        let answer = call.observe(&self.metrics, "ListTransfers", async {
+            Ok(self.transfers(&call, request.into_inner()).await?)
+        });
         Ok(Response::new(answer.await?))
     }
 }

@@ -3,22 +3,24 @@
 
 use proto::pb::StreamTransfersRequest;
 
-use super::{Holders, TransferStream};
+use super::{Call, Holders, TransferStream};
 use crate::error::QueryError;
 use crate::feed::Start;
 use crate::input::{self, Cursor};
+use crate::lane::Cost;
 use crate::store;
 
 impl Holders {
     pub(super) async fn stream(
         &self,
+        call: &Call,
         req: StreamTransfersRequest,
     ) -> Result<TransferStream, QueryError> {
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
         let token = {
-            let mut client = self.pool.get().await?;
-            let tx = store::snapshot(&mut client).await?;
+            let mut lease = self.lease(Cost::Stream).await?;
+            let tx = store::snapshot(&mut lease.client, call.budget).await?;
             let token = store::tokens::token(&tx, wanted).await?;
             tx.commit().await?;
             token
@@ -33,7 +35,7 @@ impl Holders {
         let rx = self
             .feed
             .subscribe(
-                self.pool.clone(),
+                self.lanes.stream_pool().clone(),
                 token.address,
                 start,
                 addresses,

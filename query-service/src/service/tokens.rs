@@ -2,14 +2,15 @@
 
 use proto::pb::{ListTokensResponse, Token};
 
-use super::{Holders, timestamp};
+use super::{Call, Holders, timestamp};
 use crate::error::QueryError;
+use crate::lane::Cost;
 use crate::store;
 
 impl Holders {
-    pub(super) async fn list(&self) -> Result<ListTokensResponse, QueryError> {
-        let mut client = self.pool.get().await?;
-        let tx = store::snapshot(&mut client).await?;
+    pub(super) async fn list(&self, call: &Call) -> Result<ListTokensResponse, QueryError> {
+        let mut lease = self.lease(Cost::Cheap).await?;
+        let tx = store::snapshot(&mut lease.client, call.budget).await?;
         let tokens = store::tokens::tokens(&tx).await?;
         tx.commit().await?;
         Ok(ListTokensResponse {

@@ -3,15 +3,17 @@
 
 use proto::pb::{ListTransfersRequest, ListTransfersResponse};
 
-use super::Holders;
+use super::{Call, Holders};
 use crate::error::QueryError;
 use crate::feed::transfer_message;
 use crate::input::{self, TransferPage};
+use crate::lane::Cost;
 use crate::store::{self, TransferFilter};
 
 impl Holders {
     pub(super) async fn transfers(
         &self,
+        call: &Call,
         req: ListTransfersRequest,
     ) -> Result<ListTransfersResponse, QueryError> {
         let limit = input::count("page_size", req.page_size, input::DEFAULT_TRANSFERS)?;
@@ -33,8 +35,9 @@ impl Holders {
                 format!("{from_block} is after to_block {to_block}"),
             ));
         }
-        let mut client = self.pool.get().await?;
-        let tx = store::snapshot(&mut client).await?;
+        self.reach(wanted, req.min_block).await?;
+        let mut lease = self.lease(Cost::Cheap).await?;
+        let tx = store::snapshot(&mut lease.client, call.budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let before = match req.page_token.as_str() {
             "" => (i64::MAX, 0),

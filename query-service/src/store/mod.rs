@@ -40,9 +40,29 @@ const WEEK: i64 = 7 * 24 * 3600;
 
 /// A pool whose connections cancel statements after `statement_timeout`.
 pub fn pool(database_url: &str, size: usize, statement_timeout: Duration) -> anyhow::Result<Pool> {
+    pool_with(database_url, size, statement_timeout, "")
+}
+
+/// The expensive lane's pool: as [`pool`], but its statements run without parallel
+/// workers, so the lane takes at most one core per connection and cheap answers keep the
+/// rest of the database server's CPU.
+pub fn expensive_pool(
+    database_url: &str,
+    size: usize,
+    statement_timeout: Duration,
+) -> anyhow::Result<Pool> {
+    pool_with(database_url, size, statement_timeout, " -c max_parallel_workers_per_gather=0")
+}
+
+fn pool_with(
+    database_url: &str,
+    size: usize,
+    statement_timeout: Duration,
+    options: &str,
+) -> anyhow::Result<Pool> {
     let mut config = tokio_postgres::Config::from_str(database_url)
         .map_err(|e| anyhow::anyhow!("--database-url is not a PostgreSQL URL: {e}"))?;
-    config.options(format!("-c statement_timeout={}", statement_timeout.as_millis()));
+    config.options(format!("-c statement_timeout={}{options}", statement_timeout.as_millis()));
     config.application_name("query-service");
     let manager = Manager::from_config(
         config,
@@ -52,16 +72,24 @@ pub fn pool(database_url: &str, size: usize, statement_timeout: Duration) -> any
     Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
 }
 
-/// Begins the snapshot every answer is read from.
+/// Begins the snapshot every answer is read from. With a `budget` (the caller's
+/// deadline, nearer than the pool's statement timeout) its statements stop at that
+/// budget instead: Postgres cancels work nobody waits for.
 pub async fn snapshot(
     client: &mut deadpool_postgres::Object,
+    budget: Option<Duration>,
 ) -> Result<Transaction<'_>, QueryError> {
-    Ok(client
+    let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
-        .await?)
+        .await?;
+    if let Some(budget) = budget {
+        let ms = budget.as_millis().max(1);
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}")).await?;
+    }
+    Ok(tx)
 }
 
 /// Whether the database answers and has the schema.

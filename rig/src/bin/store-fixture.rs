@@ -11,11 +11,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rig::anvil::Anvil;
 use rig::chain::Chain;
 use rig::history::{self, Spec};
-use tokio::process::Command;
 
 #[allow(clippy::print_stdout)]
 #[tokio::main]
@@ -27,19 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let h = history::build(&mut chain, Spec::test()).await?;
     let db = rig::db::TestDb::create().await?;
 
-    let bin = rig::pair::ingestor_binary()?;
-    let mut ingestor = Command::new(bin)
-        .args(["--rpc-url", &anvil.url, "--database-url", &db.url])
-        .args(["--token", &h.token.to_string(), "--from", &h.start_block.to_string()])
-        // Near the head at once, and each new block seen within a quarter second.
-        .args(["--poll-interval", "250ms", "--finality-from", "depth", "--finality-depth", "2"])
-        .args(rig::pair::LOCAL_PORTS)
-        .args(rig::pair::TEST_RANKINGS)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the ingestor")?;
+    let mut ingestor =
+        rig::pair::follow_binary(&anvil.url, &db.url, h.token, h.start_block, 2, Stdio::inherit())?;
 
     let client = db.client().await?;
     let started = Instant::now();

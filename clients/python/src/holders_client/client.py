@@ -54,9 +54,13 @@ class HoldersClient:
     """A client of one query-service.
 
     ``target`` is ``host:port``; ``token`` the ERC-20 every call asks about (``None``: the
-    service's only token); ``metadata`` pairs sent with every call (an API key, say);
-    ``timeout`` the deadline of each unary call, in seconds. Use it as a context manager,
-    or call :meth:`close`.
+    service's only token); ``api_key`` is sent as ``authorization: Bearer <key>`` with every
+    call (services started with ``--api-keys-file``); ``tls``/``root_certificates`` turn on
+    TLS, and ``client_certificate``/``client_key`` (PEM, bytes or a path) present this
+    client's certificate to a service that asks for one (``--tls-client-ca``); ``metadata``
+    pairs sent with every call; ``timeout`` the deadline of each unary call, in seconds
+    (the service stops its database work at that deadline too). Use it as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -66,17 +70,28 @@ class HoldersClient:
         token: Optional[str] = None,
         tls: bool = False,
         root_certificates: Union[bytes, str, "os.PathLike[str]", None] = None,
+        client_certificate: Union[bytes, str, "os.PathLike[str]", None] = None,
+        client_key: Union[bytes, str, "os.PathLike[str]", None] = None,
+        api_key: Optional[str] = None,
         metadata: Optional[Sequence[Tuple[str, str]]] = None,
         timeout: Optional[float] = 30.0,
     ) -> None:
-        if tls or root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates))
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together")
+        if tls or root_certificates is not None or client_certificate is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(root_certificates),
+                private_key=_pem(client_key),
+                certificate_chain=_pem(client_certificate),
+            )
             self._channel = grpc.secure_channel(target, credentials)
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.HolderServiceStub(self._channel)
         self.token = token or ""
         self.metadata = list(metadata or [])
+        if api_key:
+            self.metadata.append(("authorization", f"Bearer {api_key}"))
         self.timeout = timeout
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -100,12 +115,13 @@ class HoldersClient:
         at_time: TimeLike = None,
         finality: FinalityLike = None,
         min_balance: AmountLike = None,
+        min_block: Optional[int] = None,
     ) -> Holders:
         """The ``limit`` richest holders (at most 10,000) as of one moment."""
         request = pb.GetTopHoldersRequest(
             limit=limit, token=self.token, min_balance=_amount(min_balance)
         )
-        _moment(request, at_block, at_time, finality)
+        _moment(request, at_block, at_time, finality, min_block)
         return Holders.from_pb(self._unary("GetTopHolders", request))
 
     def iter_holders(
@@ -116,13 +132,14 @@ class HoldersClient:
         at_time: TimeLike = None,
         finality: FinalityLike = None,
         min_balance: AmountLike = None,
+        min_block: Optional[int] = None,
     ) -> Iterator[Holder]:
         """Every holder, richest first, a page at a time. Every page is as of the first
         page's block, however far the index moves meanwhile."""
         request = pb.GetHoldersRequest(
             page_size=page_size, token=self.token, min_balance=_amount(min_balance)
         )
-        _moment(request, at_block, at_time, finality)
+        _moment(request, at_block, at_time, finality, min_block)
         while True:
             page = self._unary("GetHolders", request)
             for h in page.holders:
@@ -139,12 +156,13 @@ class HoldersClient:
         at_block: Optional[int] = None,
         at_time: TimeLike = None,
         finality: FinalityLike = None,
+        min_block: Optional[int] = None,
     ) -> List[Holder]:
         """These addresses as holders (zero balances included; ``rank`` is 0), all as of
         one moment, richest first."""
         wanted = list(addresses)
         request = pb.GetHoldersRequest(token=self.token)
-        _moment(request, at_block, at_time, finality)
+        _moment(request, at_block, at_time, finality, min_block)
         found: List[Holder] = []
         for start in range(0, max(len(wanted), 1), _LOOKUP_CHUNK):
             del request.addresses[:]
@@ -163,11 +181,12 @@ class HoldersClient:
         at_time: TimeLike = None,
         finality: FinalityLike = None,
         min_balance: AmountLike = None,
+        min_block: Optional[int] = None,
     ) -> Iterator[Holder]:
         """Every holder of one moment, ranked, from one snapshot (ExportHolders): the
         server streams chunks of up to 10,000; stop iterating to cancel."""
         request = pb.ExportHoldersRequest(token=self.token, min_balance=_amount(min_balance))
-        _moment(request, at_block, at_time, finality)
+        _moment(request, at_block, at_time, finality, min_block)
         for chunk in self._stream("ExportHolders", request):
             for h in chunk.holders:
                 yield Holder.from_pb(h)
@@ -180,12 +199,17 @@ class HoldersClient:
         at_time: TimeLike = None,
         finality: FinalityLike = None,
         min_balance: AmountLike = None,
+        min_block: Optional[int] = None,
     ) -> int:
         """Writes every holder of one moment as CSV (a path, or a text file opened with
         ``newline=""``): header ``rank,address,balance,balance_formatted,
         share_of_supply_percent``, balances in base units. Returns the rows written."""
         holders = self.export_holders(
-            at_block=at_block, at_time=at_time, finality=finality, min_balance=min_balance
+            at_block=at_block,
+            at_time=at_time,
+            finality=finality,
+            min_balance=min_balance,
+            min_block=min_block,
         )
         if isinstance(file, (str, os.PathLike)):
             with open(file, "w", newline="", encoding="utf-8") as f:
@@ -200,6 +224,8 @@ class HoldersClient:
         from_block: Optional[int] = None,
         to_block: Optional[int] = None,
         page_size: int = 1000,
+        *,
+        min_block: Optional[int] = None,
     ) -> Iterator[Transfer]:
         """Stored transfers, newest first, optionally of one address (sender or
         receiver) and within a block range (inclusive)."""
@@ -210,6 +236,8 @@ class HoldersClient:
             request.from_block = from_block
         if to_block is not None:
             request.to_block = to_block
+        if min_block is not None:
+            request.min_block = min_block
         while True:
             page = self._unary("ListTransfers", request)
             for t in page.transfers:
@@ -340,8 +368,17 @@ def _finality(value: FinalityLike) -> int:
     return Finality(value)
 
 
-def _moment(request: Any, at_block: Optional[int], at_time: TimeLike, finality: FinalityLike) -> None:
+def _moment(
+    request: Any,
+    at_block: Optional[int],
+    at_time: TimeLike,
+    finality: FinalityLike,
+    min_block: Optional[int] = None,
+) -> None:
     request.finality = _finality(finality)
+    if min_block is not None:
+        # Served only by a store that holds this block (another replica's as_of_block).
+        request.min_block = min_block
     if at_block is not None:
         request.at_block = at_block
     if at_time is not None:
