@@ -11,6 +11,7 @@ mod follow;
 mod grpc;
 mod handover;
 mod kills;
+mod limits;
 mod ops;
 mod past;
 mod plans;

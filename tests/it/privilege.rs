@@ -257,6 +257,29 @@ pub(crate) async fn client_certificate(dir: &std::path::Path, ca: &str) -> [std:
     ["client.pem", "client.key"].map(|f| dir.join(f))
 }
 
+/// A query-service binary on `listen` serving TLS with this certificate and key, and
+/// with `client_ca` asking each client for a certificate from it (mutual TLS).
+pub(crate) fn tls_query_service(
+    database_url: &str,
+    listen: std::net::SocketAddr,
+    [cert, key]: [&std::path::Path; 2],
+    client_ca: Option<&std::path::Path>,
+) -> tokio::process::Child {
+    let bin = rig::pair::ingestor_binary().unwrap().with_file_name("query-service");
+    let mut command = Command::new(bin);
+    command
+        .args(["--database-url", database_url, "--listen", &listen.to_string()])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key);
+    if let Some(ca) = client_ca {
+        command.arg("--tls-client-ca").arg(ca);
+    }
+    command.stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tls_on_a_plaintext_client_is_refused() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -267,18 +290,7 @@ async fn with_tls_on_a_plaintext_client_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let [ca, cert, key] = certificates(&dir).await;
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let bin = rig::pair::ingestor_binary().unwrap().with_file_name("query-service");
-    let mut child = Command::new(bin)
-        .args(["--database-url", &w.db.url, "--listen", &listen.to_string()])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = tls_query_service(&w.db.url, listen, [&cert, &key], None);
 
     // A client that trusts the CA gets answers.
     let tls = ClientTlsConfig::new()
