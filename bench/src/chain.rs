@@ -142,3 +142,8 @@ pub(crate) async fn build(
     let end_block = chain.head().await?;
     Ok(BenchChain { token, start_block, end_block, transfers: done, holders: addresses })
 }
+
+/// Seconds since the Unix epoch: where the benchmark's histories end.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

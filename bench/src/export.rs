@@ -8,7 +8,8 @@ use futures::StreamExt;
 use proto::pb::ExportHoldersRequest;
 
 use crate::chain::BLOCK_SECONDS;
-use crate::load::{HISTORY_BLOCKS, Served, TOKEN};
+use crate::fill::{HISTORY_BLOCKS, TOKEN};
+use crate::load::Served;
 
 /// One export, timed.
 #[derive(Debug, Clone)]

@@ -6,11 +6,13 @@
 //! writes it into that file's results section (`docs/performance.md`). `scripts/bench.sh`
 //! builds release and runs it. Nothing else in the project writes that file.
 
+mod backfill;
 mod chain;
 mod cpu;
 mod during;
 mod export;
 mod fetch;
+mod fill;
 mod load;
 mod overload;
 mod perf;
@@ -127,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         // Only the newest state is ever read here; without pruning Anvil writes the
         // state of every block to ~/.foundry (tens of GB for this chain) and slows down.
         Anvil::start_with(
-            now() - history_seconds - 3600,
+            chain::unix_now() - history_seconds - 3600,
             &["--gas-limit", "200000000", "--prune-history", "64"],
         )
         .await?;
@@ -163,14 +165,14 @@ async fn main() -> anyhow::Result<()> {
         } else {
             None
         };
-        let run = backfill(&bin, &anvil.url, &url, &built, &flags).await?;
+        let run = backfill::run(&bin, &anvil.url, &url, &built, &flags).await?;
         let (elapsed, peak_kib, cpu) = (run.elapsed, run.peak_kib, run.cpu);
         if let Some(recording) = recording {
             report.profile = recording.finish().await;
             println!("{}", report.profile.join("\n"));
         }
-        check_store(&rpc, &url, &built).await?;
-        let rankings = ranking_sizes(&url).await?;
+        backfill::check_store(&rpc, &url, &built).await?;
+        let rankings = backfill::ranking_sizes(&url).await?;
         println!(
             "   rankings kept: {}, {:.1} MiB with their indexes; the transfers {:.0} MiB",
             rankings.0,
@@ -178,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
             rankings.2 as f64 / 1_048_576.0
         );
         if flags.is_empty() {
-            let took = ceiling(&url).await?;
+            let took = backfill::ceiling(&url).await?;
             println!(
                 "   Postgres alone, the same rows into an empty copy of the table: {:.2} s, {:.0} rows/s",
                 took.as_secs_f64(),
@@ -276,7 +278,7 @@ async fn queries(
         println!("== query-service at {holders} holders");
         let url = fresh_db(admin, "holders_bench_query").await?;
         migrate(bin, &url).await?;
-        let filled = load::fill(&url, holders).await?;
+        let filled = fill::fill(&url, holders).await?;
         println!(
             "   filled {} holders and {} transfers by COPY in {:.0} s",
             filled.holders,
@@ -336,251 +338,6 @@ async fn queries(
     Ok(())
 }
 
-/// What one backfill run measured.
-struct Run {
-    /// Wall time of the ingestor process.
-    elapsed: Duration,
-    /// Its peak RSS, KiB.
-    peak_kib: u64,
-    /// CPU seconds per program.
-    cpu: Vec<(String, f64)>,
-    /// Transfers/s over the first and the last fifth of the history, by rows written.
-    fifths: (f64, f64),
-    /// The transfers of the final blocks (written before the verified steps) and their
-    /// own fifths, when the backfill split its last partition there.
-    deep_fifths: Option<(u64, (f64, f64))>,
-    /// Seconds from the start until the last transfer row was written.
-    written_at: f64,
-}
-
-/// Runs the ingestor binary over the whole chain, watching how much of `transfers` is
-/// written. Rows are counted as they reach the table's heap (its size, committed or not:
-/// a streamed batch commits its rows seconds after writing them), so the fifths measure
-/// the cost of the history's parts, not the commit schedule.
-async fn backfill(
-    bin: &std::path::Path,
-    rpc_url: &str,
-    url: &str,
-    built: &chain::BenchChain,
-    extra: &str,
-) -> anyhow::Result<Run> {
-    let db = rig::db::connect(url).await?;
-    // One log per run, numbered in the order they ran.
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-    let log_path = bin.join(format!(
-        "bench-ingestor-{}.log",
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let log = std::fs::File::create(&log_path)?;
-    let started = Instant::now();
-    let mut child = Command::new(bin.join("ingestor"))
-        .args(rig::pair::LOCAL_PORTS)
-        .args(["--rpc-url", rpc_url, "--database-url", url, "--token", &built.token.to_string()])
-        .args(["--from", &built.start_block.to_string(), "--to", &built.end_block.to_string()])
-        // `NAME=value` words are the environment, the rest flags.
-        .args(extra.split_whitespace().filter(|w| w.starts_with('-') || !w.contains('=')))
-        .envs(
-            extra
-                .split_whitespace()
-                .filter(|w| !w.starts_with('-'))
-                .filter_map(|w| w.split_once('=')),
-        )
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("ingestor pid")?;
-    let mut peak = 0;
-    let mut cpu = cpu::CpuWatch::default();
-    let mut polls = 0u64;
-    let mut timeline: Vec<(f64, u64)> = Vec::new();
-    let status = loop {
-        if polls.is_multiple_of(10) {
-            cpu.sample();
-        }
-        if polls.is_multiple_of(5) {
-            // The table appears once the ingestor has migrated.
-            if let Ok(row) = db
-                .query_one(
-                    "SELECT coalesce(sum(pg_relation_size(inhrelid)), 0)::bigint
-                     FROM pg_inherits WHERE inhparent = to_regclass('transfers')",
-                    &[],
-                )
-                .await
-            {
-                timeline.push((started.elapsed().as_secs_f64(), row.get::<_, i64>(0) as u64));
-            }
-        }
-        polls += 1;
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        peak = peak.max(vm_hwm_kib(pid).unwrap_or(0));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let elapsed = started.elapsed();
-    cpu.sample();
-    anyhow::ensure!(status.success(), "the ingestor failed ({status}); see {}", log_path.display());
-    // Bytes of heap per row, from the finished table: the timeline in rows.
-    let heap: i64 = db
-        .query_one(
-            "SELECT coalesce(sum(pg_relation_size(inhrelid)), 0)::bigint
-             FROM pg_inherits WHERE inhparent = 'transfers'::regclass",
-            &[],
-        )
-        .await?
-        .get(0);
-    let per_row = heap as f64 / built.transfers.max(1) as f64;
-    let mut rows: Vec<(f64, u64)> = timeline
-        .iter()
-        .map(|(t, bytes)| (*t, ((*bytes as f64 / per_row) as u64).min(built.transfers)))
-        .collect();
-    let written_at = timeline
-        .iter()
-        .find(|(_, bytes)| *bytes as i64 >= heap)
-        .map_or(elapsed.as_secs_f64(), |(t, _)| *t);
-    rows.push((written_at, built.transfers));
-    rows.retain(|(t, _)| *t <= written_at);
-    // The final blocks (below the split the backfill made after its last final block)
-    // are written before any verified step: their own fifths.
-    let deep: Option<i64> = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM transfers WHERE block_number < s.split_at)
-             FROM transfer_partition_splits s ORDER BY partition_no DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .ok()
-        .map(|r| r.get(0));
-    let deep_fifths = deep.filter(|d| *d > 0).map(|d| {
-        let d = d as u64;
-        let mut part: Vec<(f64, u64)> = rows.iter().copied().take_while(|(_, n)| *n < d).collect();
-        if let Some(reached) = rows.iter().find(|(_, n)| *n >= d) {
-            part.push((reached.0, d));
-        }
-        (d, fifths(&part, d))
-    });
-    Ok(Run {
-        elapsed,
-        peak_kib: peak,
-        cpu: cpu.seconds(),
-        fifths: fifths(&rows, built.transfers),
-        deep_fifths,
-        written_at,
-    })
-}
-
-/// Transfers/s over the first fifth of `total` (from the first look at the table) and
-/// over the last fifth, from a timeline of (seconds, transfers written).
-fn fifths(timeline: &[(f64, u64)], total: u64) -> (f64, f64) {
-    let at = |share: f64| {
-        timeline
-            .iter()
-            .find(|(_, n)| *n as f64 >= share * total as f64)
-            .copied()
-            .unwrap_or((0.0, 0))
-    };
-    let first = timeline.first().copied().unwrap_or((0.0, 0));
-    let (t20, n20) = at(0.2);
-    let (t80, n80) = at(0.8);
-    let (t100, n100) = timeline.last().copied().unwrap_or((0.0, 0));
-    let rate = |n: u64, m: u64, a: f64, b: f64| if b > a { (m - n) as f64 / (b - a) } else { 0.0 };
-    (rate(first.1, n20, first.0, t20), rate(n80, n100, t80, t100))
-}
-
-/// The store holds every transfer once, Σ balances = totalSupply(), and the balances of
-/// a sample of holders equal balanceOf at the end block.
-/// The rankings kept in the store at `url`: how many, their bytes, and the transfers'
-/// bytes (every partition, indexes included).
-async fn ranking_sizes(url: &str) -> anyhow::Result<(i64, i64, i64)> {
-    let db = rig::db::connect(url).await?;
-    let row = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM rankings),
-                    pg_total_relation_size('rankings') + pg_total_relation_size('ranking_rows'),
-                    (SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits
-                     WHERE inhparent = 'transfers'::regclass)",
-            &[],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1), row.get::<_, Option<i64>>(2).unwrap_or(0)))
-}
-
-async fn check_store(
-    rpc: &rig::chain::Chain,
-    url: &str,
-    built: &chain::BenchChain,
-) -> anyhow::Result<()> {
-    let db = rig::db::connect(url).await?;
-    let row = db
-        .query_one(
-            "SELECT transfer_count, indexed_block, total_supply::text,
-                    (SELECT count(*) FROM transfers WHERE token = $1)
-             FROM tokens WHERE address = $1",
-            &[&built.token.as_slice()],
-        )
-        .await?;
-    let (count, indexed, supply, rows): (i64, i64, String, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    anyhow::ensure!(
-        count as u64 == built.transfers && rows as u64 == built.transfers,
-        "the store holds {rows} transfers (counted {count}), the chain {}",
-        built.transfers
-    );
-    anyhow::ensure!(
-        indexed as u64 == built.end_block,
-        "indexed to {indexed}, not {}",
-        built.end_block
-    );
-    let chain_supply = rpc.total_supply_at(built.token, built.end_block).await?;
-    anyhow::ensure!(
-        supply == chain_supply.to_string(),
-        "supply {supply} != totalSupply() {chain_supply}"
-    );
-    let sample: Vec<_> =
-        built.holders.iter().step_by((built.holders.len() / 1000).max(1)).copied().collect();
-    let on_chain = rpc.balances_at(built.token, &sample, built.end_block).await?;
-    for (address, expected) in sample.iter().zip(on_chain) {
-        let stored: Option<String> = db
-            .query_opt(
-                "SELECT balance::text FROM balances WHERE token = $1 AND address = $2",
-                &[&built.token.as_slice(), &address.as_slice()],
-            )
-            .await?
-            .map(|r| r.get(0));
-        anyhow::ensure!(
-            stored.as_deref().unwrap_or("0") == expected.to_string(),
-            "{address}: stored {stored:?}, balanceOf {expected}"
-        );
-    }
-    Ok(())
-}
-
-/// Times Postgres alone writing the stored transfers again, in one INSERT, into an empty
-/// table with what a backfilled partition has while it fills (primary key and sequence
-/// index), then building its sender and receiver indexes, with nothing else running: the
-/// most any pipeline keeping this schema can reach on this machine.
-async fn ceiling(url: &str) -> anyhow::Result<Duration> {
-    let db = rig::db::connect(url).await?;
-    db.batch_execute(
-        "CREATE TABLE ceiling_transfers (LIKE transfers INCLUDING ALL);
-         CREATE UNLOGGED TABLE ceiling_source AS SELECT * FROM transfers ORDER BY seq;
-         CHECKPOINT;",
-    )
-    .await?;
-    let started = Instant::now();
-    db.batch_execute(
-        "INSERT INTO ceiling_transfers SELECT * FROM ceiling_source;
-         SET maintenance_work_mem = '256MB';
-         CREATE INDEX ON ceiling_transfers (token, from_address, block_number, log_index) INCLUDE (value);
-         CREATE INDEX ON ceiling_transfers (token, to_address, block_number, log_index) INCLUDE (value);",
-    )
-    .await?;
-    let took = started.elapsed();
-    db.batch_execute("DROP TABLE ceiling_transfers; DROP TABLE ceiling_source;").await?;
-    Ok(took)
-}
-
 async fn migrate(bin: &std::path::Path, url: &str) -> anyhow::Result<()> {
     let status = Command::new(bin.join("ingestor"))
         .args(["--migrate-only", "--database-url", url])
@@ -631,7 +388,7 @@ async fn backfill_with_queries(
             Ok::<_, anyhow::Error>((served, during))
         })
     };
-    let run = backfill(bin, rpc_url, &url, built, "").await?;
+    let run = backfill::run(bin, rpc_url, &url, built, "").await?;
     let _ = stop.send(true);
     let (served, during) = asking.await??;
     let after = during::ask_for(
@@ -653,17 +410,6 @@ async fn backfill_with_queries(
         during::quantile(&after.lookup, 0.5).as_secs_f64() * 1e3,
     );
     Ok(during::DuringFigures { during, after, backfill_seconds: run.elapsed.as_secs_f64() })
-}
-
-/// The process's peak resident memory so far, from /proc.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn ms(d: Duration) -> f64 {

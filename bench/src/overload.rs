@@ -17,7 +17,7 @@ use rig::load::{self, LoadReport, LoadSpec};
 use tokio::process::Command;
 use tonic::Code;
 
-use crate::load::HISTORY_BLOCKS;
+use crate::fill::HISTORY_BLOCKS;
 
 const BEGIN: &str = "<!-- overload:begin (written by scripts/bench.sh --only-overload --results docs/performance.md) -->";
 const END: &str = "<!-- overload:end -->";
@@ -53,7 +53,7 @@ pub(crate) async fn run(
     seconds: u64,
     lane: usize,
 ) -> anyhow::Result<Overload> {
-    let filled = crate::load::fill(url, holders).await?;
+    let filled = crate::fill::fill(url, holders).await?;
     println!("== overload: {} holders, {} transfers", filled.holders, filled.transfers);
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let child = Command::new(bin.join("query-service"))

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::Args;
 use crate::export::ExportFigures;
-use crate::load::{Figures, Filled, LOOKUP_SIZE, PastFigures};
+use crate::fill::Filled;
+use crate::load::{Figures, LOOKUP_SIZE, PastFigures};
 use crate::seed::SeedRun;
 
 const BEGIN: &str =
