@@ -3,6 +3,10 @@
 
 use tonic::{Code, Status};
 
+/// The retry hint of a stream refused at the stream limit: streams are long, so a place
+/// frees at the pace clients leave, not in milliseconds.
+const STREAM_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -96,11 +100,24 @@ impl From<QueryError> for Status {
         if matches!(e, QueryError::Unavailable(_)) {
             tracing::warn!(error = %e, "database unavailable");
         }
-        if let QueryError::Busy(message, retry) = e {
-            use tonic_types::StatusExt;
-            let details = tonic_types::ErrorDetails::with_retry_info(Some(retry));
-            return Self::with_error_details(code, message, details);
+        // Refusals under load say when to try again (google.rpc.RetryInfo), so clients back
+        // off by the server's word rather than guess.
+        let retry = match &e {
+            QueryError::Busy(_, retry) => Some(*retry),
+            QueryError::TooManyStreams(_) => Some(STREAM_RETRY),
+            _ => None,
+        };
+        let message = match e {
+            QueryError::Busy(message, _) => message,
+            e => e.to_string(),
+        };
+        match retry {
+            Some(retry) => {
+                use tonic_types::StatusExt;
+                let details = tonic_types::ErrorDetails::with_retry_info(Some(retry));
+                Self::with_error_details(code, message, details)
+            }
+            None => Self::new(code, message),
         }
-        Self::new(code, e.to_string())
     }
 }

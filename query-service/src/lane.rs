@@ -1,11 +1,11 @@
-//! Two lanes to the database, so expensive work can never take what cheap answers need.
-//! Cheap answers (rankings and lookups at the checkpoint, cached answers, ListTokens,
-//! ListTransfers, streams) draw from the main pool. Expensive work (rankings and pages
-//! at a past moment, counts above a `min_balance`, exports) draws from a pool of its own, behind a limit of as many
-//! calls as it has connections; a call that cannot start within the wait is refused with
-//! RESOURCE_EXHAUSTED rather than queued without bound. Streams (their start, replays
-//! and catch-ups) read through a third pool: a thousand streams opening at once queue
-//! there, not in front of cheap answers.
+//! Three lanes to the database, so expensive work can never take what cheap answers
+//! need. Cheap answers (rankings and lookups at the checkpoint, cached answers,
+//! ListTokens, ListTransfers) draw from the main pool. Expensive work (rankings and pages
+//! at a past moment, counts above a `min_balance`, exports) draws from a pool of its own,
+//! behind a limit of as many calls as it has connections; a call that cannot start
+//! within the wait is refused with RESOURCE_EXHAUSTED rather than queued without bound.
+//! Streams (their start, replays and catch-ups) read through a third pool: a thousand
+//! streams opening at once queue there, not in front of cheap answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub enum Cost {
     Expensive,
 }
 
-/// The two lanes.
+/// The three lanes.
 #[derive(Debug, Clone)]
 pub struct Lanes {
     cheap: Pool,

@@ -235,6 +235,8 @@ async fn the_stream_limit_holds_and_a_cancelled_stream_frees_its_place() {
     let _b = open(&mut client, StreamTransfersRequest::default()).await;
     let e = client.stream_transfers(StreamTransfersRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    let hint = tonic_types::StatusExt::get_details_retry_info(&e).and_then(|r| r.retry_delay);
+    assert_eq!(hint, Some(Duration::from_secs(1)), "a refused stream says when to retry");
     drop(a);
     let started = Instant::now();
     loop {

@@ -10,8 +10,8 @@ class HoldersError(Exception):
 
     ``code`` is the gRPC status (``grpc.StatusCode.INVALID_ARGUMENT`` names the field in
     ``details``; ``UNAVAILABLE`` is worth retrying; ``UNAUTHENTICATED``: no valid API key;
-    ``RESOURCE_EXHAUSTED``: a rate limit or the expensive lane is full, retry after
-    ``retry_after`` seconds when the service said), ``details`` the server's message.
+    ``RESOURCE_EXHAUSTED``: a rate limit, the expensive lane or the stream limit is full,
+    retry after ``retry_after`` seconds), ``details`` the server's message.
     """
 
     def __init__(
