@@ -20,7 +20,7 @@ use alloy_primitives::Address;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use proto::pb::{Transfer, TransferEvent};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -120,6 +120,9 @@ impl ReplicaLag {
 pub struct Feed {
     events: broadcast::Sender<Arc<Event>>,
     lag: ReplicaLag,
+    /// Where the read side stands (a sum over its tokens), changed each time the feed
+    /// sees it move, so that a request waiting for `min_block` looks again then.
+    progress: Arc<watch::Sender<i64>>,
     streams: Arc<Semaphore>,
     max_streams: usize,
     metrics: Metrics,
@@ -133,7 +136,13 @@ impl Feed {
     pub fn new(buffer: usize, max_streams: usize, metrics: Metrics, tasks: TaskTracker) -> Self {
         let (events, _) = broadcast::channel(buffer.max(16));
         let streams = Arc::new(Semaphore::new(max_streams));
-        Self { events, lag: ReplicaLag::default(), streams, max_streams, metrics, tasks }
+        let progress = Arc::new(watch::Sender::new(0));
+        Self { events, lag: ReplicaLag::default(), progress, streams, max_streams, metrics, tasks }
+    }
+
+    /// Changes each time the feed sees the read side move.
+    pub fn progress(&self) -> watch::Receiver<i64> {
+        self.progress.subscribe()
     }
 
     /// The read side's lag behind this feed.
@@ -214,12 +223,21 @@ impl Feed {
     ) -> anyhow::Result<bool> {
         // What the feed's server has committed, then what the read side holds (read
         // after: on one server it holds at least as much).
-        let committed = store::events::last_seqs(client).await?;
+        let committed = store::events::positions(client).await?;
         let db = pool.get().await?;
+        let positions = store::events::positions(&db).await?;
+        // Where the read side stands, summed: any commit it replayed since the last look
+        // (new events, or blocks without any) changes it.
+        let stands = positions.iter().fold(0i64, |a, (_, seq, block)| {
+            a.wrapping_add(*seq).wrapping_add(block.wrapping_mul(1 << 20))
+        });
+        if self.progress.send_if_modified(|s| std::mem::replace(s, stands) != stands) {
+            debug!("the read side moved");
+        }
         let readable: HashMap<Address, i64> =
-            store::events::last_seqs(&db).await?.into_iter().collect();
+            positions.into_iter().map(|(token, seq, _)| (token, seq)).collect();
         let (mut behind, mut unread) = (false, 0);
-        for (token, newest) in committed {
+        for (token, newest, _) in committed {
             // A token the replica has not replayed yet is not there to read.
             let Some(&held) = readable.get(&token) else {
                 behind = true;

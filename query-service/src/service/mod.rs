@@ -63,8 +63,10 @@ impl Holders {
     }
 
     /// Returns once the read side holds block `min` of `wanted` (at once without `min`),
-    /// looking every 50 ms for up to `--min-block-wait`; then UNAVAILABLE naming the lag.
-    /// A client that read `as_of_block` N from one replica passes N to another.
+    /// looking each time the feed sees it move (and at least every 250 ms: the feed looks
+    /// every 2 s when it hears nothing) for up to `--min-block-wait`; then UNAVAILABLE
+    /// naming the lag. A client that read `as_of_block` N from one replica passes N to
+    /// another.
     async fn reach(
         &self,
         wanted: Option<alloy_primitives::Address>,
@@ -75,7 +77,9 @@ impl Holders {
             QueryError::invalid("min_block", format!("{min} is not a block number"))
         })?;
         let started = std::time::Instant::now();
+        let mut moved = self.feed.progress();
         loop {
+            moved.mark_unchanged();
             let held = {
                 let mut lease = self.lease(Cost::Cheap).await?;
                 let tx = crate::store::snapshot(&mut lease.client, None).await?;
@@ -93,7 +97,12 @@ impl Holders {
                     self.feed.lag().now().as_millis()
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let left = self.min_block_wait.saturating_sub(started.elapsed());
+            let look = left.min(std::time::Duration::from_millis(250));
+            if let Ok(Err(_)) = tokio::time::timeout(look, moved.changed()).await {
+                // The feed is gone (shutting down): the timer alone.
+                tokio::time::sleep(look).await;
+            }
         }
     }
 

@@ -102,10 +102,12 @@ pub async fn last_seq(
         .ok_or_else(|| QueryError::NotFound(format!("token {token} is not indexed")))
 }
 
-/// The newest sequence number of every token.
-pub async fn last_seqs(client: &tokio_postgres::Client) -> Result<Vec<(Address, i64)>, QueryError> {
-    let rows = client.query("SELECT address, last_seq FROM tokens", &[]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+/// Every token's newest sequence number and indexed block.
+pub async fn positions(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(Address, i64, i64)>, QueryError> {
+    let rows = client.query("SELECT address, last_seq, indexed_block FROM tokens", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// The sequence number to resume after so that a stream starts with the transfers of
