@@ -155,15 +155,22 @@ impl Feed {
     /// `shutdown`. Reconnects when the connection drops, and also looks every few
     /// seconds, so a lost notification only delays events.
     pub async fn listen(self, database_url: String, pool: Pool, shutdown: CancellationToken) {
-        let mut sent: HashMap<Address, i64> = HashMap::new();
+        let mut seen = Seen::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            match self.listen_once(&database_url, &pool, &mut sent, &shutdown).await {
+            let ended = self.listen_once(&database_url, &pool, &mut seen, &shutdown).await;
+            self.metrics.feed_connected.set(0);
+            match ended {
                 Ok(()) => return,
                 Err(e) => {
                     warn!(error = %e, "transfer feed: connection lost; reconnecting");
+                    // Without the feed's server the lag is measured against the last
+                    // commits it heard of: a replica that reaches them is not lagging.
+                    if let Err(e) = self.recheck_lag(&pool, &seen).await {
+                        debug!(error = %e, "transfer feed: the read side did not answer either");
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -173,11 +180,28 @@ impl Feed {
         }
     }
 
+    /// Whether the read side still lacks commits the feed last heard of; sets the lag.
+    async fn recheck_lag(&self, pool: &Pool, seen: &Seen) -> anyhow::Result<()> {
+        let db = pool.get().await?;
+        let readable: HashMap<Address, i64> = store::events::positions(&db)
+            .await?
+            .into_iter()
+            .map(|(token, seq, _)| (token, seq))
+            .collect();
+        let behind = seen
+            .committed
+            .iter()
+            .any(|(token, newest)| readable.get(token).is_none_or(|held| held < newest));
+        self.lag.set(behind);
+        self.metrics.replica_lag_seconds.set(self.lag.now().as_secs_f64());
+        Ok(())
+    }
+
     async fn listen_once(
         &self,
         database_url: &str,
         pool: &Pool,
-        sent: &mut HashMap<Address, i64>,
+        seen: &mut Seen,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let (client, mut connection) = tokio_postgres::connect(database_url, NoTls).await?;
@@ -198,8 +222,9 @@ impl Feed {
         });
         client.batch_execute(&format!("LISTEN {}", bootstrap::NOTIFY_CHANNEL)).await?;
         info!("transfer feed: listening");
+        self.metrics.feed_connected.set(1);
         loop {
-            let behind = self.publish_new(&client, pool, sent).await?;
+            let behind = self.publish_new(&client, pool, seen).await?;
             // While the read side lacks commits, look again soon: streams wait on it.
             let next = if behind { Duration::from_millis(100) } else { Duration::from_secs(2) };
             tokio::select! {
@@ -219,11 +244,13 @@ impl Feed {
         &self,
         client: &tokio_postgres::Client,
         pool: &Pool,
-        sent: &mut HashMap<Address, i64>,
+        seen: &mut Seen,
     ) -> anyhow::Result<bool> {
         // What the feed's server has committed, then what the read side holds (read
         // after: on one server it holds at least as much).
         let committed = store::events::positions(client).await?;
+        seen.committed = committed.iter().map(|(token, seq, _)| (*token, *seq)).collect();
+        let sent = &mut seen.sent;
         let db = pool.get().await?;
         let positions = store::events::positions(&db).await?;
         // Where the read side stands, summed: any commit it replayed since the last look
@@ -323,6 +350,14 @@ impl Feed {
         });
         Ok(rx)
     }
+}
+
+/// What the feed has seen: the newest sequence number it has handed to subscribers, and
+/// the newest its server had committed, per token. Kept across reconnects.
+#[derive(Debug, Default)]
+struct Seen {
+    sent: HashMap<Address, i64>,
+    committed: HashMap<Address, i64>,
 }
 
 /// Where a stream starts.

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub feed_lag_events: IntGauge,
     /// How long the read side has lacked a commit the feed heard of (a replica's lag).
     pub replica_lag_seconds: prometheus::Gauge,
+    /// 1 while the live feed listens on its server (`--feed-database-url`), 0 while it
+    /// reconnects: streams then get no live events, answers go on.
+    pub feed_connected: IntGauge,
 }
 
 impl Metrics {
@@ -80,6 +83,11 @@ impl Metrics {
                 "How long the read side has lacked a commit the feed heard of",
             )
             .expect("metric"),
+            feed_connected: IntGauge::new(
+                "query_feed_connected",
+                "1 while the live feed listens for commits, 0 while it reconnects",
+            )
+            .expect("metric"),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -91,6 +99,7 @@ impl Metrics {
             Box::new(m.stream_catchups.clone()),
             Box::new(m.feed_lag_events.clone()),
             Box::new(m.replica_lag_seconds.clone()),
+            Box::new(m.feed_connected.clone()),
         ] {
             m.registry.register(c).expect("each metric once");
         }
