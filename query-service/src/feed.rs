@@ -10,7 +10,8 @@
 //! feed then hears of a commit before the replica has replayed it: it reads and
 //! broadcasts only what the read side holds (a replica holds a prefix of the commit
 //! order, so nothing is skipped), looks again every 100 ms until the read side has
-//! caught up, and measures how long it has lacked a commit ([`ReplicaLag`]).
+//! caught up, and measures how long it has lacked a commit ([`ReplicaLag`]). While the
+//! feed's server is unreachable, the lag is measured against the last commits it heard of.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
