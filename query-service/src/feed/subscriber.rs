@@ -1,0 +1,174 @@
+//! One subscriber's stream: replays the store from its starting point, then follows the
+//! feed's broadcast, reading the store again wherever the broadcast leaves a hole (a
+//! marker, a gap, a lagged receiver), so that no event is missed or repeated at the seam.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use deadpool_postgres::Pool;
+use proto::pb::TransferEvent;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::debug;
+
+use super::{Event, PAGE};
+use crate::error::QueryError;
+use crate::metrics::Metrics;
+use crate::store;
+
+/// One stream's state.
+pub(super) struct Subscriber {
+    pub(super) pool: Pool,
+    pub(super) token: Address,
+    pub(super) addresses: Vec<Address>,
+    /// The newest sequence number handled (sent, or filtered out).
+    pub(super) seen: i64,
+    pub(super) out: mpsc::Sender<Result<TransferEvent, Status>>,
+    pub(super) live: broadcast::Receiver<Arc<Event>>,
+    pub(super) metrics: Metrics,
+}
+
+impl Subscriber {
+    /// Replays, then follows; returns when the client leaves (Ok) or with the error to
+    /// end the stream with.
+    pub(super) async fn follow(&mut self, shutdown: &CancellationToken) -> Result<(), QueryError> {
+        if !self.replay().await? {
+            return Ok(());
+        }
+        loop {
+            let event = tokio::select! {
+                () = self.out.closed() => return Ok(()),
+                () = shutdown.cancelled() => return Err(QueryError::ShuttingDown),
+                event = self.live.recv() => event,
+            };
+            match event {
+                Ok(event) => {
+                    if event.token != self.token || event.seq <= self.seen {
+                        continue;
+                    }
+                    let Some(message) = &event.message else {
+                        // A marker ahead of us: what lies between comes from the store.
+                        debug!(
+                            marker = event.seq,
+                            seen = self.seen,
+                            "catching up to a feed marker from the store"
+                        );
+                        if !self.catch_up().await? {
+                            return Ok(());
+                        }
+                        continue;
+                    };
+                    if event.seq > self.seen + 1 {
+                        debug!(
+                            event = event.seq,
+                            seen = self.seen,
+                            "a gap before a live event; reading the store"
+                        );
+                        // The broadcast skipped something this subscriber must see (it
+                        // started after the feed read those events): read the store.
+                        if !self.catch_up().await? {
+                            return Ok(());
+                        }
+                        if event.seq <= self.seen {
+                            continue;
+                        }
+                    }
+                    self.seen = event.seq;
+                    if event.touches(&self.addresses)
+                        && self.out.send(Ok(message.clone())).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    debug!(
+                        missed,
+                        "subscriber fell behind the live buffer; catching up from the store"
+                    );
+                    if !self.catch_up().await? {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(QueryError::FeedStopped),
+            }
+        }
+    }
+
+    /// Reads the store again after the live feed left a hole; counted as a catch-up.
+    async fn catch_up(&mut self) -> Result<bool, QueryError> {
+        self.metrics.stream_catchups.inc();
+        self.replay().await
+    }
+
+    /// Sends every stored event after `seen`. False when the client has left.
+    async fn replay(&mut self) -> Result<bool, QueryError> {
+        // Everything up to `newest` is visible to the reads below; events the address
+        // filter leaves out are handled too, so `seen` can move past them.
+        let newest = {
+            let db = self.pool.get().await?;
+            store::events::last_seq(&db, self.token).await?
+        };
+        if !self.send_stored(false).await? {
+            return Ok(false);
+        }
+        self.seen = self.seen.max(newest);
+        Ok(true)
+    }
+
+    /// Sends every stored event after `seen` (final transfers only with
+    /// `finalized_only`), page by page, moving `seen` to each. False when the client has
+    /// left.
+    async fn send_stored(&mut self, finalized_only: bool) -> Result<bool, QueryError> {
+        loop {
+            let db = self.pool.get().await?;
+            let rows = store::events::events_after(
+                &db,
+                self.token,
+                self.seen,
+                PAGE,
+                &self.addresses,
+                finalized_only,
+            )
+            .await?;
+            drop(db);
+            let full = rows.len() as i64 == PAGE;
+            for row in rows {
+                self.seen = row.seq;
+                let message = Event::new(self.token, row).message.expect("an event");
+                if self.out.send(Ok(message)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            if !full {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl Subscriber {
+    /// A stream of final transfers: sends what became final since the last look, then
+    /// waits for the next commit or finality change (or a second, whichever comes first).
+    pub(super) async fn follow_final(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), QueryError> {
+        loop {
+            if !self.send_stored(true).await? {
+                return Ok(());
+            }
+            // Any commit of any token, a lag, or a second: look again. The ingestor
+            // records finality without new events, so the second bounds the delay.
+            tokio::select! {
+                () = self.out.closed() => return Ok(()),
+                () = shutdown.cancelled() => return Err(QueryError::ShuttingDown),
+                r = self.live.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                    return Err(QueryError::FeedStopped);
+                },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
