@@ -445,3 +445,20 @@ async fn wait_indexed(db: &TestDb, block: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The value of the metric line starting with `name ` at `addr`, if served.
+pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find(|l| l.starts_with(&format!("{name} ")))?.rsplit(' ').next()?.parse().ok()
+}
+
+pub(crate) async fn wait_metric(addr: std::net::SocketAddr, name: &str, ok: impl Fn(f64) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        if metric(addr, name).await.is_some_and(&ok) {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{name} never as wanted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

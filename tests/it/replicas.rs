@@ -49,27 +49,9 @@ async fn wait_readiness(qs: &QueryService, want: i32, within: Duration) -> Durat
     }
 }
 
-/// The query-service's metric `name` (one without labels).
-async fn metric(metrics: std::net::SocketAddr, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await;
-    let text = text.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 /// The query-service's `query_replica_lag_seconds`.
 async fn replica_lag(metrics: std::net::SocketAddr) -> f64 {
-    metric(metrics, "query_replica_lag_seconds").await
-}
-
-async fn wait_metric(metrics: std::net::SocketAddr, name: &str, want: f64, within: Duration) {
-    let started = Instant::now();
-    while metric(metrics, name).await != want {
-        assert!(started.elapsed() < within, "{name} not {want} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::metric(metrics, "query_replica_lag_seconds").await.expect("query_replica_lag_seconds")
 }
 
 fn top(limit: u32, at_block: Option<u64>, min_block: Option<u64>) -> GetTopHoldersRequest {
@@ -214,7 +196,7 @@ async fn a_query_service_on_a_streaming_replica_serves_streams_and_waits_for_it(
         assert_eq!(a, b, "at {at:?}");
     }
     assert_eq!(crate::all_holders(&replica, 5).await, crate::all_holders(&on_primary, 5).await);
-    assert_eq!(metric(metrics, "query_feed_connected").await, 1.0);
+    assert_eq!(crate::metric(metrics, "query_feed_connected").await, Some(1.0));
 
     // The primary goes down while the replica lags: the lag is then measured against the
     // last commits the feed heard of, so the replica, having received them, is back in
@@ -224,14 +206,14 @@ async fn a_query_service_on_a_streaming_replica_serves_streams_and_waits_for_it(
     wait_indexed(&primary_db, *made.last().unwrap()).await;
     wait_readiness(&replica, 2, Duration::from_secs(5)).await;
     primary.stop().await.unwrap();
-    wait_metric(metrics, "query_feed_connected", 0.0, Duration::from_secs(10)).await;
+    crate::wait_metric(metrics, "query_feed_connected", |v| v == 0.0).await;
     standby.resume_replay().await.unwrap();
     wait_readiness(&replica, 1, Duration::from_secs(10)).await;
     let answer = client.get_top_holders(top(5, None, None)).await.unwrap().into_inner();
     assert_eq!(answer.as_of_block, *made.last().unwrap(), "answers with the primary down");
     // The primary back: the feed listens again and the stream goes on where it was.
     primary.start_again().await.unwrap();
-    wait_metric(metrics, "query_feed_connected", 1.0, Duration::from_secs(15)).await;
+    crate::wait_metric(metrics, "query_feed_connected", |v| v == 1.0).await;
     made.push(transfer(&mut w, 7).await);
     while got.len() < made.len() {
         let e = tokio::time::timeout(Duration::from_secs(20), stream.message()).await;

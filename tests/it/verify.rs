@@ -155,23 +155,6 @@ async fn verify_reads_balances_through_multicall3_where_the_chain_has_it() {
     assert!(out.contains("(via json-rpc batches), 1 mismatched"), "{out}");
 }
 
-/// The value of the metric line starting with `name ` at `addr`, if served.
-async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok()?;
-    text.lines().find(|l| l.starts_with(&format!("{name} ")))?.rsplit(' ').next()?.parse().ok()
-}
-
-async fn wait_metric(addr: std::net::SocketAddr, name: &str, ok: impl Fn(f64) -> bool) {
-    let started = std::time::Instant::now();
-    loop {
-        if metric(addr, name).await.is_some_and(&ok) {
-            return;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{name} never as wanted");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_following_ingestor_reverifies_a_sample_and_exports_it() {
     let w = world(small(82)).await;
@@ -193,16 +176,16 @@ async fn a_following_ingestor_reverifies_a_sample_and_exports_it() {
     crate::wait_indexed(&w.db, w.history.end_block).await;
     let c = w.db.client().await.unwrap();
     let rows: i64 = c.query_one("SELECT count(*) FROM balances", &[]).await.unwrap().get(0);
-    wait_metric(metrics, "ingestor_verify_checked", |v| v as i64 == rows).await;
-    wait_metric(metrics, "ingestor_verify_last_run_timestamp_seconds", |v| v > 0.0).await;
-    assert_eq!(metric(metrics, "ingestor_verify_mismatched").await, Some(0.0));
+    crate::wait_metric(metrics, "ingestor_verify_checked", |v| v as i64 == rows).await;
+    crate::wait_metric(metrics, "ingestor_verify_last_run_timestamp_seconds", |v| v > 0.0).await;
+    assert_eq!(crate::metric(metrics, "ingestor_verify_mismatched").await, Some(0.0));
 
     let victim = w.history.addresses[2];
     c.execute("UPDATE balances SET balance = balance + 1 WHERE address = $1", &[&victim])
         .await
         .unwrap();
     // The holder and the supply sum: two mismatches.
-    wait_metric(metrics, "ingestor_verify_mismatched", |v| v == 2.0).await;
+    crate::wait_metric(metrics, "ingestor_verify_mismatched", |v| v == 2.0).await;
     child.start_kill().unwrap();
 }
 

@@ -187,11 +187,7 @@ impl Feed {
     /// Whether the read side still lacks commits the feed last heard of; sets the lag.
     async fn recheck_lag(&self, pool: &Pool, seen: &Seen) -> anyhow::Result<()> {
         let db = pool.get().await?;
-        let readable: HashMap<Address, i64> = store::events::positions(&db)
-            .await?
-            .into_iter()
-            .map(|(token, seq, _)| (token, seq))
-            .collect();
+        let readable = newest_seqs(&store::events::positions(&db).await?);
         let behind = seen
             .committed
             .iter()
@@ -253,7 +249,7 @@ impl Feed {
         // What the feed's server has committed, then what the read side holds (read
         // after: on one server it holds at least as much).
         let committed = store::events::positions(client).await?;
-        seen.committed = committed.iter().map(|(token, seq, _)| (*token, *seq)).collect();
+        seen.committed = newest_seqs(&committed);
         let sent = &mut seen.sent;
         let db = pool.get().await?;
         let positions = store::events::positions(&db).await?;
@@ -265,8 +261,7 @@ impl Feed {
         if self.progress.send_if_modified(|s| std::mem::replace(s, stands) != stands) {
             debug!("the read side moved");
         }
-        let readable: HashMap<Address, i64> =
-            positions.into_iter().map(|(token, seq, _)| (token, seq)).collect();
+        let readable = newest_seqs(&positions);
         let (mut behind, mut unread) = (false, 0);
         for (token, newest, _) in committed {
             // A token the replica has not replayed yet is not there to read.
@@ -354,6 +349,11 @@ impl Feed {
         });
         Ok(rx)
     }
+}
+
+/// Each token's newest sequence number, from its positions.
+fn newest_seqs(positions: &[(Address, i64, i64)]) -> HashMap<Address, i64> {
+    positions.iter().map(|(token, seq, _)| (*token, *seq)).collect()
 }
 
 /// What the feed has seen: the newest sequence number it has handed to subscribers, and
