@@ -20,29 +20,37 @@ use clap::Parser;
 /// listens. The payload is the token (hex) and its newest sequence number: `<hex>:<seq>`.
 pub const NOTIFY_CHANNEL: &str = "holders_transfers";
 
-/// Settings that carry secrets, as (flag, environment variable): each can also come from
-/// a file named by the variable with `_FILE` appended (a mounted Kubernetes or Docker
-/// secret), so that it appears neither in the process list nor in the pod spec.
-pub const SECRET_SETTINGS: [(&str, &str); 2] =
-    [("--database-url", "DATABASE_URL"), ("--rpc-url", "RPC_URL")];
+/// A setting that carries a secret, as (flag, environment variable): it can also come
+/// from a file named by the variable with `_FILE` appended (a mounted Kubernetes or
+/// Docker secret), so that it appears neither in the process list nor in the pod spec.
+pub type Secret = (&'static str, &'static str);
 
-/// Parses the settings of binary `name`. `--help` and `--version` print and exit 0; a bad
-/// or missing setting prints one line naming it and exits 2; `validate` checks the rules
-/// between settings. A secret setting given neither as a flag nor in its variable is read
-/// from the file its `_FILE` variable names (see [`SECRET_SETTINGS`]).
+/// Parses the settings of binary `name`. `--help` and `--version` print and exit 0 (help
+/// lists the `_FILE` variables of `secrets`); a bad or missing setting prints one line
+/// naming it and exits 2; `validate` checks the rules between settings. A secret setting
+/// given neither as a flag nor in its variable is read from the file its `_FILE` variable
+/// names; given both ways, it is refused, naming both.
 pub fn parse_or_exit<C: Parser>(
     name: &str,
+    secrets: &[Secret],
     validate: impl FnOnce(&C) -> Result<(), String>,
 ) -> Result<C, ExitCode> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    for (flag, var) in SECRET_SETTINGS {
-        let given = std::env::var_os(var).is_some()
-            || args.iter().any(|a| {
-                a.to_str().is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
-            });
-        let Some(path) = std::env::var_os(format!("{var}_FILE")).filter(|_| !given) else {
+    for &(flag, var) in secrets {
+        let in_env = std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        let as_flag = args
+            .iter()
+            .any(|a| a.to_str().is_some_and(|a| a == flag || a.starts_with(&format!("{flag}="))));
+        let Some(path) = std::env::var_os(format!("{var}_FILE")).filter(|p| !p.is_empty()) else {
             continue;
         };
+        if in_env || as_flag {
+            let other = if as_flag { flag.to_string() } else { var.to_string() };
+            return Err(config_error(
+                name,
+                &format!("{other} and {var}_FILE are both set: keep one of them"),
+            ));
+        }
         match std::fs::read_to_string(&path) {
             // Passed to the parser only, not to the OS: the process list shows no secret.
             Ok(value) => args.extend([flag.into(), value.trim().into()]),
@@ -54,7 +62,15 @@ pub fn parse_or_exit<C: Parser>(
             }
         }
     }
-    let config = match C::try_parse_from(args) {
+    let files: Vec<String> = secrets.iter().map(|(flag, var)| format!("  {var}_FILE  a file holding {flag}")).collect();
+    let mut command = C::command();
+    if !files.is_empty() {
+        command = command.after_help(format!(
+            "Secrets may come from files instead (each variable names a file):\n{}",
+            files.join("\n")
+        ));
+    }
+    let config = match command.try_get_matches_from(args).and_then(|m| C::from_arg_matches(&m)) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -119,7 +135,7 @@ impl std::fmt::Display for AddressError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Malformed => "not an address (0x and 40 hex digits)",
-            Self::Checksum => "mixed-case address that fails its EIP-55 checksum",
+            Self::Checksum => "a mixed-case address that fails its EIP-55 checksum",
         })
     }
 }
@@ -151,8 +167,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
+        "h" => n.checked_mul(3600).map(Duration::from_secs).ok_or_else(bad),
         _ => Err(bad()),
     }
 }

@@ -16,6 +16,10 @@ pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9090";
 /// Where the ingestor serves grpc.health.v1 unless told.
 pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:50052";
 
+/// The settings that may come from a file (`<VAR>_FILE`).
+pub const SECRETS: [bootstrap::Secret; 2] =
+    [("--database-url", "DATABASE_URL"), ("--rpc-url", "RPC_URL")];
+
 /// Where finality comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinalityFrom {
@@ -233,6 +237,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.database_url.as_deref().is_none_or(str::is_empty) {
             return Err("--database-url (DATABASE_URL) is required".into());
+        }
+        if self.database_url().parse::<tokio_postgres::Config>().is_err() {
+            return Err(
+                "--database-url (DATABASE_URL) is not a PostgreSQL URL (postgres://user@host:5432/db)"
+                    .into(),
+            );
+        }
+        if let Some(Command::Verify { sample: Some(0), .. }) = self.command {
+            return Err("verify --sample 0 checks nothing: give 1 or more, or leave it out to check every holder".into());
         }
         if self.rpc_url.is_empty() && !self.migrate_only {
             return Err("--rpc-url (RPC_URL) is required".into());

@@ -14,6 +14,13 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
 /// apart from the ingestor's (9090), so that both run side by side on one host.
 pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9091";
 
+/// The settings that may come from a file (`<VAR>_FILE`).
+pub const SECRETS: [bootstrap::Secret; 3] = [
+    ("--database-url", "DATABASE_URL"),
+    ("--feed-database-url", "FEED_DATABASE_URL"),
+    ("--token-secret", "QUERY_TOKEN_SECRET"),
+];
+
 /// Serves the indexed holders of ERC-20 tokens over gRPC (holders.v1.HolderService), with
 /// grpc.health.v1 and server reflection.
 #[derive(Debug, Clone, Parser)]
@@ -137,6 +144,12 @@ pub struct Config {
     #[arg(long, env = "GRPC_MAX_REQUEST_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_request_bytes: u32,
 
+    /// The secret page tokens and stream cursors are signed with (HMAC-SHA256), at least 32
+    /// bytes; give every replica the same. Unset: the store's own key (made by the
+    /// ingestor's migration, shared by every reader of that database).
+    #[arg(long, env = "QUERY_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
     /// Export traces to this OpenTelemetry collector (OTLP/gRPC, e.g.
     /// http://otel-collector:4317). Unset: no traces.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -193,6 +206,7 @@ impl Config {
                 keepalive: self.http2_keepalive,
                 max_request_bytes: self.max_request_bytes as usize,
             },
+            token_secret: self.token_secret.as_ref().map(|s| s.as_bytes().to_vec()),
         })
     }
 
@@ -219,10 +233,22 @@ impl Config {
                     .into(),
             );
         }
+        if tokio_postgres::Config::from_str(&self.database_url).is_err() {
+            return Err("--database-url (DATABASE_URL) is not a PostgreSQL URL (postgres://user@host:5432/db)".into());
+        }
         if let Some(url) = &self.feed_database_url
             && tokio_postgres::Config::from_str(url).is_err()
         {
             return Err("--feed-database-url (FEED_DATABASE_URL) is not a PostgreSQL URL".into());
+        }
+        if let Some(secret) = &self.token_secret
+            && secret.len() < crate::input::MIN_SECRET
+        {
+            return Err(format!(
+                "--token-secret (QUERY_TOKEN_SECRET) is {} bytes; give at least {} (e.g. `openssl rand -hex 32`)",
+                secret.len(),
+                crate::input::MIN_SECRET
+            ));
         }
         if self.max_replica_lag.is_zero() {
             return Err("--max-replica-lag (QUERY_MAX_REPLICA_LAG) must be above 0".into());

@@ -43,6 +43,9 @@ pub enum QueryError {
     /// The live feed stopped under a stream.
     #[error("the feed stopped")]
     FeedStopped,
+    /// The API key a stream was opened with left the keys file.
+    #[error("the API key of this call was revoked")]
+    Revoked,
     /// Anything else: a bug or a broken store.
     #[error("internal error")]
     Internal(String),
@@ -92,6 +95,7 @@ impl From<QueryError> for Status {
             QueryError::TooSlow => Code::DeadlineExceeded,
             QueryError::TooManyStreams(_) | QueryError::Busy(..) => Code::ResourceExhausted,
             QueryError::ShuttingDown | QueryError::FeedStopped => Code::Unavailable,
+            QueryError::Revoked => Code::Unauthenticated,
             QueryError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Code::Internal

@@ -77,6 +77,8 @@ pub struct Settings {
     pub min_block_wait: Duration,
     /// HTTP/2 and message bounds.
     pub http: Http,
+    /// The secret page tokens and cursors are signed with; the store's key when `None`.
+    pub token_secret: Option<Vec<u8>>,
 }
 
 impl Default for Settings {
@@ -100,6 +102,7 @@ impl Default for Settings {
             max_replica_lag: Duration::from_secs(30),
             min_block_wait: Duration::from_secs(5),
             http: Http::default(),
+            token_secret: None,
         }
     }
 }
@@ -182,11 +185,13 @@ async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let sealer = std::sync::Arc::new(input::Sealer::new(settings.token_secret.as_deref()));
     let feed = feed::Feed::new(
         settings.stream_buffer,
         settings.max_streams,
         metrics.clone(),
         tasks.clone(),
+        sealer.clone(),
     );
     tasks.spawn(health::watch_database(
         pool.clone(),
@@ -230,6 +235,8 @@ async fn run(
         metrics,
         settings.statement_timeout,
         settings.min_block_wait,
+        sealer,
+        access.keys.clone(),
     );
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let http = &settings.http;

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../migrations/V9__holder_count_per_block.sql"),
     ),
     (10, "rankings", include_str!("../../../migrations/V10__rankings.sql")),
+    (11, "token_mac_key", include_str!("../../../migrations/V11__token_mac_key.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

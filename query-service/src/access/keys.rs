@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::hex;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -58,7 +59,12 @@ impl KeyRing {
 
     /// The name a presented key belongs to, if any.
     pub fn name_of(&self, key: &str) -> Option<&str> {
-        self.by_hash.get(&digest(key)).map(String::as_str)
+        self.name_by_digest(&digest(key))
+    }
+
+    /// The name of the key whose SHA-256 is `digest`, if the ring holds it.
+    pub fn name_by_digest(&self, digest: &[u8; 32]) -> Option<&str> {
+        self.by_hash.get(digest).map(String::as_str)
     }
 
     /// How many keys the ring holds.
@@ -77,41 +83,68 @@ pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// The keys file and the ring it gave last; shared by every request.
+/// The keys file and the ring it gave last; shared by every request. Long calls
+/// (streams) [`KeysFile::subscribe`] to hear of each change, so that a revoked key ends
+/// them.
 #[derive(Debug, Clone)]
 pub struct KeysFile {
     path: PathBuf,
-    ring: Arc<RwLock<Arc<KeyRing>>>,
+    ring: Arc<watch::Sender<Arc<KeyRing>>>,
 }
 
 impl KeysFile {
     /// Reads and parses `path`. The error names the file and the line at fault.
     pub fn load(path: &Path) -> Result<Self, String> {
         let ring = read(path)?;
-        Ok(Self { path: path.to_path_buf(), ring: Arc::new(RwLock::new(Arc::new(ring))) })
+        Ok(Self { path: path.to_path_buf(), ring: Arc::new(watch::Sender::new(Arc::new(ring))) })
     }
 
     /// The ring as of the last read.
     pub fn ring(&self) -> Arc<KeyRing> {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.ring.borrow().clone()
+    }
+
+    /// Changes each time the ring does.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<KeyRing>> {
+        self.ring.subscribe()
     }
 
     /// Re-reads the file every `every` until `shutdown`, taking a changed ring. A file that
-    /// cannot be read or parsed keeps the last good ring (with a warning naming the line):
-    /// a half-written edit must not lock every caller out, nor let anyone in.
+    /// cannot be read or parsed keeps the last good ring, and so does a file with nothing
+    /// in it at all (an editor or a copy caught mid-write; a file that means "no key"
+    /// says so with a comment): a half-written edit must not lock every caller out, nor
+    /// let anyone in. Each distinct problem is logged once, not at every look.
     pub async fn watch(self, every: Duration, shutdown: CancellationToken) {
+        let mut last_problem: Option<String> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            match read(&self.path) {
-                Ok(ring) if ring != *self.ring() => {
-                    info!(keys = ring.len(), "the keys file changed; now granting its keys");
-                    *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+            let read = std::fs::read_to_string(&self.path)
+                .map_err(|e| format!("{}: {e}", self.path.display()))
+                .and_then(|text| {
+                    if text.trim().is_empty() && !self.ring().is_empty() {
+                        return Err(format!(
+                            "{}: empty (being written?); a file that revokes every key holds a comment",
+                            self.path.display()
+                        ));
+                    }
+                    KeyRing::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
+                });
+            match read {
+                Ok(ring) => {
+                    last_problem = None;
+                    if ring != *self.ring() {
+                        info!(keys = ring.len(), "the keys file changed; now granting its keys");
+                        self.ring.send_replace(Arc::new(ring));
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "keeping the last good keys"),
+                Err(e) if last_problem.as_ref() != Some(&e) => {
+                    warn!(error = %e, "keeping the last good keys");
+                    last_problem = Some(e);
+                }
+                Err(_) => {}
             }
         }
     }

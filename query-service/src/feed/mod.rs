@@ -29,11 +29,12 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::error::QueryError;
-use crate::input::Cursor;
+use crate::input::{Cursor, Seal, Sealer};
 use crate::metrics::Metrics;
 use crate::store::{self, EventRow, TransferRow};
 
 mod subscriber;
+pub use subscriber::Revocation;
 use subscriber::Subscriber;
 
 /// Events read from the store per query.
@@ -57,11 +58,11 @@ pub struct Event {
 }
 
 impl Event {
-    fn new(token: Address, row: EventRow) -> Self {
+    fn new(token: Address, row: EventRow, seal: &Seal) -> Self {
         let (from, to) = (row.transfer.from, row.transfer.to);
         let message = TransferEvent {
             transfer: Some(transfer_message(&row.transfer)),
-            cursor: Cursor { token, seq: row.seq }.encode(),
+            cursor: Cursor { token, seq: row.seq }.encode(seal),
             removed: row.removed,
         };
         Self { token, seq: row.seq, from, to, message: Some(message) }
@@ -132,16 +133,26 @@ pub struct Feed {
     metrics: Metrics,
     /// Every stream's task, so that shutdown waits for them.
     tasks: TaskTracker,
+    /// Signs each event's cursor.
+    sealer: Arc<Sealer>,
 }
 
 impl Feed {
     /// A feed buffering `buffer` events for slow subscribers, serving at most
-    /// `max_streams` streams at once, each a task on `tasks`.
-    pub fn new(buffer: usize, max_streams: usize, metrics: Metrics, tasks: TaskTracker) -> Self {
+    /// `max_streams` streams at once, each a task on `tasks`, each event's cursor signed
+    /// by `sealer`.
+    pub fn new(
+        buffer: usize,
+        max_streams: usize,
+        metrics: Metrics,
+        tasks: TaskTracker,
+        sealer: Arc<Sealer>,
+    ) -> Self {
         let (events, _) = broadcast::channel(buffer.max(16));
         let streams = Arc::new(Semaphore::new(max_streams));
         let progress = Arc::new(watch::Sender::new(0));
-        Self { events, lag: ReplicaLag::default(), progress, streams, max_streams, metrics, tasks }
+        let lag = ReplicaLag::default();
+        Self { events, lag, progress, streams, max_streams, metrics, tasks, sealer }
     }
 
     /// Changes each time the feed sees the read side move.
@@ -283,13 +294,14 @@ impl Feed {
                 continue;
             }
             let mut after = from.unwrap_or(upto);
+            let seal = self.sealer.get(&**db).await?;
             while after < upto {
                 let rows = store::events::events_after(&db, token, after, PAGE, &[], false).await?;
                 let Some(last) = rows.last() else { break };
                 after = last.seq;
                 for row in rows {
                     // An error only means no subscriber right now.
-                    let _ = self.events.send(Arc::new(Event::new(token, row)));
+                    let _ = self.events.send(Arc::new(Event::new(token, row, seal)));
                 }
             }
             sent.insert(token, after);
@@ -302,8 +314,8 @@ impl Feed {
 
     /// Starts one subscriber's stream of `token` events after `start`, touching `addresses`
     /// (all when empty); with `finalized_only`, final transfers only, each once its block
-    /// is final. The stream's task is tracked by `tasks` and ends at `shutdown`.
-    /// RESOURCE_EXHAUSTED past the stream limit.
+    /// is final. The stream's task is tracked by `tasks` and ends at `shutdown`, or
+    /// UNAUTHENTICATED at `revocation`. RESOURCE_EXHAUSTED past the stream limit.
     pub async fn subscribe(
         &self,
         pool: Pool,
@@ -311,6 +323,7 @@ impl Feed {
         start: Start,
         addresses: Vec<Address>,
         finalized_only: bool,
+        revocation: Option<Revocation>,
         shutdown: CancellationToken,
     ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, QueryError> {
         let permit = self
@@ -325,12 +338,23 @@ impl Feed {
             Start::After(seq) => seq,
             Start::Block(block) => store::events::seq_before_block(&db, token, block).await?,
             Start::Now if finalized_only => store::events::last_final_seq(&db, token).await?,
-            Start::Now => store::events::last_seq(&db, token).await?,
+            Start::Now => store::events::last_seq(&**db, token).await?,
         };
         drop(db);
         let (out, rx) = mpsc::channel(64);
         let metrics = self.metrics.clone();
-        let mut sub = Subscriber { pool, token, addresses, seen: after, out, live, metrics };
+        let sealer = self.sealer.clone();
+        let mut sub = Subscriber {
+            pool,
+            token,
+            addresses,
+            seen: after,
+            out,
+            live,
+            metrics,
+            sealer,
+            revocation,
+        };
         self.tasks.spawn(async move {
             let _permit = permit;
             sub.metrics.active_streams.inc();

@@ -14,9 +14,40 @@ use tonic::Status;
 use tracing::debug;
 
 use super::{Event, PAGE};
+use crate::access::KeyRing;
 use crate::error::QueryError;
+use crate::input::Sealer;
 use crate::metrics::Metrics;
 use crate::store;
+
+/// What ends a stream when its caller's API key leaves the keys file: the ring as it
+/// changes, and the SHA-256 of the key the stream was opened with.
+#[derive(Debug)]
+pub struct Revocation {
+    /// The keys file's ring.
+    pub ring: tokio::sync::watch::Receiver<Arc<KeyRing>>,
+    /// The caller's key.
+    pub key: [u8; 32],
+}
+
+impl Revocation {
+    fn is_revoked(&self) -> bool {
+        self.ring.borrow().name_by_digest(&self.key).is_none()
+    }
+
+    /// Returns once the key is revoked; never without keys.
+    async fn revoked(this: &mut Option<Self>) {
+        let Some(me) = this else { return std::future::pending().await };
+        loop {
+            if me.ring.borrow_and_update().name_by_digest(&me.key).is_none() {
+                return;
+            }
+            if me.ring.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
 
 /// One stream's state.
 pub(super) struct Subscriber {
@@ -28,6 +59,8 @@ pub(super) struct Subscriber {
     pub(super) out: mpsc::Sender<Result<TransferEvent, Status>>,
     pub(super) live: broadcast::Receiver<Arc<Event>>,
     pub(super) metrics: Metrics,
+    pub(super) sealer: Arc<Sealer>,
+    pub(super) revocation: Option<Revocation>,
 }
 
 impl Subscriber {
@@ -41,6 +74,7 @@ impl Subscriber {
             let event = tokio::select! {
                 () = self.out.closed() => return Ok(()),
                 () = shutdown.cancelled() => return Err(QueryError::ShuttingDown),
+                () = Revocation::revoked(&mut self.revocation) => return Err(QueryError::Revoked),
                 event = self.live.recv() => event,
             };
             match event {
@@ -108,7 +142,7 @@ impl Subscriber {
         // filter leaves out are handled too, so `seen` can move past them.
         let newest = {
             let db = self.pool.get().await?;
-            store::events::last_seq(&db, self.token).await?
+            store::events::last_seq(&**db, self.token).await?
         };
         if !self.send_stored(false).await? {
             return Ok(false);
@@ -122,7 +156,11 @@ impl Subscriber {
     /// left.
     async fn send_stored(&mut self, finalized_only: bool) -> Result<bool, QueryError> {
         loop {
+            if self.revocation.as_ref().is_some_and(Revocation::is_revoked) {
+                return Err(QueryError::Revoked);
+            }
             let db = self.pool.get().await?;
+            let seal = self.sealer.get(&**db).await?.clone();
             let rows = store::events::events_after(
                 &db,
                 self.token,
@@ -136,7 +174,7 @@ impl Subscriber {
             let full = rows.len() as i64 == PAGE;
             for row in rows {
                 self.seen = row.seq;
-                let message = Event::new(self.token, row).message.expect("an event");
+                let message = Event::new(self.token, row, &seal).message.expect("an event");
                 if self.out.send(Ok(message)).await.is_err() {
                     return Ok(false);
                 }
@@ -164,6 +202,7 @@ impl Subscriber {
             tokio::select! {
                 () = self.out.closed() => return Ok(()),
                 () = shutdown.cancelled() => return Err(QueryError::ShuttingDown),
+                () = Revocation::revoked(&mut self.revocation) => return Err(QueryError::Revoked),
                 r = self.live.recv() => if matches!(r, Err(broadcast::error::RecvError::Closed)) {
                     return Err(QueryError::FeedStopped);
                 },

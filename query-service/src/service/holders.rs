@@ -12,7 +12,7 @@ use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse
 use super::{Call, Holders, timestamp};
 use crate::cache::Key;
 use crate::error::QueryError;
-use crate::input::{self, At, PageToken};
+use crate::input::{self, At, PageToken, Seal};
 use crate::lane::Cost;
 use crate::store::{self, HolderRow, Moment, TokenView};
 
@@ -125,9 +125,10 @@ impl Holders {
             let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
             response(&token, &moment, rows, None, None, count)
         } else {
+            let seal = self.sealer.get(&*tx).await?;
             let after = match req.page_token.as_str() {
                 "" => None,
-                text => Some(PageToken::decode(text, token.address)?),
+                text => Some(PageToken::decode(text, token.address, seal)?),
             };
             let page = format!("page:{}", req.page_token);
             let key = key(&token, &moment, size, &page, min.as_deref().unwrap_or("0"));
@@ -143,7 +144,7 @@ impl Holders {
                 let full = !at_least(&mut rows, floor) && fetched == size;
                 let first_rank = after.map_or(0, |p| p.rank);
                 let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
-                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(size), count))
+                Ok(response(&token, &moment, rows, Some(first_rank), full.then_some(seal), count))
             })
             .await?
         };
@@ -237,25 +238,27 @@ pub(super) async fn moment(
 }
 
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a
-/// lookup, which has no ranks); `page_size` is set when a further page may exist;
-/// `holder_count` is the moment's, under the request's filter.
+/// lookup, which has no ranks); `next` is set when a further page may exist, to sign its
+/// token; `holder_count` is the moment's, under the request's filter.
 pub(super) fn response(
     token: &TokenView,
     moment: &Moment,
     rows: Vec<HolderRow>,
     first_rank: Option<u64>,
-    page_size: Option<i64>,
+    next: Option<&Seal>,
     holder_count: u64,
 ) -> HoldersResponse {
-    let next_page_token = match (page_size, rows.last(), first_rank) {
-        (Some(_), Some(last), Some(before)) => PageToken {
+    let next_page_token = match (next, rows.last(), first_rank) {
+        (Some(seal), Some(last), Some(before)) => PageToken {
             token: token.address,
-            rank: before + rows.len() as u64,
+            // Ranks come from a signed token checked to be below 2^63: no overflow, but
+            // saturate rather than trust that.
+            rank: before.saturating_add(rows.len() as u64),
             // Rows in a ranked page have balance > 0, so they parse as U256.
             balance: last.balance.parse::<U256>().unwrap_or_default(),
             address: last.address,
         }
-        .encode(),
+        .encode(seal),
         _ => String::new(),
     };
     let holders = rows
@@ -269,7 +272,7 @@ pub(super) fn response(
             balance_7d_ago: r.balance_7d_ago,
             weekly_change_percent: r.weekly_change_percent,
             last_transfer_block: r.last_transfer_block.max(0) as u64,
-            rank: first_rank.map_or(0, |before| before + i as u64 + 1),
+            rank: first_rank.map_or(0, |before| before.saturating_add(i as u64 + 1)),
         })
         .collect();
     HoldersResponse {

@@ -24,9 +24,11 @@ use proto::pb::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::access::KeysFile;
 use crate::cache::Answers;
 use crate::error::QueryError;
 use crate::feed::Feed;
+use crate::input::Sealer;
 use crate::lane::{Cost, Lanes, Lease};
 use crate::metrics::Metrics;
 
@@ -43,13 +45,18 @@ pub struct Holders {
     metrics: Metrics,
     statement_timeout: std::time::Duration,
     min_block_wait: std::time::Duration,
+    sealer: Arc<Sealer>,
+    /// The keys file, when calls need a key: a stream ends when its key is revoked.
+    keys: Option<KeysFile>,
 }
 
 impl Holders {
     /// A service reading through `lanes` (whose statements stop after
     /// `statement_timeout`), streaming from `feed`, keeping ranked answers in `answers`,
     /// waiting up to `min_block_wait` for a request's `min_block`; open streams end at
-    /// `shutdown`.
+    /// `shutdown` or when their key leaves `keys`; page tokens and cursors are signed by
+    /// `sealer`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         lanes: Lanes,
         feed: Feed,
@@ -58,8 +65,20 @@ impl Holders {
         metrics: Metrics,
         statement_timeout: std::time::Duration,
         min_block_wait: std::time::Duration,
+        sealer: Arc<Sealer>,
+        keys: Option<KeysFile>,
     ) -> Self {
-        Self { lanes, feed, answers, shutdown, metrics, statement_timeout, min_block_wait }
+        Self {
+            lanes,
+            feed,
+            answers,
+            shutdown,
+            metrics,
+            statement_timeout,
+            min_block_wait,
+            sealer,
+            keys,
+        }
     }
 
     /// Returns once the read side holds block `min` of `wanted` (at once without `min`),

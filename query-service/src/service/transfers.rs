@@ -39,10 +39,11 @@ impl Holders {
         let mut lease = self.lease(Cost::Cheap).await?;
         let tx = store::snapshot(&mut lease.client, call.budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
+        let seal = self.sealer.get(&*tx).await?;
         let before = match req.page_token.as_str() {
             "" => (i64::MAX, 0),
             text => {
-                let p = TransferPage::decode(text, token.address)?;
+                let p = TransferPage::decode(text, token.address, seal)?;
                 (p.block, p.log_index)
             }
         };
@@ -55,7 +56,7 @@ impl Holders {
                 block: last.block_number,
                 log_index: last.log_index,
             }
-            .encode(),
+            .encode(seal),
             _ => String::new(),
         };
         Ok(ListTransfersResponse {

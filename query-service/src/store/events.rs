@@ -93,8 +93,8 @@ pub async fn last_final_seq(
 }
 
 /// The token's newest sequence number.
-pub async fn last_seq(
-    client: &deadpool_postgres::Object,
+pub async fn last_seq<C: tokio_postgres::GenericClient + Sync>(
+    client: &C,
     token: Address,
 ) -> Result<i64, QueryError> {
     let row = client.query_opt("SELECT last_seq FROM tokens WHERE address = $1", &[&token]).await?;

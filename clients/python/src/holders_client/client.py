@@ -8,6 +8,7 @@ import csv
 import datetime as _dt
 import enum
 import os
+import tempfile
 import time
 from typing import (
     IO,
@@ -25,6 +26,7 @@ from typing import (
 import grpc
 from google.protobuf import timestamp_pb2
 
+from . import args as _args
 from ._pb.holders.v1 import holders_pb2 as pb
 from ._pb.holders.v1 import holders_pb2_grpc as pb_grpc
 from .errors import HoldersError
@@ -46,7 +48,7 @@ class Finality(enum.IntEnum):
 
 
 FinalityLike = Union[Finality, str, int, None]
-TimeLike = Union[_dt.datetime, int, float, None]
+TimeLike = Union[_dt.datetime, int, float, str, None]
 AmountLike = Union[int, str, None]
 
 
@@ -76,6 +78,23 @@ class HoldersClient:
         metadata: Optional[Sequence[Tuple[str, str]]] = None,
         timeout: Optional[float] = 30.0,
     ) -> None:
+        _args.text("target", target, max_len=1000)
+        token = _args.optional_text("token", token, max_len=100)
+        api_key = _args.optional_text("api_key", api_key, max_len=4096)
+        timeout = _args.seconds("timeout", timeout)
+        _args.flag("tls", tls)
+        for name, value in (
+            ("root_certificates", root_certificates),
+            ("client_certificate", client_certificate),
+            ("client_key", client_key),
+        ):
+            if value is not None and not isinstance(value, (bytes, str, os.PathLike)):
+                raise TypeError(f"{name}: expected PEM bytes or a path, got {type(value).__name__}")
+        pairs = []
+        for i, pair in enumerate(metadata or []):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"metadata[{i}]: expected a (key, value) pair")
+            pairs.append((_args.text(f"metadata[{i}] key", pair[0]), _args.text(f"metadata[{i}] value", pair[1], max_len=8192)))
         if (client_certificate is None) != (client_key is None):
             raise ValueError("client_certificate and client_key go together")
         if tls or root_certificates is not None or client_certificate is not None:
@@ -89,7 +108,7 @@ class HoldersClient:
             self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.HolderServiceStub(self._channel)
         self.token = token or ""
-        self.metadata = list(metadata or [])
+        self.metadata = pairs
         if api_key:
             self.metadata.append(("authorization", f"Bearer {api_key}"))
         self.timeout = timeout
@@ -117,9 +136,10 @@ class HoldersClient:
         min_balance: AmountLike = None,
         min_block: Optional[int] = None,
     ) -> Holders:
-        """The ``limit`` richest holders (at most 10,000) as of one moment."""
+        """The ``limit`` richest holders (1 to 10,000) as of one moment."""
+        limit = _args.integer("limit", limit, low=1, high=_args.MAX_UINT32)
         request = pb.GetTopHoldersRequest(
-            limit=limit, token=self.token, min_balance=_amount(min_balance)
+            limit=limit, token=self.token, min_balance=_args.amount("min_balance", min_balance)
         )
         _moment(request, at_block, at_time, finality, min_block)
         return Holders.from_pb(self._unary("GetTopHolders", request))
@@ -136,10 +156,14 @@ class HoldersClient:
     ) -> Iterator[Holder]:
         """Every holder, richest first, a page at a time. Every page is as of the first
         page's block, however far the index moves meanwhile."""
+        page_size = _args.integer("page_size", page_size, low=1, high=_args.MAX_UINT32)
         request = pb.GetHoldersRequest(
-            page_size=page_size, token=self.token, min_balance=_amount(min_balance)
+            page_size=page_size, token=self.token, min_balance=_args.amount("min_balance", min_balance)
         )
         _moment(request, at_block, at_time, finality, min_block)
+        return self._ranking_pages(request)
+
+    def _ranking_pages(self, request: Any) -> Iterator[Holder]:
         while True:
             page = self._unary("GetHolders", request)
             for h in page.holders:
@@ -160,11 +184,12 @@ class HoldersClient:
     ) -> List[Holder]:
         """These addresses as holders (zero balances included; ``rank`` is 0), all as of
         one moment, richest first."""
-        wanted = list(addresses)
+        wanted = _args.addresses("addresses", addresses)
         request = pb.GetHoldersRequest(token=self.token)
         _moment(request, at_block, at_time, finality, min_block)
         found: List[Holder] = []
-        for start in range(0, max(len(wanted), 1), _LOOKUP_CHUNK):
+        # No address, no holder: an empty list is not "the whole ranking".
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
             del request.addresses[:]
             request.addresses.extend(wanted[start : start + _LOOKUP_CHUNK])
             answer = self._unary("GetHolders", request)
@@ -185,8 +210,13 @@ class HoldersClient:
     ) -> Iterator[Holder]:
         """Every holder of one moment, ranked, from one snapshot (ExportHolders): the
         server streams chunks of up to 10,000; stop iterating to cancel."""
-        request = pb.ExportHoldersRequest(token=self.token, min_balance=_amount(min_balance))
+        request = pb.ExportHoldersRequest(
+            token=self.token, min_balance=_args.amount("min_balance", min_balance)
+        )
         _moment(request, at_block, at_time, finality, min_block)
+        return self._export_rows(request)
+
+    def _export_rows(self, request: Any) -> Iterator[Holder]:
         for chunk in self._stream("ExportHolders", request):
             for h in chunk.holders:
                 yield Holder.from_pb(h)
@@ -212,8 +242,9 @@ class HoldersClient:
             min_block=min_block,
         )
         if isinstance(file, (str, os.PathLike)):
-            with open(file, "w", newline="", encoding="utf-8") as f:
-                return _write_csv(f, holders)
+            return _write_csv_file(os.fspath(file), holders)
+        if not hasattr(file, "write"):
+            raise TypeError(f"file: expected a path or a text file, got {type(file).__name__}")
         return _write_csv(file, holders)
 
     # -- transfers ---------------------------------------------------------------------
@@ -229,15 +260,21 @@ class HoldersClient:
     ) -> Iterator[Transfer]:
         """Stored transfers, newest first, optionally of one address (sender or
         receiver) and within a block range (inclusive)."""
-        request = pb.ListTransfersRequest(
-            address=address or "", page_size=page_size, token=self.token
-        )
+        address = _args.optional_text("address", address, max_len=100)
+        page_size = _args.integer("page_size", page_size, low=1, high=_args.MAX_UINT32)
+        from_block = _args.optional_integer("from_block", from_block, high=_args.MAX_INT64)
+        to_block = _args.optional_integer("to_block", to_block, high=_args.MAX_INT64)
+        min_block = _args.optional_integer("min_block", min_block, high=_args.MAX_INT64)
+        request = pb.ListTransfersRequest(address=address, page_size=page_size, token=self.token)
         if from_block is not None:
             request.from_block = from_block
         if to_block is not None:
             request.to_block = to_block
         if min_block is not None:
             request.min_block = min_block
+        return self._transfer_pages(request)
+
+    def _transfer_pages(self, request: Any) -> Iterator[Transfer]:
         while True:
             page = self._unary("ListTransfers", request)
             for t in page.transfers:
@@ -259,8 +296,25 @@ class HoldersClient:
         each new one as it is committed, in order, once. When the server ends the stream
         as UNAVAILABLE (a restart, a rollout) it resumes after the last event's cursor by
         itself, retrying for up to ``reconnect_for`` seconds before it raises."""
-        last = cursor or ""
-        wanted = list(addresses or [])
+        last = _args.optional_text("cursor", cursor, max_len=1000)
+        from_block = _args.optional_integer("from_block", from_block, high=_args.MAX_INT64)
+        wanted = [] if addresses is None else _args.addresses(
+            "addresses", addresses, limit=_args.MAX_ADDRESSES_PER_CALL
+        )
+        _args.flag("finalized_only", finalized_only)
+        reconnect_for = _args.seconds("reconnect_for", reconnect_for) or 0.0
+        if last and from_block is not None:
+            raise ValueError("cursor and from_block: give one of them, not both")
+        return self._follow(last, from_block, wanted, finalized_only, reconnect_for)
+
+    def _follow(
+        self,
+        last: str,
+        from_block: Optional[int],
+        wanted: List[str],
+        finalized_only: bool,
+        reconnect_for: float,
+    ) -> Iterator[TransferEvent]:
         failing_since: Optional[float] = None
         pause = 0.1
         while True:
@@ -300,7 +354,8 @@ class HoldersClient:
     def get_holders(self, limit: Optional[int] = None) -> List[Dict[str, Any]]:
         """Every holder (or the first ``limit``), richest first, as dicts."""
         out: List[Dict[str, Any]] = []
-        if limit is not None and limit <= 0:
+        limit = _args.optional_integer("limit", limit, high=2**63 - 1)
+        if limit == 0:
             return out
         page = min(limit, 10_000) if limit is not None else 1000
         for h in self.iter_holders(page_size=page):
@@ -310,13 +365,26 @@ class HoldersClient:
         return out
 
     def get_top_100_holders(self, limit: int = 100) -> List[Dict[str, Any]]:
-        """The ``limit`` richest holders as dicts."""
+        """The ``limit`` richest holders as dicts (0: none, as :meth:`get_holders`)."""
+        limit = _args.integer("limit", limit, high=_args.MAX_UINT32)
+        if limit == 0:
+            return []
         return self.decode_records(self.top_holders(limit).holders)
 
     @staticmethod
     def decode_records(holders: Iterable[Union[Holder, Dict[str, Any]]]) -> List[Dict[str, Any]]:
         """Holders as dicts keyed by their field names (dicts pass through)."""
-        return [h if isinstance(h, dict) else record(h) for h in holders]
+        if isinstance(holders, (str, bytes)) or not isinstance(holders, Iterable):
+            raise TypeError(f"holders: expected holders or dicts, got {type(holders).__name__}")
+        out: List[Dict[str, Any]] = []
+        for i, h in enumerate(holders):
+            if isinstance(h, dict):
+                out.append(h)
+            elif isinstance(h, Holder):
+                out.append(record(h))
+            else:
+                raise TypeError(f"holders[{i}]: expected a Holder or a dict, got {type(h).__name__}")
+        return out
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -351,10 +419,6 @@ def _pem(certificates: Union[bytes, str, "os.PathLike[str]", None]) -> Optional[
         return f.read()
 
 
-def _amount(value: AmountLike) -> str:
-    return "" if value is None else str(value)
-
-
 def _finality(value: FinalityLike) -> int:
     if value is None:
         return Finality.LATEST
@@ -363,9 +427,14 @@ def _finality(value: FinalityLike) -> int:
             return Finality[value.upper()]
         except KeyError:
             raise ValueError(
-                f"finality: {value!r} is not one of latest, safe, finalized"
+                f"finality: {value[:40]!r} is not one of latest, safe, finalized"
             ) from None
-    return Finality(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"finality: expected a Finality, a str or an int, got {type(value).__name__}")
+    try:
+        return Finality(value)
+    except ValueError:
+        raise ValueError(f"finality: {value} is none of 0 (latest), 1 (safe), 2 (finalized)") from None
 
 
 def _moment(
@@ -376,19 +445,17 @@ def _moment(
     min_block: Optional[int] = None,
 ) -> None:
     request.finality = _finality(finality)
+    min_block = _args.optional_integer("min_block", min_block, high=_args.MAX_INT64)
+    at_block = _args.optional_integer("at_block", at_block, high=_args.MAX_INT64)
+    when = _args.moment("at_time", at_time)
     if min_block is not None:
         # Served only by a store that holds this block (another replica's as_of_block).
         request.min_block = min_block
     if at_block is not None:
         request.at_block = at_block
-    if at_time is not None:
+    if when is not None:
         ts = timestamp_pb2.Timestamp()
-        if isinstance(at_time, _dt.datetime):
-            if at_time.tzinfo is None:
-                raise ValueError("at_time: a naive datetime; give it a timezone (UTC, say)")
-            ts.FromDatetime(at_time.astimezone(_dt.timezone.utc))
-        else:
-            ts.FromNanoseconds(int(at_time * 1_000_000_000))
+        ts.FromDatetime(when)
         request.at_time.CopyFrom(ts)
 
 
@@ -397,6 +464,24 @@ def _pin(request: Any, block: int) -> None:
     request.ClearField("at_time")
     request.finality = Finality.LATEST
     request.at_block = block
+
+
+def _write_csv_file(path: str, holders: Iterable[Holder]) -> int:
+    """Writes next to ``path`` and renames over it once every row is written: a failed
+    export (the server gone, a refusal, an interrupt) leaves no half file behind."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, partial = tempfile.mkstemp(prefix=".export-", suffix=".csv.part", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            rows = _write_csv(f, holders)
+        os.replace(partial, path)
+        return rows
+    except BaseException:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        raise
 
 
 def _write_csv(f: IO[str], holders: Iterable[Holder]) -> int:

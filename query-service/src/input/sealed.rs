@@ -1,0 +1,305 @@
+//! The opaque positions this service hands out and takes back: GetHolders page tokens,
+//! ListTransfers page tokens and StreamTransfers cursors. Each is a kind byte, the token
+//! address, its fields and an HMAC-SHA256 tag (the first 16 bytes) under a key the
+//! service holds ([`Seal`]), in hex. A client can keep and return one but not make or
+//! edit one: any change fails the tag and is INVALID_ARGUMENT naming the field, before a
+//! field is read. The fields are still range-checked after the tag (a key can leak).
+//!
+//! The key is the store's (migration V11, one per database, so every replica and every
+//! restart accepts what any of them issued) unless `--token-secret` gives one.
+
+use alloy_primitives::{Address, U256, hex};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::OnceCell;
+
+use crate::error::QueryError;
+
+/// Bytes of the tag kept: 128 bits, far beyond guessing at any request rate.
+const TAG: usize = 16;
+/// The shortest `--token-secret` accepted, in bytes.
+pub const MIN_SECRET: usize = 32;
+
+/// The key tags are made with.
+#[derive(Clone)]
+pub struct Seal(Hmac<Sha256>);
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seal(..)")
+    }
+}
+
+impl Seal {
+    /// A seal keyed by `key` (any length; HMAC hashes a long one).
+    pub fn new(key: &[u8]) -> Self {
+        Self(Hmac::new_from_slice(key).expect("HMAC takes keys of any length"))
+    }
+
+    fn tag(&self, bytes: &[u8]) -> [u8; TAG] {
+        let mut mac = self.0.clone();
+        mac.update(bytes);
+        let full = mac.finalize().into_bytes();
+        full[..TAG].try_into().expect("16 of 32 bytes")
+    }
+
+    /// Whether `tag` is `bytes`' tag, in constant time.
+    fn verify(&self, bytes: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(bytes);
+        mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+/// Where the seal comes from: `--token-secret`, or the store's key read once.
+#[derive(Debug, Default)]
+pub struct Sealer {
+    given: Option<Seal>,
+    stored: OnceCell<Seal>,
+}
+
+impl Sealer {
+    /// A sealer with the secret of `--token-secret`, or (None) the store's key.
+    pub fn new(secret: Option<&[u8]>) -> Self {
+        Self { given: secret.map(Seal::new), stored: OnceCell::new() }
+    }
+
+    /// The seal, reading the store's key through `db` the first time it is needed.
+    pub async fn get<C: tokio_postgres::GenericClient + Sync>(
+        &self,
+        db: &C,
+    ) -> Result<&Seal, QueryError> {
+        if let Some(seal) = &self.given {
+            return Ok(seal);
+        }
+        self.stored
+            .get_or_try_init(|| async {
+                let row = db.query_opt("SELECT key FROM token_mac_key WHERE id = 1", &[]).await?;
+                let key: Vec<u8> = row.map(|r| r.get(0)).ok_or_else(|| {
+                    QueryError::NotReady(
+                        "the store has no token key yet: start the ingestor once to migrate it"
+                            .into(),
+                    )
+                })?;
+                Ok(Seal::new(&key))
+            })
+            .await
+    }
+}
+
+/// Where a GetHolders page starts: after this holder in the ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageToken {
+    /// The token the pages are of.
+    pub token: Address,
+    /// Rank of the last holder of the previous page.
+    pub rank: u64,
+    /// That holder's balance.
+    pub balance: U256,
+    /// That holder's address.
+    pub address: Address,
+}
+
+impl PageToken {
+    /// Opaque text for `next_page_token`.
+    pub fn encode(&self, seal: &Seal) -> String {
+        let mut rest = Vec::with_capacity(60);
+        rest.extend_from_slice(&self.rank.to_be_bytes());
+        rest.extend_from_slice(&self.balance.to_be_bytes::<32>());
+        rest.extend_from_slice(self.address.as_slice());
+        pack(seal, 1, self.token, &rest)
+    }
+
+    /// Reads a `page_token` issued for `token`.
+    pub fn decode(value: &str, token: Address, seal: &Seal) -> Result<Self, QueryError> {
+        let rest = unpack(seal, "page_token", value, 1, token, 60)?;
+        let page = Self {
+            token,
+            rank: u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")),
+            balance: U256::from_be_slice(&rest[8..40]),
+            address: Address::from_slice(&rest[40..60]),
+        };
+        // A rank is a count of holders: far below 2^63 on any chain.
+        if page.balance.is_zero() || page.rank == 0 || page.rank > i64::MAX as u64 {
+            return Err(forged("page_token"));
+        }
+        Ok(page)
+    }
+}
+
+/// A position in a token's stream of transfer events: resume after `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The token of the stream.
+    pub token: Address,
+    /// The sequence number of the last event received.
+    pub seq: i64,
+}
+
+impl Cursor {
+    /// Opaque text for `TransferEvent.cursor`.
+    pub fn encode(&self, seal: &Seal) -> String {
+        pack(seal, 2, self.token, &self.seq.to_be_bytes())
+    }
+
+    /// Reads a `cursor` issued for `token`.
+    pub fn decode(value: &str, token: Address, seal: &Seal) -> Result<Self, QueryError> {
+        let rest = unpack(seal, "cursor", value, 2, token, 8)?;
+        let seq = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        if seq < 0 {
+            return Err(forged("cursor"));
+        }
+        Ok(Self { token, seq })
+    }
+}
+
+/// Where a ListTransfers page starts: before this position, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferPage {
+    /// The token listed.
+    pub token: Address,
+    /// Block of the last transfer of the previous page.
+    pub block: i64,
+    /// Its log index.
+    pub log_index: i32,
+}
+
+impl TransferPage {
+    /// Opaque text for `next_page_token`.
+    pub fn encode(&self, seal: &Seal) -> String {
+        let mut rest = self.block.to_be_bytes().to_vec();
+        rest.extend_from_slice(&self.log_index.to_be_bytes());
+        pack(seal, 3, self.token, &rest)
+    }
+
+    /// Reads a ListTransfers `page_token` issued for `token`.
+    pub fn decode(value: &str, token: Address, seal: &Seal) -> Result<Self, QueryError> {
+        let rest = unpack(seal, "page_token", value, 3, token, 12)?;
+        let block = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        let log_index = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+        if block < 0 || log_index < 0 {
+            return Err(forged("page_token"));
+        }
+        Ok(Self { token, block, log_index })
+    }
+}
+
+/// Kind, token, the rest and the tag of all three, as hex.
+fn pack(seal: &Seal, kind: u8, token: Address, rest: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(21 + rest.len() + TAG);
+    bytes.push(kind);
+    bytes.extend_from_slice(token.as_slice());
+    bytes.extend_from_slice(rest);
+    let tag = seal.tag(&bytes);
+    bytes.extend_from_slice(&tag);
+    hex::encode(bytes)
+}
+
+/// Reads what [`pack`] wrote: refuses another length, a tag that does not match, another
+/// kind, or another token, in that order, so that nothing unchecked is looked at.
+fn unpack(
+    seal: &Seal,
+    field: &str,
+    value: &str,
+    kind: u8,
+    token: Address,
+    rest_len: usize,
+) -> Result<Vec<u8>, QueryError> {
+    if value.len() != (21 + rest_len + TAG) * 2 {
+        return Err(forged(field));
+    }
+    let bytes = hex::decode(value).map_err(|_| forged(field))?;
+    let (body, tag) = bytes.split_at(bytes.len() - TAG);
+    if !seal.verify(body, tag) || body[0] != kind {
+        return Err(forged(field));
+    }
+    let issued_for = Address::from_slice(&body[1..21]);
+    if issued_for != token {
+        return Err(QueryError::invalid(
+            field,
+            format!("issued for token {issued_for}, not {token}"),
+        ));
+    }
+    Ok(body[21..].to_vec())
+}
+
+fn forged(field: &str) -> QueryError {
+    QueryError::invalid(
+        field,
+        format!(
+            "not a {field} this service issued: pass it back unchanged, or leave it empty to start over"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::address;
+    use proptest::prelude::*;
+
+    const T: Address = address!("0xBAac2B4491727D78D2b78815144570b9f2Fe8899");
+
+    fn seal() -> Seal {
+        Seal::new(b"a test key of thirty-two bytes..")
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_refuse_forgeries() {
+        let s = seal();
+        let p = PageToken { token: T, rank: 1000, balance: U256::MAX, address: Address::repeat_byte(7) };
+        assert_eq!(PageToken::decode(&p.encode(&s), T, &s).unwrap(), p);
+        let good = p.encode(&s);
+        for bad in ["", "zz", "00", &good[2..], &format!("02{}", &good[2..])] {
+            let e = PageToken::decode(bad, T, &s).unwrap_err().to_string();
+            assert!(e.starts_with("page_token: not a page_token"), "{bad}: {e}");
+        }
+        let other = PageToken::decode(&good, Address::ZERO, &s).unwrap_err().to_string();
+        assert!(other.contains("issued for token"), "{other}");
+        // Another key's token is a forgery.
+        let e = PageToken::decode(&good, T, &Seal::new(b"another key")).unwrap_err().to_string();
+        assert!(e.contains("not a page_token"), "{e}");
+    }
+
+    #[test]
+    fn one_kind_is_not_another() {
+        let s = seal();
+        let c = Cursor { token: T, seq: 42 };
+        assert_eq!(Cursor::decode(&c.encode(&s), T, &s).unwrap(), c);
+        let p = TransferPage { token: T, block: 7, log_index: 3 };
+        assert_eq!(TransferPage::decode(&p.encode(&s), T, &s).unwrap(), p);
+        assert!(TransferPage::decode(&c.encode(&s), T, &s).unwrap_err().to_string().contains("page_token"));
+        assert!(Cursor::decode("xyz", T, &s).unwrap_err().to_string().contains("cursor"));
+        let negative = pack(&s, 2, T, &(-5i64).to_be_bytes());
+        assert!(Cursor::decode(&negative, T, &s).is_err(), "signed, and still out of range");
+    }
+
+    proptest! {
+        /// Whatever bytes a client sends, as a page token, a transfer page or a cursor:
+        /// an INVALID_ARGUMENT naming the field, never a panic, never a value.
+        #[test]
+        fn arbitrary_text_is_refused(text in ".{0,200}", raw in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let s = seal();
+            for value in [text.clone(), hex::encode(&raw)] {
+                let e = PageToken::decode(&value, T, &s).unwrap_err().to_string();
+                prop_assert!(e.starts_with("page_token: "), "{}", e);
+                let e = TransferPage::decode(&value, T, &s).unwrap_err().to_string();
+                prop_assert!(e.starts_with("page_token: "), "{}", e);
+                let e = Cursor::decode(&value, T, &s).unwrap_err().to_string();
+                prop_assert!(e.starts_with("cursor: "), "{}", e);
+            }
+        }
+
+        /// Any edit of an issued token, one byte anywhere, is refused.
+        #[test]
+        fn every_edit_is_refused(rank in 1u64..u64::MAX / 2, at in 0usize..97, to in any::<u8>()) {
+            let s = seal();
+            let good = PageToken { token: T, rank, balance: U256::from(rank), address: T }.encode(&s);
+            let mut bytes = hex::decode(&good).unwrap();
+            let at = at % bytes.len();
+            prop_assume!(bytes[at] != to);
+            bytes[at] = to;
+            prop_assert!(PageToken::decode(&hex::encode(bytes), T, &s).is_err());
+        }
+    }
+}
