@@ -62,7 +62,8 @@ pub fn parse_or_exit<C: Parser>(
             }
         }
     }
-    let files: Vec<String> = secrets.iter().map(|(flag, var)| format!("  {var}_FILE  a file holding {flag}")).collect();
+    let files: Vec<String> =
+        secrets.iter().map(|(flag, var)| format!("  {var}_FILE  a file holding {flag}")).collect();
     let mut command = C::command();
     if !files.is_empty() {
         command = command.after_help(format!(

@@ -144,6 +144,12 @@ pub struct Config {
     #[arg(long, global = true, env = "RPC_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
+    /// Give up when the database or every node has been unreachable this long (e.g. 10m).
+    /// Unset: wait for them however long they are away (a failover, a maintenance
+    /// window), then resume; `verify` gives up after 30s unless told.
+    #[arg(long, global = true, env = "INGESTOR_MAX_OUTAGE", value_parser = parse_duration)]
+    pub max_outage: Option<Duration>,
+
     /// Longest wait between two attempts.
     #[arg(long, global = true, env = "RPC_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
@@ -226,6 +232,17 @@ pub enum Command {
 }
 
 impl Config {
+    /// How calls to the node and the database are repeated.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        let max_outage = match (&self.command, self.max_outage) {
+            (_, Some(most)) => Some(most),
+            (Some(Command::Verify { .. }), None) => Some(Duration::from_secs(30)),
+            (None, None) => None,
+        };
+        crate::retry::RetryPolicy::new(self.max_attempts, self.max_backoff)
+            .with_max_outage(max_outage)
+    }
+
     /// The database URL (checked present by [`Config::validate`]).
     pub fn database_url(&self) -> &str {
         self.database_url.as_deref().unwrap_or_default()

@@ -1,6 +1,6 @@
 //! The ingestor's grpc.health.v1 server, for Kubernetes probes: "liveness" is SERVING while
-//! the process runs; "" (readiness) is SERVING while this ingestor holds the writer lock
-//! and is within a configured number of blocks of the head.
+//! the process runs; "" (readiness) is SERVING while this ingestor holds the writer lock,
+//! is within a configured number of blocks of the head, and waits for no outage.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,6 +67,7 @@ impl Health {
                 let indexed = metrics.indexed_block.get() > 0;
                 let ready = indexed
                     && !lock_lost.is_cancelled()
+                    && crate::retry::waiting() == 0
                     && metrics.lag_blocks.get() as u64 <= max_lag;
                 if last != Some(ready) {
                     let status =

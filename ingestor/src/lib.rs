@@ -60,7 +60,7 @@ pub async fn verify_store(
 
 /// The nodes of `--rpc-url` with the configured timeout, retries and rate limit.
 async fn connect(config: &Config) -> anyhow::Result<Rpc> {
-    let retry = RetryPolicy::new(config.max_attempts, config.max_backoff);
+    let retry = config.retry_policy();
     Ok(Rpc::connect(&config.rpc_url, config.rpc_timeout, retry)
         .await?
         .with_rate_limit(config.max_requests_per_second))
@@ -71,7 +71,7 @@ async fn connect(config: &Config) -> anyhow::Result<Rpc> {
 /// reads where to start, and stops if it loses the lock. Returns once every task it
 /// started has ended.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let retry = RetryPolicy::new(config.max_attempts, config.max_backoff);
+    let retry = config.retry_policy();
     let database_url = config.database_url();
     if config.migrate_only {
         let store = Store::new(store::pool(database_url, 1)?);
@@ -113,6 +113,16 @@ async fn serve_and_index(
         }
     });
     let health = health::Health::serve(config.health_listen, tasks, servers.clone()).await?;
+    let (outages, stop) = (metrics.outage_waits.clone(), servers.clone());
+    tasks.spawn(async move {
+        loop {
+            outages.set(crate::retry::waiting() as i64);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    });
 
     let rpc = connect(config).await?.with_metrics(metrics.clone());
     let database_url = config.database_url();

@@ -6,7 +6,11 @@ use ingestor::Config;
 
 fn main() -> ExitCode {
     few_malloc_arenas();
-    let config = match bootstrap::parse_or_exit::<Config>("ingestor", &ingestor::config::SECRETS, Config::validate) {
+    let config = match bootstrap::parse_or_exit::<Config>(
+        "ingestor",
+        &ingestor::config::SECRETS,
+        Config::validate,
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };

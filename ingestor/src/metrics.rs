@@ -43,6 +43,8 @@ pub struct Metrics {
     pub verify_last_run: IntGauge,
     /// Periodic verifications that could not check (node or database unavailable).
     pub verify_errors: IntCounter,
+    /// Calls waiting for the database or the node to come back (an outage), now.
+    pub outage_waits: IntGauge,
 }
 
 impl Metrics {
@@ -133,6 +135,11 @@ impl Metrics {
                 "Periodic verifications that could not check",
             )
             .expect("metric"),
+            outage_waits: IntGauge::new(
+                "ingestor_outage_waits",
+                "Calls waiting for the database or the node to come back (0: none away)",
+            )
+            .expect("metric"),
             registry,
         };
         for c in [
@@ -153,6 +160,7 @@ impl Metrics {
             Box::new(m.verify_mismatched.clone()),
             Box::new(m.verify_last_run.clone()),
             Box::new(m.verify_errors.clone()),
+            Box::new(m.outage_waits.clone()),
         ] {
             m.registry.register(c).expect("each metric once");
         }

@@ -6,7 +6,11 @@ use anyhow::Context;
 use query_service::Config;
 
 fn main() -> ExitCode {
-    let config = match bootstrap::parse_or_exit::<Config>("query-service", &query_service::config::SECRETS, Config::validate) {
+    let config = match bootstrap::parse_or_exit::<Config>(
+        "query-service",
+        &query_service::config::SECRETS,
+        Config::validate,
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };

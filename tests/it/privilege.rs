@@ -132,7 +132,7 @@ async fn passwords_and_api_keys_never_reach_the_logs() {
     // the secret.
     let dead_db = format!("postgres://postgres:{DB_PASSWORD}@127.0.0.1:9/holders");
     let dead_rpc = format!("http://127.0.0.1:9/v3/{RPC_KEY}");
-    let quick = ["--max-attempts", "2", "--max-backoff", "50ms"];
+    let quick = ["--max-attempts", "2", "--max-backoff", "50ms", "--max-outage", "1s"];
     for (db, rpc) in [(dead_db.as_str(), rpc_url.as_str()), (db_url.as_str(), dead_rpc.as_str())] {
         let env = [("DATABASE_URL", db), ("RPC_URL", rpc)];
         let mut args = range.to_vec();

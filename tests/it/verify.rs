@@ -11,7 +11,7 @@ use crate::{small, world};
 async fn verify(rpc: &str, db: &str, token: &str, extra: &[&str]) -> (Option<i32>, String) {
     let Output { status, stdout, stderr } = Command::new(rig::pair::ingestor_binary().unwrap())
         .args(["--rpc-url", rpc, "--database-url", db, "--token", token])
-        .args(["--max-attempts", "2", "--max-backoff", "50ms", "verify"])
+        .args(["--max-attempts", "2", "--max-backoff", "50ms", "--max-outage", "1s", "verify"])
         .args(extra)
         .env_remove("DATABASE_URL")
         .env_remove("RPC_URL")

@@ -115,6 +115,11 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     listen.batch_execute("LISTEN holders_transfers").await?;
+    // Cursors are signed with the store's key (migration V11); the bench reads their
+    // sequence numbers with it.
+    let key: Vec<u8> =
+        listen.query_one("SELECT key FROM token_mac_key WHERE id = 1", &[]).await?.get(0);
+    let seal = query_service::input::Seal::new(&key);
 
     // Subscribers, live only, over 10 connections.
     let endpoint = format!("http://{addr}");
@@ -131,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         let mut stream =
             client.stream_transfers(StreamTransfersRequest::default()).await?.into_inner();
         let received = received.clone();
-        let token = h.token;
+        let (token, seal) = (h.token, seal.clone());
         tasks.push(tokio::spawn(async move {
             let mut got = 0;
             while got < expected {
@@ -141,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 };
                 let at = Instant::now();
-                let seq = Cursor::decode(&e.cursor, token).map_or(-1, |c| c.seq);
+                let seq = Cursor::decode(&e.cursor, token, &seal).map_or(-1, |c| c.seq);
                 received.lock().expect("received").push((seq, at));
                 got += 1;
             }

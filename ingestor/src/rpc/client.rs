@@ -358,6 +358,7 @@ mod tests {
             max_attempts: 1,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(1),
+            max_outage: Some(Duration::ZERO),
         };
         let rpc =
             Rpc::new("https://127.0.0.1:1/v3/SECRETKEY", Duration::from_secs(2), policy).unwrap();

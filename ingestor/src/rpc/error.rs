@@ -92,6 +92,17 @@ impl Transient for RpcError {
             _ => None,
         }
     }
+
+    /// The node is away: its address refuses connections, or a proxy in front of it says
+    /// it has no backend (502, 503, 504).
+    fn is_outage(&self) -> bool {
+        let Self::Transient { message, cause } = self else { return false };
+        ["HTTP 502", "HTTP 503", "HTTP 504"].iter().any(|s| message.starts_with(s))
+            || cause
+                .as_ref()
+                .and_then(|c| c.downcast_ref::<reqwest::Error>())
+                .is_some_and(reqwest::Error::is_connect)
+    }
 }
 
 /// Sorts a transport-level failure by what the caller can do about it.

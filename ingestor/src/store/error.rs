@@ -37,29 +37,55 @@ impl StoreError {
 
 impl Transient for StoreError {
     /// The database was unreachable, the connection broke, or the server asked to retry.
-    /// A repeated commit is safe (see [`super::Store::commit`]); a refused batch or a SQL
-    /// error is not transient.
+    /// A repeated commit is safe (see [`super::Store::commit`]); a refused batch, a SQL
+    /// error, a database that does not exist or credentials it refuses are not transient:
+    /// they are named at once.
     fn is_transient(&self) -> bool {
         use tokio_postgres::error::SqlState;
         match self {
+            Self::Pool(deadpool_postgres::PoolError::Backend(source)) => is_outage(source),
             Self::Pool(_) => true,
-            Self::Database { source, .. } => match source.code() {
-                // No SQLSTATE: the connection itself failed.
-                None => true,
-                Some(code) => {
-                    [
-                        SqlState::T_R_SERIALIZATION_FAILURE,
-                        SqlState::T_R_DEADLOCK_DETECTED,
-                        SqlState::ADMIN_SHUTDOWN,
-                        SqlState::CRASH_SHUTDOWN,
-                        SqlState::CANNOT_CONNECT_NOW,
-                        SqlState::TOO_MANY_CONNECTIONS,
-                    ]
-                    .contains(code)
-                        || code.code().starts_with("08")
-                }
-            },
+            Self::Database { source, .. } => {
+                is_outage(source)
+                    || source.code().is_some_and(|c| {
+                        *c == SqlState::T_R_SERIALIZATION_FAILURE
+                            || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    })
+            }
             Self::Config(_) | Self::Refused(_) => false,
+        }
+    }
+
+    /// The database is away: unreachable, restarting, failing over, or full of
+    /// connections. Waited for, however long it takes (unless `--max-outage`).
+    fn is_outage(&self) -> bool {
+        match self {
+            Self::Pool(deadpool_postgres::PoolError::Backend(source)) => is_outage(source),
+            Self::Pool(
+                deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed,
+            ) => true,
+            Self::Database { source, .. } => is_outage(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `e` says the server is away rather than that the statement or the settings
+/// are wrong: no SQLSTATE (the connection itself failed), class 08 (connection
+/// exception), a shutdown or start-up in progress, or too many connections.
+fn is_outage(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        None => true,
+        Some(code) => {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+            ]
+            .contains(code)
+                || code.code().starts_with("08")
         }
     }
 }

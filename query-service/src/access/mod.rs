@@ -60,7 +60,7 @@ impl Caller {
 
 /// The `authorization` value's key: `Bearer <key>`, the scheme in any case (RFC 7235).
 fn bearer(value: &str) -> Option<&str> {
-    let (scheme, key) = value.trim().split_once(|c: char| c == ' ' || c == '\t')?;
+    let (scheme, key) = value.trim().split_once([' ', '\t'])?;
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty())
 }
 

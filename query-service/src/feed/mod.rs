@@ -316,6 +316,7 @@ impl Feed {
     /// (all when empty); with `finalized_only`, final transfers only, each once its block
     /// is final. The stream's task is tracked by `tasks` and ends at `shutdown`, or
     /// UNAUTHENTICATED at `revocation`. RESOURCE_EXHAUSTED past the stream limit.
+    #[allow(clippy::too_many_arguments, reason = "one stream's parts, each given once")]
     pub async fn subscribe(
         &self,
         pool: Pool,

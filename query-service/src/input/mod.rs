@@ -183,7 +183,10 @@ mod tests {
     fn messages_escape_control_characters() {
         let e = address("token", "0x\n\u{1b}[31mred\0").unwrap_err().to_string();
         assert!(!e.chars().any(char::is_control), "{e:?}");
-        assert!(e.contains("\\n") && e.contains("\\u{1b}") && e.contains("is not an address"), "{e}");
+        assert!(
+            e.contains("\\n") && e.contains("\\u{1b}") && e.contains("is not an address"),
+            "{e}"
+        );
         let long = "x".repeat(500);
         assert_eq!(shorten(&long).chars().count(), 61);
     }

@@ -247,7 +247,12 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_refuse_forgeries() {
         let s = seal();
-        let p = PageToken { token: T, rank: 1000, balance: U256::MAX, address: Address::repeat_byte(7) };
+        let p = PageToken {
+            token: T,
+            rank: 1000,
+            balance: U256::MAX,
+            address: Address::repeat_byte(7),
+        };
         assert_eq!(PageToken::decode(&p.encode(&s), T, &s).unwrap(), p);
         let good = p.encode(&s);
         for bad in ["", "zz", "00", &good[2..], &format!("02{}", &good[2..])] {
@@ -268,7 +273,12 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode(&s), T, &s).unwrap(), c);
         let p = TransferPage { token: T, block: 7, log_index: 3 };
         assert_eq!(TransferPage::decode(&p.encode(&s), T, &s).unwrap(), p);
-        assert!(TransferPage::decode(&c.encode(&s), T, &s).unwrap_err().to_string().contains("page_token"));
+        assert!(
+            TransferPage::decode(&c.encode(&s), T, &s)
+                .unwrap_err()
+                .to_string()
+                .contains("page_token")
+        );
         assert!(Cursor::decode("xyz", T, &s).unwrap_err().to_string().contains("cursor"));
         let negative = pack(&s, 2, T, &(-5i64).to_be_bytes());
         assert!(Cursor::decode(&negative, T, &s).is_err(), "signed, and still out of range");
@@ -280,7 +290,7 @@ mod tests {
         #[test]
         fn arbitrary_text_is_refused(text in ".{0,200}", raw in proptest::collection::vec(any::<u8>(), 0..120)) {
             let s = seal();
-            for value in [text.clone(), hex::encode(&raw)] {
+            for value in [text, hex::encode(&raw)] {
                 let e = PageToken::decode(&value, T, &s).unwrap_err().to_string();
                 prop_assert!(e.starts_with("page_token: "), "{}", e);
                 let e = TransferPage::decode(&value, T, &s).unwrap_err().to_string();
