@@ -97,6 +97,29 @@ fn config_error(name: &str, message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `text` on one line: line breaks and other control characters become spaces, runs of
+/// spaces one, at most 500 characters (cut with …).
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(512));
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_control() || c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if out.chars().count() >= 500 {
+            out.push('…');
+            return out;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How log records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

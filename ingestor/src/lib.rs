@@ -32,6 +32,12 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
+/// A setting (or what it points at) that cannot work: the binary stops with this one
+/// line and exit code 2, as for a bad flag, rather than retrying or exiting 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Misconfigured(pub String);
+
 use crate::config::FinalityFrom;
 use crate::fetch::SpanPolicy;
 use crate::retry::{RetryPolicy, retrying};
@@ -58,6 +64,19 @@ pub async fn verify_store(
     Ok((report, cross))
 }
 
+/// Brings the schema up to date, waiting out outages. What the database holds that
+/// stops it (another tool's tables, a newer schema) is [`Misconfigured`]: one line, exit 2.
+async fn migrate(store: &Store, retry: &RetryPolicy) -> anyhow::Result<usize> {
+    use crate::retry::Transient;
+    retrying(retry, "migrating", || store.migrate()).await.map_err(|e| {
+        if e.is_transient() {
+            anyhow::Error::new(e).context("migrating the database")
+        } else {
+            Misconfigured(format!("migrating the database: {}", bootstrap::ErrorChain(&e))).into()
+        }
+    })
+}
+
 /// The nodes of `--rpc-url` with the configured timeout, retries and rate limit.
 async fn connect(config: &Config) -> anyhow::Result<Rpc> {
     let retry = config.retry_policy();
@@ -75,9 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let database_url = config.database_url();
     if config.migrate_only {
         let store = Store::new(store::pool(database_url, 1)?);
-        let applied = retrying(&retry, "migrating", || store.migrate())
-            .await
-            .context("migrating the database")?;
+        let applied = migrate(&store, &retry).await?;
         info!(applied, database = %store::describe_url(database_url), "migrations applied");
         return Ok(());
     }
@@ -133,8 +150,7 @@ async fn serve_and_index(
         });
     info!(database = %store::describe_url(database_url), token = %config.token, "starting");
 
-    let applied =
-        retrying(retry, "migrating", || store.migrate()).await.context("migrating the database")?;
+    let applied = migrate(&store, retry).await?;
     if applied > 0 {
         info!(applied, "schema migrated");
     }
@@ -194,6 +210,16 @@ async fn index(
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
     let head = rpc.head().await.context("reading the chain head")?;
     metrics.head(head);
+    // An address without code is not a token (a typo, an EOA, another chain's contract):
+    // refused before anything is written for it.
+    let code = rpc.code(config.token, head).await.context("reading the token's code")?;
+    if code.is_empty() {
+        return Err(Misconfigured(format!(
+            "--token {} has no code on chain {chain_id} at block {head}: it is not a contract there; check --token and --rpc-url",
+            config.token.to_checksum(None)
+        ))
+        .into());
+    }
     let existing = retrying(&retry, "reading the token row", || store.token(config.token)).await?;
     let start = sync::start_block(existing.as_ref(), config.from, head, chain_id)?;
     if let Some(to) = config.to.filter(|&to| to < start) {
@@ -212,7 +238,7 @@ async fn index(
         metrics.checkpoint(checkpoint.number, checkpoint.timestamp);
     }
     let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
-    info!(name = %meta.name, symbol = %meta.symbol, decimals = meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
+    info!(name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
     retrying(&retry, "writing the token row", || {
         store.upsert_token(config.token, chain_id, &meta, start)
     })

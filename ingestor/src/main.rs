@@ -45,6 +45,14 @@ async fn work(config: Config) -> ExitCode {
     {
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(e)) => {
+            if let Some(bad) = e.chain().find_map(|c| c.downcast_ref::<ingestor::Misconfigured>()) {
+                // One line naming the setting, as for a bad flag.
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("ingestor: error: {}", bootstrap::one_line(&bad.0));
+                }
+                return ExitCode::from(2);
+            }
             tracing::error!(error = format!("{e:#}"), "ingestor stopped");
             ExitCode::FAILURE
         }

@@ -46,6 +46,10 @@ pub struct Config {
     #[arg(long, env = "QUERY_MIN_BLOCK_WAIT", default_value = "5s", value_parser = bootstrap::parse_duration)]
     pub min_block_wait: Duration,
 
+    /// Most requests waiting for their min_block at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUERY_MIN_BLOCK_WAITERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_block_waiters: u32,
+
     /// Address and port to serve gRPC on.
     #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -131,6 +135,11 @@ pub struct Config {
     #[arg(long, env = "QUERY_STREAM_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub stream_connections: u16,
 
+    /// Drop a connection that has not sent its HTTP/2 preface (with TLS: its ClientHello)
+    /// this long after connecting.
+    #[arg(long, env = "GRPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = bootstrap::parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// Most concurrent HTTP/2 streams (calls) per client connection.
     #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
@@ -201,7 +210,9 @@ impl Config {
             feed_database_url: self.feed_database_url.clone(),
             max_replica_lag: self.max_replica_lag,
             min_block_wait: self.min_block_wait,
+            min_block_waiters: self.min_block_waiters as usize,
             http: crate::Http {
+                handshake_timeout: self.handshake_timeout,
                 max_concurrent_streams: self.max_concurrent_streams,
                 keepalive: self.http2_keepalive,
                 max_request_bytes: self.max_request_bytes as usize,
@@ -252,6 +263,9 @@ impl Config {
         }
         if self.max_replica_lag.is_zero() {
             return Err("--max-replica-lag (QUERY_MAX_REPLICA_LAG) must be above 0".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("--handshake-timeout (GRPC_HANDSHAKE_TIMEOUT) must be above 0".into());
         }
         if self.http2_keepalive.is_zero() {
             return Err("--http2-keepalive (GRPC_HTTP2_KEEPALIVE) must be above 0".into());

@@ -27,6 +27,10 @@ pub enum QueryError {
     /// The database is unreachable.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// This store is behind what the request needs (`min_block`): another replica may
+    /// have it.
+    #[error("{0}")]
+    Lagging(String),
     /// The query ran past the statement timeout.
     #[error("the query took too long")]
     TooSlow,
@@ -91,7 +95,7 @@ impl From<QueryError> for Status {
             QueryError::Invalid { .. } => Code::InvalidArgument,
             QueryError::NotFound(_) => Code::NotFound,
             QueryError::NotReady(_) => Code::FailedPrecondition,
-            QueryError::Unavailable(_) => Code::Unavailable,
+            QueryError::Unavailable(_) | QueryError::Lagging(_) => Code::Unavailable,
             QueryError::TooSlow => Code::DeadlineExceeded,
             QueryError::TooManyStreams(_) | QueryError::Busy(..) => Code::ResourceExhausted,
             QueryError::ShuttingDown | QueryError::FeedStopped => Code::Unavailable,

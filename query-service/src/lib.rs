@@ -18,6 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod handshake;
 pub mod health;
 pub mod input;
 pub mod lane;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub max_replica_lag: Duration,
     /// How long a request's `min_block` is waited for.
     pub min_block_wait: Duration,
+    /// Most requests waiting for their `min_block` at once.
+    pub min_block_waiters: usize,
     /// HTTP/2 and message bounds.
     pub http: Http,
     /// The secret page tokens and cursors are signed with; the store's key when `None`.
@@ -101,6 +104,7 @@ impl Default for Settings {
             feed_database_url: None,
             max_replica_lag: Duration::from_secs(30),
             min_block_wait: Duration::from_secs(5),
+            min_block_waiters: 1000,
             http: Http::default(),
             token_secret: None,
         }
@@ -110,6 +114,9 @@ impl Default for Settings {
 /// Bounds on connections and messages.
 #[derive(Debug, Clone)]
 pub struct Http {
+    /// How long a new connection may take to send its HTTP/2 preface (or, with TLS, its
+    /// ClientHello) before it is dropped.
+    pub handshake_timeout: Duration,
     /// Most concurrent calls per client connection.
     pub max_concurrent_streams: u32,
     /// Keepalive ping interval of an idle connection.
@@ -121,6 +128,7 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Self {
         Self {
+            handshake_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
             keepalive: Duration::from_secs(30),
             max_request_bytes: 1 << 20,
@@ -237,6 +245,7 @@ async fn run(
         settings.min_block_wait,
         sealer,
         access.keys.clone(),
+        settings.min_block_waiters,
     );
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let http = &settings.http;
@@ -263,7 +272,7 @@ async fn run(
         .add_service(InterceptedService::new(reflection_v1, reflection_access.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, reflection_access))
         .add_service(InterceptedService::new(holders, access))
-        .serve_with_incoming_shutdown(incoming(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener, &settings, stop.clone()), async move {
             shutdown.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;
             info!("shutting down");
@@ -272,8 +281,18 @@ async fn run(
     Ok(result?)
 }
 
-/// Accepted connections with Nagle's algorithm off: small gRPC answers must not wait for
-/// the client's delayed ACK (about 40 ms a request otherwise).
-pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted connections that open as gRPC within the handshake timeout, with Nagle's
+/// algorithm off: small gRPC answers must not wait for the client's delayed ACK (about
+/// 40 ms a request otherwise).
+fn incoming(
+    listener: TcpListener,
+    settings: &Settings,
+    stop: CancellationToken,
+) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    let opening = if settings.tls.is_some() {
+        handshake::Opening::Tls
+    } else {
+        handshake::Opening::Plaintext
+    };
+    handshake::incoming(listener, opening, settings.http.handshake_timeout, stop)
 }

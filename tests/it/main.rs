@@ -29,6 +29,7 @@ mod store;
 mod streaming;
 mod traces;
 mod verify;
+mod wrong;
 
 use alloy_primitives::{Address, B256, U256};
 use proto::pb::{GetHoldersRequest, Holder};

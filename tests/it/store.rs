@@ -48,7 +48,8 @@ async fn uint256_round_trips_and_commits_are_idempotent() {
     let store = Store::new(store::pool(&db.url, 2).unwrap());
     store.migrate().await.unwrap();
     assert_eq!(store.migrate().await.unwrap(), 0, "migrations apply once");
-    let meta = TokenMetadata { name: "T".into(), symbol: "T".into(), decimals: 18 };
+    let meta =
+        TokenMetadata { name: Some("T".into()), symbol: Some("T".into()), decimals: Some(18) };
     store.upsert_token(TOKEN, 1, &meta, 1).await.unwrap();
     let c = db.client().await.unwrap();
 

@@ -19,12 +19,12 @@ const MULTICALL_CHUNK: usize = 500;
 /// What the token says about itself. Fields a contract lacks are empty.
 #[derive(Debug, Clone, Default)]
 pub struct TokenMetadata {
-    /// `name()`, or empty.
-    pub name: String,
-    /// `symbol()`, or empty.
-    pub symbol: String,
-    /// `decimals()`; 0 when the contract has no such function.
-    pub decimals: u8,
+    /// `name()`; `None` when unreadable (the stored value, if any, is kept).
+    pub name: Option<String>,
+    /// `symbol()`; `None` when unreadable.
+    pub symbol: Option<String>,
+    /// `decimals()`; `None` when unreadable (a new token then gets 0).
+    pub decimals: Option<u8>,
 }
 
 /// How a batch of balanceOf calls reached the node.
@@ -48,7 +48,8 @@ impl CallPath {
 
 impl Rpc {
     /// `name()`, `symbol()` and `decimals()` at the latest block. A function the contract
-    /// lacks (or answers in another shape, like MKR's bytes32 name) is left empty.
+    /// lacks (or answers in another shape, like MKR's bytes32 name) is `None`: unread,
+    /// never "empty", so that a stored value is not replaced by it.
     pub async fn token_metadata(&self, token: Address) -> Result<TokenMetadata, RpcError> {
         /// The value, or `None` (with a warning) when the contract cannot answer.
         fn optional<T>(
@@ -59,7 +60,7 @@ impl Rpc {
             match r {
                 Ok(v) => Ok(Some(v)),
                 Err(e @ RpcError::Fatal { .. }) => {
-                    warn!(%token, error = %e, "{what} unreadable; leaving it empty");
+                    warn!(%token, error = %e, "{what} unreadable; keeping what is stored");
                     Ok(None)
                 }
                 Err(e) => Err(e),
@@ -69,10 +70,9 @@ impl Rpc {
         let symbol = self.call_decoded(token, "latest", IERC20::symbolCall {}).await;
         let decimals = self.call_decoded(token, "latest", IERC20::decimalsCall {}).await;
         Ok(TokenMetadata {
-            name: optional(token, "name()", name)?.unwrap_or_default(),
-            symbol: optional(token, "symbol()", symbol)?.unwrap_or_default(),
-            decimals: optional(token, "decimals() (balances formatted with 0 decimals)", decimals)?
-                .unwrap_or_default(),
+            name: optional(token, "name()", name)?,
+            symbol: optional(token, "symbol()", symbol)?,
+            decimals: optional(token, "decimals()", decimals)?,
         })
     }
 
@@ -117,20 +117,17 @@ impl Rpc {
 
     /// Whether Multicall3 has code at its canonical address at `block`.
     pub async fn has_multicall3(&self, block: u64) -> Result<bool, RpcError> {
+        Ok(!self.code(MULTICALL3, block).await?.is_empty())
+    }
+
+    /// The code at `address` at `block` (empty: no contract there), retried.
+    pub async fn code(&self, address: Address, block: u64) -> Result<Bytes, RpcError> {
         let tag = format!("{block:#x}");
-        let code: Bytes = self
-            .retrying("eth_getCode", || async {
-                let (node, client) = self.node();
-                self.timed(
-                    "eth_getCode",
-                    node,
-                    1,
-                    client.request("eth_getCode", (MULTICALL3, &tag)),
-                )
-                .await
-            })
-            .await?;
-        Ok(!code.is_empty())
+        self.retrying("eth_getCode", || async {
+            let (node, client) = self.node();
+            self.timed("eth_getCode", node, 1, client.request("eth_getCode", (address, &tag))).await
+        })
+        .await
     }
 
     /// balanceOf of one chunk through Multicall3's aggregate3: one eth_call.

@@ -76,7 +76,22 @@ impl Transient for StoreError {
 fn is_outage(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     match e.code() {
-        None => true,
+        // No SQLSTATE is also a parameter that could not be encoded, or a column not
+        // decoded: our bug, not an outage. The connection failed only when it is closed,
+        // an I/O error lies beneath, or the client says it could not connect or talk.
+        None => {
+            let text = e.to_string();
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                || [
+                    "error connecting",
+                    "timeout waiting",
+                    "error communicating",
+                    "unexpected message",
+                ]
+                .iter()
+                .any(|p| text.starts_with(p))
+        }
         Some(code) => {
             [
                 SqlState::ADMIN_SHUTDOWN,

@@ -49,7 +49,39 @@ pub async fn run(client: &mut Client) -> StoreResult<usize> {
     result
 }
 
+/// The shape of our `schema_migrations`: (column, type) in order.
+const OURS: [(&str, &str); 3] =
+    [("version", "integer"), ("name", "text"), ("applied_at", "timestamp with time zone")];
+
+/// Refuses a `schema_migrations` table another tool made (golang-migrate's `version
+/// bigint, dirty boolean`, Rails' `version varchar`, ...): its rows are not ours to read.
+async fn check_foreign_table(client: &Client) -> StoreResult<()> {
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'schema_migrations'
+             ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .what("reading the shape of schema_migrations")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ours = columns.len() == OURS.len()
+        && columns.iter().zip(OURS).all(|((c, t), (oc, ot))| c == oc && t == ot);
+    if columns.is_empty() || ours {
+        return Ok(());
+    }
+    let shape: Vec<String> = columns.iter().map(|(c, t)| format!("{c} {t}")).collect();
+    Err(StoreError::Refused(format!(
+        "the database holds another tool's schema_migrations table ({}): give the ingestor a database of its own, or a schema of its own (add ?options=-csearch_path%3Dholders to --database-url after CREATE SCHEMA holders)",
+        shape.join(", ")
+    )))
+}
+
 async fn apply(client: &mut Client) -> StoreResult<usize> {
+    check_foreign_table(client).await?;
     client
         .batch_execute(
             // No NOTICE "already exists" (logged) at every start.
@@ -71,8 +103,9 @@ async fn apply(client: &mut Client) -> StoreResult<usize> {
         .await
         .what("reading schema_migrations")?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .what("reading schema_migrations")?;
     if let Some(&newest) = applied.last() {
         let known = MIGRATIONS.last().map_or(0, |m| m.0);
         if newest > known {

@@ -46,7 +46,10 @@ impl Store {
     }
 
     /// Creates the token's row starting at `start_block`, or refreshes its metadata when it
-    /// exists (the start and checkpoint of an existing row never change here).
+    /// exists; metadata the node could not read (`None`) leaves the stored value. The
+    /// start of a row with nothing indexed yet moves to `start_block` (a wrong `--from`
+    /// is corrected by running again with the right one); once a batch is committed the
+    /// start and checkpoint never change here.
     pub async fn upsert_token(
         &self,
         address: Address,
@@ -58,9 +61,16 @@ impl Store {
         let row = client
             .query_one(
                 "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
-                 VALUES ($1, $2, $3, $4, $5, $6::bigint, $6::bigint - 1)
+                 VALUES ($1, $2, coalesce($3::text, ''), coalesce($4::text, ''), coalesce($5::smallint, 0::smallint), $6::bigint, $6::bigint - 1)
                  ON CONFLICT (address) DO UPDATE
-                    SET name = excluded.name, symbol = excluded.symbol, decimals = excluded.decimals,
+                    SET name = coalesce($3::text, tokens.name), symbol = coalesce($4::text, tokens.symbol),
+                        decimals = coalesce($5::smallint, tokens.decimals),
+                        start_block = CASE WHEN tokens.indexed_block < tokens.start_block
+                                            AND tokens.transfer_count = 0
+                                           THEN excluded.start_block ELSE tokens.start_block END,
+                        indexed_block = CASE WHEN tokens.indexed_block < tokens.start_block
+                                              AND tokens.transfer_count = 0
+                                             THEN excluded.indexed_block ELSE tokens.indexed_block END,
                         updated_at = now()
                  RETURNING address, chain_id, start_block, indexed_block",
                 &[
@@ -68,7 +78,7 @@ impl Store {
                     &(chain_id as i64),
                     &meta.name,
                     &meta.symbol,
-                    &i16::from(meta.decimals),
+                    &meta.decimals.map(i16::from),
                     &(start_block as i64),
                 ],
             )

@@ -44,24 +44,31 @@ pub fn start_block(
     let Some(row) = existing else {
         return Ok(from.unwrap_or(head));
     };
-    anyhow::ensure!(
-        row.chain_id == chain_id,
-        "token {} was indexed from chain {} but the RPC node serves chain {chain_id}: use the right --rpc-url or another database",
-        row.address,
-        row.chain_id
-    );
+    if row.chain_id != chain_id {
+        return Err(crate::Misconfigured(format!(
+            "token {} was indexed from chain {} but the RPC node serves chain {chain_id}: use the right --rpc-url or another database",
+            row.address, row.chain_id
+        ))
+        .into());
+    }
+    // Nothing committed yet: the start is not fixed, a new --from moves it.
+    if row.indexed_block < row.start_block as i64 {
+        return Ok(from.unwrap_or(row.start_block));
+    }
     let resume = (row.indexed_block + 1) as u64;
     match from {
-        Some(f) if f < row.start_block => anyhow::bail!(
+        Some(f) if f < row.start_block => Err(crate::Misconfigured(format!(
             "--from {f} is before block {}, where this token's index starts; to index earlier blocks, start over in an empty database",
             row.start_block
-        ),
-        Some(f) if f > resume => anyhow::bail!(
+        ))
+        .into()),
+        Some(f) if f > resume => Err(crate::Misconfigured(format!(
             "--from {f} would leave blocks {resume}..={} unindexed (the store holds {}..={}); use --from {resume} or less",
             f - 1,
             row.start_block,
             row.indexed_block
-        ),
+        ))
+        .into()),
         _ => Ok(resume),
     }
 }

@@ -125,9 +125,10 @@ impl ReplicaLag {
 pub struct Feed {
     events: broadcast::Sender<Arc<Event>>,
     lag: ReplicaLag,
-    /// Where the read side stands (a sum over its tokens), changed each time the feed
-    /// sees it move, so that a request waiting for `min_block` looks again then.
-    progress: Arc<watch::Sender<i64>>,
+    /// Each token's newest block the read side holds, as the feed last read it (empty
+    /// before its first look): requests waiting for a `min_block` all watch this one
+    /// look instead of asking the store each.
+    held: Arc<watch::Sender<HashMap<Address, i64>>>,
     streams: Arc<Semaphore>,
     max_streams: usize,
     metrics: Metrics,
@@ -150,14 +151,15 @@ impl Feed {
     ) -> Self {
         let (events, _) = broadcast::channel(buffer.max(16));
         let streams = Arc::new(Semaphore::new(max_streams));
-        let progress = Arc::new(watch::Sender::new(0));
+        let held = Arc::new(watch::Sender::new(HashMap::new()));
         let lag = ReplicaLag::default();
-        Self { events, lag, progress, streams, max_streams, metrics, tasks, sealer }
+        Self { events, lag, held, streams, max_streams, metrics, tasks, sealer }
     }
 
-    /// Changes each time the feed sees the read side move.
-    pub fn progress(&self) -> watch::Receiver<i64> {
-        self.progress.subscribe()
+    /// Each token's newest block on the read side; changes each time the feed sees it
+    /// move.
+    pub fn held(&self) -> watch::Receiver<HashMap<Address, i64>> {
+        self.held.subscribe()
     }
 
     /// The read side's lag behind this feed.
@@ -264,12 +266,11 @@ impl Feed {
         let sent = &mut seen.sent;
         let db = pool.get().await?;
         let positions = store::events::positions(&db).await?;
-        // Where the read side stands, summed: any commit it replayed since the last look
-        // (new events, or blocks without any) changes it.
-        let stands = positions.iter().fold(0i64, |a, (_, seq, block)| {
-            a.wrapping_add(*seq).wrapping_add(block.wrapping_mul(1 << 20))
-        });
-        if self.progress.send_if_modified(|s| std::mem::replace(s, stands) != stands) {
+        // Where the read side stands: any commit it replayed since the last look (new
+        // events, or blocks without any) changes it.
+        let stands: HashMap<Address, i64> =
+            positions.iter().map(|(token, _, block)| (*token, *block)).collect();
+        if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
             debug!("the read side moved");
         }
         let readable = newest_seqs(&positions);

@@ -172,6 +172,12 @@ pub(super) async fn moment(
     token: &TokenView,
     at: At,
 ) -> Result<Moment, QueryError> {
+    if token.indexed_block < token.start_block {
+        return Err(QueryError::NotReady(format!(
+            "token {} has nothing indexed yet: its index starts at block {}, which the ingestor has not committed; retry once it has",
+            token.address, token.start_block
+        )));
+    }
     let block = match at {
         At::Latest => return Ok(token.latest()),
         At::Safe | At::Finalized => {

@@ -48,6 +48,9 @@ pub struct Holders {
     sealer: Arc<Sealer>,
     /// The keys file, when calls need a key: a stream ends when its key is revoked.
     keys: Option<KeysFile>,
+    /// Places for requests waiting for a `min_block`.
+    waiters: Arc<tokio::sync::Semaphore>,
+    waiters_max: usize,
 }
 
 impl Holders {
@@ -55,7 +58,7 @@ impl Holders {
     /// `statement_timeout`), streaming from `feed`, keeping ranked answers in `answers`,
     /// waiting up to `min_block_wait` for a request's `min_block`; open streams end at
     /// `shutdown` or when their key leaves `keys`; page tokens and cursors are signed by
-    /// `sealer`.
+    /// `sealer`; at most `min_block_waiters` requests wait for a `min_block` at once.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         lanes: Lanes,
@@ -67,6 +70,7 @@ impl Holders {
         min_block_wait: std::time::Duration,
         sealer: Arc<Sealer>,
         keys: Option<KeysFile>,
+        min_block_waiters: usize,
     ) -> Self {
         Self {
             lanes,
@@ -78,14 +82,17 @@ impl Holders {
             min_block_wait,
             sealer,
             keys,
+            waiters: Arc::new(tokio::sync::Semaphore::new(min_block_waiters)),
+            waiters_max: min_block_waiters,
         }
     }
 
     /// Returns once the read side holds block `min` of `wanted` (at once without `min`),
-    /// looking each time the feed sees it move (and at least every 250 ms: the feed looks
-    /// every 2 s when it hears nothing) for up to `--min-block-wait`; then UNAVAILABLE
-    /// naming the lag. A client that read `as_of_block` N from one replica passes N to
-    /// another.
+    /// for up to `--min-block-wait`; then UNAVAILABLE naming the lag. A client that read
+    /// `as_of_block` N from one replica passes N to another. Waiters share the feed's
+    /// look at the store (it looks when the primary announces a commit, every 100 ms
+    /// while a replica lags, every 2 s otherwise); only a token the feed has not seen yet
+    /// costs one read of its own. At most `--min-block-waiters` wait at once.
     async fn reach(
         &self,
         wanted: Option<alloy_primitives::Address>,
@@ -95,32 +102,55 @@ impl Holders {
         let min = i64::try_from(min).map_err(|_| {
             QueryError::invalid("min_block", format!("{min} is not a block number"))
         })?;
+        let _waiting = self.waiters.clone().try_acquire_owned().map_err(|_| {
+            QueryError::Busy(
+                format!(
+                    "{} requests are already waiting for a min_block; retry shortly",
+                    self.waiters_max
+                ),
+                std::time::Duration::from_millis(250),
+            )
+        })?;
         let started = std::time::Instant::now();
-        let mut moved = self.feed.progress();
+        let mut held = self.feed.held();
+        let mut looked = false;
         loop {
-            moved.mark_unchanged();
-            let held = {
-                let mut lease = self.lease(Cost::Cheap).await?;
-                let tx = crate::store::snapshot(&mut lease.client, None).await?;
-                let token = crate::store::tokens::token(&tx, wanted).await?;
-                tx.commit().await?;
-                token.indexed_block
+            let seen = {
+                let map = held.borrow_and_update();
+                match wanted {
+                    Some(token) => map.get(&token).copied(),
+                    None if map.len() == 1 => map.values().next().copied(),
+                    None => None,
+                }
             };
-            if held >= min {
+            let now = match seen {
+                Some(block) => block,
+                // The feed has not seen the token yet: one look of our own (which also
+                // names a token that is not there, or several when none is named).
+                None if !looked => {
+                    looked = true;
+                    let mut lease = self.lease(Cost::Cheap).await?;
+                    let tx = crate::store::snapshot(&mut lease.client, None).await?;
+                    let token = crate::store::tokens::token(&tx, wanted).await?;
+                    tx.commit().await?;
+                    token.indexed_block
+                }
+                None => -1,
+            };
+            if now >= min {
                 return Ok(());
             }
-            if started.elapsed() >= self.min_block_wait {
-                return Err(QueryError::Unavailable(format!(
-                    "this service's store holds block {held}, below min_block {min}, after waiting {} ms (its read side lags the feed by {} ms); retry, or ask another replica",
+            let left = self.min_block_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(QueryError::Lagging(format!(
+                    "this service's store holds block {now}, below min_block {min}, after waiting {} ms (its read side lags the feed by {} ms); retry, or ask another replica",
                     self.min_block_wait.as_millis(),
                     self.feed.lag().now().as_millis()
                 )));
             }
-            let left = self.min_block_wait.saturating_sub(started.elapsed());
-            let look = left.min(std::time::Duration::from_millis(250));
-            if let Ok(Err(_)) = tokio::time::timeout(look, moved.changed()).await {
+            if let Ok(Err(_)) = tokio::time::timeout(left, held.changed()).await {
                 // The feed is gone (shutting down): the timer alone.
-                tokio::time::sleep(look).await;
+                tokio::time::sleep(left).await;
             }
         }
     }
