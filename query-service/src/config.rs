@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "QUERY_MAX_STREAMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
 
+    /// Most of those streams one caller (an API key's name) may hold; more get
+    /// RESOURCE_EXHAUSTED. Without keys every caller is one ("anonymous").
+    #[arg(long, env = "QUERY_MAX_STREAMS_PER_CALLER", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_caller: u32,
+
     /// Events the live feed keeps for subscribers that fall behind; one further behind
     /// catches up from the database.
     #[arg(long, env = "QUERY_STREAM_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
@@ -196,6 +201,7 @@ impl Config {
         Ok(crate::Settings {
             health_interval: self.health_interval,
             max_streams: self.max_streams as usize,
+            max_streams_per_caller: self.max_streams_per_caller as usize,
             stream_buffer: self.stream_buffer as usize,
             metrics_listen: Some(self.metrics_listen),
             answer_cache: self.answer_cache as usize,
@@ -232,6 +238,21 @@ impl Config {
                 && let Err(e) = std::fs::File::open(path)
             {
                 return Err(format!("{flag} {}: {e}", path.display()));
+            }
+        }
+        // The certificate, key and client CA must make a TLS server now, not when the
+        // first client connects (after SERVING).
+        if let Some(tls) = self.tls().map_err(|e| format!("{e:#}"))? {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            if let Err(e) = tonic::transport::Server::builder().tls_config(config) {
+                let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+                return Err(format!(
+                    "--tls-cert/--tls-key/--tls-client-ca (GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CLIENT_CA) do not make a TLS server: {why}"
+                ));
             }
         }
         if let Some(path) = &self.api_keys_file {

@@ -25,6 +25,7 @@ pub mod lane;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub health_interval: Duration,
     /// Most StreamTransfers streams open at once.
     pub max_streams: usize,
+    /// Most of those one caller (an API key's name; everybody without keys) may hold.
+    pub max_streams_per_caller: usize,
     /// Events the live feed buffers for subscribers that fall behind.
     pub stream_buffer: usize,
     /// Where to serve Prometheus metrics; none when `None`.
@@ -90,6 +93,7 @@ impl Default for Settings {
         Self {
             health_interval: Duration::from_secs(2),
             max_streams: 1000,
+            max_streams_per_caller: 500,
             stream_buffer: 4096,
             metrics_listen: None,
             answer_cache: 256,
@@ -235,6 +239,7 @@ async fn run(
         store::pool(&database_url, settings.stream_connections, settings.statement_timeout)?;
     let lanes =
         lane::Lanes::new(pool, expensive, streams, settings.expensive_wait, metrics.clone());
+    let metrics_for_wire = metrics.clone();
     let holders = service::Holders::new(
         lanes,
         feed,
@@ -246,6 +251,7 @@ async fn run(
         sealer,
         access.keys.clone(),
         settings.min_block_waiters,
+        settings.max_streams_per_caller,
     );
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let http = &settings.http;
@@ -268,6 +274,7 @@ async fn run(
         .max_decoding_message_size(http.max_request_bytes)
         .max_encoding_message_size(MAX_ANSWER_BYTES);
     let result = server
+        .layer(wire::FixStatus::new(metrics_for_wire))
         .add_service(health)
         .add_service(InterceptedService::new(reflection_v1, reflection_access.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, reflection_access))

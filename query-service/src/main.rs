@@ -14,6 +14,20 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // A port in use is a setting that cannot work: one line, exit 2, before anything
+    // says SERVING.
+    let listener = match std::net::TcpListener::bind(config.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("query-service: error: --listen (LISTEN_ADDR) {}: {e}", config.listen);
+            }
+            return ExitCode::from(2);
+        }
+    };
     bootstrap::shutdown::block_on(async {
         let otlp = config.otlp_endpoint.as_deref();
         let telemetry =
@@ -23,9 +37,12 @@ fn main() -> ExitCode {
             };
         let shutdown = bootstrap::shutdown::on_signal();
         let grace = config.shutdown_grace;
-        let ended =
-            bootstrap::shutdown::within_grace(run(config, shutdown.clone()), &shutdown, grace)
-                .await;
+        let ended = bootstrap::shutdown::within_grace(
+            run(config, listener, shutdown.clone()),
+            &shutdown,
+            grace,
+        )
+        .await;
         telemetry.shutdown().await;
         match ended {
             Some(Ok(())) => ExitCode::SUCCESS,
@@ -38,15 +55,18 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run(config: Config, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let pool = query_service::store::pool(
         &config.database_url,
         usize::from(config.database_pool_size),
         config.statement_timeout,
     )?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", config.listen))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .with_context(|| format!("listening on --listen {}", config.listen))?;
     let settings = config.settings()?;
     query_service::serve(listener, config.database_url, pool, settings, shutdown).await
 }

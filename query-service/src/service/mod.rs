@@ -51,6 +51,8 @@ pub struct Holders {
     /// Places for requests waiting for a `min_block`.
     waiters: Arc<tokio::sync::Semaphore>,
     waiters_max: usize,
+    /// Streams held per caller.
+    stream_slots: Arc<stream::StreamSlots>,
 }
 
 impl Holders {
@@ -58,7 +60,8 @@ impl Holders {
     /// `statement_timeout`), streaming from `feed`, keeping ranked answers in `answers`,
     /// waiting up to `min_block_wait` for a request's `min_block`; open streams end at
     /// `shutdown` or when their key leaves `keys`; page tokens and cursors are signed by
-    /// `sealer`; at most `min_block_waiters` requests wait for a `min_block` at once.
+    /// `sealer`; at most `min_block_waiters` requests wait for a `min_block` at once, and
+    /// each caller holds at most `max_streams_per_caller` streams.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         lanes: Lanes,
@@ -71,6 +74,7 @@ impl Holders {
         sealer: Arc<Sealer>,
         keys: Option<KeysFile>,
         min_block_waiters: usize,
+        max_streams_per_caller: usize,
     ) -> Self {
         Self {
             lanes,
@@ -84,6 +88,7 @@ impl Holders {
             keys,
             waiters: Arc::new(tokio::sync::Semaphore::new(min_block_waiters)),
             waiters_max: min_block_waiters,
+            stream_slots: Arc::new(stream::StreamSlots::new(max_streams_per_caller)),
         }
     }
 

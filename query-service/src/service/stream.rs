@@ -1,5 +1,9 @@
 //! StreamTransfers: where a stream starts (now, a block, or after a cursor), then the
-//! live feed does the rest.
+//! live feed does the rest. Each caller may hold at most `--max-streams-per-caller`
+//! ([`StreamSlots`]), so that one team cannot take every place of `--max-streams`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use proto::pb::StreamTransfersRequest;
 
@@ -18,6 +22,7 @@ impl Holders {
     ) -> Result<TransferStream, QueryError> {
         let wanted = input::token(&req.token)?;
         let addresses = input::addresses(&req.addresses)?;
+        let slot = self.stream_slots.take(call.caller.name())?;
         if !req.cursor.is_empty() && req.from_block.is_some() {
             return Err(QueryError::invalid(
                 "cursor",
@@ -70,6 +75,60 @@ impl Holders {
                 self.shutdown.clone(),
             )
             .await?;
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        // The caller's place is held for as long as tonic holds the stream.
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Box::pin(futures::StreamExt::map(stream, move |event| {
+            let _held = &slot;
+            event
+        })))
+    }
+}
+
+/// How many streams each caller holds, against the per-caller cap.
+#[derive(Debug)]
+pub(super) struct StreamSlots {
+    held: Arc<Mutex<HashMap<String, usize>>>,
+    most: usize,
+}
+
+impl StreamSlots {
+    /// At most `most` streams per caller.
+    pub(super) fn new(most: usize) -> Self {
+        Self { held: Arc::default(), most }
+    }
+
+    /// A place for one more stream of `caller`, or RESOURCE_EXHAUSTED (with a retry hint).
+    fn take(&self, caller: &str) -> Result<Slot, QueryError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(caller.to_string()).or_default();
+        if *n >= self.most {
+            return Err(QueryError::Busy(
+                format!(
+                    "{caller} holds {n} streams, the most one caller may; close one or retry later"
+                ),
+                std::time::Duration::from_secs(1),
+            ));
+        }
+        *n += 1;
+        Ok(Slot { held: self.held.clone(), caller: caller.to_string() })
+    }
+}
+
+/// One caller's place, given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    held: Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.caller);
+            }
+        }
     }
 }
