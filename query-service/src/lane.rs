@@ -67,6 +67,12 @@ impl Lanes {
 
     /// A connection in the lane of `cost`.
     pub async fn lease(&self, cost: Cost) -> Result<Lease, QueryError> {
+        let lane = match cost {
+            Cost::Cheap => "cheap",
+            Cost::Stream => "stream",
+            Cost::Expensive => "expensive",
+        };
+        self.metrics.leases.with_label_values(&[lane]).inc();
         match cost {
             Cost::Cheap => Ok(Lease { client: self.cheap.get().await?, _permit: None }),
             Cost::Stream => Ok(Lease { client: self.streams.get().await?, _permit: None }),

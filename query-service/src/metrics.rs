@@ -32,6 +32,8 @@ pub struct Metrics {
     /// 1 while the live feed listens on its server (`--feed-database-url`), 0 while it
     /// reconnects: streams then get no live events, answers go on.
     pub feed_connected: IntGauge,
+    /// Database connections leased by requests, by lane (cheap, stream, expensive).
+    pub leases: IntCounterVec,
 }
 
 impl Metrics {
@@ -88,6 +90,11 @@ impl Metrics {
                 "1 while the live feed listens for commits, 0 while it reconnects",
             )
             .expect("metric"),
+            leases: IntCounterVec::new(
+                Opts::new("query_database_leases_total", "Connections leased by requests, by lane"),
+                &["lane"],
+            )
+            .expect("metric"),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -100,6 +107,7 @@ impl Metrics {
             Box::new(m.feed_lag_events.clone()),
             Box::new(m.replica_lag_seconds.clone()),
             Box::new(m.feed_connected.clone()),
+            Box::new(m.leases.clone()),
         ] {
             m.registry.register(c).expect("each metric once");
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the pair on a real Anvil chain, a real compiled ERC-20 and a real
 //! Postgres. Each test starts its own chain and database, so they run in parallel.
 
+mod abuse;
 mod access;
 mod backfill;
 mod export;
