@@ -14,11 +14,27 @@ use tokio::process::Command;
 
 const DEMO_DB: &str = "holders_demo";
 
+/// The local demo: deploys a compiled ERC-20 on a fresh Anvil, makes 14 days of history,
+/// indexes it with the ingestor (into the database holders_demo, dropped and made anew
+/// at the admin DATABASE_URL) and serves it with the query-service.
+#[derive(Debug, clap::Parser)]
+#[command(name = "demo", about, long_about = None)]
+struct Args {
+    /// Leave the chain, the ingestor and the query-service running for the tour, until
+    /// Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+
+    /// Where the query-service serves gRPC.
+    #[arg(long, env = "DEMO_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: String,
+}
+
 #[allow(clippy::print_stdout)]
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let keep_running = std::env::args().any(|a| a == "--keep-running");
-    let listen = std::env::var("DEMO_LISTEN").unwrap_or_else(|_| "127.0.0.1:50051".into());
+    // --help and unknown arguments end here, before anything is dropped or started.
+    let Args { keep_running, listen } = clap::Parser::parse();
     let bin_dir = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
 
     step("starting Anvil (genesis 30 days ago)");

@@ -94,13 +94,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let database_url = config.database_url();
     if config.migrate_only {
         let store = Store::new(store::pool(database_url, 1)?);
-        let applied = migrate(&store, &retry).await?;
+        let applied = retry::stopping_at(shutdown.clone(), migrate(&store, &retry)).await?;
         info!(applied, database = %store::describe_url(database_url), "migrations applied");
         return Ok(());
     }
     let tasks = TaskTracker::new();
     let servers = shutdown.child_token();
-    let result = serve_and_index(&config, &retry, &tasks, &servers, &shutdown).await;
+    let work = serve_and_index(&config, &retry, &tasks, &servers, &shutdown);
+    let mut result = retry::stopping_at(shutdown.clone(), work).await;
+    // A signal that came while waiting for the database or the node: a stop, not a
+    // failure (nothing was in flight).
+    if result.is_err() && shutdown.is_cancelled() && config.to.is_none() {
+        info!("stopped by a signal while waiting");
+        result = Ok(());
+    }
+    // A range cut short by a signal is not "indexed": say where it stopped, non-zero.
+    if let (Ok(()), Some(to)) = (&result, config.to)
+        && shutdown.is_cancelled()
+    {
+        let store = Store::new(store::pool(database_url, 1)?);
+        let at = store.token(config.token).await.ok().flatten().map(|t| t.indexed_block);
+        if at.is_none_or(|at| at < to as i64) {
+            let at = at.map_or("nothing".to_string(), |b| format!("block {b}"));
+            result = Err(anyhow::anyhow!(
+                "stopped by a signal with {at} indexed, before --to {to}; run the same command again to resume"
+            ));
+        }
+    }
     servers.cancel();
     tasks.close();
     tasks.wait().await;

@@ -11,6 +11,35 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+tokio::task_local! {
+    /// Shutdown, for the calls of one run: a retry's wait ends at once when it comes
+    /// (nothing is in flight then, so nothing is worth the grace).
+    static SHUTDOWN: tokio_util::sync::CancellationToken;
+}
+
+/// Runs `work` with its retries' waits ending at `shutdown` (tasks it spawns wait on
+/// their own).
+pub async fn stopping_at<T>(
+    shutdown: tokio_util::sync::CancellationToken,
+    work: impl Future<Output = T>,
+) -> T {
+    SHUTDOWN.scope(shutdown, work).await
+}
+
+/// Sleeps `delay`; false when shutdown came first.
+async fn pause(delay: Duration) -> bool {
+    match SHUTDOWN.try_with(Clone::clone) {
+        Ok(stop) => tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        },
+        Err(_) => {
+            tokio::time::sleep(delay).await;
+            true
+        }
+    }
+}
+
 /// Calls waiting out an outage right now, in this process.
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
@@ -128,12 +157,16 @@ where
                 if let Some(most) = policy.max_outage {
                     delay = delay.min(most.saturating_sub(away)).max(Duration::from_millis(10));
                 }
-                tokio::time::sleep(delay).await;
+                if !pause(delay).await {
+                    return Err(e);
+                }
             }
             Err(e) if attempt < policy.max_attempts && e.is_transient() => {
                 let delay = policy.backoff(attempt).max(e.retry_after().unwrap_or_default());
                 warn!(call = what, attempt, error = %bootstrap::ErrorChain(&e), delay_ms = delay.as_millis() as u64, "retrying");
-                tokio::time::sleep(delay).await;
+                if !pause(delay).await {
+                    return Err(e);
+                }
                 attempt += 1;
             }
             other => {

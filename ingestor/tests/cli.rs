@@ -67,6 +67,8 @@ fn verify_takes_settings_after_the_subcommand() {
         "postgres://u:secret@127.0.0.1:1/db",
         "--max-attempts",
         "1",
+        "--max-outage",
+        "1s",
     ];
     let after = [&["verify"][..], &settings, &["--sample", "100"]].concat();
     let before = [&settings[..], &["verify", "--sample", "100"]].concat();
@@ -101,7 +103,18 @@ fn help_lists_every_environment_variable() {
 #[test]
 fn an_unreachable_database_fails_without_leaking_the_password() {
     let (code, out, err) = ingestor(
-        &["--from", "1", "--to", "2", "--max-attempts", "2", "--max-backoff", "10ms"],
+        &[
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--max-attempts",
+            "2",
+            "--max-backoff",
+            "10ms",
+            "--max-outage",
+            "1s",
+        ],
         BASE,
     );
     assert_eq!(code, 1, "{err}");

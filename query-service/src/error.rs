@@ -64,7 +64,26 @@ impl QueryError {
 
 impl From<deadpool_postgres::PoolError> for QueryError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Unavailable(e.to_string())
+        use deadpool_postgres::PoolError;
+        Self::Unavailable(match &e {
+            PoolError::Backend(e) => cause_class(e).to_string(),
+            PoolError::Timeout(_) => "no database connection came free in time".to_string(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// Why a connection could not be had, in words an operator acts on (the details, which
+/// may hold more than a caller should see, go to the log).
+fn cause_class(e: &tokio_postgres::Error) -> &'static str {
+    match e.code().map(|c| c.code()) {
+        Some(c) if c.starts_with("28") => {
+            "the database refused this service's credentials (check --database-url)"
+        }
+        Some("3D000") => "the database named in --database-url does not exist",
+        Some(c) if c.starts_with("53") => "the database is out of connections or resources",
+        Some(c) if c.starts_with("57P") => "the database is starting up or shutting down",
+        _ => "the database cannot be reached",
     }
 }
 

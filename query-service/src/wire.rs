@@ -2,7 +2,9 @@
 //! are not the method's message (a wrong wire type, invalid UTF-8 in a string, a
 //! truncated frame) is the caller's fault, INVALID_ARGUMENT, not INTERNAL; a call whose
 //! `grpc-timeout` runs out is DEADLINE_EXCEEDED (tonic's own timer, which fires a little
-//! later, would say CANCELLED "Timeout expired"). Both are counted in
+//! later, would say CANCELLED "Timeout expired"); a request above `--max-request-bytes`
+//! is RESOURCE_EXHAUSTED, as gRPC's convention has it (tonic says OUT_OF_RANGE). All are
+//! counted in
 //! `query_requests_total` like any answer (the method never finished them).
 
 use std::future::Future;
@@ -113,6 +115,10 @@ fn fix(headers: &mut http::HeaderMap) -> Option<Code> {
                 "request: not a valid message of this method (a wrong wire type, invalid UTF-8, or cut short); build it from proto/holders/v1/holders.proto",
             )
         }
+        "11" if message.starts_with("Error,%20decoded%20message%20length%20too%20large") => (
+            Code::ResourceExhausted,
+            "request: larger than this server accepts (--max-request-bytes); send fewer addresses per request",
+        ),
         _ => return None,
     };
     headers.insert("grpc-status", HeaderValue::from(code as i32));
@@ -138,5 +144,12 @@ mod tests {
         h.insert("grpc-status", HeaderValue::from_static("13"));
         h.insert("grpc-message", HeaderValue::from_static("internal%20error"));
         assert_eq!(fix(&mut h), None, "our own INTERNAL stays");
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("11"));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static("Error,%20decoded%20message%20length%20too%20large:%20found"),
+        );
+        assert_eq!(fix(&mut h), Some(Code::ResourceExhausted));
     }
 }

@@ -174,3 +174,34 @@ async fn a_lagging_node_is_waited_for_not_taken_for_a_reorg() {
     assert_eq!(removed, 0, "a lagging node was taken for a reorg");
     w.assert_balances_at(head).await;
 }
+
+/// A node behind a load balancer whose error pages are HTML over many lines, quoting the
+/// URL asked for, API key and all: each is logged as one short line, the URL's path cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_s_error_pages_are_logged_in_one_line_without_the_key() {
+    let w = world(small(33)).await;
+    let rules = Rules { fault_every: 3, ..Rules::default() };
+    let proxy = FaultProxy::start(&w.chain.url, rules).await.unwrap();
+    let url = format!("{}/v3/SECRETKEY123", proxy.url.trim_end_matches('/'));
+    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
+    let out = tokio::process::Command::new(rig::pair::ingestor_binary().unwrap())
+        .args(["--rpc-url", &url, "--database-url", &w.db.url])
+        .args(["--token", &w.history.token.to_string(), "--from", &from, "--to", &to])
+        .args(["--max-backoff", "100ms", "--initial-span", "1", "--max-span", "1"])
+        .args(rig::pair::LOCAL_PORTS)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(proxy.injected().iter().any(|(f, n)| *f == Fault::BadGateway && *n > 0));
+    assert!(log.contains("502 Bad Gateway"), "the page's words are logged: {log}");
+    assert!(!log.contains("SECRETKEY123"), "the key leaked: {log}");
+    assert!(!log.contains("<html>") && !log.contains("<h1>"), "markup logged: {log}");
+    for line in log.lines() {
+        assert!(line.starts_with("20") || line.trim().is_empty(), "a line of its own: {line:?}");
+    }
+    w.assert_balances_at(w.history.end_block).await;
+}

@@ -206,7 +206,8 @@ async fn a_request_over_the_size_bound_is_refused() {
     let address = w.history.addresses[0].to_string();
     let big = GetHoldersRequest { addresses: vec![address.clone(); 200], ..Default::default() };
     let e = client.get_holders(big).await.unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("--max-request-bytes"), "{}", e.message());
     let small = GetHoldersRequest { addresses: vec![address; 2], ..Default::default() };
     client.get_holders(small).await.expect("a request under the bound");
 }

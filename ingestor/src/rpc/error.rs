@@ -117,13 +117,10 @@ pub fn classify(err: TransportError) -> RpcError {
             }
         }),
         JsonRpcError::Transport(kind) => classify_transport(kind),
-        JsonRpcError::DeserError { err, text } => {
-            let head: String = text.chars().take(200).collect();
-            RpcError::Transient {
-                message: format!("unreadable answer: {head}"),
-                cause: Some(Arc::new(err)),
-            }
-        }
+        JsonRpcError::DeserError { err, text } => RpcError::Transient {
+            message: format!("unreadable answer: {}", scrub(&text)),
+            cause: Some(Arc::new(err)),
+        },
         JsonRpcError::NullResp => RpcError::transient("the node answered null"),
         other => RpcError::Fatal {
             message: "the request could not be made".into(),
@@ -155,9 +152,56 @@ pub(super) fn classify_payload<E: std::fmt::Display>(
 }
 
 fn payload_text<E: std::fmt::Display>(payload: &ErrorPayload<E>) -> String {
-    match &payload.data {
+    let text = match &payload.data {
         Some(data) => format!("{} (code {}) {}", payload.message, payload.code, data),
         None => format!("{} (code {})", payload.message, payload.code),
+    };
+    scrub(&text)
+}
+
+/// What a node or the proxy in front of it said, fit for a log line: one line (an HTML
+/// error page's markup and breaks collapsed), at most 200 characters, and every URL cut
+/// to its scheme and host, since hosted RPC URLs carry the API key in their path or
+/// query and error pages like to quote the URL asked for.
+pub(crate) fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(256));
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || "\"'<>`)]},;".contains(c))
+            .unwrap_or(after.len());
+        let url = &after[..end];
+        let host_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        // user:password@ in front of the host is a secret too.
+        let host = url[..host_end].rsplit('@').next().unwrap_or("");
+        out.push_str(host);
+        if host_end < url.len() {
+            out.push_str("/…");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    // Markup says nothing a person needs here.
+    let mut plain = String::with_capacity(out.len());
+    let mut in_tag = false;
+    for c in out.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                plain.push(' ');
+            }
+            c if !in_tag => plain.push(c),
+            _ => {}
+        }
+    }
+    let line = bootstrap::one_line(&plain);
+    if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(200).collect::<String>())
+    } else {
+        line
     }
 }
 
@@ -185,8 +229,7 @@ fn classify_transport(kind: TransportErrorKind) -> RpcError {
             };
         }
     };
-    let head: String = body.chars().take(300).collect();
-    let message = format!("HTTP {status}: {head}");
+    let message = format!("HTTP {status}: {}", scrub(&body));
     match (status, refusal::classify(&body)) {
         (429, _) | (_, Some(Refusal::RateLimited)) => {
             RpcError::RateLimited { retry_after, message }
@@ -250,6 +293,26 @@ mod tests {
         ));
         assert!(matches!(resp(-32601, "Method not found"), RpcError::Fatal { .. }));
         assert!(matches!(resp(-32603, "internal error"), RpcError::Transient { .. }));
+    }
+
+    #[test]
+    fn error_pages_are_one_short_line_without_urls() {
+        let page =
+            "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\r\n<h1>Bad Gateway</h1>\n\
+                    <p>upstream https://mainnet.infura.io/v3/SECRETKEY123?x=1 failed\n\x1b[31m</p>\
+                    <a href=\"https://user:pw@rpc.example/key/SECRET2\">retry</a></body></html>"
+                .to_string()
+                + &"padding ".repeat(100);
+        let e = classify(JsonRpcError::Transport(TransportErrorKind::HttpError(HttpError {
+            status: 502,
+            body: page,
+        })));
+        let text = e.to_string();
+        assert!(!text.contains('\n') && !text.contains('\r') && !text.contains('\x1b'), "{text}");
+        assert!(!text.contains("SECRET") && !text.contains("pw@"), "{text}");
+        assert!(text.contains("https://mainnet.infura.io/…"), "{text}");
+        assert!(text.contains("Bad Gateway") && !text.contains("<h1>"), "{text}");
+        assert!(text.chars().count() < 260, "{}", text.len());
     }
 
     #[test]

@@ -224,15 +224,17 @@ pub(super) async fn moment(
                 return Err(QueryError::invalid(
                     "at_time",
                     format!(
-                        "{t} is after the newest indexed block's time {} (block {}): which block was last at that time is not known yet; ask for an earlier time, or leave at_time unset",
-                        token.indexed_time, token.indexed_block
+                        "{} is after the newest indexed block's time {} (block {}): which block was last at that time is not known yet; ask for an earlier time, or leave at_time unset",
+                        rfc3339(t),
+                        rfc3339(token.indexed_time),
+                        token.indexed_block
                     ),
                 ));
             }
             store::history::block_at_time(tx, token.address, t).await?.ok_or_else(|| {
                 QueryError::invalid(
                     "at_time",
-                    format!("{t} is before the first indexed block's time"),
+                    format!("{} is before the first indexed block's time", rfc3339(t)),
                 )
             })?
         }
@@ -241,6 +243,11 @@ pub(super) async fn moment(
         return Ok(token.latest());
     }
     store::history::moment_at(tx, token, block).await
+}
+
+/// Unix seconds as RFC 3339 (`2026-11-15T00:00:00Z`), as the contract's times read.
+fn rfc3339(unix: i64) -> String {
+    prost_types::Timestamp { seconds: unix, nanos: 0 }.to_string()
 }
 
 /// Shapes rows into an answer. `first_rank` is the rank before the first row (None for a

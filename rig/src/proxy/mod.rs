@@ -245,6 +245,7 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let asked = req.uri().to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, Bytes::new())),
@@ -283,7 +284,12 @@ async fn handle(
             return Ok(reply(StatusCode::TOO_MANY_REQUESTS, Bytes::from_static(b"rate limited")));
         }
         Some(Fault::BadGateway) => {
-            return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"Bad Gateway")));
+            // As a load balancer sends it: a page of HTML over many lines, quoting the
+            // URL asked for (a hosted node's URL holds its API key).
+            let page = format!(
+                "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<p>upstream failed for http://node.internal{asked}</p>\r\n</body>\r\n</html>\r\n"
+            );
+            return Ok(reply(StatusCode::BAD_GATEWAY, Bytes::from(page)));
         }
         Some(Fault::Unavailable) => {
             return Ok(reply(
