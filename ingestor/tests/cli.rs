@@ -151,3 +151,61 @@ fn migrate_only_needs_just_the_database() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), newest.to_string());
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
+
+/// Settings that cannot work are named in one line with exit 2, before any work: a
+/// database URL that is not one, a secret given both directly and from a file, a verify
+/// that would check nothing, a duration too large to hold.
+#[test]
+fn settings_that_cannot_work_are_refused_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("ingestor-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("db");
+    std::fs::write(&file, "postgres://u:secret@127.0.0.1:1/db\n").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let both = [
+        ("RPC_URL", "http://127.0.0.1:1"),
+        ("DATABASE_URL", "postgres://x@h/db"),
+        ("DATABASE_URL_FILE", file.as_str()),
+    ];
+    let bad_url =
+        [("RPC_URL", "http://127.0.0.1:1"), ("DATABASE_URL", "postgres://x@h:99999999/db")];
+    for (args, env, needles) in [
+        (&[][..], &both[..], &["DATABASE_URL and DATABASE_URL_FILE are both set"][..]),
+        (
+            &["--database-url", "postgres://x@h/db"][..],
+            &both[2..],
+            &["--database-url and DATABASE_URL_FILE"][..],
+        ),
+        (&[][..], &bad_url[..], &["--database-url", "not a PostgreSQL URL"][..]),
+        (&["verify", "--sample", "0"][..], BASE, &["--sample 0"][..]),
+        (&["--poll-interval", "9999999999999999999h"][..], BASE, &["--poll-interval"][..]),
+    ] {
+        let (code, _, err) = ingestor(args, env);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err}");
+        }
+        assert!(!err.contains("secret"), "{err}");
+    }
+    let (code, out, _) = ingestor(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("DATABASE_URL_FILE") && out.contains("RPC_URL_FILE"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A database that refuses the credentials, or does not exist, is named at once (exit
+/// 2), not retried: the local test server refuses an unknown role and database.
+#[test]
+fn a_database_that_refuses_is_named_at_once() {
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let missing = format!("{base}/no_such_database_{}", std::process::id());
+    let started = std::time::Instant::now();
+    let (code, _, err) = ingestor(&["--migrate-only"], &[("DATABASE_URL", &missing)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "retried");
+}

@@ -188,14 +188,17 @@ async fn run(
     let metrics = metrics::Metrics::new();
     // The service's checks, and reflection's (a key unless told otherwise).
     let (access, reflection_access) = access::from_settings(&settings, &metrics, tasks, stop)?;
+    // Both versions of reflection, each listing the other too: grpcurl 1.8 asks for
+    // v1alpha, newer clients for v1.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    // grpcurl 1.8 asks for v1alpha.
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let sealer = std::sync::Arc::new(input::Sealer::new(settings.token_secret.as_deref()));
     let feed = feed::Feed::new(
