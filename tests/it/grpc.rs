@@ -136,6 +136,19 @@ async fn health_and_unavailable_follow_the_database() {
     assert_eq!(wait_health(&mut health, 2).await, 2, "NOT_SERVING");
     let e = top_holders_error(&down).await;
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("cannot be reached"), "the cause's class: {}", e.message());
+
+    // A database that does not exist, and credentials refused: named as such.
+    let admin = rig::db::admin_url();
+    let missing = rig::db::url_with_db(&admin, "no_such_database_here");
+    let nowhere = QueryService::start(&missing).await.unwrap();
+    let e = top_holders_error(&nowhere).await;
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("does not exist"), "{}", e.message());
+    let stranger = rig::db::url_with_user(&db.url, "no_such_role_here");
+    let refused = QueryService::start(&stranger).await.unwrap();
+    let e = top_holders_error(&refused).await;
+    assert!(e.message().contains("credentials"), "{}", e.message());
 }
 
 /// The status a GetTopHolders call fails with.

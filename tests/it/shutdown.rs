@@ -141,3 +141,26 @@ async fn sigterm_ends_streams_with_unavailable_and_the_query_service_exits() {
     let (code, log) = exit_within(child, Duration::from_secs(6)).await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// SIGTERM while the ingestor waits for a database that is away, at start-up: nothing is
+/// in flight, so it stops at once (exit 0), not at the end of its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_the_database_stops_at_once() {
+    let bin = rig::pair::ingestor_binary().unwrap();
+    let child = Command::new(&bin)
+        .args(["--rpc-url", "http://127.0.0.1:1", "--database-url", "postgres://u@127.0.0.1:1/db"])
+        .args(["--shutdown-grace", "30s"])
+        .args(rig::pair::LOCAL_PORTS)
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signalled = Instant::now();
+    sigterm(&child);
+    let (code, log) = exit_within(child, Duration::from_secs(10)).await;
+    assert!(signalled.elapsed() < Duration::from_secs(3), "it waited for its grace");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("waiting for it to come back"), "{log}");
+}
