@@ -91,6 +91,12 @@ class HoldersClient:
             if value is not None and not isinstance(value, (bytes, str, os.PathLike)):
                 raise TypeError(f"{name}: expected PEM bytes or a path, got {type(value).__name__}")
         pairs = []
+        if metadata is not None and (
+            isinstance(metadata, (str, bytes, dict)) or not isinstance(metadata, Iterable)
+        ):
+            raise TypeError(
+                f"metadata: expected a list of (key, value) pairs, got {type(metadata).__name__}"
+            )
         for i, pair in enumerate(metadata or []):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"metadata[{i}]: expected a (key, value) pair")
