@@ -29,6 +29,7 @@ mod soak;
 mod store;
 mod streaming;
 mod traces;
+mod upgrade;
 mod verify;
 mod wrong;
 
