@@ -231,6 +231,51 @@ pub enum Command {
     },
 }
 
+/// Settings of indexing that `verify` does not read: hidden from `verify --help`.
+const INDEX_ONLY: [&str; 24] = [
+    "from",
+    "to",
+    "concurrency",
+    "initial_span",
+    "max_span",
+    "target_logs",
+    "batch_transfers",
+    "batch_interval",
+    "balance_cache_mb",
+    "ranking_every",
+    "ranking_depth",
+    "poll_interval",
+    "finality_from",
+    "finality_depth",
+    "confirmations",
+    "database_pool_size",
+    "metrics_listen",
+    "health_listen",
+    "ready_max_lag",
+    "migrate_only",
+    "shutdown_grace",
+    "verify_every",
+    "verify_sample",
+    "otlp_endpoint",
+];
+
+/// `verify --help`: the settings are global (so that they may follow `verify`), so clap
+/// would list every one; this lists only those verify reads.
+pub fn verify_help() -> String {
+    let mut command = <Config as clap::CommandFactory>::command();
+    // Global settings reach the subcommand when the command is built.
+    command.build();
+    let mut verify = command
+        .find_subcommand("verify")
+        .cloned()
+        .unwrap_or_else(|| clap::Command::new("verify"))
+        .bin_name("ingestor verify");
+    for id in INDEX_ONLY {
+        verify = verify.mut_arg(id, |a| a.hide(true));
+    }
+    verify.render_long_help().to_string()
+}
+
 impl Config {
     /// How calls to the node and the database are repeated.
     pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
@@ -355,6 +400,17 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("--rpc-url"));
         c.migrate_only = true;
         assert!(c.validate().is_ok(), "--migrate-only needs no node");
+    }
+
+    #[test]
+    fn verify_help_lists_what_verify_reads() {
+        let help = verify_help();
+        for shown in ["--rpc-url", "--database-url", "--token", "--sample", "--max-outage"] {
+            assert!(help.contains(shown), "{shown} missing: {help}");
+        }
+        for hidden in ["--from", "--batch-transfers", "--health-listen", "--ranking-every"] {
+            assert!(!help.contains(hidden), "{hidden} shown: {help}");
+        }
     }
 
     #[test]

@@ -6,6 +6,13 @@ use ingestor::Config;
 
 fn main() -> ExitCode {
     few_malloc_arenas();
+    if wants_verify_help() {
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", ingestor::config::verify_help());
+        }
+        return ExitCode::SUCCESS;
+    }
     let config = match bootstrap::parse_or_exit::<Config>(
         "ingestor",
         &ingestor::config::SECRETS,
@@ -15,6 +22,14 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     bootstrap::shutdown::block_on(run(config))
+}
+
+/// `ingestor verify --help` (or `-h`, or `help verify`), answered with verify's own
+/// settings only.
+fn wants_verify_help() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verify = args.iter().any(|a| a == "verify");
+    verify && args.iter().any(|a| a == "--help" || a == "-h" || a == "help")
 }
 
 async fn run(config: Config) -> ExitCode {

@@ -191,6 +191,11 @@ fn settings_that_cannot_work_are_refused_in_one_line() {
     let (code, out, _) = ingestor(&["--help"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("DATABASE_URL_FILE") && out.contains("RPC_URL_FILE"), "{out}");
+    // verify --help lists what verify reads, not the indexing settings.
+    let (code, out, _) = ingestor(&["verify", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--sample") && out.contains("--rpc-url"), "{out}");
+    assert!(!out.contains("--batch-transfers") && !out.contains("--from"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
