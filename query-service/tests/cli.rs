@@ -35,7 +35,8 @@ fn settings_that_cannot_work_are_refused_in_one_line() {
     let listen = listen.to_string();
     let (cert, key, garbage) = (path("cert.pem"), path("key.pem"), path("garbage.pem"));
     let db_file = path("db");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (vec!["--tls-cert", &cert, "--tls-key", &garbage], vec![DB], "private key"),
         (vec!["--tls-cert", &garbage, "--tls-key", &key], vec![DB], "--tls-cert"),
         (

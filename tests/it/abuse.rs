@@ -115,13 +115,13 @@ struct Raw;
 impl Codec for Raw {
     type Encode = Vec<u8>;
     type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        Self
     }
-    fn decoder(&mut self) -> Raw {
-        Raw
+    fn decoder(&mut self) -> Self {
+        Self
     }
 }
 
