@@ -12,8 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Request, Status};
 
+use crate::access::tempdir;
 use crate::access::{ALPHA_KEY, key_line};
-use crate::hostile::tempdir;
 use crate::{metric, small, wait_metric, world};
 
 fn free_addr() -> std::net::SocketAddr {

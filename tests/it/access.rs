@@ -26,6 +26,29 @@ pub(crate) fn key_line(name: &str, key: &str) -> String {
     format!("{name} {}\n", hex::encode(query_service::access::keys::digest(key)))
 }
 
+/// A fresh folder under the system's temporary one.
+pub(crate) fn tempdir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "holders-{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A keys file granting alpha and beta, in a fresh folder (removed by the caller).
+pub(crate) fn alpha_and_beta(what: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempdir(what);
+    let keys = dir.join("api-keys");
+    std::fs::write(
+        &keys,
+        format!("{}{}", key_line("alpha", ALPHA_KEY), key_line("beta", BETA_KEY)),
+    )
+    .unwrap();
+    (dir, keys)
+}
+
 /// A request carrying `key` as a bearer token.
 pub(crate) fn with_key<T>(message: T, key: Option<&str>) -> Request<T> {
     let mut r = Request::new(message);

@@ -10,7 +10,7 @@ use proto::pb::{GetHoldersRequest, ListTransfersRequest, StreamTransfersRequest}
 use rig::pair::QueryService;
 use tonic::Code;
 
-use crate::access::{ALPHA_KEY, BETA_KEY, key_line, with_key};
+use crate::access::{ALPHA_KEY, BETA_KEY, alpha_and_beta, key_line, with_key};
 use crate::{send, small, wait_indexed, world};
 
 /// Every edit of a token the service issued: one byte changed at each position.
@@ -140,13 +140,7 @@ async fn a_stream_ends_when_its_key_is_revoked() {
     let stop = tokio_util::sync::CancellationToken::new();
     let follower = w.follow(&["--poll-interval", "100ms"], stop.clone());
     wait_indexed(&w.db, w.history.end_block).await;
-    let dir = tempdir("revoke");
-    let keys = dir.join("api-keys");
-    std::fs::write(
-        &keys,
-        format!("{}{}", key_line("alpha", ALPHA_KEY), key_line("beta", BETA_KEY)),
-    )
-    .unwrap();
+    let (dir, keys) = alpha_and_beta("revoke");
     let settings = query_service::Settings {
         api_keys_file: Some(keys.clone()),
         health_interval: Duration::from_millis(200),
@@ -180,15 +174,4 @@ async fn a_stream_ends_when_its_key_is_revoked() {
     stop.cancel();
     follower.await.unwrap().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A fresh folder under the system's temporary one.
-pub(crate) fn tempdir(what: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "holders-{what}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

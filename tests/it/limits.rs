@@ -10,7 +10,7 @@ use proto::pb::{ExportHoldersRequest, GetHoldersRequest, GetTopHoldersRequest, L
 use rig::pair::QueryService;
 use tonic::{Code, Request};
 
-use crate::access::{ALPHA_KEY, BETA_KEY, key_line, top, with_key};
+use crate::access::{ALPHA_KEY, BETA_KEY, top, with_key};
 use crate::{small, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,14 +19,7 @@ async fn a_caller_over_its_rate_limit_is_refused_at_once_with_a_retry_hint() {
 
     let w = world(small(84)).await;
     w.ingest_all().await;
-    let dir = std::env::temp_dir().join(format!("holders-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let keys = dir.join("api-keys");
-    std::fs::write(
-        &keys,
-        format!("{}{}", key_line("alpha", ALPHA_KEY), key_line("beta", BETA_KEY)),
-    )
-    .unwrap();
+    let (dir, keys) = crate::access::alpha_and_beta("limits");
     let settings = query_service::Settings {
         api_keys_file: Some(keys),
         rate_limit: Some("4/s,burst=5".parse().unwrap()),

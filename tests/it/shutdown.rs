@@ -32,6 +32,16 @@ async fn exit_within(mut child: Child, within: Duration) -> (Option<i32>, String
     (status.code(), log)
 }
 
+/// Sends SIGTERM to `child` two seconds from now; its exit code, stderr, and how long it
+/// took to exit after the signal.
+async fn sigterm_after_2s(child: Child, within: Duration) -> (Option<i32>, String, Duration) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signalled = Instant::now();
+    sigterm(&child);
+    let (code, log) = exit_within(child, within).await;
+    (code, log, signalled.elapsed())
+}
+
 async fn checkpoint(c: &tokio_postgres::Client) -> i64 {
     // Before the migration there is no table: nothing indexed.
     c.query_opt("SELECT indexed_block FROM tokens", &[])
@@ -101,11 +111,8 @@ async fn a_stuck_ingestor_exits_at_the_end_of_its_grace() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let signalled = Instant::now();
-    sigterm(&child);
-    let (code, log) = exit_within(child, Duration::from_secs(5)).await;
-    assert!(signalled.elapsed() >= Duration::from_millis(900), "it waited for its grace");
+    let (code, log, took) = sigterm_after_2s(child, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(900), "it waited for its grace");
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("not stopped within --shutdown-grace"), "{log}");
 }
@@ -156,11 +163,8 @@ async fn sigterm_while_waiting_for_the_database_stops_at_once() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let signalled = Instant::now();
-    sigterm(&child);
-    let (code, log) = exit_within(child, Duration::from_secs(10)).await;
-    assert!(signalled.elapsed() < Duration::from_secs(3), "it waited for its grace");
+    let (code, log, took) = sigterm_after_2s(child, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(3), "it waited for its grace");
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("waiting for it to come back"), "{log}");
 }
