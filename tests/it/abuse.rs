@@ -20,24 +20,14 @@ fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_that_never_send_the_preface_are_dropped() {
-    let w = world(small(281)).await;
-    w.ingest_all().await;
-    let settings = query_service::Settings {
-        http: query_service::Http {
-            handshake_timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let qs = QueryService::start_with(&w.db.url, settings).await.unwrap();
-    // Silent ones, and ones that send half of the preface then nothing.
+/// Opens 100 connections to `addr`, half sending `opening` and then nothing, half
+/// nothing at all; asserts that every one is closed by the server 2 s later.
+async fn silent_connections_are_closed(addr: std::net::SocketAddr, opening: &[u8]) {
     let mut idle = Vec::new();
     for i in 0..100 {
-        let mut s = tokio::net::TcpStream::connect(qs.addr).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         if i % 2 == 0 {
-            s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+            s.write_all(opening).await.unwrap();
         }
         idle.push(s);
     }
@@ -56,9 +46,35 @@ async fn connections_that_never_send_the_preface_are_dropped() {
         .await;
         assert_eq!(closed.ok(), Some(true), "a silent connection is still open");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_the_preface_are_dropped() {
+    let w = world(small(281)).await;
+    w.ingest_all().await;
+    let http =
+        query_service::Http { handshake_timeout: Duration::from_millis(500), ..Default::default() };
+    let settings = query_service::Settings { http: http.clone(), ..Default::default() };
+    let qs = QueryService::start_with(&w.db.url, settings).await.unwrap();
+    // Silent ones, and ones that send half of the preface then nothing.
+    silent_connections_are_closed(qs.addr, b"PRI * HTTP/2.0\r\n").await;
     // Real clients are served meanwhile and after.
     let mut client = qs.client().await.unwrap();
     client.get_top_holders(GetTopHoldersRequest { limit: 1, ..Default::default() }).await.unwrap();
+
+    // With TLS: the ClientHello is waited for the same way (here a record header that
+    // announces 512 bytes and never sends them).
+    let dir = tempdir("handshake-tls");
+    let [_, cert, key] = crate::privilege::certificates(&dir).await;
+    let tls = query_service::Tls {
+        cert_pem: std::fs::read(cert).unwrap(),
+        key_pem: std::fs::read(key).unwrap(),
+        client_ca_pem: None,
+    };
+    let settings = query_service::Settings { http, tls: Some(tls), ..Default::default() };
+    let over_tls = QueryService::start_with(&w.db.url, settings).await.unwrap();
+    silent_connections_are_closed(over_tls.addr, &[22, 3, 1, 2, 0]).await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
