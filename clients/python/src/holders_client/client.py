@@ -4,11 +4,9 @@ server refuses surfaces as :class:`HoldersError`."""
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import enum
 import os
-import tempfile
 import time
 from typing import (
     IO,
@@ -29,10 +27,9 @@ from google.protobuf import timestamp_pb2
 from . import args as _args
 from ._pb.holders.v1 import holders_pb2 as pb
 from ._pb.holders.v1 import holders_pb2_grpc as pb_grpc
+from .csvfile import CSV_HEADER, write_csv, write_csv_file
 from .errors import HoldersError
 from .models import Holder, Holders, Token, Transfer, TransferEvent, record
-
-CSV_HEADER = ("rank", "address", "balance", "balance_formatted", "share_of_supply_percent")
 
 # Addresses per lookup request: larger lists go in several, pinned to one block.
 _LOOKUP_CHUNK = 1000
@@ -248,10 +245,10 @@ class HoldersClient:
             min_block=min_block,
         )
         if isinstance(file, (str, os.PathLike)):
-            return _write_csv_file(os.fspath(file), holders)
+            return write_csv_file(os.fspath(file), holders)
         if not hasattr(file, "write"):
             raise TypeError(f"file: expected a path or a text file, got {type(file).__name__}")
-        return _write_csv(file, holders)
+        return write_csv(file, holders)
 
     # -- transfers ---------------------------------------------------------------------
 
@@ -470,33 +467,3 @@ def _pin(request: Any, block: int) -> None:
     request.ClearField("at_time")
     request.finality = Finality.LATEST
     request.at_block = block
-
-
-def _write_csv_file(path: str, holders: Iterable[Holder]) -> int:
-    """Writes next to ``path`` and renames over it once every row is written: a failed
-    export (the server gone, a refusal, an interrupt) leaves no half file behind."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, partial = tempfile.mkstemp(prefix=".export-", suffix=".csv.part", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            rows = _write_csv(f, holders)
-        os.replace(partial, path)
-        return rows
-    except BaseException:
-        try:
-            os.unlink(partial)
-        except OSError:
-            pass
-        raise
-
-
-def _write_csv(f: IO[str], holders: Iterable[Holder]) -> int:
-    writer = csv.writer(f)
-    writer.writerow(CSV_HEADER)
-    rows = 0
-    for h in holders:
-        writer.writerow(
-            (h.rank, h.address, h.balance, h.balance_formatted, repr(h.share_of_supply_percent))
-        )
-        rows += 1
-    return rows
