@@ -197,10 +197,23 @@ impl Feed {
         }
     }
 
+    /// Records where the read side stands (each token's newest block): any commit it
+    /// replayed since the last look, with events or without, wakes the `min_block`
+    /// waiters.
+    fn note_held(&self, positions: &[(Address, i64, i64)]) {
+        let stands: HashMap<Address, i64> =
+            positions.iter().map(|(token, _, block)| (*token, *block)).collect();
+        if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
+            debug!("the read side moved");
+        }
+    }
+
     /// Whether the read side still lacks commits the feed last heard of; sets the lag.
     async fn recheck_lag(&self, pool: &Pool, seen: &Seen) -> anyhow::Result<()> {
         let db = pool.get().await?;
-        let readable = newest_seqs(&store::events::positions(&db).await?);
+        let positions = store::events::positions(&db).await?;
+        self.note_held(&positions);
+        let readable = newest_seqs(&positions);
         let behind = seen
             .committed
             .iter()
@@ -266,13 +279,7 @@ impl Feed {
         let sent = &mut seen.sent;
         let db = pool.get().await?;
         let positions = store::events::positions(&db).await?;
-        // Where the read side stands: any commit it replayed since the last look (new
-        // events, or blocks without any) changes it.
-        let stands: HashMap<Address, i64> =
-            positions.iter().map(|(token, _, block)| (*token, *block)).collect();
-        if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
-            debug!("the read side moved");
-        }
+        self.note_held(&positions);
         let readable = newest_seqs(&positions);
         let (mut behind, mut unread) = (false, 0);
         for (token, newest, _) in committed {
