@@ -32,18 +32,18 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
-/// A setting (or what it points at) that cannot work: the binary stops with this one
-/// line and exit code 2, as for a bad flag, rather than retrying or exiting 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Misconfigured(pub String);
-
 use crate::config::FinalityFrom;
 use crate::fetch::SpanPolicy;
 use crate::retry::{RetryPolicy, retrying};
 use crate::rpc::Rpc;
 use crate::store::Store;
 use crate::sync::{FinalityPolicy, Indexer, SyncPolicy};
+
+/// A setting (or what it points at) that cannot work: the binary stops with this one
+/// line and exit code 2, as for a bad flag, rather than retrying or exiting 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Misconfigured(pub String);
 
 /// `ingestor verify`: the store checked against the chain at its checkpoint (every holder
 /// or a random `sample`), and with `cross_check_span` the Transfer log counts of the first
