@@ -243,19 +243,20 @@ async fn run(
     let lanes =
         lane::Lanes::new(pool, expensive, streams, settings.expensive_wait, metrics.clone());
     let metrics_for_wire = metrics.clone();
-    let holders = service::Holders::new(
+    let holders = service::Holders::new(service::Parts {
         lanes,
         feed,
         answers,
-        shutdown.clone(),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
         metrics,
-        settings.statement_timeout,
-        settings.min_block_wait,
+        statement_timeout: settings.statement_timeout,
+        min_block_wait: settings.min_block_wait,
+        min_block_waiters: settings.min_block_waiters,
+        max_streams_per_caller: settings.max_streams_per_caller,
         sealer,
-        access.keys.clone(),
-        settings.min_block_waiters,
-        settings.max_streams_per_caller,
-    );
+        keys: access.keys.clone(),
+    });
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let http = &settings.http;
     let mut server = tonic::transport::Server::builder()

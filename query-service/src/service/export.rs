@@ -1,6 +1,7 @@
 //! ExportHolders: every holder of one moment, in ranking order, streamed in chunks from
-//! one snapshot and one statement (the whole ranking, bound as a portal). The snapshot's transaction lives in a task of its own for the whole
-//! export; the channel to the caller holds two chunks, so memory stays bounded whatever
+//! one snapshot and one statement (the whole ranking, bound as a portal). The snapshot's
+//! transaction lives in a task of its own (on the service's tracker, ended by shutdown)
+//! for the whole export; the channel to the caller holds two chunks, so memory stays bounded whatever
 //! the holder count, and a caller that goes away ends the task (and the transaction) at
 //! its next chunk.
 
@@ -39,10 +40,12 @@ impl Holders {
         let lanes = self.lanes.clone();
         let budget = call.budget;
         let span = info_span!("export", token = ?wanted);
-        tokio::spawn(
+        let shutdown = self.shutdown.clone();
+        // On the service's tracker: shutdown waits for it, and ends it.
+        self.tasks.spawn(
             async move {
                 let mut ready = Some(ready);
-                let result = async {
+                let work = async {
                     // The lease (and its place in the expensive lane) lasts the export.
                     let mut lease = lanes.lease(Cost::Expensive).await?;
                     let tx = store::snapshot(&mut lease.client, budget).await?;
@@ -89,8 +92,13 @@ impl Holders {
                     }
                     tx.commit().await?;
                     Ok::<_, QueryError>(())
-                }
-                .await;
+                };
+                // At shutdown the export's transaction is dropped (rolled back) and the
+                // caller told to come back.
+                let result = tokio::select! {
+                    r = work => r,
+                    () = shutdown.cancelled() => Err(QueryError::ShuttingDown),
+                };
                 if let Err(e) = result {
                     match ready.take() {
                         Some(r) => {
@@ -98,7 +106,10 @@ impl Holders {
                         }
                         None => {
                             warn!(error = %e, "an export ended early");
-                            let _ = chunks.send(Err(e.into())).await;
+                            // A caller that reads nothing must not hold the shutdown up.
+                            let last = chunks.send(Err(e.into()));
+                            let _ =
+                                tokio::time::timeout(std::time::Duration::from_secs(1), last).await;
                         }
                     }
                 }

@@ -22,6 +22,7 @@ use proto::pb::{
     StreamTransfersRequest, TransferEvent,
 };
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::access::KeysFile;
@@ -35,13 +36,14 @@ use crate::metrics::Metrics;
 pub use call::{Call, grpc_timeout};
 pub use holders::format_units;
 
-/// The service, over the database's two lanes and the live transfer feed.
+/// The service, over the database's lanes and the live transfer feed.
 #[derive(Debug, Clone)]
 pub struct Holders {
     lanes: Lanes,
     feed: Feed,
     answers: Arc<Answers>,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
     metrics: Metrics,
     statement_timeout: std::time::Duration,
     min_block_wait: std::time::Duration,
@@ -55,40 +57,52 @@ pub struct Holders {
     stream_slots: Arc<stream::StreamSlots>,
 }
 
+/// What the service is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// The database's lanes (cheap, expensive, streams).
+    pub lanes: Lanes,
+    /// The live feed behind StreamTransfers.
+    pub feed: Feed,
+    /// Ranked answers kept per store state.
+    pub answers: Arc<Answers>,
+    /// Open streams and exports end at this.
+    pub shutdown: CancellationToken,
+    /// Tasks a call leaves running (exports), so that shutdown waits for them.
+    pub tasks: TaskTracker,
+    /// Where calls are counted.
+    pub metrics: Metrics,
+    /// The statements' own timeout (a caller's nearer deadline shortens it).
+    pub statement_timeout: std::time::Duration,
+    /// How long a request's `min_block` is waited for.
+    pub min_block_wait: std::time::Duration,
+    /// Requests waiting for a `min_block` at once, at most.
+    pub min_block_waiters: usize,
+    /// Streams one caller may hold.
+    pub max_streams_per_caller: usize,
+    /// Signs page tokens and cursors.
+    pub sealer: Arc<Sealer>,
+    /// The keys file, when calls need a key.
+    pub keys: Option<KeysFile>,
+}
+
 impl Holders {
-    /// A service reading through `lanes` (whose statements stop after
-    /// `statement_timeout`), streaming from `feed`, keeping ranked answers in `answers`,
-    /// waiting up to `min_block_wait` for a request's `min_block`; open streams end at
-    /// `shutdown` or when their key leaves `keys`; page tokens and cursors are signed by
-    /// `sealer`; at most `min_block_waiters` requests wait for a `min_block` at once, and
-    /// each caller holds at most `max_streams_per_caller` streams.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        lanes: Lanes,
-        feed: Feed,
-        answers: Arc<Answers>,
-        shutdown: CancellationToken,
-        metrics: Metrics,
-        statement_timeout: std::time::Duration,
-        min_block_wait: std::time::Duration,
-        sealer: Arc<Sealer>,
-        keys: Option<KeysFile>,
-        min_block_waiters: usize,
-        max_streams_per_caller: usize,
-    ) -> Self {
+    /// The service made of `parts`.
+    pub fn new(parts: Parts) -> Self {
         Self {
-            lanes,
-            feed,
-            answers,
-            shutdown,
-            metrics,
-            statement_timeout,
-            min_block_wait,
-            sealer,
-            keys,
-            waiters: Arc::new(tokio::sync::Semaphore::new(min_block_waiters)),
-            waiters_max: min_block_waiters,
-            stream_slots: Arc::new(stream::StreamSlots::new(max_streams_per_caller)),
+            lanes: parts.lanes,
+            feed: parts.feed,
+            answers: parts.answers,
+            shutdown: parts.shutdown,
+            tasks: parts.tasks,
+            metrics: parts.metrics,
+            statement_timeout: parts.statement_timeout,
+            min_block_wait: parts.min_block_wait,
+            sealer: parts.sealer,
+            keys: parts.keys,
+            waiters: Arc::new(tokio::sync::Semaphore::new(parts.min_block_waiters)),
+            waiters_max: parts.min_block_waiters,
+            stream_slots: Arc::new(stream::StreamSlots::new(parts.max_streams_per_caller)),
         }
     }
 
