@@ -81,7 +81,7 @@ impl Holders {
                 let mut rows = if moment.latest {
                     store::holders::ranked(&tx, &token, None, limit).await?
                 } else {
-                    store::history::ranked_at(&tx, &token, &moment, None, limit).await?
+                    store::rankings::ranked_at(&tx, &token, &moment, None, limit).await?
                 };
                 at_least(&mut rows, floor);
                 let count = self.holder_count(&tx, &token, &moment, min.as_deref()).await?;
@@ -137,7 +137,7 @@ impl Holders {
                 let mut rows = if moment.latest {
                     store::holders::ranked(&tx, &token, after_row, size).await?
                 } else {
-                    store::history::ranked_at(&tx, &token, &moment, after_row, size).await?
+                    store::rankings::ranked_at(&tx, &token, &moment, after_row, size).await?
                 };
                 // A page cut by the filter is the last one.
                 let fetched = rows.len() as i64;

@@ -1,7 +1,8 @@
 //! Answers at a past block or time, read from transfers: each transfer carries both
 //! sides' balances after it, so a lookup is one `balance_at()` per address, and a ranking
-//! reads the smaller side of the block once (or, for a first page, the transfers after
-//! the nearest ranking the ingestor kept: [`super::rankings`]).
+//! reads the smaller side of the block once. A first page may come from a ranking the
+//! ingestor kept instead: [`super::rankings`] decides, and calls here otherwise (this
+//! module does not call there).
 
 use alloy_primitives::Address;
 use deadpool_postgres::Transaction;
@@ -227,24 +228,9 @@ pub(super) async fn recent_side(
     Ok(newer < half)
 }
 
-/// The ranking of `token` at a past moment, from the start or after `after`.
-pub async fn ranked_at(
-    tx: &Transaction<'_>,
-    token: &TokenView,
-    at: &Moment,
-    after: Option<(String, Address)>,
-    limit: i64,
-) -> Result<Vec<HolderRow>, QueryError> {
-    if after.is_none()
-        && let Some(rows) = super::rankings::ranked_from_kept(tx, token, at, limit).await?
-    {
-        return Ok(rows);
-    }
-    ranked_from_history(tx, token, at, after, limit).await
-}
-
-/// [`ranked_at`] from the transfers alone, whatever rankings are kept: the smaller side
-/// of the moment. Public so that tests compare both ways on the same moments.
+/// A past ranking from the transfers alone, whatever rankings are kept: the smaller side
+/// of the moment ([`super::rankings::ranked_at`] tries a kept ranking first). Public so
+/// that tests compare both ways on the same moments.
 pub async fn ranked_from_history(
     tx: &Transaction<'_>,
     token: &TokenView,

@@ -9,7 +9,7 @@ use alloy_primitives::Address;
 use deadpool_postgres::Transaction;
 
 use super::TokenView;
-use super::history::{Moment, rows_at, with_week_at};
+use super::history::{Moment, ranked_from_history, rows_at, with_week_at};
 use super::holders::{HolderRow, holder_columns};
 use crate::error::QueryError;
 
@@ -47,6 +47,23 @@ struct Kept {
 
 /// The first `limit` holders of `token` at `at` from the nearest kept ranking, or None
 /// when there is none, when the transfers since it are as many as half the history (the
+/// The ranking of `token` at a past moment, from the start or after `after`: the head
+/// of the nearest kept ranking and the transfers since where it can, else the history.
+pub async fn ranked_at(
+    tx: &Transaction<'_>,
+    token: &TokenView,
+    at: &Moment,
+    after: Option<(String, Address)>,
+    limit: i64,
+) -> Result<Vec<HolderRow>, QueryError> {
+    if after.is_none()
+        && let Some(rows) = ranked_from_kept(tx, token, at, limit).await?
+    {
+        return Ok(rows);
+    }
+    ranked_from_history(tx, token, at, after, limit).await
+}
+
 /// history's own plans cost that much), or when it is too shallow for `limit`.
 pub async fn ranked_from_kept(
     tx: &Transaction<'_>,
