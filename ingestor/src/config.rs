@@ -20,6 +20,24 @@ pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:50052";
 pub const SECRETS: [bootstrap::Secret; 2] =
     [("--database-url", "DATABASE_URL"), ("--rpc-url", "RPC_URL")];
 
+/// Where a token's index starts (`--from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// This block.
+    Block(u64),
+    /// The chain's newest block when the ingestor starts.
+    Head,
+}
+
+fn parse_from(s: &str) -> Result<From, String> {
+    if s.eq_ignore_ascii_case("head") {
+        return Ok(From::Head);
+    }
+    s.parse().map(From::Block).map_err(|_| {
+        format!("'{s}' is neither a block number nor `head` (follow from the newest block)")
+    })
+}
+
 /// Where finality comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinalityFrom {
@@ -59,11 +77,14 @@ pub struct Config {
     #[arg(long, global = true, env = "TOKEN_ADDRESS", default_value = DOG_TOKEN, value_parser = parse_address)]
     pub token: Address,
 
-    /// First block to index (the token's creation block for correct balances).
-    #[arg(long, global = true, env = "FROM_BLOCK")]
-    pub from: Option<u64>,
+    /// First block to index, or `head` to follow from the newest block only (balances then
+    /// count only transfers from there on). Unset: the token's creation block, found from
+    /// the node (balances are sums over the whole history); a store that holds the token
+    /// resumes after its checkpoint either way.
+    #[arg(long, global = true, env = "FROM_BLOCK", value_parser = parse_from)]
+    pub from: Option<From>,
 
-    /// Last block to index; the ingestor exits when it is indexed. Needs --from.
+    /// Last block to index; the ingestor exits when it is indexed.
     #[arg(long, global = true, env = "TO_BLOCK")]
     pub to: Option<u64>,
 
@@ -313,10 +334,12 @@ impl Config {
             return Err("--rpc-url (RPC_URL) is required".into());
         }
         match (self.from, self.to) {
-            (None, Some(_)) => {
-                return Err("--to (TO_BLOCK) needs --from (FROM_BLOCK): a range has a start".into());
+            (Some(From::Head), Some(_)) => {
+                return Err(
+                    "--to (TO_BLOCK) with --from head: give the range's first block instead".into(),
+                );
             }
-            (Some(from), Some(to)) if from > to => {
+            (Some(From::Block(from)), Some(to)) if from > to => {
                 return Err(format!("--from {from} is after --to {to}"));
             }
             _ => {}
@@ -365,9 +388,14 @@ mod tests {
     }
 
     #[test]
-    fn to_without_from_is_refused() {
-        assert!(parse(&["--to", "5"]).unwrap_err().contains("--to"));
+    fn from_is_a_block_or_head() {
+        assert_eq!(parse(&["--from", "7"]).unwrap().from, Some(From::Block(7)));
+        assert_eq!(parse(&["--from", "head"]).unwrap().from, Some(From::Head));
+        assert_eq!(parse(&[]).unwrap().from, None, "the creation block, found at start");
+        assert!(parse(&["--to", "5"]).is_ok(), "from the creation block to 5");
         assert!(parse(&["--from", "6", "--to", "5"]).unwrap_err().contains("after"));
+        assert!(parse(&["--from", "head", "--to", "5"]).unwrap_err().contains("--to"));
+        assert!(parse(&["--from", "soon"]).unwrap_err().contains("head"));
     }
 
     #[test]

@@ -77,6 +77,28 @@ async fn migrate(store: &Store, retry: &RetryPolicy) -> anyhow::Result<usize> {
     })
 }
 
+/// Where `token` was created, from the node; a node without old state is a setting to
+/// change ([`Misconfigured`]), named with the one to give instead.
+async fn creation_block(
+    rpc: &Rpc,
+    token: alloy_primitives::Address,
+    chain_id: u64,
+    head: u64,
+) -> anyhow::Result<u64> {
+    match rpc.creation_block(token, head).await {
+        Ok(block) => {
+            info!(%token, block, "found the token's creation block");
+            Ok(block)
+        }
+        Err(e) => Err(Misconfigured(format!(
+            "cannot find where token {} was created on chain {chain_id}: the node does not answer eth_getCode at old blocks ({}); give --from <its creation block> (or --from head to follow from now), or a node that keeps old state",
+            token.to_checksum(None),
+            bootstrap::one_line(&e.to_string())
+        ))
+        .into()),
+    }
+}
+
 /// The nodes of `--rpc-url` with the configured timeout, retries and rate limit.
 async fn connect(config: &Config) -> anyhow::Result<Rpc> {
     let retry = config.retry_policy();
@@ -241,16 +263,20 @@ async fn index(
         .into());
     }
     let existing = retrying(&retry, "reading the token row", || store.token(config.token)).await?;
-    let start = sync::start_block(existing.as_ref(), config.from, head, chain_id)?;
+    let from = match config.from {
+        Some(config::From::Block(b)) => Some(b),
+        Some(config::From::Head) => {
+            info!(head, "--from head: balances count only transfers from here on");
+            Some(head)
+        }
+        None if existing.is_some() => None,
+        // Balances are sums over the whole history: from the creation block.
+        None => Some(creation_block(&rpc, config.token, chain_id, head).await?),
+    };
+    let start = sync::start_block(existing.as_ref(), from, chain_id)?;
     if let Some(to) = config.to.filter(|&to| to < start) {
         info!(to, indexed = start - 1, "the range is already indexed; nothing to do");
         return Ok(());
-    }
-    if existing.is_none() && config.from.is_none() {
-        info!(
-            start,
-            "no --from and nothing indexed: following from the latest block; balances count only transfers from here on"
-        );
     }
     if start > 0
         && let Ok(checkpoint) = rpc.block(start - 1).await

@@ -21,11 +21,13 @@ const BASE: &[(&str, &str)] =
     &[("RPC_URL", "http://127.0.0.1:1"), ("DATABASE_URL", "postgres://u:secret@127.0.0.1:1/db")];
 
 #[test]
-fn to_without_from_is_refused_in_one_line() {
-    let (code, _, err) = ingestor(&["--to", "100"], BASE);
-    assert_eq!(code, 2);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--to") && err.contains("--from"), "{err}");
+fn a_range_that_cannot_be_is_refused_in_one_line() {
+    for args in [&["--from", "6", "--to", "5"][..], &["--from", "head", "--to", "100"][..]] {
+        let (code, _, err) = ingestor(args, BASE);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("--to") && err.contains("--from"), "{err}");
+    }
 }
 
 #[test]

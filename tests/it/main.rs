@@ -26,6 +26,7 @@ mod replicas;
 mod restart;
 mod shutdown;
 mod soak;
+mod start;
 mod store;
 mod streaming;
 mod traces;

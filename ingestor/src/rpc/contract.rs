@@ -120,6 +120,24 @@ impl Rpc {
         Ok(!self.code(MULTICALL3, block).await?.is_empty())
     }
 
+    /// The first block at which `address` has code (its creation block), found by
+    /// bisection on `eth_getCode` between genesis and `head`, where it must have code:
+    /// about log2(head) calls. An error when the node cannot answer for old state (a
+    /// pruned node): the caller names the setting to give instead.
+    pub async fn creation_block(&self, address: Address, head: u64) -> Result<u64, RpcError> {
+        // Invariant: code at `hi`, none below `lo`.
+        let (mut lo, mut hi) = (0u64, head);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.code(address, mid).await?.is_empty() {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(hi)
+    }
+
     /// The code at `address` at `block` (empty: no contract there), retried.
     pub async fn code(&self, address: Address, block: u64) -> Result<Bytes, RpcError> {
         let tag = format!("{block:#x}");

@@ -143,6 +143,20 @@ pub(super) fn classify_payload<E: std::fmt::Display>(
     {
         return Some(RpcError::transient(text));
     }
+    // A node that has pruned the state of old blocks will not have it on a retry.
+    if [
+        "missing trie node",
+        "historical state",
+        "state not available",
+        "state is not available",
+        "blockoutofrangeerror",
+        "pruned",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+    {
+        return Some(RpcError::fatal(text));
+    }
     match refusal::classify(&text)? {
         Refusal::RateLimited => Some(RpcError::RateLimited { retry_after: None, message: text }),
         Refusal::TooLarge { suggested, max_blocks } => {
@@ -292,6 +306,13 @@ mod tests {
             RpcError::Transient { .. }
         ));
         assert!(matches!(resp(-32601, "Method not found"), RpcError::Fatal { .. }));
+        for pruned in [
+            "missing trie node 4a3b (path )",
+            "historical state not available in path scheme yet",
+            "BlockOutOfRangeError: block height is 5 but requested was 1",
+        ] {
+            assert!(matches!(resp(-32000, pruned), RpcError::Fatal { .. }), "{pruned}");
+        }
         assert!(matches!(resp(-32603, "internal error"), RpcError::Transient { .. }));
     }
 

@@ -35,14 +35,16 @@ use crate::store::{Store, TokenRow};
 /// indexed span (or right after it) resumes too, so restarting with the same flags never
 /// re-reads history. A `--from` that would leave a gap or reach before the indexed span
 /// is refused, since balances are sums over an unbroken history.
+///
+/// `from` is `--from` resolved (`head` is the head; unset, the token's creation block
+/// when nothing is stored); `None` only for a token the store already holds.
 pub fn start_block(
     existing: Option<&TokenRow>,
     from: Option<u64>,
-    head: u64,
     chain_id: u64,
 ) -> anyhow::Result<u64> {
     let Some(row) = existing else {
-        return Ok(from.unwrap_or(head));
+        return from.ok_or_else(|| anyhow::anyhow!("no start for a token the store lacks"));
     };
     if row.chain_id != chain_id {
         return Err(crate::Misconfigured(format!(
@@ -333,30 +335,27 @@ mod tests {
     }
 
     #[test]
-    fn a_new_token_starts_at_from_or_the_head() {
-        assert_eq!(start_block(None, Some(5), 100, 1).unwrap(), 5);
-        assert_eq!(start_block(None, None, 100, 1).unwrap(), 100);
+    fn a_new_token_starts_where_it_was_told() {
+        assert_eq!(start_block(None, Some(5), 1).unwrap(), 5);
+        assert!(start_block(None, None, 1).is_err(), "a new token needs its start resolved");
     }
 
     #[test]
     fn a_known_token_resumes_after_its_checkpoint() {
         let r = row(10, 50);
-        assert_eq!(start_block(Some(&r), None, 100, 1).unwrap(), 51);
-        assert_eq!(start_block(Some(&r), Some(10), 100, 1).unwrap(), 51);
-        assert_eq!(start_block(Some(&r), Some(51), 100, 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), None, 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(10), 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(51), 1).unwrap(), 51);
     }
 
     #[test]
     fn gaps_earlier_starts_and_other_chains_are_refused() {
         let r = row(10, 50);
-        let gap = start_block(Some(&r), Some(52), 100, 1).unwrap_err().to_string();
+        let gap = start_block(Some(&r), Some(52), 1).unwrap_err().to_string();
         assert!(gap.contains("51..=51"), "{gap}");
         assert!(
-            start_block(Some(&r), Some(9), 100, 1)
-                .unwrap_err()
-                .to_string()
-                .contains("before block 10")
+            start_block(Some(&r), Some(9), 1).unwrap_err().to_string().contains("before block 10")
         );
-        assert!(start_block(Some(&r), None, 100, 5).unwrap_err().to_string().contains("chain 1"));
+        assert!(start_block(Some(&r), None, 5).unwrap_err().to_string().contains("chain 1"));
     }
 }
