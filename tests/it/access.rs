@@ -122,7 +122,7 @@ async fn api_keys_gate_every_call_but_health_and_a_revoked_key_stops_working() {
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
         assert_eq!(e.message(), none.message());
     }
-    let e = client.list_tokens(with_key(ListTokensRequest {}, None)).await.unwrap_err();
+    let e = client.list_tokens(with_key(ListTokensRequest::default(), None)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 
     // Valid keys answer.

@@ -79,7 +79,8 @@ async fn every_balance_matches_the_chain() {
     );
 
     // The other token is not indexed; rejected logs and transfers are counted.
-    let tokens = client.list_tokens(ListTokensRequest {}).await.unwrap().into_inner().tokens;
+    let tokens =
+        client.list_tokens(ListTokensRequest::default()).await.unwrap().into_inner().tokens;
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].transfer_count, w.history.transfers);
     assert_eq!(tokens[0].holder_count, holders.len() as u64);

@@ -57,7 +57,7 @@ async fn transfers_become_final_with_the_nodes_finalized_block() {
     assert_eq!((safe, finalized), (head as i64 - 2, head as i64 - 4), "Anvil's safe and finalized");
     let qs = QueryService::start(&w.db.url).await.unwrap();
     let mut client = qs.client().await.unwrap();
-    let token = client.list_tokens(ListTokensRequest {}).await.unwrap().into_inner().tokens;
+    let token = client.list_tokens(ListTokensRequest::default()).await.unwrap().into_inner().tokens;
     assert_eq!((token[0].finalized_block, token[0].safe_block), (head - 4, head - 2));
 
     // The history's final transfers, and only those, from a stream of final transfers.

@@ -322,3 +322,68 @@ async fn hostile_requests_get_a_clear_answer() {
         tried.load(std::sync::atomic::Ordering::Relaxed)
     );
 }
+
+/// ListTokens pages in (chain id, address) order and filters by chain and by symbol
+/// (any case); a page size above 1,000 and an edited page token are INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tokens_pages_and_filters() {
+    use proto::pb::ListTokensRequest;
+    let w = crate::world(crate::small(311)).await;
+    w.ingest_all().await;
+    // The history's second token, in the same store.
+    let (from, to) = (w.history.start_block.to_string(), w.history.end_block.to_string());
+    let other = w.history.other_token.to_string();
+    let flags = ["--token", other.as_str(), "--from", from.as_str(), "--to", to.as_str()];
+    rig::pair::ingest(&w.chain.url, &w.db.url, &flags).await.unwrap();
+    let qs = QueryService::start(&w.db.url).await.unwrap();
+    let client = qs.client().await.unwrap();
+    let list = |r: ListTokensRequest| {
+        let mut c = client.clone();
+        async move { c.list_tokens(r).await }
+    };
+    let all = list(ListTokensRequest::default()).await.unwrap().into_inner();
+    assert_eq!(all.tokens.len(), 2);
+    assert!(all.next_page_token.is_empty());
+    assert!(all.tokens.iter().all(|t| t.chain_id == 31337));
+    let mut addresses: Vec<String> = all.tokens.iter().map(|t| t.address.to_lowercase()).collect();
+    addresses.sort();
+    assert_eq!(addresses, all.tokens.iter().map(|t| t.address.to_lowercase()).collect::<Vec<_>>());
+
+    let first = list(ListTokensRequest { page_size: 1, ..Default::default() }).await.unwrap();
+    let first = first.into_inner();
+    assert_eq!(first.tokens, all.tokens[..1]);
+    assert!(!first.next_page_token.is_empty());
+    let second = ListTokensRequest {
+        page_size: 1,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    };
+    let second = list(second).await.unwrap().into_inner();
+    assert_eq!(second.tokens, all.tokens[1..]);
+    let third = ListTokensRequest {
+        page_size: 1,
+        page_token: second.next_page_token.clone(),
+        ..Default::default()
+    };
+    let third = list(third).await.unwrap().into_inner();
+    assert!(third.tokens.is_empty() && third.next_page_token.is_empty());
+
+    let by_symbol = ListTokensRequest { symbol: "tdog".into(), ..Default::default() };
+    let by_symbol = list(by_symbol).await.unwrap().into_inner().tokens;
+    assert_eq!(by_symbol.len(), 1);
+    assert_eq!(by_symbol[0].symbol, "TDOG");
+    let elsewhere = ListTokensRequest { chain_id: 1, ..Default::default() };
+    assert!(list(elsewhere).await.unwrap().into_inner().tokens.is_empty());
+    let here = ListTokensRequest { chain_id: 31337, ..Default::default() };
+    assert_eq!(list(here).await.unwrap().into_inner().tokens.len(), 2);
+
+    let e = list(ListTokensRequest { page_size: 1001, ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("page_size: "), "{}", e.message());
+    let mut edited = first.next_page_token.into_bytes();
+    edited[50] = if edited[50] == b'0' { b'1' } else { b'0' };
+    let edited = String::from_utf8(edited).unwrap();
+    let e = list(ListTokensRequest { page_token: edited, ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("page_token: "), "{}", e.message());
+}

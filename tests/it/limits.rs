@@ -126,7 +126,7 @@ async fn expensive_calls_wait_their_turn_and_never_take_cheap_answers() {
             let address = w.history.addresses[i % w.history.addresses.len()].to_string();
             tokio::spawn(async move {
                 c.get_top_holders(top(5)).await?;
-                c.list_tokens(ListTokensRequest {}).await?;
+                c.list_tokens(ListTokensRequest::default()).await?;
                 let lookup = GetHoldersRequest {
                     addresses: vec![address],
                     at_block: Some(past),
@@ -221,12 +221,13 @@ async fn a_connection_holds_at_most_its_concurrent_calls() {
     let a = client.stream_transfers(StreamTransfersRequest::default()).await.unwrap();
     let _b = client.stream_transfers(StreamTransfersRequest::default()).await.unwrap();
     let mut third = client.clone();
-    let waiting = tokio::spawn(async move { third.list_tokens(ListTokensRequest {}).await });
+    let waiting =
+        tokio::spawn(async move { third.list_tokens(ListTokensRequest::default()).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!waiting.is_finished(), "a third call ran beside two open streams on one connection");
     // Another connection is not held back.
     let mut other = qs.client().await.unwrap();
-    other.list_tokens(ListTokensRequest {}).await.unwrap();
+    other.list_tokens(ListTokensRequest::default()).await.unwrap();
     // A stream ends: the waiting call runs.
     drop(a);
     let answered = tokio::time::timeout(Duration::from_secs(5), waiting).await;

@@ -102,6 +102,7 @@ METHODS = {
     "get_holders": lambda c, v, k: c.get_holders(v),
     "get_top_100_holders": lambda c, v, k: c.get_top_100_holders(v),
     "decode_records": lambda c, v, k: c.decode_records(v),
+    "tokens": lambda c, v, k: c.tokens(**{k: v}),
 }
 KEYWORDS = {
     "top_holders": [None, "at_block", "at_time", "finality", "min_balance", "min_block"],
@@ -112,6 +113,7 @@ KEYWORDS = {
     "get_holders": [None],
     "get_top_100_holders": [None],
     "decode_records": [None],
+    "tokens": ["chain_id", "symbol"],
 }
 CASES = [(m, k) for m, ks in KEYWORDS.items() for k in ks]
 

@@ -240,6 +240,11 @@ def test_tokens(store: Store, client: HoldersClient) -> None:
     assert token.total_supply == store.chain.total_supply(token.indexed_block)
     assert token.indexed_time is not None and token.indexed_time.tzinfo is not None
     assert token.transfer_count >= store.info["transfers"]
+    chain_id = int(store.chain.rpc("eth_chainId", []), 16)
+    assert token.chain_id == chain_id
+    assert client.tokens(chain_id=chain_id) == client.tokens()
+    assert client.tokens(chain_id=chain_id + 1) == []
+    assert [t.address for t in client.tokens(symbol=token.symbol.lower())] == [token.address]
 
 
 def test_the_seed_script_s_names(store: Store, service: QueryService) -> None:

@@ -8,12 +8,16 @@ use alloy_primitives::{Address, U256};
 use crate::error::QueryError;
 
 mod sealed;
-pub use sealed::{Cursor, MIN_SECRET, PageToken, Seal, Sealer, TransferPage};
+pub use sealed::{Cursor, MIN_SECRET, PageToken, Seal, Sealer, TokensPage, TransferPage};
 
 /// Holders in GetTopHolders when `limit` is 0.
 pub const DEFAULT_TOP: u32 = 100;
 /// Holders per GetHolders page when `page_size` is 0.
 pub const DEFAULT_PAGE: u32 = 1000;
+/// Tokens per ListTokens page when `page_size` is 0.
+pub const DEFAULT_TOKENS: u32 = 100;
+/// The most tokens one ListTokens page may hold.
+pub const MAX_TOKENS: u32 = 1000;
 /// Transfers per ListTransfers page when `page_size` is 0.
 pub const DEFAULT_TRANSFERS: u32 = 100;
 /// The most holders one answer may hold.

@@ -184,6 +184,35 @@ impl TransferPage {
     }
 }
 
+/// Where a ListTokens page starts: after this token, in (chain id, address) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokensPage {
+    /// The chain of the last token of the previous page.
+    pub chain_id: i64,
+    /// Its address.
+    pub address: Address,
+}
+
+impl TokensPage {
+    /// Opaque text for ListTokens' `next_page_token`.
+    pub fn encode(&self, seal: &Seal) -> String {
+        let mut rest = self.chain_id.to_be_bytes().to_vec();
+        rest.extend_from_slice(self.address.as_slice());
+        // Not issued for one token: the token slot is zero.
+        pack(seal, 4, Address::ZERO, &rest)
+    }
+
+    /// Reads a ListTokens `page_token`.
+    pub fn decode(value: &str, seal: &Seal) -> Result<Self, QueryError> {
+        let rest = unpack(seal, "page_token", value, 4, Address::ZERO, 28)?;
+        let chain_id = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        if chain_id < 0 {
+            return Err(forged("page_token"));
+        }
+        Ok(Self { chain_id, address: Address::from_slice(&rest[8..28]) })
+    }
+}
+
 /// Kind, token, the rest and the tag of all three, as hex.
 fn pack(seal: &Seal, kind: u8, token: Address, rest: &[u8]) -> String {
     let mut bytes = Vec::with_capacity(21 + rest.len() + TAG);
@@ -273,6 +302,9 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode(&s), T, &s).unwrap(), c);
         let p = TransferPage { token: T, block: 7, log_index: 3 };
         assert_eq!(TransferPage::decode(&p.encode(&s), T, &s).unwrap(), p);
+        let t = TokensPage { chain_id: 8453, address: T };
+        assert_eq!(TokensPage::decode(&t.encode(&s), &s).unwrap(), t);
+        assert!(TokensPage::decode(&p.encode(&s), &s).is_err());
         assert!(
             TransferPage::decode(&c.encode(&s), T, &s)
                 .unwrap_err()
@@ -297,6 +329,8 @@ mod tests {
                 prop_assert!(e.starts_with("page_token: "), "{}", e);
                 let e = Cursor::decode(&value, T, &s).unwrap_err().to_string();
                 prop_assert!(e.starts_with("cursor: "), "{}", e);
+                let e = TokensPage::decode(&value, &s).unwrap_err().to_string();
+                prop_assert!(e.starts_with("page_token: "), "{}", e);
             }
         }
 

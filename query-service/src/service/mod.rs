@@ -222,8 +222,9 @@ impl HolderService for Holders {
         request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensResponse>, Status> {
         let call = self.call(&request);
-        let answer =
-            call.observe(&self.metrics, "ListTokens", async { Ok(self.list(&call).await?) });
+        let answer = call.observe(&self.metrics, "ListTokens", async {
+            Ok(self.list(&call, request.into_inner()).await?)
+        });
         Ok(Response::new(answer.await?))
     }
 

@@ -12,6 +12,8 @@ use crate::error::QueryError;
 pub struct TokenView {
     /// Token address.
     pub address: Address,
+    /// The chain it lives on.
+    pub chain_id: i64,
     /// name().
     pub name: String,
     /// symbol().
@@ -58,7 +60,7 @@ impl TokenView {
 /// The columns of a [`TokenView`]; $1 is [`WEEK`].
 macro_rules! token_columns {
     () => {
-        "SELECT t.address, t.name, t.symbol, t.decimals, t.total_supply::text AS total_supply, t.start_block,
+        "SELECT t.address, t.chain_id, t.name, t.symbol, t.decimals, t.total_supply::text AS total_supply, t.start_block,
                 t.indexed_block, t.indexed_time, t.holder_count, t.transfer_count, t.last_seq,
                 coalesce((SELECT b.number FROM blocks b
                           WHERE b.token = t.address AND b.time <= t.indexed_time - $1
@@ -73,6 +75,33 @@ macro_rules! token_columns {
 pub async fn tokens(tx: &Transaction<'_>) -> Result<Vec<TokenView>, QueryError> {
     let stmt = tx.prepare_cached(concat!(token_columns!(), "ORDER BY t.address")).await?;
     let rows = tx.query(&stmt, &[&WEEK]).await?;
+    Ok(rows.iter().map(token_view).collect())
+}
+
+/// A page of ListTokens: after `after` (chain id, address), of `chain_id` and with
+/// `symbol` (case-insensitive) when given, ordered by chain id and address.
+pub async fn tokens_page(
+    tx: &Transaction<'_>,
+    after: Option<(i64, Address)>,
+    chain_id: Option<i64>,
+    symbol: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TokenView>, QueryError> {
+    let stmt = tx
+        .prepare_cached(concat!(
+            token_columns!(),
+            "WHERE ($2::bigint IS NULL OR (t.chain_id, t.address) > ($2, $3::bytea))
+               AND ($4::bigint IS NULL OR t.chain_id = $4)
+               AND ($5::text IS NULL OR lower(t.symbol) = lower($5))
+             ORDER BY t.chain_id, t.address LIMIT $6"
+        ))
+        .await?;
+    let (after_chain, after_address) = match after {
+        Some((c, a)) => (Some(c), a.to_vec()),
+        None => (None, Vec::new()),
+    };
+    let rows =
+        tx.query(&stmt, &[&WEEK, &after_chain, &after_address, &chain_id, &symbol, &limit]).await?;
     Ok(rows.iter().map(token_view).collect())
 }
 
@@ -106,6 +135,7 @@ pub async fn token(tx: &Transaction<'_>, wanted: Option<Address>) -> Result<Toke
 fn token_view(r: &Row) -> TokenView {
     TokenView {
         address: r.get("address"),
+        chain_id: r.get("chain_id"),
         name: r.get("name"),
         symbol: r.get("symbol"),
         decimals: r.get::<_, i16>("decimals").clamp(0, 255) as u8,

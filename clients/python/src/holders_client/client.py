@@ -348,9 +348,23 @@ class HoldersClient:
 
     # -- tokens ------------------------------------------------------------------------
 
-    def tokens(self) -> List[Token]:
-        """Every indexed token and how far its index has come."""
-        return [Token.from_pb(t) for t in self._unary("ListTokens", pb.ListTokensRequest()).tokens]
+    def tokens(
+        self, *, chain_id: Optional[int] = None, symbol: Optional[str] = None
+    ) -> List[Token]:
+        """Every indexed token (of one chain, or with one symbol, any case) and how far its
+        index has come, all pages walked."""
+        request = pb.ListTokensRequest(
+            page_size=1000,
+            chain_id=_args.optional_integer("chain_id", chain_id) or 0,
+            symbol=_args.optional_text("symbol", symbol, max_len=100),
+        )
+        out: List[Token] = []
+        while True:
+            page = self._unary("ListTokens", request)
+            out.extend(Token.from_pb(t) for t in page.tokens)
+            if not page.next_page_token:
+                return out
+            request.page_token = page.next_page_token
 
     # -- the seed script's Engineering names ---------------------------------------------
 

@@ -141,6 +141,7 @@ class Token:
     transfer_count: int
     finalized_block: int
     safe_block: int
+    chain_id: int = 0
 
     @classmethod
     def from_pb(cls, t: "pb.Token") -> "Token":
@@ -157,6 +158,7 @@ class Token:
             transfer_count=t.transfer_count,
             finalized_block=t.finalized_block,
             safe_block=t.safe_block,
+            chain_id=t.chain_id,
         )
 
 
