@@ -264,6 +264,8 @@ async fn hostile_requests_get_a_clear_answer() {
                             // Only numbers past i64 (refused at once): one the store has
                             // not reached would wait --min-block-wait.
                             min_block: block.filter(|b| *b > i64::MAX as u64),
+                            // Any chain id: another chain's is NOT_FOUND, past i64 refused.
+                            chain_id: block.unwrap_or(0),
                         })
                         .await;
                     check("GetTopHolders", r.map(drop))?;
@@ -278,6 +280,7 @@ async fn hostile_requests_get_a_clear_answer() {
                             at_time,
                             min_balance: min_balance.clone(),
                             min_block: block.filter(|b| *b > i64::MAX as u64),
+                            chain_id: u64::from(n),
                         })
                         .await;
                     check("GetHolders", r.map(drop))?;
@@ -299,6 +302,7 @@ async fn hostile_requests_get_a_clear_answer() {
                             addresses: addresses.clone(),
                             token: a.clone(),
                             finalized_only: at,
+                            chain_id: block.map_or(0, |b| b / 3),
                         })
                         .await;
                     check("StreamTransfers", r.map(drop))
@@ -325,8 +329,9 @@ async fn hostile_requests_get_a_clear_answer() {
 
 /// ListTokens pages in (chain id, address) order and filters by chain and by symbol
 /// (any case); a page size above 1,000 and an edited page token are INVALID_ARGUMENT.
+/// Requests name a token's chain with `chain_id`; answers and transfers say it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_tokens_pages_and_filters() {
+async fn list_tokens_pages_and_filters_and_chain_ids_name_the_chain() {
     use proto::pb::ListTokensRequest;
     let w = crate::world(crate::small(311)).await;
     w.ingest_all().await;
@@ -376,6 +381,41 @@ async fn list_tokens_pages_and_filters() {
     assert!(list(elsewhere).await.unwrap().into_inner().tokens.is_empty());
     let here = ListTokensRequest { chain_id: 31337, ..Default::default() };
     assert_eq!(list(here).await.unwrap().into_inner().tokens.len(), 2);
+
+    // chain_id beside token: the token on that chain, or NOT_FOUND naming where it is;
+    // chain_id alone with two tokens there: INVALID_ARGUMENT naming token.
+    let mut c = client.clone();
+    let tdog = w.history.token.to_string();
+    let top = |token: &str, chain_id: u64| GetTopHoldersRequest {
+        limit: 2,
+        token: token.to_string(),
+        chain_id,
+        ..Default::default()
+    };
+    let answer = c.get_top_holders(top(&tdog, 31337)).await.unwrap().into_inner();
+    assert_eq!(answer.chain_id, 31337);
+    let e = c.get_top_holders(top(&tdog, 8453)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("chain 8453") && e.message().contains("31337"), "{}", e.message());
+    let e = c.get_top_holders(top("", 31337)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("token: "), "{}", e.message());
+    let e = c.get_top_holders(top(&tdog, u64::MAX)).await.unwrap_err();
+    assert!(e.message().starts_with("chain_id: "), "{}", e.message());
+    let listed = c
+        .list_transfers(proto::pb::ListTransfersRequest {
+            token: tdog.clone(),
+            chain_id: 31337,
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!listed.transfers.is_empty());
+    for t in &listed.transfers {
+        assert_eq!((t.token.to_lowercase(), t.chain_id), (tdog.to_lowercase(), 31337));
+    }
 
     let e = list(ListTokensRequest { page_size: 1001, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -27,7 +27,8 @@ async fn kept_rankings_answer_as_the_history_does_at_every_block() {
     let pool = store::pool(&w.db.url, 2, std::time::Duration::from_secs(30)).unwrap();
     let mut client = pool.get().await.unwrap();
     let tx = store::snapshot(&mut client, None).await.unwrap();
-    let token = store::tokens::token(&tx, Some(w.history.token)).await.unwrap();
+    let wanted = store::tokens::Wanted { token: Some(w.history.token), chain_id: None };
+    let token = store::tokens::token(&tx, wanted).await.unwrap();
     let (mut from_kept, mut too_deep) = (0, 0);
     for block in transfer_blocks(&w).await {
         let block = block as i64;

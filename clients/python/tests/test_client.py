@@ -245,6 +245,17 @@ def test_tokens(store: Store, client: HoldersClient) -> None:
     assert client.tokens(chain_id=chain_id) == client.tokens()
     assert client.tokens(chain_id=chain_id + 1) == []
     assert [t.address for t in client.tokens(symbol=token.symbol.lower())] == [token.address]
+    # The chain in every answer, and a chain of the client's own.
+    assert client.top_holders(1).chain_id == chain_id
+    some = next(iter(client.transfers(page_size=1)))
+    assert (some.token.lower(), some.chain_id) == (store.token.lower(), chain_id)
+    with HoldersClient(client.target, token=store.token, chain_id=chain_id) as same:
+        assert same.top_holders(1).holders == client.top_holders(1).holders
+    with HoldersClient(client.target, token=store.token, chain_id=chain_id + 1) as other:
+        with pytest.raises(HoldersError) as e:
+            other.top_holders(1)
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
+        assert f"chain {chain_id + 1}" in e.value.details
 
 
 def test_the_seed_script_s_names(store: Store, service: QueryService) -> None:

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::error::QueryError;
 use crate::input::{Cursor, Seal, Sealer};
 use crate::metrics::Metrics;
+use crate::store::events::Position;
 use crate::store::{self, EventRow, TransferRow};
 
 mod subscriber;
@@ -58,10 +59,10 @@ pub struct Event {
 }
 
 impl Event {
-    fn new(token: Address, row: EventRow, seal: &Seal) -> Self {
+    fn new(token: Address, chain_id: i64, row: EventRow, seal: &Seal) -> Self {
         let (from, to) = (row.transfer.from, row.transfer.to);
         let message = TransferEvent {
-            transfer: Some(transfer_message(&row.transfer)),
+            transfer: Some(transfer_message(&row.transfer, token, chain_id)),
             cursor: Cursor { token, seq: row.seq }.encode(seal),
             removed: row.removed,
         };
@@ -77,9 +78,11 @@ impl Event {
     }
 }
 
-/// A stored transfer as the contract shows it.
-pub fn transfer_message(t: &TransferRow) -> Transfer {
+/// A stored transfer of `token` on `chain_id` as the contract shows it.
+pub fn transfer_message(t: &TransferRow, token: Address, chain_id: i64) -> Transfer {
     Transfer {
+        token: token.to_checksum(None),
+        chain_id: chain_id.max(0) as u64,
         block_number: t.block_number.max(0) as u64,
         block_hash: t.block_hash.to_string(),
         block_timestamp: Some(prost_types::Timestamp { seconds: t.block_time, nanos: 0 }),
@@ -200,9 +203,9 @@ impl Feed {
     /// Records where the read side stands (each token's newest block): any commit it
     /// replayed since the last look, with events or without, wakes the `min_block`
     /// waiters.
-    fn note_held(&self, positions: &[(Address, i64, i64)]) {
+    fn note_held(&self, positions: &[Position]) {
         let stands: HashMap<Address, i64> =
-            positions.iter().map(|(token, _, block)| (*token, *block)).collect();
+            positions.iter().map(|p| (p.token, p.indexed_block)).collect();
         if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
             debug!("the read side moved");
         }
@@ -282,7 +285,7 @@ impl Feed {
         self.note_held(&positions);
         let readable = newest_seqs(&positions);
         let (mut behind, mut unread) = (false, 0);
-        for (token, newest, _) in committed {
+        for Position { token, chain_id, last_seq: newest, .. } in committed {
             // A token the replica has not replayed yet is not there to read.
             let Some(&held) = readable.get(&token) else {
                 behind = true;
@@ -309,7 +312,7 @@ impl Feed {
                 after = last.seq;
                 for row in rows {
                     // An error only means no subscriber right now.
-                    let _ = self.events.send(Arc::new(Event::new(token, row, seal)));
+                    let _ = self.events.send(Arc::new(Event::new(token, chain_id, row, seal)));
                 }
             }
             sent.insert(token, after);
@@ -320,21 +323,17 @@ impl Feed {
         Ok(behind)
     }
 
-    /// Starts one subscriber's stream of `token` events after `start`, touching `addresses`
-    /// (all when empty); with `finalized_only`, final transfers only, each once its block
-    /// is final. The stream's task is tracked by `tasks` and ends at `shutdown`, or
-    /// UNAUTHENTICATED at `revocation`. RESOURCE_EXHAUSTED past the stream limit.
-    #[allow(clippy::too_many_arguments, reason = "one stream's parts, each given once")]
+    /// Starts one subscriber's stream as `subscription` says. The stream's task is tracked
+    /// by `tasks` and ends at `shutdown`, or UNAUTHENTICATED at its revocation.
+    /// RESOURCE_EXHAUSTED past the stream limit.
     pub async fn subscribe(
         &self,
         pool: Pool,
-        token: Address,
-        start: Start,
-        addresses: Vec<Address>,
-        finalized_only: bool,
-        revocation: Option<Revocation>,
+        subscription: Subscription,
         shutdown: CancellationToken,
     ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, QueryError> {
+        let Subscription { token, chain_id, start, addresses, finalized_only, revocation } =
+            subscription;
         let permit = self
             .streams
             .clone()
@@ -356,6 +355,7 @@ impl Feed {
         let mut sub = Subscriber {
             pool,
             token,
+            chain_id,
             addresses,
             seen: after,
             out,
@@ -385,8 +385,8 @@ impl Feed {
 }
 
 /// Each token's newest sequence number, from its positions.
-fn newest_seqs(positions: &[(Address, i64, i64)]) -> HashMap<Address, i64> {
-    positions.iter().map(|(token, seq, _)| (*token, *seq)).collect()
+fn newest_seqs(positions: &[Position]) -> HashMap<Address, i64> {
+    positions.iter().map(|p| (p.token, p.last_seq)).collect()
 }
 
 /// What the feed has seen: the newest sequence number it has handed to subscribers, and
@@ -395,6 +395,23 @@ fn newest_seqs(positions: &[(Address, i64, i64)]) -> HashMap<Address, i64> {
 struct Seen {
     sent: HashMap<Address, i64>,
     committed: HashMap<Address, i64>,
+}
+
+/// What one stream follows.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The token of the stream.
+    pub token: Address,
+    /// Its chain.
+    pub chain_id: i64,
+    /// Where it starts.
+    pub start: Start,
+    /// Only transfers touching these (every transfer when empty).
+    pub addresses: Vec<Address>,
+    /// Final transfers only, each once its block is final.
+    pub finalized_only: bool,
+    /// Ends the stream when the caller's key is revoked.
+    pub revocation: Option<Revocation>,
 }
 
 /// Where a stream starts.

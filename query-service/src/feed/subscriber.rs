@@ -53,6 +53,7 @@ impl Revocation {
 pub(super) struct Subscriber {
     pub(super) pool: Pool,
     pub(super) token: Address,
+    pub(super) chain_id: i64,
     pub(super) addresses: Vec<Address>,
     /// The newest sequence number handled (sent, or filtered out).
     pub(super) seen: i64,
@@ -174,7 +175,8 @@ impl Subscriber {
             let full = rows.len() as i64 == PAGE;
             for row in rows {
                 self.seen = row.seq;
-                let message = Event::new(self.token, row, &seal).message.expect("an event");
+                let message =
+                    Event::new(self.token, self.chain_id, row, &seal).message.expect("an event");
                 if self.out.send(Ok(message)).await.is_err() {
                     return Ok(false);
                 }

@@ -41,6 +41,18 @@ pub fn token(value: &str) -> Result<Option<Address>, QueryError> {
     if value.is_empty() { Ok(None) } else { address("token", value).map(Some) }
 }
 
+/// The token a request names by its `token` and `chain_id` fields (0: not given).
+pub fn wanted(token: &str, chain_id: u64) -> Result<crate::store::tokens::Wanted, QueryError> {
+    let chain_id = match chain_id {
+        0 => None,
+        c => Some(
+            i64::try_from(c)
+                .map_err(|_| QueryError::invalid("chain_id", format!("{c} is not a chain id")))?,
+        ),
+    };
+    Ok(crate::store::tokens::Wanted { token: self::token(token)?, chain_id })
+}
+
 /// One address field.
 pub fn address(field: &str, value: &str) -> Result<Address, QueryError> {
     bootstrap::parse_address(value)

@@ -31,7 +31,7 @@ impl Holders {
         call: &Call,
         req: ExportHoldersRequest,
     ) -> Result<HoldersStream, QueryError> {
-        let wanted = input::token(&req.token)?;
+        let wanted = input::wanted(&req.token, req.chain_id)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let min = input::min_balance(&req.min_balance)?;
         self.reach(wanted, req.min_block).await?;
@@ -66,6 +66,7 @@ impl Holders {
                             token: answer.token,
                             decimals: answer.decimals,
                             symbol: answer.symbol,
+                            chain_id: answer.chain_id,
                         }
                     };
                     // A caller's deadline still bounds the fetches.

@@ -65,7 +65,7 @@ impl Holders {
         req: GetTopHoldersRequest,
     ) -> Result<HoldersResponse, QueryError> {
         let limit = input::count("limit", req.limit, input::DEFAULT_TOP)?;
-        let wanted = input::token(&req.token)?;
+        let wanted = input::wanted(&req.token, req.chain_id)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let floor = input::min_balance(&req.min_balance)?;
         let min = floor.map(|m| m.to_string());
@@ -98,7 +98,7 @@ impl Holders {
         req: GetHoldersRequest,
     ) -> Result<HoldersResponse, QueryError> {
         let size = input::count("page_size", req.page_size, input::DEFAULT_PAGE)?;
-        let wanted = input::token(&req.token)?;
+        let wanted = input::wanted(&req.token, req.chain_id)?;
         let addresses = input::addresses(&req.addresses)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let floor = input::min_balance(&req.min_balance)?;
@@ -299,6 +299,7 @@ pub(super) fn response(
         symbol: token.symbol.clone(),
         as_of_finalized_block: token.finalized_block.min(moment.block).max(0) as u64,
         holder_count,
+        chain_id: token.chain_id.max(0) as u64,
     }
 }
 

@@ -110,11 +110,12 @@ impl Holders {
     /// for up to `--min-block-wait`; then UNAVAILABLE naming the lag. A client that read
     /// `as_of_block` N from one replica passes N to another. Waiters share the feed's
     /// look at the store (it looks when the primary announces a commit, every 100 ms
-    /// while a replica lags, every 2 s otherwise); only a token the feed has not seen yet
-    /// costs one read of its own. At most `--min-block-waiters` wait at once.
+    /// while a replica lags, every 2 s otherwise); only a token the feed cannot name
+    /// costs a read of its own, each time the feed sees the store move. At most
+    /// `--min-block-waiters` wait at once.
     async fn reach(
         &self,
-        wanted: Option<alloy_primitives::Address>,
+        wanted: crate::store::tokens::Wanted,
         min: Option<u64>,
     ) -> Result<(), QueryError> {
         let Some(min) = min else { return Ok(()) };
@@ -132,29 +133,30 @@ impl Holders {
         })?;
         let started = std::time::Instant::now();
         let mut held = self.feed.held();
-        let mut looked = false;
         loop {
             let seen = {
                 let map = held.borrow_and_update();
-                match wanted {
+                match wanted.token {
                     Some(token) => map.get(&token).copied(),
-                    None if map.len() == 1 => map.values().next().copied(),
+                    None if map.len() == 1 && wanted.chain_id.is_none() => {
+                        map.values().next().copied()
+                    }
                     None => None,
                 }
             };
             let now = match seen {
                 Some(block) => block,
-                // The feed has not seen the token yet: one look of our own (which also
-                // names a token that is not there, or several when none is named).
-                None if !looked => {
-                    looked = true;
+                // The feed does not know the token by these fields (not seen yet, or
+                // named by chain alone): a look of our own, once now and once each time
+                // the feed sees the store move (which also names a token that is not
+                // there, or several when none is named).
+                None => {
                     let mut lease = self.lease(Cost::Cheap).await?;
                     let tx = crate::store::snapshot(&mut lease.client, None).await?;
                     let token = crate::store::tokens::token(&tx, wanted).await?;
                     tx.commit().await?;
                     token.indexed_block
                 }
-                None => -1,
             };
             if now >= min {
                 return Ok(());

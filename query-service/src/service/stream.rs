@@ -9,7 +9,7 @@ use proto::pb::StreamTransfersRequest;
 
 use super::{Call, Holders, TransferStream};
 use crate::error::QueryError;
-use crate::feed::{Revocation, Start};
+use crate::feed::{Revocation, Start, Subscription};
 use crate::input::{self, Cursor};
 use crate::lane::Cost;
 use crate::store;
@@ -20,7 +20,7 @@ impl Holders {
         call: &Call,
         req: StreamTransfersRequest,
     ) -> Result<TransferStream, QueryError> {
-        let wanted = input::token(&req.token)?;
+        let wanted = input::wanted(&req.token, req.chain_id)?;
         let addresses = input::addresses(&req.addresses)?;
         let slot = self.stream_slots.take(call.caller.name())?;
         if !req.cursor.is_empty() && req.from_block.is_some() {
@@ -63,18 +63,16 @@ impl Holders {
             (Some(keys), Some(key)) => Some(Revocation { ring: keys.subscribe(), key }),
             _ => None,
         };
-        let rx = self
-            .feed
-            .subscribe(
-                self.lanes.stream_pool().clone(),
-                token.address,
-                start,
-                addresses,
-                req.finalized_only,
-                revocation,
-                self.shutdown.clone(),
-            )
-            .await?;
+        let subscription = Subscription {
+            token: token.address,
+            chain_id: token.chain_id,
+            start,
+            addresses,
+            finalized_only: req.finalized_only,
+            revocation,
+        };
+        let pool = self.lanes.stream_pool().clone();
+        let rx = self.feed.subscribe(pool, subscription, self.shutdown.clone()).await?;
         // The caller's place is held for as long as tonic holds the stream.
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Box::pin(futures::StreamExt::map(stream, move |event| {

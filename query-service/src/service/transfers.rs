@@ -17,7 +17,7 @@ impl Holders {
         req: ListTransfersRequest,
     ) -> Result<ListTransfersResponse, QueryError> {
         let limit = input::count("page_size", req.page_size, input::DEFAULT_TRANSFERS)?;
-        let wanted = input::token(&req.token)?;
+        let wanted = input::wanted(&req.token, req.chain_id)?;
         let address = match req.address.as_str() {
             "" => None,
             a => Some(input::address("address", a)?),
@@ -60,7 +60,10 @@ impl Holders {
             _ => String::new(),
         };
         Ok(ListTransfersResponse {
-            transfers: rows.iter().map(transfer_message).collect(),
+            transfers: rows
+                .iter()
+                .map(|r| transfer_message(r, token.address, token.chain_id))
+                .collect(),
             next_page_token,
         })
     }

@@ -102,12 +102,32 @@ pub async fn last_seq<C: tokio_postgres::GenericClient + Sync>(
         .ok_or_else(|| QueryError::NotFound(format!("token {token} is not indexed")))
 }
 
-/// Every token's newest sequence number and indexed block.
-pub async fn positions(
-    client: &tokio_postgres::Client,
-) -> Result<Vec<(Address, i64, i64)>, QueryError> {
-    let rows = client.query("SELECT address, last_seq, indexed_block FROM tokens", &[]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+/// Where one token's stream stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The token.
+    pub token: Address,
+    /// Its chain.
+    pub chain_id: i64,
+    /// Its newest sequence number.
+    pub last_seq: i64,
+    /// Its newest indexed block.
+    pub indexed_block: i64,
+}
+
+/// Every token's position.
+pub async fn positions(client: &tokio_postgres::Client) -> Result<Vec<Position>, QueryError> {
+    let rows =
+        client.query("SELECT address, chain_id, last_seq, indexed_block FROM tokens", &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Position {
+            token: r.get(0),
+            chain_id: r.get(1),
+            last_seq: r.get(2),
+            indexed_block: r.get(3),
+        })
+        .collect())
 }
 
 /// The sequence number to resume after so that a stream starts with the transfers of

@@ -105,31 +105,69 @@ pub async fn tokens_page(
     Ok(rows.iter().map(token_view).collect())
 }
 
-/// The token a request is about: the one named, or the only one indexed.
-pub async fn token(tx: &Transaction<'_>, wanted: Option<Address>) -> Result<TokenView, QueryError> {
-    if let Some(address) = wanted {
-        let stmt = tx.prepare_cached(concat!(token_columns!(), "WHERE t.address = $2")).await?;
-        if let Some(row) = tx.query_opt(&stmt, &[&WEEK, &address]).await? {
-            return Ok(token_view(&row));
+/// The token a request is about: the one named (on the chain named, or the only chain
+/// that holds it), or the only one indexed (on the chain named).
+pub async fn token(tx: &Transaction<'_>, wanted: Wanted) -> Result<TokenView, QueryError> {
+    let chains =
+        |ts: &[TokenView]| ts.iter().map(|t| t.chain_id.to_string()).collect::<Vec<_>>().join(", ");
+    if let Some(address) = wanted.token {
+        let stmt = tx
+            .prepare_cached(concat!(token_columns!(), "WHERE t.address = $2 ORDER BY t.chain_id"))
+            .await?;
+        let held: Vec<TokenView> =
+            tx.query(&stmt, &[&WEEK, &address]).await?.iter().map(token_view).collect();
+        match (wanted.chain_id, held.len()) {
+            (_, 0) => {}
+            (Some(chain), _) => {
+                let on = chains(&held);
+                return held.into_iter().find(|t| t.chain_id == chain).ok_or_else(|| {
+                    QueryError::NotFound(format!(
+                        "token {address} is not indexed on chain {chain}; it is on chain {on}"
+                    ))
+                });
+            }
+            (None, 1) => return Ok(held.into_iter().next().expect("one token")),
+            (None, _) => {
+                return Err(QueryError::invalid(
+                    "chain_id",
+                    format!("token {address} is indexed on chains {}; set one", chains(&held)),
+                ));
+            }
         }
     }
-    let all = tokens(tx).await?;
+    let all: Vec<TokenView> = tokens(tx)
+        .await?
+        .into_iter()
+        .filter(|t| wanted.chain_id.is_none_or(|c| t.chain_id == c))
+        .collect();
     let names = || all.iter().map(|t| t.address.to_string()).collect::<Vec<_>>().join(", ");
-    match (wanted, all.len()) {
-        (Some(a), 0) => {
-            Err(QueryError::NotFound(format!("token {a} is not indexed; no token is indexed yet")))
-        }
+    let on = wanted.chain_id.map_or(String::new(), |c| format!(" on chain {c}"));
+    match (wanted.token, all.len()) {
+        (Some(a), 0) => Err(QueryError::NotFound(format!(
+            "token {a} is not indexed{on}; no token is indexed{on} yet"
+        ))),
         (Some(a), _) => Err(QueryError::NotFound(format!(
-            "token {a} is not indexed; indexed tokens: {}",
+            "token {a} is not indexed{on}; indexed tokens{on}: {}",
             names()
         ))),
-        (None, 0) => Err(QueryError::NotReady("no token is indexed yet: run the ingestor".into())),
+        (None, 0) => {
+            Err(QueryError::NotReady(format!("no token is indexed{on} yet: run the ingestor")))
+        }
         (None, 1) => Ok(all.into_iter().next().expect("one token")),
         (None, _) => Err(QueryError::invalid(
             "token",
-            format!("several tokens are indexed; name one of: {}", names()),
+            format!("several tokens are indexed{on}; name one of: {}", names()),
         )),
     }
+}
+
+/// Which token a request names: an address, a chain, both, or neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// The `token` field; `None` when empty.
+    pub token: Option<Address>,
+    /// The `chain_id` field; `None` when 0.
+    pub chain_id: Option<i64>,
 }
 
 fn token_view(r: &Row) -> TokenView {

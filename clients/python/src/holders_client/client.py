@@ -4,8 +4,6 @@ server refuses surfaces as :class:`HoldersError`."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import enum
 import os
 import time
 from typing import (
@@ -22,7 +20,6 @@ from typing import (
 )
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from . import args as _args
 from ._pb.holders.v1 import holders_pb2 as pb
@@ -30,22 +27,12 @@ from ._pb.holders.v1 import holders_pb2_grpc as pb_grpc
 from .csvfile import CSV_HEADER, write_csv, write_csv_file
 from .errors import HoldersError
 from .models import Holder, Holders, Token, Transfer, TransferEvent, record
+from .moment import Finality, FinalityLike, TimeLike, pin, set_moment
 
 # Addresses per lookup request: larger lists go in several, pinned to one block.
 _LOOKUP_CHUNK = 1000
 
 
-class Finality(enum.IntEnum):
-    """Which block an answer is as of: the newest indexed, or the chain's safe or
-    finalized one."""
-
-    LATEST = 0
-    SAFE = 1
-    FINALIZED = 2
-
-
-FinalityLike = Union[Finality, str, int, None]
-TimeLike = Union[_dt.datetime, int, float, str, None]
 AmountLike = Union[int, str, None]
 
 
@@ -53,7 +40,8 @@ class HoldersClient:
     """A client of one query-service.
 
     ``target`` is ``host:port``; ``token`` the ERC-20 every call asks about (``None``: the
-    service's only token); ``api_key`` is sent as ``authorization: Bearer <key>`` with every
+    service's only token) and ``chain_id`` its chain (``None``: the only chain holding
+    it); ``api_key`` is sent as ``authorization: Bearer <key>`` with every
     call (services started with ``--api-keys-file``); ``tls``/``root_certificates`` turn on
     TLS, and ``client_certificate``/``client_key`` (PEM, bytes or a path) present this
     client's certificate to a service that asks for one (``--tls-client-ca``); ``metadata``
@@ -72,11 +60,13 @@ class HoldersClient:
         client_certificate: Union[bytes, str, "os.PathLike[str]", None] = None,
         client_key: Union[bytes, str, "os.PathLike[str]", None] = None,
         api_key: Optional[str] = None,
+        chain_id: Optional[int] = None,
         metadata: Optional[Sequence[Tuple[str, str]]] = None,
         timeout: Optional[float] = 30.0,
     ) -> None:
         _args.text("target", target, max_len=1000)
         token = _args.optional_text("token", token, max_len=100)
+        chain_id = _args.optional_integer("chain_id", chain_id, high=_args.MAX_INT64)
         api_key = _args.optional_text("api_key", api_key, max_len=4096)
         timeout = _args.seconds("timeout", timeout)
         _args.flag("tls", tls)
@@ -110,7 +100,10 @@ class HoldersClient:
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.HolderServiceStub(self._channel)
+        self.target = target
         self.token = token or ""
+        # 0: the only chain that holds the token.
+        self.chain_id = chain_id or 0
         self.metadata = pairs
         if api_key:
             self.metadata.append(("authorization", f"Bearer {api_key}"))
@@ -142,9 +135,12 @@ class HoldersClient:
         """The ``limit`` richest holders (1 to 10,000) as of one moment."""
         limit = _args.integer("limit", limit, low=1, high=_args.MAX_UINT32)
         request = pb.GetTopHoldersRequest(
-            limit=limit, token=self.token, min_balance=_args.amount("min_balance", min_balance)
+            limit=limit,
+            token=self.token,
+            chain_id=self.chain_id,
+            min_balance=_args.amount("min_balance", min_balance),
         )
-        _moment(request, at_block, at_time, finality, min_block)
+        set_moment(request, at_block, at_time, finality, min_block)
         return Holders.from_pb(self._unary("GetTopHolders", request))
 
     def iter_holders(
@@ -161,9 +157,12 @@ class HoldersClient:
         page's block, however far the index moves meanwhile."""
         page_size = _args.integer("page_size", page_size, low=1, high=_args.MAX_UINT32)
         request = pb.GetHoldersRequest(
-            page_size=page_size, token=self.token, min_balance=_args.amount("min_balance", min_balance)
+            page_size=page_size,
+            token=self.token,
+            chain_id=self.chain_id,
+            min_balance=_args.amount("min_balance", min_balance),
         )
-        _moment(request, at_block, at_time, finality, min_block)
+        set_moment(request, at_block, at_time, finality, min_block)
         return self._ranking_pages(request)
 
     def _ranking_pages(self, request: Any) -> Iterator[Holder]:
@@ -174,7 +173,7 @@ class HoldersClient:
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
-            _pin(request, page.as_of_block)
+            pin(request, page.as_of_block)
 
     def lookup(
         self,
@@ -188,8 +187,8 @@ class HoldersClient:
         """These addresses as holders (zero balances included; ``rank`` is 0), all as of
         one moment, richest first."""
         wanted = _args.addresses("addresses", addresses)
-        request = pb.GetHoldersRequest(token=self.token)
-        _moment(request, at_block, at_time, finality, min_block)
+        request = pb.GetHoldersRequest(token=self.token, chain_id=self.chain_id)
+        set_moment(request, at_block, at_time, finality, min_block)
         found: List[Holder] = []
         # No address, no holder: an empty list is not "the whole ranking".
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
@@ -197,7 +196,7 @@ class HoldersClient:
             request.addresses.extend(wanted[start : start + _LOOKUP_CHUNK])
             answer = self._unary("GetHolders", request)
             found.extend(Holder.from_pb(h) for h in answer.holders)
-            _pin(request, answer.as_of_block)
+            pin(request, answer.as_of_block)
         if len(wanted) > _LOOKUP_CHUNK:
             found.sort(key=lambda h: (-h.balance, h.address.lower()))
         return found
@@ -214,9 +213,11 @@ class HoldersClient:
         """Every holder of one moment, ranked, from one snapshot (ExportHolders): the
         server streams chunks of up to 10,000; stop iterating to cancel."""
         request = pb.ExportHoldersRequest(
-            token=self.token, min_balance=_args.amount("min_balance", min_balance)
+            token=self.token,
+            chain_id=self.chain_id,
+            min_balance=_args.amount("min_balance", min_balance),
         )
-        _moment(request, at_block, at_time, finality, min_block)
+        set_moment(request, at_block, at_time, finality, min_block)
         return self._export_rows(request)
 
     def _export_rows(self, request: Any) -> Iterator[Holder]:
@@ -268,7 +269,9 @@ class HoldersClient:
         from_block = _args.optional_integer("from_block", from_block, high=_args.MAX_INT64)
         to_block = _args.optional_integer("to_block", to_block, high=_args.MAX_INT64)
         min_block = _args.optional_integer("min_block", min_block, high=_args.MAX_INT64)
-        request = pb.ListTransfersRequest(address=address, page_size=page_size, token=self.token)
+        request = pb.ListTransfersRequest(
+            address=address, page_size=page_size, token=self.token, chain_id=self.chain_id
+        )
         if from_block is not None:
             request.from_block = from_block
         if to_block is not None:
@@ -322,7 +325,11 @@ class HoldersClient:
         pause = 0.1
         while True:
             request = pb.StreamTransfersRequest(
-                cursor=last, addresses=wanted, token=self.token, finalized_only=finalized_only
+                cursor=last,
+                addresses=wanted,
+                token=self.token,
+                chain_id=self.chain_id,
+                finalized_only=finalized_only,
             )
             if not last and from_block is not None:
                 request.from_block = from_block
@@ -434,50 +441,3 @@ def _pem(certificates: Union[bytes, str, "os.PathLike[str]", None]) -> Optional[
         return certificates
     with open(certificates, "rb") as f:
         return f.read()
-
-
-def _finality(value: FinalityLike) -> int:
-    if value is None:
-        return Finality.LATEST
-    if isinstance(value, str):
-        try:
-            return Finality[value.upper()]
-        except KeyError:
-            raise ValueError(
-                f"finality: {value[:40]!r} is not one of latest, safe, finalized"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"finality: expected a Finality, a str or an int, got {type(value).__name__}")
-    try:
-        return Finality(value)
-    except ValueError:
-        raise ValueError(f"finality: {value} is none of 0 (latest), 1 (safe), 2 (finalized)") from None
-
-
-def _moment(
-    request: Any,
-    at_block: Optional[int],
-    at_time: TimeLike,
-    finality: FinalityLike,
-    min_block: Optional[int] = None,
-) -> None:
-    request.finality = _finality(finality)
-    min_block = _args.optional_integer("min_block", min_block, high=_args.MAX_INT64)
-    at_block = _args.optional_integer("at_block", at_block, high=_args.MAX_INT64)
-    when = _args.moment("at_time", at_time)
-    if min_block is not None:
-        # Served only by a store that holds this block (another replica's as_of_block).
-        request.min_block = min_block
-    if at_block is not None:
-        request.at_block = at_block
-    if when is not None:
-        ts = timestamp_pb2.Timestamp()
-        ts.FromDatetime(when)
-        request.at_time.CopyFrom(ts)
-
-
-def _pin(request: Any, block: int) -> None:
-    """The next requests ask for the block the first answer was as of."""
-    request.ClearField("at_time")
-    request.finality = Finality.LATEST
-    request.at_block = block

@@ -65,6 +65,7 @@ class Holders:
     symbol: str
     decimals: int
     as_of_finalized_block: int
+    chain_id: int = 0
 
     @classmethod
     def from_pb(cls, r: "pb.HoldersResponse") -> "Holders":
@@ -78,6 +79,7 @@ class Holders:
             symbol=r.symbol,
             decimals=r.decimals,
             as_of_finalized_block=r.as_of_finalized_block,
+            chain_id=r.chain_id,
         )
 
 
@@ -95,6 +97,8 @@ class Transfer:
     to_address: str
     value: int
     finalized: bool
+    token: str = ""
+    chain_id: int = 0
 
     @classmethod
     def from_pb(cls, t: "pb.Transfer") -> "Transfer":
@@ -108,6 +112,8 @@ class Transfer:
             to_address=t.to,
             value=_int(t.value),
             finalized=t.finalized,
+            token=t.token,
+            chain_id=t.chain_id,
         )
 
 
