@@ -5,9 +5,11 @@
 //! Modules in reading order:
 //! - [`config`]: the settings;
 //! - [`access`]: who may call (API keys) and how often (rate limits);
-//! - [`service`]: the gRPC methods, a file per family; [`input`] checks their fields;
-//!   [`error`] is the one place failures become gRPC statuses;
-//! - [`lane`]: the database's two lanes, cheap answers apart from expensive work;
+//! - [`handshake`]: connections reach the server once they open as gRPC, in time;
+//! - [`service`]: the gRPC methods, a file per family; [`input`] checks their fields and
+//!   signs page tokens and cursors; [`error`] turns a method's failures into gRPC
+//!   statuses, and [`wire`] puts right those tonic gives before a method runs;
+//! - [`lane`]: the database's three lanes (cheap answers, expensive work, streams);
 //! - [`store`]: the SQL of the read path, a file per query family;
 //! - [`cache`]: ranked answers kept per store state;
 //! - [`feed`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out);
