@@ -211,12 +211,24 @@ async fn serve_and_index(
         let result =
             index(config, rpc.clone(), store.clone(), &metrics, &health, &lock, tasks, shutdown)
                 .await;
-        if lock.lost().is_cancelled() && !shutdown.is_cancelled() {
+        if shutdown.is_cancelled() {
+            return result;
+        }
+        // The database went away under the work: its lock went with it (or is about to,
+        // when the work saw it first). Either way the lock is taken again, waiting out
+        // the outage, and the work resumes from the stored checkpoint.
+        let outage = result.as_ref().err().is_some_and(|e| {
+            e.chain().any(|c| {
+                c.downcast_ref::<store::StoreError>().is_some_and(retry::Transient::is_outage)
+            })
+        });
+        if lock.lost().is_cancelled() || outage {
             let why = result.err().map(|e| format!("{e:#}"));
             warn!(
                 error = why,
-                "lost the writer lock (its database connection ended); taking it again"
+                "lost the database (and with it the writer lock); taking the lock again"
             );
+            drop(lock);
             continue;
         }
         return result;
