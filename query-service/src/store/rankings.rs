@@ -45,8 +45,6 @@ struct Kept {
     last: Option<(String, Address)>,
 }
 
-/// The first `limit` holders of `token` at `at` from the nearest kept ranking, or None
-/// when there is none, when the transfers since it are as many as half the history (the
 /// The ranking of `token` at a past moment, from the start or after `after`: the head
 /// of the nearest kept ranking and the transfers since where it can, else the history.
 pub async fn ranked_at(
@@ -64,6 +62,8 @@ pub async fn ranked_at(
     ranked_from_history(tx, token, at, after, limit).await
 }
 
+/// The first `limit` holders of `token` at `at` from the nearest kept ranking, or None
+/// when there is none, when the transfers since it are as many as half the history (the
 /// history's own plans cost that much), or when it is too shallow for `limit`.
 pub async fn ranked_from_kept(
     tx: &Transaction<'_>,
