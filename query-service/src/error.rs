@@ -91,7 +91,21 @@ impl From<tokio_postgres::Error> for QueryError {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
         match e.code() {
-            None => Self::Unavailable(e.to_string()),
+            // No SQLSTATE: the connection failed, unless a value could not be encoded or
+            // decoded, or a row was not as expected (a bug of ours, not an outage).
+            None if [
+                "error serializing",
+                "error deserializing",
+                "invalid column",
+                "expected",
+                "query returned an unexpected",
+            ]
+            .iter()
+            .any(|p| e.to_string().starts_with(p)) =>
+            {
+                Self::Internal(e.to_string())
+            }
+            None => Self::Unavailable("the database cannot be reached".into()),
             Some(c) if *c == SqlState::QUERY_CANCELED => Self::TooSlow,
             Some(c) if *c == SqlState::UNDEFINED_TABLE => Self::NotReady(
                 "the database has no schema yet: start the ingestor once to migrate it".into(),
