@@ -5,40 +5,11 @@
 //! new ones with both sides' balances after them, moves balances by those only, keeps
 //! block hashes and rejected logs, and advances the checkpoint.
 
-use std::ops::RangeInclusive;
-
 use alloy_primitives::Address;
 
+use super::batch::{Batch, CommitStats};
 use super::error::{StoreError, StoreResult, What};
 use super::{Store, lock_token, newest_transfer, notify};
-use crate::decode::Transfer;
-use crate::rpc::BlockRef;
-
-/// Transfers of a contiguous block span, decoded and timestamped, ready to commit.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// The blocks this batch covers, whether or not they hold transfers.
-    pub span: RangeInclusive<u64>,
-    /// The last block of the span: it becomes the checkpoint.
-    pub end: BlockRef,
-    /// Transfers in the span, every `block_time` filled.
-    pub transfers: Vec<Transfer>,
-    /// Positions (block, log index) of logs with the Transfer topic but not an ERC-20
-    /// Transfer's shape.
-    pub rejected: Vec<(u64, u64)>,
-    /// Headers of the span's blocks when they were checked against each other (near the
-    /// head): their hashes are kept so that a later reorg can be traced to its fork.
-    pub verified: Vec<BlockRef>,
-}
-
-/// What a commit changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommitStats {
-    /// Transfers newly stored (the rest were stored before).
-    pub inserted: u64,
-    /// Addresses whose balance row changed.
-    pub balances_touched: u64,
-}
 
 const APPLY_BATCH: &str = include_str!("apply_batch.sql");
 
@@ -98,7 +69,7 @@ async fn reapply(
     .await
     .what("creating the staging table")?;
     let sorted = super::append::sorted(&batch.transfers);
-    let mut copy = super::append::TransferCopy::start(&**tx, "staging_transfers").await?;
+    let mut copy = super::copy::TransferCopy::start(&**tx, "staging_transfers").await?;
     // In a reapplied batch a row that turns out to be stored already leaves its number
     // unused.
     for (t, seq) in sorted.iter().zip(last_seq + 1..) {

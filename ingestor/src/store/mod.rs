@@ -3,8 +3,9 @@
 //! safely: a transfer already stored is skipped, and only the transfers actually inserted
 //! move balances. A reorg is undone in one transaction too ([`rollback`]).
 //!
-//! - [`commit`]: a batch: appended after the checkpoint (`append`, balances computed
-//!   here, see [`balances`]), or reapplied over stored blocks by one statement;
+//! - [`batch`]: what a commit takes and tells; [`commit`]: a batch appended after the
+//!   checkpoint (`append`, balances computed here, see [`balances`]), or reapplied over
+//!   stored blocks by one statement; `copy`: the COPY of transfers all paths share;
 //! - [`open_batch`]: a backfill batch streamed into `transfers` as its logs arrive;
 //! - [`rollback`]: everything above a fork block, undone;
 //! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
@@ -18,7 +19,9 @@
 
 mod append;
 pub mod balances;
+pub mod batch;
 pub mod commit;
+mod copy;
 pub mod error;
 pub mod lock;
 pub mod migrate;
@@ -36,7 +39,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub use balances::Balances;
-pub use commit::{Batch, CommitStats};
+pub use batch::{Batch, CommitStats};
 pub use error::{StoreError, StoreResult};
 pub use lock::{WriterLock, writer_lock};
 pub use open_batch::OpenBatch;

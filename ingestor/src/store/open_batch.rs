@@ -13,9 +13,10 @@
 use alloy_primitives::Address;
 use deadpool_postgres::Object;
 
-use super::append::{Blocks, Moved, TransferCopy, advance, stored_supply};
+use super::append::{Blocks, Moved, advance, stored_supply};
 use super::balances::Balances;
-use super::commit::CommitStats;
+use super::batch::CommitStats;
+use super::copy::TransferCopy;
 use super::error::{StoreResult, What};
 use super::ranking::Rankings;
 use super::{Store, lock_token, newest_transfer, notify};

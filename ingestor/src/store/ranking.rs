@@ -263,7 +263,7 @@ impl Rankings {
     }
 
     /// Writes the rankings taken (inside the batch's transaction, after its COPY).
-    pub(super) async fn keep<C: GenericClient + super::append::GenericClientCopy>(
+    pub(super) async fn keep<C: GenericClient + super::copy::GenericClientCopy>(
         &self,
         client: &C,
         token: Address,
