@@ -60,10 +60,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method =
-            request.uri().path().strip_prefix("/holders.v1.HolderService/").map(|m| {
-                m.chars().filter(char::is_ascii_alphanumeric).take(40).collect::<String>()
-            });
+        // A Uri clone shares its bytes: the method's name is read only if counted.
+        let uri = request.uri().clone();
         let metrics = self.metrics.clone();
         let deadline = request
             .headers()
@@ -77,10 +75,7 @@ where
                 Some(d) => match tokio::time::timeout(d.mul_f64(0.9), answer).await {
                     Ok(answered) => answered?,
                     Err(_) => {
-                        if let Some(method) = method {
-                            let code = format!("{:?}", Code::DeadlineExceeded);
-                            metrics.requests.with_label_values(&[&method, &code, "-"]).inc();
-                        }
+                        count(&metrics, &uri, Code::DeadlineExceeded);
                         return Ok(tonic::Status::deadline_exceeded(
                             "the call's deadline (grpc-timeout) passed before the answer was ready",
                         )
@@ -89,15 +84,20 @@ where
                 },
                 None => answer.await?,
             };
-            if let Some(code) = fix(response.headers_mut())
-                && let Some(method) = method
-            {
-                let code = format!("{code:?}");
-                metrics.requests.with_label_values(&[&method, &code, "-"]).inc();
+            if let Some(code) = fix(response.headers_mut()) {
+                count(&metrics, &uri, code);
             }
             Ok(response)
         })
     }
+}
+
+/// Counts an answer given here as `code`, for the HolderService method `uri` names (its
+/// caller unknown: "-").
+fn count(metrics: &Metrics, uri: &http::Uri, code: Code) {
+    let Some(method) = uri.path().strip_prefix("/holders.v1.HolderService/") else { return };
+    let method: String = method.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+    metrics.requests.with_label_values(&[&method, &format!("{code:?}"), "-"]).inc();
 }
 
 /// Rewrites a trailers-only answer's status when it is one of tonic's early ones; the

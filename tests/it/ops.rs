@@ -34,7 +34,7 @@ async fn health(addr: SocketAddr, service: &str) -> i32 {
     }
 }
 
-async fn wait_health(addr: SocketAddr, service: &str, want: i32, within: Duration) {
+pub(crate) async fn wait_health(addr: SocketAddr, service: &str, want: i32, within: Duration) {
     let started = Instant::now();
     let mut last = -1;
     while started.elapsed() < within {

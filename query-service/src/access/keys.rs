@@ -95,7 +95,7 @@ pub struct KeysFile {
 impl KeysFile {
     /// Reads and parses `path`. The error names the file and the line at fault.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let ring = read(path)?;
+        let ring = read(path, true)?;
         Ok(Self { path: path.to_path_buf(), ring: Arc::new(watch::Sender::new(Arc::new(ring))) })
     }
 
@@ -121,17 +121,8 @@ impl KeysFile {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let read = std::fs::read_to_string(&self.path)
-                .map_err(|e| format!("{}: {e}", self.path.display()))
-                .and_then(|text| {
-                    if text.trim().is_empty() && !self.ring().is_empty() {
-                        return Err(format!(
-                            "{}: empty (being written?); a file that revokes every key holds a comment",
-                            self.path.display()
-                        ));
-                    }
-                    KeyRing::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
-                });
+            // A blank file while keys are granted is a write in progress, not "no key".
+            let read = read(&self.path, self.ring().is_empty());
             match read {
                 Ok(ring) => {
                     last_problem = None;
@@ -150,9 +141,16 @@ impl KeysFile {
     }
 }
 
-/// The ring in the file at `path`.
-fn read(path: &Path) -> Result<KeyRing, String> {
+/// The ring in the file at `path`; a file with nothing in it at all is refused unless
+/// `blank_ok`.
+fn read(path: &Path, blank_ok: bool) -> Result<KeyRing, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.trim().is_empty() && !blank_ok {
+        return Err(format!(
+            "{}: empty (being written?); a file that revokes every key holds a comment",
+            path.display()
+        ));
+    }
     KeyRing::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
