@@ -1,12 +1,13 @@
 //! The ingestor's side of Postgres. A batch's transfers, balance changes, blocks and
-//! checkpoint are written in one transaction ([`commit`]), and a commit can be repeated
-//! safely: a transfer already stored is skipped, and only the transfers actually inserted
-//! move balances. A reorg is undone in one transaction too ([`rollback`]).
+//! checkpoint are written in one transaction by one writer ([`writer`]), and a commit
+//! can be repeated safely: blocks already stored are skipped, and only the transfers
+//! actually inserted move balances. A reorg is undone in one transaction too
+//! ([`rollback`]).
 //!
-//! - [`batch`]: what a commit takes and tells; [`commit`]: a batch appended after the
-//!   checkpoint (`append`, balances computed here, see [`balances`]), or reapplied over
-//!   stored blocks by one statement; `copy`: the COPY of transfers all paths share;
-//! - [`open_batch`]: a backfill batch streamed into `transfers` as its logs arrive;
+//! - [`writer`]: the batch writer, streamed chunk by chunk or from a [`Batch`] in memory;
+//!   [`batch`]: what a commit takes and tells; [`balances`]: the balance arithmetic and
+//!   its cache; `blocks`: the block rows, rejected logs and checkpoint a batch moves;
+//!   `copy`: the COPY of transfers;
 //! - [`rollback`]: everything above a fork block, undone;
 //! - [`token`]: the token row (metadata, checkpoint, finality, supplies) and block hashes;
 //! - `partitions`: the partitions of `transfers`, made and indexed;
@@ -17,20 +18,19 @@
 //!
 //! This module knows no RPC.
 
-mod append;
 pub mod balances;
 pub mod batch;
-pub mod commit;
+mod blocks;
 mod copy;
 pub mod error;
 pub mod lock;
 pub mod migrate;
-pub mod open_batch;
 mod partitions;
 pub mod ranking;
 pub mod rollback;
 pub mod token;
 pub mod verify;
+pub mod writer;
 
 use std::str::FromStr;
 
@@ -42,10 +42,10 @@ pub use balances::Balances;
 pub use batch::{Batch, CommitStats};
 pub use error::{StoreError, StoreResult};
 pub use lock::{WriterLock, writer_lock};
-pub use open_batch::OpenBatch;
 pub use ranking::RankingPolicy;
 pub use token::TokenRow;
 pub use verify::VerifySnapshot;
+pub use writer::BatchWriter;
 
 use error::What;
 
@@ -148,8 +148,7 @@ async fn lock_token<C: tokio_postgres::GenericClient>(
 
 /// The block of the token's newest stored transfer (-1 if none): one backward step of
 /// the primary key per partition. Rows above the checkpoint exist only if something moved
-/// the checkpoint back by hand; a batch is appended only when none is at or above its
-/// start.
+/// the checkpoint back by hand; a batch skips them.
 async fn newest_transfer<C: tokio_postgres::GenericClient>(
     tx: &C,
     token: Address,

@@ -109,20 +109,6 @@ impl Rankings {
         Ok(Self::new(policy, row.get(0), row.get(1)))
     }
 
-    /// Reads the stored ranking's head now if `upcoming` transfers reach a ranking: for a
-    /// batch whose connection will be in its COPY when the ranking is taken.
-    pub(super) async fn prepare<C: GenericClient>(
-        &mut self,
-        client: &C,
-        token: Address,
-        upcoming: usize,
-    ) -> StoreResult<()> {
-        if self.policy.every > 0 && self.since + upcoming as i64 >= self.policy.every {
-            self.read_stored(client, token).await?;
-        }
-        Ok(())
-    }
-
     /// Called before transfer `t`'s block `block` is applied: takes a ranking of the
     /// state after the previous block when one is due. `reader` reads the stored head
     /// (outside the batch's COPY).
@@ -263,9 +249,9 @@ impl Rankings {
     }
 
     /// Writes the rankings taken (inside the batch's transaction, after its COPY).
-    pub(super) async fn keep<C: GenericClient + super::copy::GenericClientCopy>(
+    pub(super) async fn keep(
         &self,
-        client: &C,
+        client: &tokio_postgres::Client,
         token: Address,
     ) -> StoreResult<()> {
         if self.taken.is_empty() {
@@ -286,7 +272,7 @@ impl Rankings {
             .await
             .what("keeping rankings")?;
         let sink = client
-            .copy_in_sink(
+            .copy_in(
                 "COPY ranking_rows (token, block, rank, address, balance, last_transfer_block)
                  FROM STDIN BINARY",
             )

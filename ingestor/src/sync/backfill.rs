@@ -1,6 +1,6 @@
 //! Indexing final blocks: wide ranges fetched several spans at a time (in a task of their
 //! own) and committed in strict block order. A batch is streamed: its transaction opens at
-//! its first chunk and each chunk is written as it arrives ([`crate::store::OpenBatch`]),
+//! its first chunk and each chunk is written as it arrives ([`crate::store::BatchWriter`]),
 //! so fetching, decoding, the balance arithmetic and Postgres' writes overlap, and memory
 //! holds the balance cache, not the batch. It commits once it holds `--batch-transfers`
 //! transfers, has been open `--batch-interval` (and four times as long as the previous
@@ -16,9 +16,9 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::Indexer;
 use super::progress::Progress;
-use crate::fetch::{self, Chunk};
+use crate::fetch;
 use crate::rpc::BlockRef;
-use crate::store::{Balances, Batch, CommitStats, OpenBatch};
+use crate::store::{Balances, Batch, BatchWriter, CommitStats};
 
 /// A batch stays open at least this many times as long as the previous commit took.
 const PACE: u32 = 4;
@@ -26,7 +26,7 @@ const PACE: u32 = 4;
 /// A streamed batch and what the log line of its commit says.
 #[derive(Debug)]
 pub(super) struct Streaming {
-    batch: OpenBatch,
+    batch: BatchWriter,
     first: u64,
     last: u64,
     requests: u32,
@@ -62,7 +62,7 @@ impl Streaming {
     }
 
     /// The batch, to write more into.
-    pub(super) fn into_batch(self) -> OpenBatch {
+    pub(super) fn into_batch(self) -> BatchWriter {
         self.batch
     }
 }
@@ -131,12 +131,6 @@ impl Indexer {
         let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
         let mut balances = self.take_balances();
         let mut streaming: Option<Streaming> = None;
-        // A batch that cannot be streamed (it overlaps stored blocks) is held in memory
-        // and committed the careful way, at most this many transfers.
-        let held_max = self.policy.batch_transfers.min(100_000);
-        let mut pending: Vec<Chunk> = Vec::new();
-        let mut pending_transfers = 0usize;
-        let mut pending_since = Instant::now();
         // How long the last commit took: a batch stays open PACE times as long, so that
         // commits (each rewrites the balances its batch changed) take a bounded share.
         let mut last_commit = std::time::Duration::ZERO;
@@ -161,39 +155,31 @@ impl Indexer {
                             .await?;
                         progress.advance(end, n);
                     }
-                    if streaming.is_none() && pending.is_empty() && self.store.can_stream() {
-                        streaming = self
-                            .store
-                            .open_batch(self.token, from, to, false, &mut balances)
-                            .await
-                            .inspect_err(|_| balances.forget())?
-                            .map(|batch| Streaming {
+                    let s = match streaming.as_mut() {
+                        Some(s) => s,
+                        None => {
+                            let batch = self
+                                .store
+                                .open_batch(self.token, from, to, false, &mut balances)
+                                .await
+                                .inspect_err(|_| balances.forget())?;
+                            streaming.insert(Streaming {
                                 batch,
                                 first: from,
                                 last: from,
                                 requests: 0,
                                 rejected: 0,
                                 opened: Instant::now(),
-                            });
-                    }
-                    match streaming.as_mut() {
-                        Some(s) => {
-                            s.batch
-                                .push(&chunk.transfers, &chunk.rejected, &mut balances)
-                                .await
-                                .inspect_err(|_| balances.forget())?;
-                            s.last = to;
-                            s.requests += chunk.requests;
-                            s.rejected += chunk.rejected.len();
+                            })
                         }
-                        None => {
-                            if pending.is_empty() {
-                                pending_since = Instant::now();
-                            }
-                            pending_transfers += chunk.transfers.len();
-                            pending.push(chunk);
-                        }
-                    }
+                    };
+                    s.batch
+                        .push(&chunk.transfers, &chunk.rejected, &mut balances)
+                        .await
+                        .inspect_err(|_| balances.forget())?;
+                    s.last = to;
+                    s.requests += chunk.requests;
+                    s.rejected += chunk.rejected.len();
                     last
                 }
                 Some(Err(e)) => return Err(e),
@@ -230,16 +216,6 @@ impl Indexer {
                 } else {
                     None
                 }
-            } else if !pending.is_empty()
-                && (last
-                    || pending_transfers >= held_max
-                    || pending_since.elapsed() >= self.policy.batch_interval)
-            {
-                let chunks = std::mem::take(&mut pending);
-                pending_transfers = 0;
-                // The careful path leaves the cache behind: forget it.
-                balances.forget();
-                Some(self.commit(chunks).await?)
             } else {
                 None
             };
@@ -296,44 +272,6 @@ impl Indexer {
                 );
             }
             Ok((s.last, n))
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Commits contiguous chunks as one batch, retrying while the database is unreachable.
-    /// Returns the batch's last block and its transfer count.
-    async fn commit(&self, chunks: Vec<Chunk>) -> anyhow::Result<(u64, usize)> {
-        let first = *chunks[0].span.start();
-        let last = *chunks[chunks.len() - 1].span.end();
-        let span = info_span!("batch", from = first, to = last);
-        async {
-            let started = Instant::now();
-            let end =
-                self.rpc.block(last).await.with_context(|| format!("reading block {last}"))?;
-            let mut transfers = Vec::with_capacity(chunks.iter().map(|c| c.transfers.len()).sum());
-            let (mut rejected, mut requests) = (Vec::new(), 0);
-            for c in chunks {
-                rejected.extend(c.rejected);
-                requests += c.requests;
-                transfers.extend(c.transfers);
-            }
-            let batch =
-                Batch { span: first..=last, end, transfers, rejected, verified: Vec::new() };
-            let stats = self.commit_batch(&batch).await?;
-            // On a terminal the progress line says it; a line per batch would tear it.
-            if !self.policy.draw_progress {
-                info!(
-                    transfers = batch.transfers.len(),
-                    inserted = stats.inserted,
-                    balances = stats.balances_touched,
-                    rejected = batch.rejected.len(),
-                    requests,
-                    ms = started.elapsed().as_millis() as u64,
-                    "committed"
-                );
-            }
-            Ok((last, batch.transfers.len()))
         }
         .instrument(span)
         .await

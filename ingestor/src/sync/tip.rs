@@ -12,7 +12,7 @@ use super::Indexer;
 use super::backfill::Unfinished;
 use crate::fetch;
 use crate::rpc::BlockRef;
-use crate::store::{Balances, Batch, OpenBatch, StoreError};
+use crate::store::{Balances, Batch, BatchWriter, StoreError};
 
 /// At most this many blocks in one verified step (one batch of headers).
 const MAX_STEP_BLOCKS: u64 = 256;
@@ -223,14 +223,11 @@ impl Indexer {
     }
 
     /// Opens the streamed batch of a step `next..=stop`, or `None` where it cannot be
-    /// streamed (one connection, blocks stored above the checkpoint, a failure).
-    async fn open_step(&self, next: u64, stop: u64) -> Option<(OpenBatch, Balances)> {
-        if !self.store.can_stream() {
-            return None;
-        }
+    /// streamed (a failure).
+    async fn open_step(&self, next: u64, stop: u64) -> Option<(BatchWriter, Balances)> {
         let mut balances = self.take_balances();
         match self.store.open_batch(self.token, next, stop, true, &mut balances).await {
-            Ok(open) => open.map(|o| (o, balances)),
+            Ok(open) => Some((open, balances)),
             Err(e) => {
                 warn!(error = %bootstrap::ErrorChain(&e), "could not stream a verified step; it is committed from memory");
                 None

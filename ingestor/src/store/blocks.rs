@@ -1,73 +1,14 @@
-//! The fast commit of a batch that starts right after the checkpoint (every head batch,
-//! and a backfill batch held in memory): nothing in it can be stored yet, so its transfers
-//! go straight into `transfers` by binary COPY, with no staging table and no duplicate
-//! check (`super::copy`), each with both sides' balances after it ([`super::balances`]).
-//! The pieces here (the blocks and rejected logs, the checkpoint) are shared with the
-//! streamed backfill batch ([`super::open_batch`]).
+//! What a batch writes besides its transfers and balances: the blocks it keeps (hashes,
+//! times, the holder count after each), its rejected logs, and the token row's counters
+//! and checkpoint.
 
 use alloy_primitives::{Address, B256};
 use tokio_postgres::GenericClient;
 
-use super::balances::{Balance, Balances, holders_moved};
-use super::batch::{Batch, CommitStats};
-use super::copy::TransferCopy;
+use super::balances::{Balance, holders_moved};
 use super::error::{StoreResult, What};
-use super::notify;
-use super::ranking::{RankingPolicy, Rankings};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
-
-/// Writes `batch` (which starts right after the checkpoint) inside `tx`, numbering its
-/// transfers after `last_seq`.
-pub(super) async fn append(
-    tx: &tokio_postgres::Transaction<'_>,
-    token: Address,
-    batch: &Batch,
-    last_seq: i64,
-    rankings: RankingPolicy,
-) -> StoreResult<CommitStats> {
-    if batch.verified.is_empty() {
-        // A backfill batch is final: if the server crashes before this commit reaches
-        // the disk, the batch and its checkpoint are lost together and read again.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .what("setting up the batch")?;
-    }
-    let transfers = sorted(&batch.transfers);
-    let mut balances = Balances::unbounded();
-    let missing = balances.missing(&transfers);
-    balances.load(tx, token, missing).await?;
-    // The zero address's balance is minus the supply: read only for mints and burns.
-    if transfers.iter().any(|t| t.from.is_zero() || t.to.is_zero()) {
-        balances.set_supply(stored_supply(tx, token).await?);
-    }
-    let mut rankings = Rankings::start(tx, token, rankings).await?;
-    // The transaction is in its COPY when a ranking is taken: read what it needs first.
-    rankings.prepare(tx, token, transfers.len()).await?;
-    let mut copy = TransferCopy::start(tx, "transfers").await?;
-    let mut blocks = Blocks::default();
-    for (t, seq) in transfers.iter().zip(last_seq + 1..) {
-        rankings.before(t.block_number, &balances, tx, token).await?;
-        let after = balances.apply(t);
-        copy.write(token, t, seq, Some(after)).await?;
-        blocks.saw(t, after);
-        rankings.moved(t, after, &balances);
-    }
-    copy.finish().await?;
-    rankings.end_of_block(&balances, tx, token).await?;
-    rankings.keep(tx, token).await?;
-    let (balance_rows, holders_delta) = balances.write(tx, token).await?;
-    blocks.verified(batch.verified.iter().chain(std::iter::once(&batch.end)));
-    let rejected = blocks.keep(tx, token, &batch.rejected).await?;
-    let n = transfers.len() as i64;
-    let moved =
-        Moved { transfers: n, holders: holders_delta, rejected, supply: balances.changed_supply() };
-    advance(tx, token, &moved, &batch.end).await?;
-    if n > 0 {
-        notify(tx, token).await?;
-    }
-    Ok(CommitStats { inserted: n as u64, balances_touched: balance_rows })
-}
 
 /// The transfers in (block, log index) order: sequence numbers follow it. Chunks arrive
 /// sorted, so this copies only if a caller did not sort.
@@ -196,7 +137,8 @@ pub(super) struct Moved {
     pub supply: Option<Balance>,
 }
 
-/// Moves the token row's counters and the checkpoint to `end`.
+/// Moves the token row's counters, and the checkpoint to `end` unless it is past it (a
+/// batch read again).
 pub(super) async fn advance<C: GenericClient>(
     client: &C,
     token: Address,
@@ -211,7 +153,9 @@ pub(super) async fn advance<C: GenericClient>(
                 holder_count = holder_count + $4,
                 rejected_logs = rejected_logs + $5,
                 last_seq = last_seq + $3,
-                indexed_block = $6, indexed_hash = $7, indexed_time = $8,
+                indexed_hash = CASE WHEN $6 >= indexed_block THEN $7 ELSE indexed_hash END,
+                indexed_time = CASE WHEN $6 >= indexed_block THEN $8 ELSE indexed_time END,
+                indexed_block = greatest(indexed_block, $6),
                 updated_at = now()
              WHERE address = $1",
             &[
