@@ -248,8 +248,8 @@ pub(crate) async fn ceiling(url: &str) -> anyhow::Result<Duration> {
     db.batch_execute(
         "INSERT INTO ceiling_transfers SELECT * FROM ceiling_source;
          SET maintenance_work_mem = '256MB';
-         CREATE INDEX ON ceiling_transfers (token, from_address, block_number, log_index) INCLUDE (value);
-         CREATE INDEX ON ceiling_transfers (token, to_address, block_number, log_index) INCLUDE (value);",
+         CREATE INDEX ON ceiling_transfers (from_address, token, block_number, log_index) INCLUDE (value);
+         CREATE INDEX ON ceiling_transfers (to_address, token, block_number, log_index) INCLUDE (value);",
     )
     .await?;
     let took = started.elapsed();

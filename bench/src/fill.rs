@@ -34,24 +34,26 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     let db = rig::db::connect(url).await?;
     let transfers = holders / 10;
     let genesis = chain::unix_now() - HISTORY_BLOCKS * BLOCK_SECONDS;
-    db.execute(
-        "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
-         VALUES ($1, 31337, 'Bench Token', 'BENCH', 18, 1, 0)",
-        &[&TOKEN.as_slice()],
-    )
-    .await?;
+    let id: i32 = db
+        .query_one(
+            "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
+             VALUES ($1, 31337, 'Bench Token', 'BENCH', 18, 1, 0) RETURNING id",
+            &[&TOKEN.as_slice()],
+        )
+        .await?
+        .get(0);
     // Index builds after the load are much faster than index upkeep during it.
     db.batch_execute("SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = 2")
         .await?;
     // Partitions without their sender and receiver indexes, built after the load.
     db.execute(
-        "SELECT ensure_transfer_partitions(0, $1, false)",
+        "SELECT ensure_transfer_partitions(31337, 0, $1, false)",
         &[&((HISTORY_BLOCKS + 10) as i64)],
     )
     .await?;
     let rebuild = drop_indexes(&db, &["balances", "transfers"]).await?;
 
-    let token = hex(TOKEN.as_slice());
+    let token = id;
     let mut rng = Rng(0x5eed);
     copy(
         &db,
@@ -61,7 +63,7 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
             let address = hex(holder(7, i as usize).as_slice());
             let block = 1 + rng.next() % HISTORY_BLOCKS;
             out.push_str(&format!(
-                "\\\\x{token}\t\\\\x{address}\t{}\t{block}\n",
+                "{token}\t\\\\x{address}\t{}\t{block}\n",
                 initial_balance(i as usize)
             ));
         },
@@ -75,14 +77,14 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
     blocks.sort_unstable();
     copy(
         &db,
-        "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq, from_balance, to_balance) FROM STDIN",
+        "COPY transfers (chain_id, token, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value, seq, from_balance, to_balance) FROM STDIN",
         transfers,
         |i, out| {
             let block = blocks[i as usize];
             let (from, to) = (rng.counterparty(n), rng.counterparty(n));
             let value = initial_balance(to) / alloy_primitives::U256::from(1 + rng.next() % 100);
             out.push_str(&format!(
-                "\\\\x{token}\t{block}\t{i}\t\\\\x{}\t{}\t\\\\x{}\t\\\\x{}\t\\\\x{}\t{value}\t{}\t{}\t{}\n",
+                "31337\t{token}\t{block}\t{i}\t\\\\x{}\t{}\t\\\\x{}\t\\\\x{}\t\\\\x{}\t{value}\t{}\t{}\t{}\n",
                 hex(keccak256(block.to_be_bytes()).as_slice()),
                 genesis + block * BLOCK_SECONDS,
                 hex(keccak256(i.to_be_bytes()).as_slice()),
@@ -102,17 +104,18 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
         db.batch_execute(&sql).await.with_context(|| format!("rebuilding: {sql}"))?;
     }
     db.execute(
-        "SELECT index_transfer_partitions(0, $1, true, 'from') + index_transfer_partitions(0, $1, true, 'to')",
+        "SELECT index_transfer_partitions(31337, 0, $1, true, 'from')
+              + index_transfer_partitions(31337, 0, $1, true, 'to')",
         &[&((HISTORY_BLOCKS + 10) as i64)],
     )
-        .await?;
+    .await?;
     db.execute(
         // The filled transfers' balances are not a history (see above), so every block
         // keeps the final holder count: past counts cost what they cost, whatever it is.
         "INSERT INTO blocks (token, number, hash, time, holders)
          SELECT DISTINCT ON (block_number) token, block_number, block_hash, block_time, $2
          FROM transfers WHERE token = $1 ORDER BY block_number",
-        &[&TOKEN.as_slice(), &(holders as i64)],
+        &[&id, &(holders as i64)],
     )
     .await?;
     db.execute(
@@ -121,11 +124,11 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
              holder_count = $2, transfer_count = $3, last_seq = $3,
              (indexed_block, indexed_hash, indexed_time) =
                  (SELECT number, hash, time FROM blocks WHERE token = $1 ORDER BY number DESC LIMIT 1)
-         WHERE address = $1",
-        &[&TOKEN.as_slice(), &(holders as i64), &(transfers as i64)],
+         WHERE id = $1",
+        &[&id, &(holders as i64), &(transfers as i64)],
     )
     .await?;
-    keep_rankings(&db).await?;
+    keep_rankings(&db, id).await?;
     // Index-only scans (the 7-day sums) need the visibility map that VACUUM writes.
     db.batch_execute("VACUUM ANALYZE balances, transfers, blocks, tokens, rankings, ranking_rows")
         .await?;
@@ -137,7 +140,7 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
 /// store the ingestor wrote. Their rows are the filled head of the ranking: the filled
 /// transfers' balances are not a history (see above), so no ranking follows from them;
 /// what a past answer costs is the same (a header, a ranking's rows, the transfers since).
-async fn keep_rankings(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+async fn keep_rankings(db: &tokio_postgres::Client, id: i32) -> anyhow::Result<()> {
     let (every, depth) = (10_000i64, 1_000i64);
     db.execute(
         "INSERT INTO rankings (token, block, depth, complete, transfer_count)
@@ -145,7 +148,7 @@ async fn keep_rankings(db: &tokio_postgres::Client) -> anyhow::Result<()> {
              SELECT block_number, row_number() OVER (ORDER BY block_number, log_index) AS n
              FROM transfers WHERE token = $1) t
          GROUP BY n / $2 HAVING count(*) = $2",
-        &[&TOKEN.as_slice(), &every, &(depth as i32)],
+        &[&id, &every, &(depth as i32)],
     )
     .await?;
     db.execute(
@@ -156,7 +159,7 @@ async fn keep_rankings(db: &tokio_postgres::Client) -> anyhow::Result<()> {
                     last_transfer_block
              FROM balances WHERE token = $1 AND balance > 0 ORDER BY -balance, address LIMIT $2) h
          WHERE r.token = $1",
-        &[&TOKEN.as_slice(), &depth],
+        &[&id, &depth],
     )
     .await?;
     Ok(())

@@ -56,9 +56,10 @@ pub async fn verify_store(
 ) -> anyhow::Result<(verify::Report, Option<verify::CrossCheck>)> {
     let rpc = connect(config).await?;
     let store = Store::new(store::pool(config.database_url(), 1)?);
-    let report = verify::verify(&rpc, &store, config.token, sample).await?;
+    let chain_id = rpc.chain_id().await.context("reading the chain id")?;
+    let report = verify::verify(&rpc, &store, chain_id, config.token, sample).await?;
     let cross = match cross_check_span {
-        Some(span) => Some(verify::cross_check(&rpc, &store, config.token, span).await?),
+        Some(span) => Some(verify::cross_check(&rpc, &store, chain_id, config.token, span).await?),
         None => None,
     };
     Ok((report, cross))
@@ -122,7 +123,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let tasks = TaskTracker::new();
     let servers = shutdown.child_token();
-    let work = serve_and_index(&config, &retry, &tasks, &servers, &shutdown);
+    let chain = std::sync::OnceLock::new();
+    let work = serve_and_index(&config, &retry, &tasks, &servers, &shutdown, &chain);
     let mut result = retry::stopping_at(shutdown.clone(), work).await;
     // A signal that came while waiting for the database or the node: a stop, not a
     // failure (nothing was in flight).
@@ -135,7 +137,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         && shutdown.is_cancelled()
     {
         let store = Store::new(store::pool(database_url, 1)?);
-        let at = store.token(config.token).await.ok().flatten().map(|t| t.indexed_block);
+        let at = match chain.get() {
+            Some(&chain_id) => store.token(chain_id, config.token).await.ok().flatten(),
+            None => None,
+        }
+        .map(|t| t.indexed_block);
         if at.is_none_or(|at| at < to as i64) {
             let at = at.map_or("nothing".to_string(), |b| format!("block {b}"));
             result = Err(anyhow::anyhow!(
@@ -157,6 +163,7 @@ async fn serve_and_index(
     tasks: &TaskTracker,
     servers: &CancellationToken,
     shutdown: &CancellationToken,
+    chain: &std::sync::OnceLock<u64>,
 ) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
     let (registry, stop) = (metrics.registry.clone(), servers.clone());
@@ -196,21 +203,29 @@ async fn serve_and_index(
     if applied > 0 {
         info!(applied, "schema migrated");
     }
+    // A token is its chain and address: the chain is asked before the lock.
+    let chain_id = rpc.chain_id().await.context("reading the chain id")?;
+    if i64::try_from(chain_id).is_err() {
+        return Err(Misconfigured(format!(
+            "chain id {chain_id} (from --rpc-url) does not fit the store's bigint chain_id"
+        ))
+        .into());
+    }
+    let _ = chain.set(chain_id);
     // One writer per token: wait for the lock before reading where to start. A lock
     // lost with its connection (Postgres restarted, a network cut) is taken again, and
     // the work starts over from the stored checkpoint, which another ingestor may have
     // moved in between.
     loop {
         let Some(lock) = retrying(retry, "taking the writer lock", || {
-            store::writer_lock(database_url, config.token, shutdown)
+            store::writer_lock(database_url, chain_id, config.token, shutdown)
         })
         .await?
         else {
             return Ok(());
         };
-        let result =
-            index(config, rpc.clone(), store.clone(), &metrics, &health, &lock, tasks, shutdown)
-                .await;
+        let parts = Parts { rpc: rpc.clone(), store: store.clone(), chain_id };
+        let result = index(config, parts, &metrics, &health, &lock, tasks, shutdown).await;
         if shutdown.is_cancelled() {
             return result;
         }
@@ -235,14 +250,20 @@ async fn serve_and_index(
     }
 }
 
+/// What one run indexes with: the node, the store and the node's chain.
+struct Parts {
+    rpc: Rpc,
+    store: Store,
+    chain_id: u64,
+}
+
 /// Indexes while `lock` is held: reads where to start, then runs the [`Indexer`] until
 /// the range is done, `shutdown`, or the lock is lost. Its helper tasks (on `tasks`) end
 /// with it.
 #[allow(clippy::too_many_arguments, reason = "the parts of one run, each borrowed")]
 async fn index(
     config: &Config,
-    rpc: Rpc,
-    store: Store,
+    Parts { rpc, store, chain_id }: Parts,
     metrics: &metrics::Metrics,
     health: &health::Health,
     lock: &store::WriterLock,
@@ -261,7 +282,6 @@ async fn index(
     });
     health.follow(metrics.clone(), config.ready_max_lag, lock.lost(), tasks);
 
-    let chain_id = rpc.chain_id().await.context("reading the chain id")?;
     let head = rpc.head().await.context("reading the chain head")?;
     metrics.head(head);
     // An address without code is not a token (a typo, an EOA, another chain's contract):
@@ -274,7 +294,8 @@ async fn index(
         ))
         .into());
     }
-    let existing = retrying(&retry, "reading the token row", || store.token(config.token)).await?;
+    let existing =
+        retrying(&retry, "reading the token row", || store.token(chain_id, config.token)).await?;
     let from = match config.from {
         Some(config::From::Block(b)) => Some(b),
         Some(config::From::Head) => {
@@ -297,7 +318,7 @@ async fn index(
     }
     let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
     info!(name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
-    retrying(&retry, "writing the token row", || {
+    let row = retrying(&retry, "writing the token row", || {
         store.upsert_token(config.token, chain_id, &meta, start)
     })
     .await?;
@@ -308,6 +329,7 @@ async fn index(
             config.verify_sample,
             rpc.clone(),
             store.clone(),
+            chain_id,
             config.token,
             metrics.clone(),
             work.clone(),
@@ -332,7 +354,7 @@ async fn index(
         draw_progress: config.log_format == bootstrap::LogFormat::Text
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    Indexer::new(config.token, rpc, store, policy, metrics.clone(), work)
+    Indexer::new(config.token, row.key, rpc, store, policy, metrics.clone(), work)
         .run(start, config.to)
         .await
 }

@@ -92,7 +92,7 @@ async fn every_balance_matches_the_chain() {
     let rejected: i64 = c.query_one("SELECT rejected_logs FROM tokens", &[]).await.unwrap().get(0);
     assert_eq!(rejected as u64, w.history.rejected_logs);
     let other: i64 = c
-        .query_one("SELECT count(*) FROM transfers WHERE token <> $1", &[&w.history.token])
+        .query_one("SELECT count(*) FROM transfers WHERE token <> (SELECT id FROM tokens WHERE address = $1)", &[&w.history.token])
         .await
         .unwrap()
         .get(0);
@@ -207,11 +207,13 @@ async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
     let size: i64 =
         c.query_one("SELECT blocks FROM transfer_partitioning", &[]).await.unwrap().get(0);
     let k = split as i64 / size;
+    let chain: i64 = c.query_one("SELECT chain_id FROM tokens", &[]).await.unwrap().get(0);
     let row = c
-        .query_one("SELECT partition_no, split_at FROM transfer_partition_splits", &[])
+        .query_one("SELECT chain_id, partition_no, split_at FROM transfer_partition_splits", &[])
         .await
         .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (k, split as i64));
+    let got = (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2));
+    assert_eq!(got, (chain, k, split as i64));
     let bounds: Vec<(String, String)> = pairs(
         &c,
         "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
@@ -222,14 +224,20 @@ async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
     assert_eq!(
         bounds,
         vec![
-            (format!("transfers_{k}"), format!("FOR VALUES FROM ('{}') TO ('{split}')", k * size)),
             (
-                format!("transfers_{k}_tail"),
-                format!("FOR VALUES FROM ('{split}') TO ('{}')", (k + 1) * size)
+                format!("transfers_{chain}_{k}"),
+                format!("FOR VALUES FROM ('{chain}', '{}') TO ('{chain}', '{split}')", k * size)
+            ),
+            (
+                format!("transfers_{chain}_{k}_tail"),
+                format!(
+                    "FOR VALUES FROM ('{chain}', '{split}') TO ('{chain}', '{}')",
+                    (k + 1) * size
+                )
             ),
         ]
     );
-    for part in [format!("{k}"), format!("{k}_tail")] {
+    for part in [format!("{chain}_{k}"), format!("{chain}_{k}_tail")] {
         for side in ["from", "to"] {
             let valid: bool = c
                 .query_one(
@@ -242,8 +250,11 @@ async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
             assert!(valid, "transfers_{side}_{part} is valid");
         }
     }
-    let below: i64 =
-        c.query_one(&format!("SELECT count(*) FROM transfers_{k}"), &[]).await.unwrap().get(0);
+    let below: i64 = c
+        .query_one(&format!("SELECT count(*) FROM transfers_{chain}_{k}"), &[])
+        .await
+        .unwrap()
+        .get(0);
     let all: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(all as u64, w.history.transfers, "every transfer stored once");
     assert!(below > 0 && below <= all, "the backfill filled the part below the split");

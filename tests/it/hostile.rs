@@ -107,8 +107,12 @@ async fn edited_or_foreign_page_tokens_and_cursors_are_refused() {
     let c = w.db.client().await.unwrap();
     let newest: i64 = c.query_one("SELECT last_seq FROM tokens", &[]).await.unwrap().get(0);
     // Another store holding the same token further along issues a cursor past `newest`.
-    let ahead = query_service::input::Cursor { token: w.history.token, seq: newest + 1000 }
-        .encode(&query_service::input::Seal::new(&secret));
+    let ahead = query_service::input::Cursor {
+        chain_id: c.query_one("SELECT chain_id FROM tokens", &[]).await.unwrap().get(0),
+        token: w.history.token,
+        seq: newest + 1000,
+    }
+    .encode(&query_service::input::Seal::new(&secret));
     let mut here_client = here.client().await.unwrap();
     let e = here_client
         .stream_transfers(StreamTransfersRequest { cursor: ahead, ..Default::default() })

@@ -175,7 +175,7 @@ impl World {
         }
         let row = c
             .query_one(
-                "SELECT k.holder_count, (SELECT holders FROM blocks b WHERE b.token = k.address
+                "SELECT k.holder_count, (SELECT holders FROM blocks b WHERE b.token = k.id
                                          AND b.number <= k.indexed_block ORDER BY number DESC LIMIT 1)
                  FROM tokens k",
                 &[],

@@ -23,7 +23,7 @@ async fn holders_at_past_blocks_equal_balance_of_at_those_blocks() {
     // and minus the zero address's is the supply.
     let off: i64 = c
         .query_one(
-            "SELECT count(*) FROM balances b JOIN tokens k ON k.address = b.token
+            "SELECT count(*) FROM balances b JOIN tokens k ON k.id = b.token
              WHERE (balance_at(b.token, b.address, k.indexed_block)).balance <> b.balance",
             &[],
         )
@@ -33,7 +33,7 @@ async fn holders_at_past_blocks_equal_balance_of_at_those_blocks() {
     assert_eq!(off, 0, "balance_at(checkpoint) differs from the balances table");
     let supply_ok: bool = c
         .query_one(
-            "SELECT -(balance_at(address, $1, indexed_block)).balance = total_supply FROM tokens",
+            "SELECT -(balance_at(id, $1, indexed_block)).balance = total_supply FROM tokens",
             &[&Address::ZERO],
         )
         .await

@@ -38,7 +38,7 @@ async fn the_query_service_reads_as_a_role_that_cannot_write() {
     for sql in [
         "UPDATE balances SET balance = 0",
         "DELETE FROM transfers",
-        "INSERT INTO blocks (token, number, hash, time) VALUES ('\\x00', 1, '\\x00', 0)",
+        "INSERT INTO blocks (token, number, hash, time) VALUES (1, 1, '\\x00', 0)",
         "TRUNCATE tokens",
         "CREATE TABLE intruder (a int)",
         "DROP TABLE transfers",

@@ -160,7 +160,7 @@ async fn a_reorg_above_the_finalized_block_is_rolled_back_and_none_below_it_acce
         let row = c
             .query_one(
                 "SELECT k.finalized_block, t.block_number, t.final
-                 FROM transfers_finality t JOIN tokens k ON k.address = t.token
+                 FROM transfers_finality t JOIN tokens k ON k.id = t.token
                  WHERE t.tx_hash = $1",
                 &[&deep],
             )

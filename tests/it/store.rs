@@ -35,10 +35,14 @@ fn batch(from: u64, to: u64, transfers: Vec<Transfer>) -> Batch {
 }
 
 async fn balance(db: &tokio_postgres::Client, who: Address) -> U256 {
-    db.query_one("SELECT balance FROM balances WHERE token = $1 AND address = $2", &[&TOKEN, &who])
-        .await
-        .unwrap()
-        .get(0)
+    db.query_one(
+        "SELECT balance FROM balances
+         WHERE token = (SELECT id FROM tokens WHERE address = $1) AND address = $2",
+        &[&TOKEN, &who],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,12 +54,12 @@ async fn uint256_round_trips_and_commits_are_idempotent() {
     assert_eq!(store.migrate().await.unwrap(), 0, "migrations apply once");
     let meta =
         TokenMetadata { name: Some("T".into()), symbol: Some("T".into()), decimals: Some(18) };
-    store.upsert_token(TOKEN, 1, &meta, 1).await.unwrap();
+    let key = store.upsert_token(TOKEN, 1, &meta, 1).await.unwrap().key;
     let c = db.client().await.unwrap();
 
     // Mint the largest uint256 there is.
     let first = batch(1, 1, vec![transfer(1, 0, Address::ZERO, A, U256::MAX)]);
-    assert_eq!(store.commit(TOKEN, &first).await.unwrap().inserted, 1);
+    assert_eq!(store.commit(key, &first).await.unwrap().inserted, 1);
     assert_eq!(balance(&c, A).await, U256::MAX);
     let stored: U256 = c.query_one("SELECT value FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(stored, U256::MAX);
@@ -74,21 +78,21 @@ async fn uint256_round_trips_and_commits_are_idempotent() {
             transfer(4, 0, B, Address::ZERO, burn),
         ],
     );
-    store.commit(TOKEN, &second).await.unwrap();
+    store.commit(key, &second).await.unwrap();
     let after = (balance(&c, A).await, balance(&c, B).await);
     assert_eq!(after, (U256::from(1), U256::MAX - U256::from(1) - burn));
-    let (supply, _) = store.supplies(TOKEN).await.unwrap();
+    let (supply, _) = store.supplies(key).await.unwrap();
     assert_eq!(supply, (U256::MAX - burn).to_string());
 
     // The same batch again: nothing inserted, nothing moved.
-    assert_eq!(store.commit(TOKEN, &second).await.unwrap().inserted, 0);
+    assert_eq!(store.commit(key, &second).await.unwrap().inserted, 0);
     assert_eq!((balance(&c, A).await, balance(&c, B).await), after);
     let holders: i64 = c.query_one("SELECT holder_count FROM tokens", &[]).await.unwrap().get(0);
     assert_eq!(holders, 2);
 
     // A gap after the checkpoint (block 5) is refused, and changes nothing.
     let gap = batch(7, 8, vec![transfer(7, 0, Address::ZERO, A, U256::from(5))]);
-    let err = store.commit(TOKEN, &gap).await.unwrap_err().to_string();
+    let err = store.commit(key, &gap).await.unwrap_err().to_string();
     assert!(err.contains("6..=6"), "{err}");
     assert_eq!(balance(&c, A).await, U256::from(1));
     let checkpoint: i64 =

@@ -1,44 +1,174 @@
-//! A populated store of the previous schema (V10: transfers, balances, blocks, kept
-//! rankings, partitions) upgrades in place to the current one, and every answer is what
-//! it was.
+//! A populated store of the previous schema (V11: one token per address, transfers
+//! partitioned by block alone, with balances, blocks, kept rankings, removed transfers)
+//! upgrades in place to the current one, and every row and every answer is what a store
+//! written by the current ingestor holds.
+//!
+//! The V11 store is made from a store the current ingestor wrote: migrated to V11 only,
+//! then every row copied across with the token named by its address, the way V11 kept
+//! it; its partitions made and indexed by V11's own functions.
 
+use rig::db::TestDb;
 use rig::pair::QueryService;
 
 use crate::{all_holders, dump, indexed_past};
 
+/// Every table of the store, each row as V11 keeps it: (table, its columns, the SELECT
+/// that reads them from a current store).
+const TABLES: [(&str, &str, &str); 8] = [
+    (
+        "tokens",
+        "address, chain_id, name, symbol, decimals, start_block, indexed_block, indexed_hash,
+         indexed_time, total_supply, chain_supply, chain_supply_block, transfer_count,
+         holder_count, rejected_logs, updated_at, last_seq, safe_block, finalized_block",
+        "SELECT address, chain_id, name, symbol, decimals, start_block, indexed_block, indexed_hash,
+                indexed_time, total_supply, chain_supply, chain_supply_block, transfer_count,
+                holder_count, rejected_logs, updated_at, last_seq, safe_block, finalized_block
+         FROM tokens",
+    ),
+    (
+        "transfers",
+        "token, block_number, log_index, block_hash, block_time, tx_hash, from_address,
+         to_address, value, seq, from_balance, to_balance",
+        "SELECT k.address, t.block_number, t.log_index, t.block_hash, t.block_time, t.tx_hash,
+                t.from_address, t.to_address, t.value, t.seq, t.from_balance, t.to_balance
+         FROM transfers t JOIN tokens k ON k.id = t.token",
+    ),
+    (
+        "balances",
+        "token, address, balance, last_transfer_block",
+        "SELECT k.address, b.address, b.balance, b.last_transfer_block
+         FROM balances b JOIN tokens k ON k.id = b.token",
+    ),
+    (
+        "blocks",
+        "token, number, hash, time, holders",
+        "SELECT k.address, b.number, b.hash, b.time, b.holders
+         FROM blocks b JOIN tokens k ON k.id = b.token",
+    ),
+    (
+        "rejected_logs",
+        "token, block_number, log_index",
+        "SELECT k.address, r.block_number, r.log_index
+         FROM rejected_logs r JOIN tokens k ON k.id = r.token",
+    ),
+    (
+        "removed_transfers",
+        "token, removed_seq, seq, block_number, log_index, block_hash, block_time, tx_hash,
+         from_address, to_address, value",
+        "SELECT k.address, r.removed_seq, r.seq, r.block_number, r.log_index, r.block_hash,
+                r.block_time, r.tx_hash, r.from_address, r.to_address, r.value
+         FROM removed_transfers r JOIN tokens k ON k.id = r.token",
+    ),
+    (
+        "rankings",
+        "token, block, depth, complete, transfer_count",
+        "SELECT k.address, r.block, r.depth, r.complete, r.transfer_count
+         FROM rankings r JOIN tokens k ON k.id = r.token",
+    ),
+    (
+        "ranking_rows",
+        "token, block, rank, address, balance, last_transfer_block",
+        "SELECT k.address, r.block, r.rank, r.address, r.balance, r.last_transfer_block
+         FROM ranking_rows r JOIN tokens k ON k.id = r.token",
+    ),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_populated_v10_store_upgrades_and_answers_as_before() {
+async fn a_populated_v11_store_upgrades_and_answers_as_before() {
     let w = indexed_past(291, false).await;
-    let before_rows = dump(&w.db).await;
-    let before = {
+    let expected_rows = dump(&w.db).await;
+    let expected = {
         let qs = QueryService::start(&w.db.url).await.unwrap();
         all_holders(&qs, 3).await
     };
-    // Back to V10 as a store of the previous release held it.
-    let c = w.db.client().await.unwrap();
-    c.batch_execute("DROP TABLE token_mac_key; DELETE FROM schema_migrations WHERE version = 11")
+
+    // The same store as V11 held it.
+    let old = TestDb::create().await.unwrap();
+    let mut admin = rig::db::connect(&old.url).await.unwrap();
+    let applied = ingestor::store::migrate::run_to(&mut admin, 11).await.unwrap();
+    assert_eq!(applied, 11);
+    let from = w.db.client().await.unwrap();
+    let (lo, hi): (i64, i64) = {
+        let r = from
+            .query_one("SELECT min(block_number), max(block_number) FROM transfers", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    // Small partitions, several of them, one split as a backfill leaves it.
+    admin
+        .batch_execute(&format!(
+            "UPDATE transfer_partitioning SET blocks = 16;
+             SELECT split_transfer_partition({split});
+             SELECT ensure_transfer_partitions({lo}, {hi}, false);",
+            split = (lo + hi) / 2 + 3
+        ))
         .await
         .unwrap();
-    let newest: i32 =
-        c.query_one("SELECT max(version) FROM schema_migrations", &[]).await.unwrap().get(0);
-    assert_eq!(newest, 10);
-    let rankings: i64 = c.query_one("SELECT count(*) FROM rankings", &[]).await.unwrap().get(0);
+    for (table, columns, select) in TABLES {
+        copy_rows(&from, &admin, select, table, columns).await;
+    }
+    admin
+        .batch_execute(&format!(
+            "SELECT index_transfer_partitions(0, {hi}, true, 'from') + index_transfer_partitions(0, {hi}, true, 'to')"
+        ))
+        .await
+        .unwrap();
+    let parts: i64 = admin
+        .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'transfers'::regclass", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(parts >= 3, "the V11 store has {parts} partitions");
+    let rankings: i64 = admin.query_one("SELECT count(*) FROM rankings", &[]).await.unwrap().get(0);
     assert!(rankings > 0, "the store keeps rankings");
 
-    let mut admin = rig::db::connect(&w.db.url).await.unwrap();
     let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
-    assert_eq!(applied, 1, "V11 alone");
-    let key: Vec<u8> = c.query_one("SELECT key FROM token_mac_key", &[]).await.unwrap().get(0);
-    assert_eq!(key.len(), 32);
-    assert_eq!(dump(&w.db).await, before_rows, "no row of the store changed");
-    let qs = QueryService::start(&w.db.url).await.unwrap();
-    assert_eq!(all_holders(&qs, 3).await, before, "every page answers as before");
-
-    // Each store draws its own key.
-    c.batch_execute("DROP TABLE token_mac_key; DELETE FROM schema_migrations WHERE version = 11")
+    assert_eq!(applied, 1, "V12 alone");
+    assert_eq!(dump(&old).await, expected_rows, "every row as the current ingestor writes it");
+    let chains: Vec<String> = admin
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'transfers'::regclass",
+            &[],
+        )
         .await
-        .unwrap();
-    ingestor::store::migrate::run(&mut admin).await.unwrap();
-    let again: Vec<u8> = c.query_one("SELECT key FROM token_mac_key", &[]).await.unwrap().get(0);
-    assert_ne!(again, key);
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(chains.iter().all(|p| p.starts_with("transfers_31337_")), "{chains:?}");
+    let unindexed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'transfers'::regclass
+               AND (to_regclass(replace(c.relname::text, 'transfers_', 'transfers_from_')) IS NULL
+                 OR to_regclass(replace(c.relname::text, 'transfers_', 'transfers_to_')) IS NULL)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unindexed, 0, "every partition with data has its address indexes");
+    let qs = QueryService::start(&old.url).await.unwrap();
+    assert_eq!(all_holders(&qs, 3).await, expected, "every page answers as before");
+}
+
+/// Copies the rows `select` reads on `from` into `table` (`columns`) on `to`, as text.
+async fn copy_rows(
+    from: &tokio_postgres::Client,
+    to: &tokio_postgres::Client,
+    select: &str,
+    table: &str,
+    columns: &str,
+) {
+    use futures::{SinkExt, StreamExt};
+    let out = from.copy_out(&format!("COPY ({select}) TO STDOUT")).await.unwrap();
+    let sink = to.copy_in(&format!("COPY {table} ({columns}) FROM STDIN")).await.unwrap();
+    futures::pin_mut!(out);
+    futures::pin_mut!(sink);
+    while let Some(chunk) = out.next().await {
+        sink.send(chunk.unwrap()).await.unwrap();
+    }
+    sink.close().await.unwrap();
 }

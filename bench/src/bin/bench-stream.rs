@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 };
                 let at = Instant::now();
-                let seq = Cursor::decode(&e.cursor, token, &seal).map_or(-1, |c| c.seq);
+                let seq = Cursor::decode(&e.cursor, 31337, token, &seal).map_or(-1, |c| c.seq);
                 received.lock().expect("received").push((seq, at));
                 got += 1;
             }

@@ -161,7 +161,7 @@ impl Balances {
     pub(super) async fn load<C: GenericClient>(
         &mut self,
         client: &C,
-        token: Address,
+        token: super::TokenKey,
         addresses: Vec<Address>,
     ) -> StoreResult<()> {
         if addresses.is_empty() {
@@ -170,7 +170,7 @@ impl Balances {
         let rows = client
             .query_raw(
                 "SELECT address, balance FROM balances WHERE token = $1 AND address = ANY($2::bytea[])",
-                [&token as &(dyn ToSql + Sync), &addresses],
+                [&token.id as &(dyn ToSql + Sync), &addresses],
             )
             .await
             .what("reading the balances the batch touches")?;
@@ -222,7 +222,7 @@ impl Balances {
     pub(super) async fn write<C: GenericClient>(
         &self,
         client: &C,
-        token: Address,
+        token: super::TokenKey,
     ) -> StoreResult<(u64, i64)> {
         let mut holders_delta = 0i64;
         let (mut known, mut new) = (Columns::default(), Columns::default());
@@ -240,7 +240,7 @@ impl Balances {
                     "UPDATE balances b SET balance = u.b, last_transfer_block = u.l
                      FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)
                      WHERE b.token = $1 AND b.address = u.a",
-                    &[&token, &known.addresses, &known.balances, &known.blocks],
+                    &[&token.id, &known.addresses, &known.balances, &known.blocks],
                 )
                 .await
                 .what("updating balances")?;
@@ -250,7 +250,7 @@ impl Balances {
                 .execute(
                     "INSERT INTO balances (token, address, balance, last_transfer_block)
                      SELECT $1, a, b, l FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)",
-                    &[&token, &new.addresses, &new.balances, &new.blocks],
+                    &[&token.id, &new.addresses, &new.balances, &new.blocks],
                 )
                 .await
                 .what("inserting balances")?;

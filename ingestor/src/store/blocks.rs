@@ -2,7 +2,7 @@
 //! times, the holder count after each), its rejected logs, and the token row's counters
 //! and checkpoint.
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::B256;
 use tokio_postgres::GenericClient;
 
 use super::balances::{Balance, holders_moved};
@@ -26,10 +26,10 @@ pub(super) fn sorted(transfers: &[Transfer]) -> std::borrow::Cow<'_, [Transfer]>
 /// The supply the token row holds (the zero address's balance is minus it).
 pub(super) async fn stored_supply<C: GenericClient>(
     client: &C,
-    token: Address,
+    token: super::TokenKey,
 ) -> StoreResult<Balance> {
     Ok(client
-        .query_one("SELECT total_supply FROM tokens WHERE address = $1", &[&token])
+        .query_one("SELECT total_supply FROM tokens WHERE id = $1", &[&token.id])
         .await
         .what("reading the supply")?
         .get(0))
@@ -95,17 +95,17 @@ impl Blocks {
     pub(super) async fn keep<C: GenericClient>(
         &self,
         client: &C,
-        token: Address,
+        token: super::TokenKey,
         rejected: &[(u64, u64)],
     ) -> StoreResult<i64> {
         let (numbers, hashes, times, moved) = self.rows();
         client
             .execute(
                 "INSERT INTO blocks (token, number, hash, time, holders)
-                 SELECT $1, n, h, t, (SELECT holder_count FROM tokens WHERE address = $1) + m
+                 SELECT $1, n, h, t, (SELECT holder_count FROM tokens WHERE id = $1) + m
                  FROM unnest($2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[]) AS b(n, h, t, m)
                  ON CONFLICT DO NOTHING",
-                &[&token, &numbers, &hashes, &times, &moved],
+                &[&token.id, &numbers, &hashes, &times, &moved],
             )
             .await
             .what("keeping block hashes")?;
@@ -119,7 +119,7 @@ impl Blocks {
                 "INSERT INTO rejected_logs (token, block_number, log_index)
                  SELECT $1, b, i FROM unnest($2::bigint[], $3::integer[]) AS r(b, i)
                  ON CONFLICT DO NOTHING",
-                &[&token, &rejected_blocks, &rejected_logs],
+                &[&token.id, &rejected_blocks, &rejected_logs],
             )
             .await
             .what("keeping rejected logs")?;
@@ -141,7 +141,7 @@ pub(super) struct Moved {
 /// batch read again).
 pub(super) async fn advance<C: GenericClient>(
     client: &C,
-    token: Address,
+    token: super::TokenKey,
     moved: &Moved,
     end: &BlockRef,
 ) -> StoreResult<()> {
@@ -157,9 +157,9 @@ pub(super) async fn advance<C: GenericClient>(
                 indexed_time = CASE WHEN $6 >= indexed_block THEN $8 ELSE indexed_time END,
                 indexed_block = greatest(indexed_block, $6),
                 updated_at = now()
-             WHERE address = $1",
+             WHERE id = $1",
             &[
-                &token,
+                &token.id,
                 &moved.supply,
                 &moved.transfers,
                 &moved.holders,

@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 
-use alloy_primitives::Address;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -24,8 +23,9 @@ impl std::fmt::Debug for TransferCopy {
 }
 
 impl TransferCopy {
-    const TYPES: [Type; 12] = [
-        Type::BYTEA,
+    const TYPES: [Type; 13] = [
+        Type::INT8,
+        Type::INT4,
         Type::INT8,
         Type::INT4,
         Type::BYTEA,
@@ -43,7 +43,7 @@ impl TransferCopy {
     pub(super) async fn start(client: &tokio_postgres::Client) -> StoreResult<Self> {
         let sink = client
             .copy_in(
-                "COPY transfers (token, block_number, log_index, block_hash, block_time, tx_hash,
+                "COPY transfers (chain_id, token, block_number, log_index, block_hash, block_time, tx_hash,
                                from_address, to_address, value, seq, from_balance, to_balance)
                  FROM STDIN BINARY",
             )
@@ -55,7 +55,7 @@ impl TransferCopy {
     /// One row: transfer `t` numbered `seq`, with both sides' balances after it.
     pub(super) async fn write(
         &mut self,
-        token: Address,
+        token: super::TokenKey,
         t: &Transfer,
         seq: i64,
         (from_balance, to_balance): (Balance, Balance),
@@ -63,8 +63,9 @@ impl TransferCopy {
         let block_time = t.block_time.ok_or_else(|| {
             StoreError::Refused("a transfer without a block time reached the store".into())
         })? as i64;
-        let row: [&(dyn ToSql + Sync); 12] = [
-            &token,
+        let row: [&(dyn ToSql + Sync); 13] = [
+            &token.chain_id,
+            &token.id,
             &(t.block_number as i64),
             &(t.log_index as i32),
             &t.block_hash,

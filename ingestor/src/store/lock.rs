@@ -26,6 +26,7 @@ impl WriterLock {
 /// `shutdown` comes first.
 pub async fn writer_lock(
     database_url: &str,
+    chain_id: u64,
     token: Address,
     shutdown: &CancellationToken,
 ) -> StoreResult<Option<WriterLock>> {
@@ -39,9 +40,11 @@ pub async fn writer_lock(
         let _ = connection.await;
         fire.cancel();
     });
-    // A key of our own per token: the token's first 8 bytes, tagged.
-    let key = i64::from_be_bytes(token.as_slice()[..8].try_into().expect("8 bytes"))
-        ^ 0x4552_4332_3057_5254;
+    // A key of our own per token (chain and address): 8 bytes of their hash, tagged.
+    let mut named = chain_id.to_be_bytes().to_vec();
+    named.extend_from_slice(token.as_slice());
+    let hash = alloy_primitives::keccak256(&named);
+    let key = i64::from_be_bytes(hash[..8].try_into().expect("8 bytes")) ^ 0x4552_4332_3057_5254;
     let mut waiting_logged = false;
     loop {
         let got: bool = client

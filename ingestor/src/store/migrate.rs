@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (10, "rankings", include_str!("../../../migrations/V10__rankings.sql")),
     (11, "token_mac_key", include_str!("../../../migrations/V11__token_mac_key.sql")),
+    (12, "chain_in_every_key", include_str!("../../../migrations/V12__chain_in_every_key.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).
@@ -39,11 +40,17 @@ const LOCK_KEY: i64 = 0x4552_4332_304d_4947; // "ERC20MIG"
 
 /// Applies the migrations the database lacks. Returns how many it applied.
 pub async fn run(client: &mut Client) -> StoreResult<usize> {
+    run_to(client, i32::MAX).await
+}
+
+/// Applies the migrations the database lacks up to version `upto`: a store of an older
+/// release, for the upgrade tests.
+pub async fn run_to(client: &mut Client, upto: i32) -> StoreResult<usize> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
         .what("taking the migration lock")?;
-    let result = apply(client).await;
+    let result = apply(client, upto).await;
     // Unlock even when a migration failed; a dead connection drops the lock anyway.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
     result
@@ -80,7 +87,7 @@ async fn check_foreign_table(client: &Client) -> StoreResult<()> {
     )))
 }
 
-async fn apply(client: &mut Client) -> StoreResult<usize> {
+async fn apply(client: &mut Client, upto: i32) -> StoreResult<usize> {
     check_foreign_table(client).await?;
     client
         .batch_execute(
@@ -116,7 +123,7 @@ async fn apply(client: &mut Client) -> StoreResult<usize> {
     }
     let mut count = 0;
     for &(version, name, sql) in MIGRATIONS {
-        if applied.contains(&version) {
+        if applied.contains(&version) || version > upto {
             continue;
         }
         let tx = client.transaction().await.what("starting a migration")?;

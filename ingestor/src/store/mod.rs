@@ -34,7 +34,6 @@ pub mod writer;
 
 use std::str::FromStr;
 
-use alloy_primitives::Address;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
@@ -44,17 +43,29 @@ pub use error::{StoreError, StoreResult};
 pub use lock::{WriterLock, writer_lock};
 pub use ranking::RankingPolicy;
 pub use token::TokenRow;
+
 pub use verify::VerifySnapshot;
 pub use writer::BatchWriter;
 
 use error::What;
 
+/// A token of the store: its surrogate id (what every other table names it by) and its
+/// chain (the partitions' key). `(chain_id, address)` is the token; the id stands for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    /// `tokens.id`.
+    pub id: i32,
+    /// `tokens.chain_id`.
+    pub chain_id: i64,
+}
+
 /// A pool of connections to the indexer's database.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
-    /// The newest block whose transfer partition is known to exist (clones share it).
-    partitions_to: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Per chain, the newest block whose transfer partition is known to exist (clones
+    /// share it).
+    partitions_to: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>,
     /// How often batches keep a ranking.
     rankings: RankingPolicy,
 }
@@ -102,11 +113,7 @@ pub fn describe_url(database_url: &str) -> String {
 impl Store {
     /// A store over `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self {
-            pool,
-            partitions_to: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
-            rankings: RankingPolicy::default(),
-        }
+        Self { pool, partitions_to: Default::default(), rankings: RankingPolicy::default() }
     }
 
     /// This store, keeping rankings as `policy` says.
@@ -131,17 +138,17 @@ impl Store {
 /// and sequence numbers handed out in commit order.
 async fn lock_token<C: tokio_postgres::GenericClient>(
     tx: &C,
-    token: Address,
+    token: TokenKey,
 ) -> StoreResult<(i64, i64)> {
     let row = tx
         .query_opt(
-            "SELECT indexed_block, last_seq FROM tokens WHERE address = $1 FOR UPDATE",
-            &[&token],
+            "SELECT indexed_block, last_seq FROM tokens WHERE id = $1 FOR UPDATE",
+            &[&token.id],
         )
         .await
         .what("locking the token row")?
         .ok_or_else(|| {
-            StoreError::Refused(format!("token {token} has no row: register it first"))
+            StoreError::Refused(format!("token id {} has no row: register it first", token.id))
         })?;
     Ok((row.get("indexed_block"), row.get("last_seq")))
 }
@@ -151,12 +158,12 @@ async fn lock_token<C: tokio_postgres::GenericClient>(
 /// the checkpoint back by hand; a batch skips them.
 async fn newest_transfer<C: tokio_postgres::GenericClient>(
     tx: &C,
-    token: Address,
+    token: TokenKey,
 ) -> StoreResult<i64> {
     Ok(tx
         .query_one(
-            "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1",
-            &[&token],
+            "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1 AND chain_id = $2",
+            &[&token.id, &token.chain_id],
         )
         .await
         .what("reading the newest stored transfer")?
@@ -165,10 +172,10 @@ async fn newest_transfer<C: tokio_postgres::GenericClient>(
 
 /// Announces a commit or rollback of `token` on [`bootstrap::NOTIFY_CHANNEL`] (delivered
 /// when `tx` commits).
-async fn notify<C: tokio_postgres::GenericClient>(tx: &C, token: Address) -> StoreResult<()> {
+async fn notify<C: tokio_postgres::GenericClient>(tx: &C, token: TokenKey) -> StoreResult<()> {
     tx.execute(
-        "SELECT pg_notify($2, encode(address, 'hex') || ':' || last_seq) FROM tokens WHERE address = $1",
-        &[&token, &bootstrap::NOTIFY_CHANNEL],
+        "SELECT pg_notify($2, chain_id || ':' || encode(address, 'hex') || ':' || last_seq) FROM tokens WHERE id = $1",
+        &[&token.id, &bootstrap::NOTIFY_CHANNEL],
     )
     .await
     .what("announcing the commit")?;

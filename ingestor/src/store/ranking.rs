@@ -90,7 +90,7 @@ impl Rankings {
     /// rankings are kept.
     pub(super) async fn start<C: GenericClient>(
         client: &C,
-        token: Address,
+        token: super::TokenKey,
         policy: RankingPolicy,
     ) -> StoreResult<Self> {
         if policy.every <= 0 {
@@ -101,8 +101,8 @@ impl Rankings {
                 "SELECT k.transfer_count, k.transfer_count - coalesce(
                      (SELECT r.transfer_count FROM rankings r WHERE r.token = $1
                       ORDER BY r.block DESC LIMIT 1), 0)
-                 FROM tokens k WHERE k.address = $1",
-                &[&token],
+                 FROM tokens k WHERE k.id = $1",
+                &[&token.id],
             )
             .await
             .what("reading where the last ranking is")?;
@@ -117,7 +117,7 @@ impl Rankings {
         block: u64,
         balances: &Balances,
         reader: &C,
-        token: Address,
+        token: super::TokenKey,
     ) -> StoreResult<()> {
         let block = block as i64;
         if self.block.is_some_and(|b| b != block) {
@@ -154,7 +154,7 @@ impl Rankings {
         &mut self,
         balances: &Balances,
         reader: &C,
-        token: Address,
+        token: super::TokenKey,
     ) -> StoreResult<()> {
         let Some(block) = self.block else { return Ok(()) };
         if self.policy.every <= 0 || self.since < self.policy.every {
@@ -206,14 +206,14 @@ impl Rankings {
     async fn read_stored<C: GenericClient>(
         &mut self,
         reader: &C,
-        token: Address,
+        token: super::TokenKey,
     ) -> StoreResult<()> {
         let want = 2 * self.policy.depth as i64;
         let rows = reader
             .query(
                 "SELECT balance, address, last_transfer_block FROM balances
                  WHERE token = $1 AND balance > 0 ORDER BY -balance, address LIMIT $2",
-                &[&token, &want],
+                &[&token.id, &want],
             )
             .await
             .what("reading the stored ranking's head")?;
@@ -252,7 +252,7 @@ impl Rankings {
     pub(super) async fn keep(
         &self,
         client: &tokio_postgres::Client,
-        token: Address,
+        token: super::TokenKey,
     ) -> StoreResult<()> {
         if self.taken.is_empty() {
             return Ok(());
@@ -267,7 +267,7 @@ impl Rankings {
                  SELECT $1, b, d, c, n FROM unnest($2::bigint[], $3::integer[], $4::boolean[], $5::bigint[])
                         AS r(b, d, c, n)
                  ON CONFLICT DO NOTHING",
-                &[&token, &blocks, &depths, &complete, &counts],
+                &[&token.id, &blocks, &depths, &complete, &counts],
             )
             .await
             .what("keeping rankings")?;
@@ -278,13 +278,13 @@ impl Rankings {
             )
             .await
             .what("starting the rankings' COPY")?;
-        let types = [Type::BYTEA, Type::INT8, Type::INT4, Type::BYTEA, Type::NUMERIC, Type::INT8];
+        let types = [Type::INT4, Type::INT8, Type::INT4, Type::BYTEA, Type::NUMERIC, Type::INT8];
         let writer = BinaryCopyInWriter::new(sink, &types);
         futures::pin_mut!(writer);
         for t in &self.taken {
             for (rank, (balance, address, last)) in (1i32..).zip(&t.rows) {
                 let row: [&(dyn ToSql + Sync); 6] =
-                    [&token, &t.block, &rank, address, balance, last];
+                    [&token.id, &t.block, &rank, address, balance, last];
                 writer.as_mut().write(&row).await.what("writing a ranking row")?;
             }
         }

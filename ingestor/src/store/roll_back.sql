@@ -6,7 +6,8 @@
 -- $6 the token's last sequence number.
 -- Returns: removed transfers, balance rows changed, blocks removed, fork rows, token rows.
 WITH gone AS (
-    DELETE FROM transfers WHERE token = $1 AND block_number > $3
+    DELETE FROM transfers WHERE token = $1 AND chain_id = (SELECT chain_id FROM tokens WHERE id = $1)
+        AND block_number > $3
     RETURNING seq, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
 ), moved AS (
     INSERT INTO removed_transfers (token, removed_seq, seq, block_number, log_index, block_hash, block_time,
@@ -63,7 +64,7 @@ WITH gone AS (
         indexed_hash = $4,
         indexed_time = $5,
         updated_at = now()
-    WHERE address = $1
+    WHERE id = $1
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone) AS removed, (SELECT count(*) FROM upd) AS balances_touched,

@@ -5,7 +5,7 @@
 use alloy_primitives::Address;
 
 use super::error::{StoreError, StoreResult, What};
-use super::{Store, lock_token, notify};
+use super::{Store, TokenKey, lock_token, notify};
 use crate::rpc::BlockRef;
 
 const ROLL_BACK: &str = include_str!("roll_back.sql");
@@ -15,7 +15,7 @@ impl Store {
     /// removed_transfers with new sequence numbers (newest first), their balance changes
     /// and supply are reversed, their blocks and rejected logs are dropped, and the
     /// checkpoint moves back to `fork`. Returns how many transfers were removed.
-    pub async fn roll_back(&self, token: Address, fork: &BlockRef) -> StoreResult<u64> {
+    pub async fn roll_back(&self, token: TokenKey, fork: &BlockRef) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.what("starting the rollback transaction")?;
         let (indexed, last_seq) = lock_token(&*tx, token).await?;
@@ -29,7 +29,7 @@ impl Store {
             .query_one(
                 ROLL_BACK,
                 &[
-                    &token,
+                    &token.id,
                     &Address::ZERO,
                     &(fork.number as i64),
                     &fork.hash,

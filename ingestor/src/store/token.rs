@@ -5,13 +5,15 @@
 use alloy_primitives::{Address, B256, U256};
 use tokio_postgres::Row;
 
-use super::Store;
 use super::error::{StoreResult, What};
+use super::{Store, TokenKey};
 use crate::rpc::TokenMetadata;
 
 /// A token's row: metadata and checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
+    /// Its id and chain.
+    pub key: TokenKey,
     /// Token address.
     pub address: Address,
     /// Chain the token was indexed from.
@@ -26,6 +28,7 @@ pub struct TokenRow {
 impl TokenRow {
     fn from_row(r: &Row) -> Self {
         Self {
+            key: TokenKey { id: r.get("id"), chain_id: r.get("chain_id") },
             address: r.get("address"),
             chain_id: r.get::<_, i64>("chain_id") as u64,
             start_block: r.get::<_, i64>("start_block") as u64,
@@ -35,11 +38,15 @@ impl TokenRow {
 }
 
 impl Store {
-    /// The token's row, if it was ever indexed.
-    pub async fn token(&self, address: Address) -> StoreResult<Option<TokenRow>> {
+    /// The row of token `address` on chain `chain_id`, if it was ever indexed.
+    pub async fn token(&self, chain_id: u64, address: Address) -> StoreResult<Option<TokenRow>> {
         let client = self.client().await?;
         let row = client
-            .query_opt("SELECT address, chain_id, start_block, indexed_block FROM tokens WHERE address = $1", &[&address])
+            .query_opt(
+                "SELECT id, address, chain_id, start_block, indexed_block FROM tokens
+                 WHERE chain_id = $1 AND address = $2",
+                &[&(chain_id as i64), &address],
+            )
             .await
             .what("reading the token row")?;
         Ok(row.as_ref().map(TokenRow::from_row))
@@ -62,7 +69,7 @@ impl Store {
             .query_one(
                 "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
                  VALUES ($1, $2, coalesce($3::text, ''), coalesce($4::text, ''), coalesce($5::smallint, 0::smallint), $6::bigint, $6::bigint - 1)
-                 ON CONFLICT (address) DO UPDATE
+                 ON CONFLICT (chain_id, address) DO UPDATE
                     SET name = coalesce($3::text, tokens.name), symbol = coalesce($4::text, tokens.symbol),
                         decimals = coalesce($5::smallint, tokens.decimals),
                         start_block = CASE WHEN tokens.indexed_block < tokens.start_block
@@ -72,7 +79,7 @@ impl Store {
                                               AND tokens.transfer_count = 0
                                              THEN excluded.indexed_block ELSE tokens.indexed_block END,
                         updated_at = now()
-                 RETURNING address, chain_id, start_block, indexed_block",
+                 RETURNING id, address, chain_id, start_block, indexed_block",
                 &[
                     &address,
                     &(chain_id as i64),
@@ -91,15 +98,15 @@ impl Store {
     /// supply derived from transfers.
     pub async fn record_chain_supply(
         &self,
-        token: Address,
+        token: TokenKey,
         block: u64,
         supply: U256,
     ) -> StoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE tokens SET chain_supply = $2, chain_supply_block = $3 WHERE address = $1",
-                &[&token, &supply, &(block as i64)],
+                "UPDATE tokens SET chain_supply = $2, chain_supply_block = $3 WHERE id = $1",
+                &[&token.id, &supply, &(block as i64)],
             )
             .await
             .what("recording totalSupply()")?;
@@ -108,14 +115,14 @@ impl Store {
 
     /// The supply derived from transfers (minted minus burned) and the chain's totalSupply()
     /// when they were read at the same block: (derived, chain).
-    pub async fn supplies(&self, token: Address) -> StoreResult<(String, Option<String>)> {
+    pub async fn supplies(&self, token: TokenKey) -> StoreResult<(String, Option<String>)> {
         let client = self.client().await?;
         let row = client
             .query_one(
                 "SELECT total_supply::text,
                         CASE WHEN chain_supply_block = indexed_block THEN chain_supply::text END
-                 FROM tokens WHERE address = $1",
-                &[&token],
+                 FROM tokens WHERE id = $1",
+                &[&token.id],
             )
             .await
             .what("reading supplies")?;
@@ -126,7 +133,7 @@ impl Store {
     /// announces it (streams of final transfers wait for it). Returns what is now stored.
     pub async fn record_finality(
         &self,
-        token: Address,
+        token: TokenKey,
         safe: u64,
         finalized: u64,
     ) -> StoreResult<(u64, u64)> {
@@ -136,12 +143,12 @@ impl Store {
                 "WITH t AS (
                      UPDATE tokens SET safe_block = greatest(safe_block, $2),
                                        finalized_block = greatest(finalized_block, $3)
-                     WHERE address = $1
-                     RETURNING safe_block, finalized_block, last_seq)
+                     WHERE id = $1
+                     RETURNING chain_id, address, safe_block, finalized_block, last_seq)
                  SELECT safe_block, finalized_block,
-                        pg_notify($4, encode($1, 'hex') || ':' || last_seq)::text
+                        pg_notify($4, chain_id || ':' || encode(address, 'hex') || ':' || last_seq)::text
                  FROM t",
-                &[&token, &(safe as i64), &(finalized as i64), &bootstrap::NOTIFY_CHANNEL],
+                &[&token.id, &(safe as i64), &(finalized as i64), &bootstrap::NOTIFY_CHANNEL],
             )
             .await
             .what("recording the finalized block")?;
@@ -153,12 +160,12 @@ impl Store {
 
     /// The hash stored for `block`, if the store kept one (blocks with transfers, verified
     /// blocks near the head, and every checkpoint).
-    pub async fn block_hash(&self, token: Address, block: u64) -> StoreResult<Option<B256>> {
+    pub async fn block_hash(&self, token: TokenKey, block: u64) -> StoreResult<Option<B256>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT hash FROM blocks WHERE token = $1 AND number = $2",
-                &[&token, &(block as i64)],
+                &[&token.id, &(block as i64)],
             )
             .await
             .what("reading a block hash")?;
@@ -168,7 +175,7 @@ impl Store {
     /// Stored block hashes at or below `below`, newest first, at most `limit`.
     pub async fn recent_blocks(
         &self,
-        token: Address,
+        token: TokenKey,
         below: u64,
         limit: i64,
     ) -> StoreResult<Vec<(u64, B256)>> {
@@ -176,7 +183,7 @@ impl Store {
         let rows = client
             .query(
                 "SELECT number, hash FROM blocks WHERE token = $1 AND number <= $2 ORDER BY number DESC LIMIT $3",
-                &[&token, &(below as i64), &limit],
+                &[&token.id, &(below as i64), &limit],
             )
             .await
             .what("reading stored block hashes")?;

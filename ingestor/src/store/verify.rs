@@ -32,7 +32,7 @@ impl Store {
     /// it is. `None` when the token is not in the store.
     pub async fn verify_snapshot(
         &self,
-        token: Address,
+        token: super::TokenKey,
         sample: Option<u64>,
     ) -> StoreResult<Option<VerifySnapshot>> {
         let mut client = self.client().await?;
@@ -48,8 +48,8 @@ impl Store {
                 "SELECT indexed_block, start_block, total_supply::text AS total_supply,
                         (SELECT coalesce(sum(balance), 0)::text FROM balances WHERE token = $1) AS sum,
                         (SELECT count(*) FROM balances WHERE token = $1) AS rows
-                 FROM tokens WHERE address = $1",
-                &[&token],
+                 FROM tokens WHERE id = $1",
+                &[&token.id],
             )
             .await
             .what("reading the token")?
@@ -60,14 +60,14 @@ impl Store {
             Some(n) => {
                 tx.query(
                     "SELECT address, balance::text FROM balances WHERE token = $1 ORDER BY random() LIMIT $2",
-                    &[&token, &(n as i64)],
+                    &[&token.id, &(n as i64)],
                 )
                 .await
             }
             None => {
                 tx.query(
                     "SELECT address, balance::text FROM balances WHERE token = $1 ORDER BY address",
-                    &[&token],
+                    &[&token.id],
                 )
                 .await
             }
@@ -85,13 +85,17 @@ impl Store {
 
     /// Logs the store holds for `token` in `span`: transfers and rejected logs (what a
     /// node's `eth_getLogs` for the Transfer topic returns there).
-    pub async fn logs_in(&self, token: Address, span: RangeInclusive<u64>) -> StoreResult<u64> {
+    pub async fn logs_in(
+        &self,
+        token: super::TokenKey,
+        span: RangeInclusive<u64>,
+    ) -> StoreResult<u64> {
         let client = self.client().await?;
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM transfers WHERE token = $1 AND block_number BETWEEN $2 AND $3)
                       + (SELECT count(*) FROM rejected_logs WHERE token = $1 AND block_number BETWEEN $2 AND $3)",
-                &[&token, &(*span.start() as i64), &(*span.end() as i64)],
+                &[&token.id, &(*span.start() as i64), &(*span.end() as i64)],
             )
             .await
             .what("counting stored logs")?;

@@ -17,7 +17,6 @@
 //! Nothing is repeated inside: a failure drops the transaction (the connection is closed,
 //! not returned to the pool mid-statement) and the caller decides what to write again.
 
-use alloy_primitives::Address;
 use deadpool_postgres::Object;
 
 use super::balances::{Balance, Balances};
@@ -26,7 +25,7 @@ use super::blocks::{Blocks, Moved, advance, sorted, stored_supply};
 use super::copy::TransferCopy;
 use super::error::{StoreError, StoreResult, What};
 use super::ranking::Rankings;
-use super::{Store, lock_token, newest_transfer, notify};
+use super::{Store, TokenKey, lock_token, newest_transfer, notify};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
 
@@ -35,7 +34,7 @@ use crate::rpc::BlockRef;
 pub struct BatchWriter {
     /// In the batch's transaction; `None` once committed.
     client: Option<Object>,
-    token: Address,
+    token: TokenKey,
     /// Blocks up to this one are stored whole: their transfers are skipped.
     stored_to: i64,
     next_seq: i64,
@@ -50,8 +49,9 @@ pub struct BatchWriter {
 impl Store {
     /// Whether the partitions of `transfers` are known to cover `block`: a streamed batch
     /// must end before a chunk that needs a new one (made outside any batch).
-    pub fn covers(&self, block: u64) -> bool {
-        block as i64 <= self.partitions_to.load(std::sync::atomic::Ordering::Relaxed)
+    pub fn covers(&self, chain_id: i64, block: u64) -> bool {
+        let known = self.partitions_to.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(&chain_id).is_some_and(|&to| block as i64 <= to)
     }
 
     /// Opens a batch starting at `first` (at most right after the checkpoint), whose
@@ -60,7 +60,7 @@ impl Store {
     /// waits for the disk).
     pub async fn open_batch(
         &self,
-        token: Address,
+        token: TokenKey,
         first: u64,
         reach: u64,
         near_head: bool,
@@ -68,7 +68,7 @@ impl Store {
     ) -> StoreResult<BatchWriter> {
         // Before the transaction: making a partition locks the parent table, and that
         // must not last as long as a batch.
-        self.ensure_partitions(&(first..=reach), near_head).await?;
+        self.ensure_partitions(token.chain_id, &(first..=reach), near_head).await?;
         let client = self.client().await?;
         // A batch of final blocks: if the server crashes before this commit reaches the
         // disk, the batch and its checkpoint are lost together and read again. Near the
@@ -113,7 +113,7 @@ impl Store {
     /// Writes a batch held in memory in one transaction: its transfers (those of blocks
     /// not stored yet), the balance changes of those, its blocks and the checkpoint. Safe
     /// to repeat. Refuses a batch that would leave a gap after the checkpoint.
-    pub async fn commit(&self, token: Address, batch: &Batch) -> StoreResult<CommitStats> {
+    pub async fn commit(&self, token: TokenKey, batch: &Batch) -> StoreResult<CommitStats> {
         let (first, last) = (*batch.span.start(), *batch.span.end());
         let near_head = !batch.verified.is_empty();
         let mut balances = Balances::unbounded();

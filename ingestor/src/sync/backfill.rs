@@ -85,7 +85,7 @@ impl Indexer {
         // range ends in is still to be made.
         let after = *range.end() + 1;
         crate::retry::retrying(&policy, "splitting a transfer partition", || {
-            self.store.split_partition(after)
+            self.store.split_partition(self.key.chain_id, after)
         })
         .await?;
         let mut builds = Builds::default();
@@ -103,7 +103,7 @@ impl Indexer {
             let delay = policy.backoff(attempt);
             warn!(call = "streaming a batch", attempt, error = %bootstrap::ErrorChain(e.as_ref() as &dyn std::error::Error), delay_ms = delay.as_millis() as u64, "retrying from the checkpoint");
             tokio::time::sleep(delay).await;
-            let resume = match self.store.token(self.token).await {
+            let resume = match self.store.token(self.key.chain_id as u64, self.token).await {
                 Ok(Some(row)) => (row.indexed_block + 1) as u64,
                 // Still unreachable: the next attempt finds out again.
                 _ => start,
@@ -148,7 +148,7 @@ impl Indexer {
                     if !last {
                         self.learn_span(to - from + 1);
                     }
-                    if streaming.is_some() && !self.store.covers(to) {
+                    if streaming.is_some() && !self.store.covers(self.key.chain_id, to) {
                         // The next partition is made outside any batch.
                         let (end, n) = self
                             .commit_streamed(streaming.take().expect("open"), &mut balances)
@@ -160,7 +160,7 @@ impl Indexer {
                         None => {
                             let batch = self
                                 .store
-                                .open_batch(self.token, from, to, false, &mut balances)
+                                .open_batch(self.key, from, to, false, &mut balances)
                                 .await
                                 .inspect_err(|_| balances.forget())?;
                             streaming.insert(Streaming {
@@ -226,7 +226,7 @@ impl Indexer {
                 // The one it ends in waits for the verified steps above it: they keep
                 // every core busy, and a build beside them only slows them down.
                 if builds.0.is_empty() && !last {
-                    builds.start(&self.store, end);
+                    builds.start(&self.store, self.key.chain_id, end);
                 }
             }
             if last {
@@ -284,7 +284,7 @@ impl Indexer {
         self.drop_balances();
         let started = Instant::now();
         let stats = crate::retry::retrying(&self.rpc.retry_policy(), "committing a batch", || {
-            self.store.commit(self.token, batch)
+            self.store.commit(self.key, batch)
         })
         .await?;
         self.count_commit(&stats, &batch.end, started);
@@ -307,9 +307,9 @@ pub struct Builds(tokio::task::JoinSet<Result<u32, crate::store::StoreError>>);
 
 impl Builds {
     /// Starts building the indexes of the partitions filled up to block `upto`.
-    fn start(&mut self, store: &crate::store::Store, upto: u64) {
+    fn start(&mut self, store: &crate::store::Store, chain_id: i64, upto: u64) {
         let store = store.clone();
-        self.0.spawn(async move { store.index_partitions(upto, false).await });
+        self.0.spawn(async move { store.index_partitions(chain_id, upto, false).await });
     }
 
     /// Logs the builds that have ended.

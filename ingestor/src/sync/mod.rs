@@ -27,7 +27,7 @@ pub use finality::{Finality, FinalityPolicy};
 use crate::fetch::SpanPolicy;
 use crate::metrics::Metrics;
 use crate::rpc::Rpc;
-use crate::store::{Store, TokenRow};
+use crate::store::{Store, TokenKey, TokenRow};
 
 /// Where a run starts, given what the store holds and what was asked.
 ///
@@ -110,7 +110,10 @@ pub struct SyncPolicy {
 pub struct Indexer {
     rpc: Rpc,
     store: Store,
+    /// The token's address, for the node.
     token: Address,
+    /// The token in the store.
+    key: TokenKey,
     policy: SyncPolicy,
     /// Stops the run between batches.
     shutdown: CancellationToken,
@@ -134,10 +137,13 @@ struct Carried {
 }
 
 impl Indexer {
-    /// An indexer of `token` from `rpc` into `store`, batching and polling by `policy`,
-    /// counting into `metrics`, stopping between batches at `shutdown`.
+    /// An indexer of `token` (`key` in the store) from `rpc` into `store`, batching and
+    /// polling by `policy`, counting into `metrics`, stopping between batches at
+    /// `shutdown`.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one indexer, each owned")]
     pub fn new(
         token: Address,
+        key: TokenKey,
         rpc: Rpc,
         store: Store,
         policy: SyncPolicy,
@@ -148,6 +154,7 @@ impl Indexer {
             rpc,
             store,
             token,
+            key,
             policy,
             shutdown,
             metrics,
@@ -230,7 +237,7 @@ impl Indexer {
                 let built = crate::retry::retrying(
                     &self.rpc.retry_policy(),
                     "indexing transfer partitions",
-                    || self.store.index_partitions(next.saturating_sub(1), true),
+                    || self.store.index_partitions(self.key.chain_id, next.saturating_sub(1), true),
                 )
                 .await?;
                 if built > 0 {
@@ -305,11 +312,11 @@ impl Indexer {
                 return;
             }
         };
-        if let Err(e) = self.store.record_chain_supply(self.token, block, chain).await {
+        if let Err(e) = self.store.record_chain_supply(self.key, block, chain).await {
             warn!(error = %bootstrap::ErrorChain(&e), "could not record totalSupply()");
             return;
         }
-        match self.store.supplies(self.token).await {
+        match self.store.supplies(self.key).await {
             Ok((derived, Some(on_chain)))
                 if derived != on_chain && !self.supply_warned.swap(true, Ordering::Relaxed) =>
             {
@@ -331,7 +338,13 @@ mod tests {
     use super::*;
 
     fn row(start: u64, indexed: i64) -> TokenRow {
-        TokenRow { address: Address::ZERO, chain_id: 1, start_block: start, indexed_block: indexed }
+        TokenRow {
+            key: crate::store::TokenKey { id: 1, chain_id: 1 },
+            address: Address::ZERO,
+            chain_id: 1,
+            start_block: start,
+            indexed_block: indexed,
+        }
     }
 
     #[test]

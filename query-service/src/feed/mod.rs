@@ -44,8 +44,8 @@ pub(crate) const PAGE: i64 = 1000;
 /// One event, ready to send, with what filters need; or a marker.
 #[derive(Debug)]
 pub struct Event {
-    /// Token of the stream.
-    pub token: Address,
+    /// Token of the stream (its id in the store).
+    pub token: i32,
     /// Sequence number.
     pub seq: i64,
     /// Sender, for address filters.
@@ -59,23 +59,34 @@ pub struct Event {
 }
 
 impl Event {
-    fn new(token: Address, chain_id: i64, row: EventRow, seal: &Seal) -> Self {
+    fn new(of: Streamed, row: EventRow, seal: &Seal) -> Self {
         let (from, to) = (row.transfer.from, row.transfer.to);
         let message = TransferEvent {
-            transfer: Some(transfer_message(&row.transfer, token, chain_id)),
-            cursor: Cursor { token, seq: row.seq }.encode(seal),
+            transfer: Some(transfer_message(&row.transfer, of.address, of.chain_id)),
+            cursor: Cursor { chain_id: of.chain_id, token: of.address, seq: row.seq }.encode(seal),
             removed: row.removed,
         };
-        Self { token, seq: row.seq, from, to, message: Some(message) }
+        Self { token: of.id, seq: row.seq, from, to, message: Some(message) }
     }
 
-    fn marker(token: Address, seq: i64) -> Self {
+    fn marker(token: i32, seq: i64) -> Self {
         Self { token, seq, from: Address::ZERO, to: Address::ZERO, message: None }
     }
 
     fn touches(&self, addresses: &[Address]) -> bool {
         addresses.is_empty() || addresses.contains(&self.from) || addresses.contains(&self.to)
     }
+}
+
+/// The token a stream is of: its id in the store, its address and chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streamed {
+    /// `tokens.id`.
+    pub id: i32,
+    /// The contract.
+    pub address: Address,
+    /// Its chain.
+    pub chain_id: i64,
 }
 
 /// A stored transfer of `token` on `chain_id` as the contract shows it.
@@ -131,7 +142,7 @@ pub struct Feed {
     /// Each token's newest block the read side holds, as the feed last read it (empty
     /// before its first look): requests waiting for a `min_block` all watch this one
     /// look instead of asking the store each.
-    held: Arc<watch::Sender<HashMap<Address, i64>>>,
+    held: Arc<watch::Sender<HashMap<(i64, Address), i64>>>,
     streams: Arc<Semaphore>,
     max_streams: usize,
     metrics: Metrics,
@@ -161,7 +172,7 @@ impl Feed {
 
     /// Each token's newest block on the read side; changes each time the feed sees it
     /// move.
-    pub fn held(&self) -> watch::Receiver<HashMap<Address, i64>> {
+    pub fn held(&self) -> watch::Receiver<HashMap<(i64, Address), i64>> {
         self.held.subscribe()
     }
 
@@ -204,8 +215,8 @@ impl Feed {
     /// replayed since the last look, with events or without, wakes the `min_block`
     /// waiters.
     fn note_held(&self, positions: &[Position]) {
-        let stands: HashMap<Address, i64> =
-            positions.iter().map(|p| (p.token, p.indexed_block)).collect();
+        let stands: HashMap<(i64, Address), i64> =
+            positions.iter().map(|p| ((p.chain_id, p.token), p.indexed_block)).collect();
         if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
             debug!("the read side moved");
         }
@@ -285,7 +296,8 @@ impl Feed {
         self.note_held(&positions);
         let readable = newest_seqs(&positions);
         let (mut behind, mut unread) = (false, 0);
-        for Position { token, chain_id, last_seq: newest, .. } in committed {
+        for Position { id: token, token: address, chain_id, last_seq: newest, .. } in committed {
+            let of = Streamed { id: token, address, chain_id };
             // A token the replica has not replayed yet is not there to read.
             let Some(&held) = readable.get(&token) else {
                 behind = true;
@@ -312,7 +324,7 @@ impl Feed {
                 after = last.seq;
                 for row in rows {
                     // An error only means no subscriber right now.
-                    let _ = self.events.send(Arc::new(Event::new(token, chain_id, row, seal)));
+                    let _ = self.events.send(Arc::new(Event::new(of, row, seal)));
                 }
             }
             sent.insert(token, after);
@@ -332,8 +344,8 @@ impl Feed {
         subscription: Subscription,
         shutdown: CancellationToken,
     ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, QueryError> {
-        let Subscription { token, chain_id, start, addresses, finalized_only, revocation } =
-            subscription;
+        let Subscription { token: of, start, addresses, finalized_only, revocation } = subscription;
+        let token = of.id;
         let permit = self
             .streams
             .clone()
@@ -354,8 +366,7 @@ impl Feed {
         let sealer = self.sealer.clone();
         let mut sub = Subscriber {
             pool,
-            token,
-            chain_id,
+            token: of,
             addresses,
             seen: after,
             out,
@@ -378,32 +389,30 @@ impl Feed {
                 let _ = tokio::time::timeout(Duration::from_secs(1), last).await;
             }
             sub.metrics.active_streams.dec();
-            debug!(token = %sub.token, seen = sub.seen, "stream closed");
+            debug!(token = %sub.token.address, chain_id = sub.token.chain_id, seen = sub.seen, "stream closed");
         });
         Ok(rx)
     }
 }
 
 /// Each token's newest sequence number, from its positions.
-fn newest_seqs(positions: &[Position]) -> HashMap<Address, i64> {
-    positions.iter().map(|p| (p.token, p.last_seq)).collect()
+fn newest_seqs(positions: &[Position]) -> HashMap<i32, i64> {
+    positions.iter().map(|p| (p.id, p.last_seq)).collect()
 }
 
 /// What the feed has seen: the newest sequence number it has handed to subscribers, and
 /// the newest its server had committed, per token. Kept across reconnects.
 #[derive(Debug, Default)]
 struct Seen {
-    sent: HashMap<Address, i64>,
-    committed: HashMap<Address, i64>,
+    sent: HashMap<i32, i64>,
+    committed: HashMap<i32, i64>,
 }
 
 /// What one stream follows.
 #[derive(Debug)]
 pub struct Subscription {
     /// The token of the stream.
-    pub token: Address,
-    /// Its chain.
-    pub chain_id: i64,
+    pub token: Streamed,
     /// Where it starts.
     pub start: Start,
     /// Only transfers touching these (every transfer when empty).

@@ -52,8 +52,7 @@ impl Revocation {
 /// One stream's state.
 pub(super) struct Subscriber {
     pub(super) pool: Pool,
-    pub(super) token: Address,
-    pub(super) chain_id: i64,
+    pub(super) token: super::Streamed,
     pub(super) addresses: Vec<Address>,
     /// The newest sequence number handled (sent, or filtered out).
     pub(super) seen: i64,
@@ -80,7 +79,7 @@ impl Subscriber {
             };
             match event {
                 Ok(event) => {
-                    if event.token != self.token || event.seq <= self.seen {
+                    if event.token != self.token.id || event.seq <= self.seen {
                         continue;
                     }
                     let Some(message) = &event.message else {
@@ -143,7 +142,7 @@ impl Subscriber {
         // filter leaves out are handled too, so `seen` can move past them.
         let newest = {
             let db = self.pool.get().await?;
-            store::events::last_seq(&**db, self.token).await?
+            store::events::last_seq(&**db, self.token.id).await?
         };
         if !self.send_stored(false).await? {
             return Ok(false);
@@ -164,7 +163,7 @@ impl Subscriber {
             let seal = self.sealer.get(&**db).await?.clone();
             let rows = store::events::events_after(
                 &db,
-                self.token,
+                self.token.id,
                 self.seen,
                 PAGE,
                 &self.addresses,
@@ -175,8 +174,7 @@ impl Subscriber {
             let full = rows.len() as i64 == PAGE;
             for row in rows {
                 self.seen = row.seq;
-                let message =
-                    Event::new(self.token, self.chain_id, row, &seal).message.expect("an event");
+                let message = Event::new(self.token, row, &seal).message.expect("an event");
                 if self.out.send(Ok(message)).await.is_err() {
                     return Ok(false);
                 }

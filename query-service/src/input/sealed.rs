@@ -130,6 +130,8 @@ impl PageToken {
 /// A position in a token's stream of transfer events: resume after `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
+    /// The chain of the stream's token.
+    pub chain_id: i64,
     /// The token of the stream.
     pub token: Address,
     /// The sequence number of the last event received.
@@ -139,17 +141,40 @@ pub struct Cursor {
 impl Cursor {
     /// Opaque text for `TransferEvent.cursor`.
     pub fn encode(&self, seal: &Seal) -> String {
-        pack(seal, 2, self.token, &self.seq.to_be_bytes())
+        let mut rest = self.chain_id.to_be_bytes().to_vec();
+        rest.extend_from_slice(&self.seq.to_be_bytes());
+        pack(seal, 5, self.token, &rest)
     }
 
-    /// Reads a `cursor` issued for `token`.
-    pub fn decode(value: &str, token: Address, seal: &Seal) -> Result<Self, QueryError> {
-        let rest = unpack(seal, "cursor", value, 2, token, 8)?;
-        let seq = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+    /// Reads a `cursor` issued for `token` on `chain_id`. One issued before the store
+    /// knew chains (kind 2, no chain) is taken as of the chain the request resolved:
+    /// then an address was one token.
+    pub fn decode(
+        value: &str,
+        chain_id: i64,
+        token: Address,
+        seal: &Seal,
+    ) -> Result<Self, QueryError> {
+        let seq = match unpack(seal, "cursor", value, 5, token, 16) {
+            Ok(rest) => {
+                let issued_on = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+                if issued_on != chain_id {
+                    return Err(QueryError::invalid(
+                        "cursor",
+                        format!("issued for chain {issued_on}, not {chain_id}"),
+                    ));
+                }
+                i64::from_be_bytes(rest[8..16].try_into().expect("8 bytes"))
+            }
+            Err(e) => match unpack(seal, "cursor", value, 2, token, 8) {
+                Ok(rest) => i64::from_be_bytes(rest[..8].try_into().expect("8 bytes")),
+                Err(_) => return Err(e),
+            },
+        };
         if seq < 0 {
             return Err(forged("cursor"));
         }
-        Ok(Self { token, seq })
+        Ok(Self { chain_id, token, seq })
     }
 }
 
@@ -298,8 +323,13 @@ mod tests {
     #[test]
     fn one_kind_is_not_another() {
         let s = seal();
-        let c = Cursor { token: T, seq: 42 };
-        assert_eq!(Cursor::decode(&c.encode(&s), T, &s).unwrap(), c);
+        let c = Cursor { chain_id: 8453, token: T, seq: 42 };
+        assert_eq!(Cursor::decode(&c.encode(&s), 8453, T, &s).unwrap(), c);
+        let e = Cursor::decode(&c.encode(&s), 1, T, &s).unwrap_err().to_string();
+        assert!(e.contains("issued for chain 8453, not 1"), "{e}");
+        // One issued before chains were in the store's keys still resumes.
+        let legacy = pack(&s, 2, T, &42i64.to_be_bytes());
+        assert_eq!(Cursor::decode(&legacy, 1, T, &s).unwrap().seq, 42);
         let p = TransferPage { token: T, block: 7, log_index: 3 };
         assert_eq!(TransferPage::decode(&p.encode(&s), T, &s).unwrap(), p);
         let t = TokensPage { chain_id: 8453, address: T };
@@ -311,9 +341,9 @@ mod tests {
                 .to_string()
                 .contains("page_token")
         );
-        assert!(Cursor::decode("xyz", T, &s).unwrap_err().to_string().contains("cursor"));
+        assert!(Cursor::decode("xyz", 1, T, &s).unwrap_err().to_string().contains("cursor"));
         let negative = pack(&s, 2, T, &(-5i64).to_be_bytes());
-        assert!(Cursor::decode(&negative, T, &s).is_err(), "signed, and still out of range");
+        assert!(Cursor::decode(&negative, 1, T, &s).is_err(), "signed, and still out of range");
     }
 
     proptest! {
@@ -327,7 +357,7 @@ mod tests {
                 prop_assert!(e.starts_with("page_token: "), "{}", e);
                 let e = TransferPage::decode(&value, T, &s).unwrap_err().to_string();
                 prop_assert!(e.starts_with("page_token: "), "{}", e);
-                let e = Cursor::decode(&value, T, &s).unwrap_err().to_string();
+                let e = Cursor::decode(&value, 1, T, &s).unwrap_err().to_string();
                 prop_assert!(e.starts_with("cursor: "), "{}", e);
                 let e = TokensPage::decode(&value, &s).unwrap_err().to_string();
                 prop_assert!(e.starts_with("page_token: "), "{}", e);

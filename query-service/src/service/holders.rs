@@ -231,7 +231,7 @@ pub(super) async fn moment(
                     ),
                 ));
             }
-            store::history::block_at_time(tx, token.address, t).await?.ok_or_else(|| {
+            store::history::block_at_time(tx, token.id, t).await?.ok_or_else(|| {
                 QueryError::invalid(
                     "at_time",
                     format!("{} is before the first indexed block's time", rfc3339(t)),

@@ -136,12 +136,14 @@ impl Holders {
         loop {
             let seen = {
                 let map = held.borrow_and_update();
-                match wanted.token {
-                    Some(token) => map.get(&token).copied(),
-                    None if map.len() == 1 && wanted.chain_id.is_none() => {
-                        map.values().next().copied()
-                    }
-                    None => None,
+                // Where the fields name exactly one token the feed knows.
+                let mut named = map.iter().filter(|((chain, address), _)| {
+                    wanted.token.is_none_or(|t| t == *address)
+                        && wanted.chain_id.is_none_or(|c| c == *chain)
+                });
+                match (named.next(), named.next()) {
+                    (Some((_, block)), None) => Some(*block),
+                    _ => None,
                 }
             };
             let now = match seen {

@@ -40,10 +40,10 @@ impl Holders {
                 })?),
                 (cursor, _) => {
                     let seal = self.sealer.get(&*tx).await?;
-                    let seq = Cursor::decode(cursor, token.address, seal)?.seq;
+                    let seq = Cursor::decode(cursor, token.chain_id, token.address, seal)?.seq;
                     // A cursor ahead of the store (another store's, or one rolled back by
                     // a restore) would silently skip everything up to it.
-                    let newest = store::events::last_seq(&*tx, token.address).await?;
+                    let newest = store::events::last_seq(&*tx, token.id).await?;
                     if seq > newest {
                         return Err(QueryError::invalid(
                             "cursor",
@@ -64,8 +64,11 @@ impl Holders {
             _ => None,
         };
         let subscription = Subscription {
-            token: token.address,
-            chain_id: token.chain_id,
+            token: crate::feed::Streamed {
+                id: token.id,
+                address: token.address,
+                chain_id: token.chain_id,
+            },
             start,
             addresses,
             finalized_only: req.finalized_only,

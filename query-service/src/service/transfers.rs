@@ -48,7 +48,7 @@ impl Holders {
             }
         };
         let filter = TransferFilter { address, from_block, to_block, before, limit };
-        let rows = store::transfers::list_transfers(&tx, token.address, &filter).await?;
+        let rows = store::transfers::list_transfers(&tx, token.id, &filter).await?;
         tx.commit().await?;
         let next_page_token = match rows.last() {
             Some(last) if rows.len() as i64 == limit => TransferPage {

@@ -66,7 +66,7 @@ const FINAL_EVENTS: &str = concat!(
 /// and a final one is never removed, so a stream of these never goes back.
 pub async fn events_after(
     client: &deadpool_postgres::Object,
-    token: Address,
+    token: i32,
     after: i64,
     limit: i64,
     addresses: &[Address],
@@ -82,7 +82,7 @@ pub async fn events_after(
 /// of final transfers "from now" starts.
 pub async fn last_final_seq(
     client: &deadpool_postgres::Object,
-    token: Address,
+    token: i32,
 ) -> Result<i64, QueryError> {
     const SQL: &str = concat!(
         "SELECT coalesce((SELECT seq FROM transfers WHERE token = $1 AND ",
@@ -95,16 +95,18 @@ pub async fn last_final_seq(
 /// The token's newest sequence number.
 pub async fn last_seq<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
-    token: Address,
+    token: i32,
 ) -> Result<i64, QueryError> {
-    let row = client.query_opt("SELECT last_seq FROM tokens WHERE address = $1", &[&token]).await?;
+    let row = client.query_opt("SELECT last_seq FROM tokens WHERE id = $1", &[&token]).await?;
     row.map(|r| r.get(0))
-        .ok_or_else(|| QueryError::NotFound(format!("token {token} is not indexed")))
+        .ok_or_else(|| QueryError::NotFound(format!("token id {token} is not indexed")))
 }
 
 /// Where one token's stream stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
+    /// The token's id in the store.
+    pub id: i32,
     /// The token.
     pub token: Address,
     /// Its chain.
@@ -117,8 +119,9 @@ pub struct Position {
 
 /// Every token's position.
 pub async fn positions(client: &tokio_postgres::Client) -> Result<Vec<Position>, QueryError> {
-    let rows =
-        client.query("SELECT address, chain_id, last_seq, indexed_block FROM tokens", &[]).await?;
+    let rows = client
+        .query("SELECT address, chain_id, last_seq, indexed_block, id FROM tokens", &[])
+        .await?;
     Ok(rows
         .iter()
         .map(|r| Position {
@@ -126,6 +129,7 @@ pub async fn positions(client: &tokio_postgres::Client) -> Result<Vec<Position>,
             chain_id: r.get(1),
             last_seq: r.get(2),
             indexed_block: r.get(3),
+            id: r.get(4),
         })
         .collect())
 }
@@ -135,7 +139,7 @@ pub async fn positions(client: &tokio_postgres::Client) -> Result<Vec<Position>,
 /// when there is none yet).
 pub async fn seq_before_block(
     client: &deadpool_postgres::Object,
-    token: Address,
+    token: i32,
     block: i64,
 ) -> Result<i64, QueryError> {
     let row = client
@@ -143,7 +147,7 @@ pub async fn seq_before_block(
             "SELECT coalesce(
                  (SELECT seq - 1 FROM transfers WHERE token = $1 AND block_number >= $2
                   ORDER BY block_number, log_index LIMIT 1),
-                 (SELECT last_seq FROM tokens WHERE address = $1))",
+                 (SELECT last_seq FROM tokens WHERE id = $1))",
             &[&token, &block],
         )
         .await?;

@@ -24,7 +24,7 @@ use crate::error::QueryError;
 macro_rules! export_columns {
     ($ctes:expr, $inner:expr) => {
         concat!(
-            "WITH inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE address = $1), ",
+            "WITH inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE id = $1), ",
             $ctes,
             "
             SELECT x.address, x.balance::text AS balance, x.ago::text AS balance_7d_ago,
@@ -130,13 +130,12 @@ pub async fn portal(
     tx.batch_execute("SET LOCAL work_mem = '256MB'").await?;
     if at.latest {
         let stmt = tx.prepare_cached(AT_CHECKPOINT).await?;
-        let params: [&(dyn ToSql + Sync); 3] =
-            [&token.address, &at.week_ago_block, &at.total_supply];
+        let params: [&(dyn ToSql + Sync); 3] = [&token.id, &at.week_ago_block, &at.total_supply];
         return Ok(tx.bind(&stmt, &params).await?);
     }
     let sql = if recent_side(tx, token, at).await? { AT_RECENT } else { AT_OLD };
     let stmt = tx.prepare_cached(sql).await?;
     let params: [&(dyn ToSql + Sync); 5] =
-        [&token.address, &at.week_ago_block, &at.total_supply, &at.block, &Address::ZERO];
+        [&token.id, &at.week_ago_block, &at.total_supply, &at.block, &Address::ZERO];
     Ok(tx.bind(&stmt, &params).await?)
 }

@@ -50,7 +50,7 @@ pub async fn moment_at(
         )
         .await?;
     let row = tx
-        .query_one(&stmt, &[&token.address, &block, &WEEK, &token.start_block, &Address::ZERO])
+        .query_one(&stmt, &[&token.id, &block, &WEEK, &token.start_block, &Address::ZERO])
         .await?;
     Ok(Moment {
         block,
@@ -66,7 +66,7 @@ pub async fn moment_at(
 /// transfers are not stored, and balances after them equal those after this one.
 pub async fn block_at_time(
     tx: &Transaction<'_>,
-    token: Address,
+    token: i32,
     time: i64,
 ) -> Result<Option<i64>, QueryError> {
     let stmt = tx
@@ -222,7 +222,7 @@ pub(super) async fn recent_side(
             "SELECT count(*) FROM (SELECT 1 FROM transfers WHERE token = $1 AND block_number > $2 LIMIT $3) t",
         )
         .await?;
-    let newer: i64 = tx.query_one(&stmt, &[&token.address, &at.block, &half]).await?.get(0);
+    let newer: i64 = tx.query_one(&stmt, &[&token.id, &at.block, &half]).await?.get(0);
     // The sort of every address's first or last transfer: keep it in memory.
     tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
     Ok(newer < half)
@@ -254,7 +254,7 @@ pub async fn holder_count_at(
 ) -> Result<i64, QueryError> {
     let sql = if recent_side(tx, token, at).await? { COUNT_AT_RECENT } else { COUNT_AT_OLD };
     let stmt = tx.prepare_cached(sql).await?;
-    Ok(tx.query_one(&stmt, &[&token.address, &at.block, &Address::ZERO, &min]).await?.get(0))
+    Ok(tx.query_one(&stmt, &[&token.id, &at.block, &Address::ZERO, &min]).await?.get(0))
 }
 
 /// The holders at `addresses` at a past moment, zero balances included, ranking order.
@@ -281,7 +281,7 @@ pub(super) async fn rows_at(
 ) -> Result<Vec<HolderRow>, QueryError> {
     let stmt = tx.prepare_cached(sql).await?;
     let mut params: Vec<&(dyn ToSql + Sync)> =
-        vec![&token.address, &at.week_ago_block, &at.total_supply, what, &at.block, &Address::ZERO];
+        vec![&token.id, &at.week_ago_block, &at.total_supply, what, &at.block, &Address::ZERO];
     params.extend_from_slice(more);
     let rows = tx.query(&stmt, &params).await?;
     Ok(rows.iter().map(holder_row).collect())

@@ -76,7 +76,7 @@ macro_rules! with_week {
     ($inner:literal) => {
         holder_columns!(
             $inner,
-            ", inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE address = $1),
+            ", inside AS (SELECT $2 >= start_block AS week FROM tokens WHERE id = $1),
             held AS (SELECT DISTINCT address FROM page
                      WHERE last_transfer_block > $2 AND (SELECT week FROM inside)),
             moved AS MATERIALIZED (
@@ -136,21 +136,14 @@ pub async fn ranked(
     let rows = match &after {
         None => {
             let stmt = tx.prepare_cached(TOP).await?;
-            tx.query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &limit])
+            tx.query(&stmt, &[&token.id, &token.week_ago_block, &token.total_supply, &limit])
                 .await?
         }
         Some((balance, address)) => {
             let stmt = tx.prepare_cached(AFTER).await?;
             tx.query(
                 &stmt,
-                &[
-                    &token.address,
-                    &token.week_ago_block,
-                    &token.total_supply,
-                    &limit,
-                    balance,
-                    address,
-                ],
+                &[&token.id, &token.week_ago_block, &token.total_supply, &limit, balance, address],
             )
             .await?
         }
@@ -166,7 +159,7 @@ pub async fn lookup(
 ) -> Result<Vec<HolderRow>, QueryError> {
     let stmt = tx.prepare_cached(LOOKUP).await?;
     let rows = tx
-        .query(&stmt, &[&token.address, &token.week_ago_block, &token.total_supply, &addresses])
+        .query(&stmt, &[&token.id, &token.week_ago_block, &token.total_supply, &addresses])
         .await?;
     Ok(rows.iter().map(holder_row).collect())
 }
@@ -179,7 +172,7 @@ pub async fn holder_count(
     min: &str,
 ) -> Result<i64, QueryError> {
     let stmt = tx.prepare_cached(COUNT_FROM).await?;
-    Ok(tx.query_one(&stmt, &[&token.address, &min]).await?.get(0))
+    Ok(tx.query_one(&stmt, &[&token.id, &min]).await?.get(0))
 }
 
 /// A row of [`holder_columns!`].

@@ -102,7 +102,7 @@ pub async fn ping(pool: &Pool) -> Result<(), QueryError> {
 /// SQL: whether a transfer of token $1 in block `block_number` is final.
 macro_rules! is_final {
     () => {
-        "block_number <= (SELECT least(finalized_block, indexed_block) FROM tokens WHERE address = $1)"
+        "block_number <= (SELECT least(finalized_block, indexed_block) FROM tokens WHERE id = $1)"
     };
 }
 pub(crate) use is_final;

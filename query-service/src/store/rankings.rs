@@ -82,7 +82,7 @@ pub async fn ranked_from_kept(
         )
         .await?;
     let half = token.transfer_count / 2 + 1;
-    let Some(row) = tx.query_opt(&stmt, &[&token.address, &at.block, &half]).await? else {
+    let Some(row) = tx.query_opt(&stmt, &[&token.id, &at.block, &half]).await? else {
         return Ok(None);
     };
     let since: i64 = row.get("since");

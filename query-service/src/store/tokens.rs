@@ -10,6 +10,8 @@ use crate::error::QueryError;
 /// A token as the store knows it, with what a holders answer needs.
 #[derive(Debug, Clone)]
 pub struct TokenView {
+    /// Its id in the store (`tokens.id`): what every other table names it by.
+    pub id: i32,
     /// Token address.
     pub address: Address,
     /// The chain it lives on.
@@ -60,10 +62,10 @@ impl TokenView {
 /// The columns of a [`TokenView`]; $1 is [`WEEK`].
 macro_rules! token_columns {
     () => {
-        "SELECT t.address, t.chain_id, t.name, t.symbol, t.decimals, t.total_supply::text AS total_supply, t.start_block,
+        "SELECT t.id, t.address, t.chain_id, t.name, t.symbol, t.decimals, t.total_supply::text AS total_supply, t.start_block,
                 t.indexed_block, t.indexed_time, t.holder_count, t.transfer_count, t.last_seq,
                 coalesce((SELECT b.number FROM blocks b
-                          WHERE b.token = t.address AND b.time <= t.indexed_time - $1
+                          WHERE b.token = t.id AND b.time <= t.indexed_time - $1
                           ORDER BY b.time DESC, b.number DESC LIMIT 1),
                          t.start_block - 1) AS week_ago_block,
                 t.safe_block, t.finalized_block
@@ -172,6 +174,7 @@ pub struct Wanted {
 
 fn token_view(r: &Row) -> TokenView {
     TokenView {
+        id: r.get("id"),
         address: r.get("address"),
         chain_id: r.get("chain_id"),
         name: r.get("name"),

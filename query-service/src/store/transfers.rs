@@ -99,7 +99,7 @@ pub const TRANSFER_QUERIES: [(&str, &str); 2] = [("all", LIST_ALL), ("one", LIST
 /// receiver) each read at most one page.
 pub async fn list_transfers(
     tx: &Transaction<'_>,
-    token: Address,
+    token: i32,
     f: &TransferFilter,
 ) -> Result<Vec<TransferRow>, QueryError> {
     let rows = match f.address {
