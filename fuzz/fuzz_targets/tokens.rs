@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(page) = PageToken::decode(&text, TOKEN, seal) {
         assert_eq!(PageToken::decode(&page.encode(seal), TOKEN, seal).ok(), Some(page));
     }
-    if let Ok(cursor) = Cursor::decode(&text, TOKEN, seal) {
-        assert_eq!(Cursor::decode(&cursor.encode(seal), TOKEN, seal).ok(), Some(cursor));
+    if let Ok(cursor) = Cursor::decode(&text, 1, TOKEN, seal) {
+        assert_eq!(Cursor::decode(&cursor.encode(seal), 1, TOKEN, seal).ok(), Some(cursor));
     }
     if let Ok(page) = TransferPage::decode(&text, TOKEN, seal) {
         assert_eq!(TransferPage::decode(&page.encode(seal), TOKEN, seal).ok(), Some(page));
