@@ -2,8 +2,10 @@
 -- may hold a contract on several chains (the same deployer and nonce, CREATE2). Each
 -- token gets a small surrogate id, and every other table names its token by that id: 4
 -- bytes in each row and index entry where the 20-byte address (21 with its length)
--- stood. Transfers are partitioned by (chain_id, block_number), so each chain's history
--- fills partitions of its own, and a partition below finality is never written again.
+-- stood. Transfers are partitioned by chain (LIST), and each chain's by block range, so
+-- each chain's history fills partitions of its own, a partition below finality is never
+-- written again, and a query bounded by block is pruned to its blocks' partitions
+-- whether or not it names the chain (one level prunes by the chain, the next by block).
 --
 -- Existing rows are kept and rewritten in place; every existing transfer partition is
 -- copied into the partitions of its token's chain, and all of them get their address
@@ -53,15 +55,15 @@ CREATE TABLE transfers (
     value        numeric(78,0) NOT NULL CHECK (value >= 0),
     from_balance numeric(78,0) NOT NULL,
     to_balance   numeric(78,0) NOT NULL
-) PARTITION BY RANGE (chain_id, block_number);
+) PARTITION BY LIST (chain_id);
 -- A unique key of a partitioned table holds the partition key; the token's id fixes its
 -- chain, so the chain last costs the key nothing in what it tells apart.
 ALTER TABLE transfers ADD PRIMARY KEY (token, block_number, log_index, chain_id);
 CREATE INDEX transfers_seq ON transfers (token, seq);
 
--- Partitions: transfers_<chain>_<k> holds blocks k*size .. (k+1)*size-1 of one chain; a
--- split one (see V7) is transfers_<chain>_<k> below the split and
--- transfers_<chain>_<k>_tail from it.
+-- Partitions: transfers_<chain> holds one chain's transfers, partitioned by block range:
+-- transfers_<chain>_<k> holds its blocks k*size .. (k+1)*size-1; a split one (see V7) is
+-- transfers_<chain>_<k> below the split and transfers_<chain>_<k>_tail from it.
 DROP FUNCTION ensure_transfer_partitions(bigint, bigint, boolean);
 DROP FUNCTION split_transfer_partition(bigint);
 DROP FUNCTION index_transfer_partitions(bigint, bigint, boolean, text);
@@ -73,6 +75,25 @@ CREATE TABLE transfer_partition_splits (
     PRIMARY KEY (chain_id, partition_no)
 );
 
+-- Makes the partition of `chain`'s transfers, where missing. Returns its name.
+CREATE FUNCTION transfer_chain_partition(chain bigint)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    part text := format('transfers_%s', chain);
+BEGIN
+    IF to_regclass(part) IS NULL THEN
+        BEGIN
+            EXECUTE format('CREATE TABLE %I PARTITION OF transfers FOR VALUES IN (%s) PARTITION BY RANGE (block_number)',
+                           part, chain);
+        EXCEPTION
+            -- Made by another ingestor meanwhile.
+            WHEN invalid_object_definition OR duplicate_table OR unique_violation THEN NULL;
+        END;
+    END IF;
+    RETURN part;
+END
+$$;
+
 -- Makes the partitions of `chain` that blocks lo..hi fall in, where missing; with_indexes:
 -- with their sender and receiver indexes (near the head). Returns how many it made. Safe
 -- to call from several ingestors at once.
@@ -80,13 +101,14 @@ CREATE FUNCTION ensure_transfer_partitions(chain bigint, lo bigint, hi bigint, w
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     size bigint := (SELECT blocks FROM transfer_partitioning);
+    parent text := transfer_chain_partition(chain);
     made integer := 0;
 BEGIN
     FOR k IN (lo / size)..(hi / size) LOOP
         CONTINUE WHEN to_regclass(format('transfers_%s_%s', chain, k)) IS NOT NULL;
         BEGIN
-            EXECUTE format('CREATE TABLE %I PARTITION OF transfers FOR VALUES FROM (%s, %s) TO (%s, %s)',
-                           format('transfers_%s_%s', chain, k), chain, k * size, chain, (k + 1) * size);
+            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',
+                           format('transfers_%s_%s', chain, k), parent, k * size, (k + 1) * size);
             made := made + 1;
         EXCEPTION
             -- Made by another ingestor meanwhile.
@@ -109,15 +131,17 @@ RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     size bigint := (SELECT blocks FROM transfer_partitioning);
     k bigint := split_at / size;
+    parent text;
 BEGIN
     IF split_at % size = 0 OR to_regclass(format('transfers_%s_%s', chain, k)) IS NOT NULL THEN
         RETURN false;
     END IF;
+    parent := transfer_chain_partition(chain);
     BEGIN
-        EXECUTE format('CREATE TABLE %I PARTITION OF transfers FOR VALUES FROM (%s, %s) TO (%s, %s)',
-                       format('transfers_%s_%s', chain, k), chain, k * size, chain, split_at);
-        EXECUTE format('CREATE TABLE %I PARTITION OF transfers FOR VALUES FROM (%s, %s) TO (%s, %s)',
-                       format('transfers_%s_%s_tail', chain, k), chain, split_at, chain, (k + 1) * size);
+        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',
+                       format('transfers_%s_%s', chain, k), parent, k * size, split_at);
+        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',
+                       format('transfers_%s_%s_tail', chain, k), parent, split_at, (k + 1) * size);
         INSERT INTO transfer_partition_splits VALUES (chain, k, split_at);
     EXCEPTION
         WHEN invalid_object_definition OR duplicate_table OR unique_violation THEN
@@ -195,21 +219,18 @@ END
 $$;
 DROP TABLE transfers_v11;
 
--- As in V5, by the token's id. The chain is named too: partitions are pruned by
--- (chain_id, block_number) only where the chain is known.
+-- As in V5, by the token's id.
 CREATE FUNCTION balance_at(tok integer, addr bytea, at bigint, OUT balance numeric, OUT last_block bigint)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(max(x.balance), 0), coalesce(max(x.block_number), 0)
     FROM (
         SELECT l.balance, l.block_number FROM (
             (SELECT from_balance AS balance, block_number, log_index FROM transfers
-             WHERE token = tok AND chain_id = (SELECT k.chain_id FROM tokens k WHERE k.id = tok)
-               AND from_address = addr AND block_number <= at
+             WHERE token = tok AND from_address = addr AND block_number <= at
              ORDER BY block_number DESC, log_index DESC LIMIT 1)
             UNION ALL
             (SELECT to_balance, block_number, log_index FROM transfers
-             WHERE token = tok AND chain_id = (SELECT k.chain_id FROM tokens k WHERE k.id = tok)
-               AND to_address = addr AND block_number <= at
+             WHERE token = tok AND to_address = addr AND block_number <= at
              ORDER BY block_number DESC, log_index DESC LIMIT 1)
         ) l
         ORDER BY l.block_number DESC, l.log_index DESC LIMIT 1

@@ -57,9 +57,12 @@ pub async fn verify_store(
     let rpc = connect(config).await?;
     let store = Store::new(store::pool(config.database_url(), 1)?);
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
-    let report = verify::verify(&rpc, &store, chain_id, config.token, sample).await?;
+    let row = store.token(chain_id, config.token).await?.with_context(|| {
+        format!("token {} of chain {chain_id} is not in the store", config.token)
+    })?;
+    let report = verify::verify(&rpc, &store, &row, sample).await?;
     let cross = match cross_check_span {
-        Some(span) => Some(verify::cross_check(&rpc, &store, chain_id, config.token, span).await?),
+        Some(span) => Some(verify::cross_check(&rpc, &store, &row, span).await?),
         None => None,
     };
     Ok((report, cross))
@@ -306,7 +309,7 @@ async fn index(
         // Balances are sums over the whole history: from the creation block.
         None => Some(creation_block(&rpc, config.token, chain_id, head).await?),
     };
-    let start = sync::start_block(existing.as_ref(), from, chain_id)?;
+    let start = sync::start_block(existing.as_ref(), from)?;
     if let Some(to) = config.to.filter(|&to| to < start) {
         info!(to, indexed = start - 1, "the range is already indexed; nothing to do");
         return Ok(());
@@ -329,8 +332,7 @@ async fn index(
             config.verify_sample,
             rpc.clone(),
             store.clone(),
-            chain_id,
-            config.token,
+            row.clone(),
             metrics.clone(),
             work.clone(),
         ));

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::metrics::Metrics;
 use crate::rpc::{CallPath, Rpc};
-use crate::store::Store;
+use crate::store::{Store, TokenRow};
 
 /// A holder whose stored balance is not the chain's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,13 +110,14 @@ impl Report {
 pub async fn verify(
     rpc: &Rpc,
     store: &Store,
-    chain_id: u64,
-    token: Address,
+    row: &TokenRow,
     sample: Option<u64>,
 ) -> anyhow::Result<Report> {
-    let not_stored = || format!("token {token} of chain {chain_id} is not in the store");
-    let row = store.token(chain_id, token).await?.with_context(not_stored)?;
-    let snap = store.verify_snapshot(row.key, sample).await?.with_context(not_stored)?;
+    let token = row.address;
+    let snap = store
+        .verify_snapshot(row.key, sample)
+        .await?
+        .with_context(|| format!("token {token} is not in the store"))?;
     anyhow::ensure!(
         snap.indexed_block >= snap.start_block as i64,
         "token {token}: nothing is indexed yet"
@@ -155,14 +156,12 @@ pub async fn verify(
 
 /// While the ingestor indexes: every `period`, verifies a random `sample` of holders and
 /// exports the result as metrics, until `stop`. Mismatches are logged, one line each.
-#[allow(clippy::too_many_arguments, reason = "the parts of one task, each owned")]
 pub async fn every(
     period: std::time::Duration,
     sample: u64,
     rpc: Rpc,
     store: Store,
-    chain_id: u64,
-    token: Address,
+    token: TokenRow,
     metrics: Metrics,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -171,7 +170,7 @@ pub async fn every(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        match verify(&rpc, &store, chain_id, token, Some(sample)).await {
+        match verify(&rpc, &store, &token, Some(sample)).await {
             Ok(report) => {
                 let mismatched = report.mismatches.len() + usize::from(!report.supply_matches());
                 metrics.verify_checked.set(report.checked as i64);
@@ -264,15 +263,11 @@ impl CrossCheck {
 pub async fn cross_check(
     rpc: &Rpc,
     store: &Store,
-    chain_id: u64,
-    token: Address,
+    stored: &TokenRow,
     span: u64,
 ) -> anyhow::Result<CrossCheck> {
     anyhow::ensure!(rpc.node_count() >= 2, "--cross-check needs two --rpc-url values");
-    let stored = store
-        .token(chain_id, token)
-        .await?
-        .with_context(|| format!("token {token} of chain {chain_id} is not in the store"))?;
+    let token = stored.address;
     anyhow::ensure!(
         stored.indexed_block >= stored.start_block as i64,
         "token {token}: nothing is indexed yet"

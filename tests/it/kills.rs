@@ -197,10 +197,9 @@ async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
     w.assert_seq_in_chain_order().await;
     let unindexed: i64 = c
         .query_one(
-            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
-             WHERE i.inhparent = 'transfers'::regclass
-               AND (to_regclass(replace(p.relname, 'transfers_', 'transfers_from_')) IS NULL
-                    OR to_regclass(replace(p.relname, 'transfers_', 'transfers_to_')) IS NULL)",
+            "SELECT count(*) FROM pg_partition_tree('transfers') WHERE isleaf
+               AND (to_regclass(replace(relid::text, 'transfers_', 'transfers_from_')) IS NULL
+                    OR to_regclass(replace(relid::text, 'transfers_', 'transfers_to_')) IS NULL)",
             &[],
         )
         .await

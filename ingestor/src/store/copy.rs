@@ -10,8 +10,9 @@ use super::balances::Balance;
 use super::error::{StoreError, StoreResult, What};
 use crate::decode::Transfer;
 
-/// A binary COPY of transfers into `transfers`. U256, I512, Address and B256 travel through alloy's ToSql (NUMERIC
-/// and BYTEA): the one conversion of amounts to Postgres in the ingestor.
+/// A binary COPY of transfers into `transfers`. U256, I512, Address and B256 travel
+/// through alloy's ToSql (NUMERIC and BYTEA): the one conversion of amounts to Postgres
+/// in the ingestor.
 pub(super) struct TransferCopy {
     writer: Pin<Box<BinaryCopyInWriter>>,
 }

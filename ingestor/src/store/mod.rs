@@ -43,7 +43,6 @@ pub use error::{StoreError, StoreResult};
 pub use lock::{WriterLock, writer_lock};
 pub use ranking::RankingPolicy;
 pub use token::TokenRow;
-
 pub use verify::VerifySnapshot;
 pub use writer::BatchWriter;
 

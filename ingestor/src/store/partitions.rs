@@ -1,5 +1,6 @@
-//! The partitions of `transfers` (migrations V6, V12: each chain's own): made before a batch needs them, and
-//! their sender and receiver indexes built once a backfill has filled them. Both steps
+//! The partitions of `transfers` (migrations V6, V12: each chain's own): made before a
+//! batch needs them, and their sender and receiver indexes built once a backfill has
+//! filled them. Both steps
 //! are SQL functions of the schema, idempotent, each one transaction: a crash leaves a
 //! partition made or not, indexed or not, never half.
 

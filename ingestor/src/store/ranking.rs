@@ -110,18 +110,18 @@ impl Rankings {
     }
 
     /// Called before transfer `t`'s block `block` is applied: takes a ranking of the
-    /// state after the previous block when one is due. `reader` reads the stored head
-    /// (outside the batch's COPY).
+    /// state after the previous block when one is due. `client` reads the stored head
+    /// (the batch's connection, between its COPYs).
     pub(super) async fn before<C: GenericClient>(
         &mut self,
         block: u64,
         balances: &Balances,
-        reader: &C,
+        client: &C,
         token: super::TokenKey,
     ) -> StoreResult<()> {
         let block = block as i64;
         if self.block.is_some_and(|b| b != block) {
-            self.end_of_block(balances, reader, token).await?;
+            self.end_of_block(balances, client, token).await?;
         }
         self.block = Some(block);
         Ok(())
@@ -153,7 +153,7 @@ impl Rankings {
     pub(super) async fn end_of_block<C: GenericClient>(
         &mut self,
         balances: &Balances,
-        reader: &C,
+        client: &C,
         token: super::TokenKey,
     ) -> StoreResult<()> {
         let Some(block) = self.block else { return Ok(()) };
@@ -164,7 +164,7 @@ impl Rankings {
             return Ok(());
         }
         if self.stored.is_none() {
-            self.read_stored(reader, token).await?;
+            self.read_stored(client, token).await?;
         }
         self.take(block, balances);
         Ok(())
@@ -205,11 +205,11 @@ impl Rankings {
     /// many of its holders and still leave a full ranking above its last row.
     async fn read_stored<C: GenericClient>(
         &mut self,
-        reader: &C,
+        client: &C,
         token: super::TokenKey,
     ) -> StoreResult<()> {
         let want = 2 * self.policy.depth as i64;
-        let rows = reader
+        let rows = client
             .query(
                 "SELECT balance, address, last_transfer_block FROM balances
                  WHERE token = $1 AND balance > 0 ORDER BY -balance, address LIMIT $2",

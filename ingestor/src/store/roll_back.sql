@@ -3,11 +3,10 @@
 -- lose their effect, the blocks, rankings and rejected logs above the fork go, and the checkpoint
 -- moves back to the fork.
 -- $1 token, $2 zero address, $3 fork block, $4 its hash, $5 its time,
--- $6 the token's last sequence number.
+-- $6 the token's last sequence number, $7 its chain.
 -- Returns: removed transfers, balance rows changed, blocks removed, fork rows, token rows.
 WITH gone AS (
-    DELETE FROM transfers WHERE token = $1 AND chain_id = (SELECT chain_id FROM tokens WHERE id = $1)
-        AND block_number > $3
+    DELETE FROM transfers WHERE token = $1 AND chain_id = $7 AND block_number > $3
     RETURNING seq, block_number, log_index, block_hash, block_time, tx_hash, from_address, to_address, value
 ), moved AS (
     INSERT INTO removed_transfers (token, removed_seq, seq, block_number, log_index, block_hash, block_time,

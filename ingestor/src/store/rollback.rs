@@ -35,6 +35,7 @@ impl Store {
                     &fork.hash,
                     &(fork.timestamp as i64),
                     &last_seq,
+                    &token.chain_id,
                 ],
             )
             .await

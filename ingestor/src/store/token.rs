@@ -16,8 +16,6 @@ pub struct TokenRow {
     pub key: TokenKey,
     /// Token address.
     pub address: Address,
-    /// Chain the token was indexed from.
-    pub chain_id: u64,
     /// First block indexed.
     pub start_block: u64,
     /// Every block in `start_block..=indexed_block` is indexed; `start_block - 1` before
@@ -30,7 +28,6 @@ impl TokenRow {
         Self {
             key: TokenKey { id: r.get("id"), chain_id: r.get("chain_id") },
             address: r.get("address"),
-            chain_id: r.get::<_, i64>("chain_id") as u64,
             start_block: r.get::<_, i64>("start_block") as u64,
             indexed_block: r.get("indexed_block"),
         }

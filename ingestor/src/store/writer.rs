@@ -32,8 +32,8 @@ use crate::rpc::BlockRef;
 /// A batch being written: its transaction and what it has seen.
 #[derive(Debug)]
 pub struct BatchWriter {
-    /// In the batch's transaction; `None` once committed.
-    client: Option<Object>,
+    /// In the batch's transaction; closed, not pooled, unless the batch commits.
+    client: Closing,
     token: TokenKey,
     /// Blocks up to this one are stored whole: their transfers are skipped.
     stored_to: i64,
@@ -98,7 +98,7 @@ impl Store {
         }
         let rankings = Rankings::start(client.get(), token, self.rankings).await?;
         Ok(BatchWriter {
-            client: client.take(),
+            client,
             token,
             stored_to: indexed.max(newest),
             next_seq: last_seq + 1,
@@ -124,11 +124,6 @@ impl Store {
 }
 
 impl BatchWriter {
-    /// The connection in the batch's transaction.
-    fn client(&self) -> &tokio_postgres::Client {
-        self.client.as_deref().expect("open until committed")
-    }
-
     /// Writes one chunk's transfers (in block and log order, following the previous
     /// chunk's) and remembers its rejected logs.
     pub async fn push(
@@ -144,7 +139,7 @@ impl BatchWriter {
         if transfers.is_empty() {
             return Ok(());
         }
-        let client: &tokio_postgres::Client = self.client.as_deref().expect("open until committed");
+        let client = self.client.get();
         balances.load(client, self.token, balances.missing(transfers)).await?;
         // The arithmetic first, while the connection may still read what a ranking
         // needs; then the chunk's one COPY.
@@ -180,7 +175,7 @@ impl BatchWriter {
         verified: &[BlockRef],
         balances: &mut Balances,
     ) -> StoreResult<CommitStats> {
-        let client: &tokio_postgres::Client = self.client.as_deref().expect("open until committed");
+        let client = self.client.get();
         self.rankings.end_of_block(balances, client, self.token).await?;
         self.rankings.keep(client, self.token).await?;
         // Headers of blocks stored before keep the rows they have.
@@ -207,32 +202,23 @@ impl BatchWriter {
         if self.transfers > 0 {
             notify(client, self.token).await?;
         }
-        self.client().batch_execute("COMMIT").await.what("committing the batch")?;
+        client.batch_execute("COMMIT").await.what("committing the batch")?;
         // Committed: the connection is clean again and goes back to the pool.
-        drop(self.client.take());
+        drop(self.client.0.take());
         balances.settle();
         Ok(CommitStats { inserted: self.transfers as u64, balances_touched: balance_rows })
     }
 }
 
-impl Drop for BatchWriter {
-    /// Uncommitted: the connection may be in the middle of a statement or a failed
-    /// transaction. It is closed, not pooled; Postgres rolls the transaction back.
-    fn drop(&mut self) {
-        drop(Closing(self.client.take()));
-    }
-}
-
-/// A connection that is closed, not pooled, unless taken out of it.
+/// A connection in a batch's transaction: closed when dropped, not handed back to the
+/// pool (it may be mid-statement or in a failed transaction; Postgres rolls it back),
+/// unless the batch committed and took it out.
+#[derive(Debug)]
 struct Closing(Option<Object>);
 
 impl Closing {
     fn get(&self) -> &tokio_postgres::Client {
-        self.0.as_deref().expect("held until taken")
-    }
-
-    fn take(mut self) -> Option<Object> {
-        self.0.take()
+        self.0.as_deref().expect("held until the commit")
     }
 }
 

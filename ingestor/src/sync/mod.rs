@@ -38,21 +38,10 @@ use crate::store::{Store, TokenKey, TokenRow};
 ///
 /// `from` is `--from` resolved (`head` is the head; unset, the token's creation block
 /// when nothing is stored); `None` only for a token the store already holds.
-pub fn start_block(
-    existing: Option<&TokenRow>,
-    from: Option<u64>,
-    chain_id: u64,
-) -> anyhow::Result<u64> {
+pub fn start_block(existing: Option<&TokenRow>, from: Option<u64>) -> anyhow::Result<u64> {
     let Some(row) = existing else {
         return from.ok_or_else(|| anyhow::anyhow!("no start for a token the store lacks"));
     };
-    if row.chain_id != chain_id {
-        return Err(crate::Misconfigured(format!(
-            "token {} was indexed from chain {} but the RPC node serves chain {chain_id}: use the right --rpc-url or another database",
-            row.address, row.chain_id
-        ))
-        .into());
-    }
     // Nothing committed yet: the start is not fixed, a new --from moves it.
     if row.indexed_block < row.start_block as i64 {
         return Ok(from.unwrap_or(row.start_block));
@@ -341,7 +330,6 @@ mod tests {
         TokenRow {
             key: crate::store::TokenKey { id: 1, chain_id: 1 },
             address: Address::ZERO,
-            chain_id: 1,
             start_block: start,
             indexed_block: indexed,
         }
@@ -349,26 +337,25 @@ mod tests {
 
     #[test]
     fn a_new_token_starts_where_it_was_told() {
-        assert_eq!(start_block(None, Some(5), 1).unwrap(), 5);
-        assert!(start_block(None, None, 1).is_err(), "a new token needs its start resolved");
+        assert_eq!(start_block(None, Some(5)).unwrap(), 5);
+        assert!(start_block(None, None).is_err(), "a new token needs its start resolved");
     }
 
     #[test]
     fn a_known_token_resumes_after_its_checkpoint() {
         let r = row(10, 50);
-        assert_eq!(start_block(Some(&r), None, 1).unwrap(), 51);
-        assert_eq!(start_block(Some(&r), Some(10), 1).unwrap(), 51);
-        assert_eq!(start_block(Some(&r), Some(51), 1).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), None).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(10)).unwrap(), 51);
+        assert_eq!(start_block(Some(&r), Some(51)).unwrap(), 51);
     }
 
     #[test]
-    fn gaps_earlier_starts_and_other_chains_are_refused() {
+    fn gaps_and_earlier_starts_are_refused() {
         let r = row(10, 50);
-        let gap = start_block(Some(&r), Some(52), 1).unwrap_err().to_string();
+        let gap = start_block(Some(&r), Some(52)).unwrap_err().to_string();
         assert!(gap.contains("51..=51"), "{gap}");
         assert!(
-            start_block(Some(&r), Some(9), 1).unwrap_err().to_string().contains("before block 10")
+            start_block(Some(&r), Some(9)).unwrap_err().to_string().contains("before block 10")
         );
-        assert!(start_block(Some(&r), None, 5).unwrap_err().to_string().contains("chain 1"));
     }
 }
