@@ -78,8 +78,8 @@ pub(crate) async fn run(
             // The table appears once the ingestor has migrated.
             if let Ok(row) = db
                 .query_one(
-                    "SELECT coalesce(sum(pg_relation_size(inhrelid)), 0)::bigint
-                     FROM pg_inherits WHERE inhparent = to_regclass('transfers')",
+                    "SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint
+                     FROM pg_partition_tree(to_regclass('transfers')) WHERE isleaf",
                     &[],
                 )
                 .await
@@ -100,8 +100,8 @@ pub(crate) async fn run(
     // Bytes of heap per row, from the finished table: the timeline in rows.
     let heap: i64 = db
         .query_one(
-            "SELECT coalesce(sum(pg_relation_size(inhrelid)), 0)::bigint
-             FROM pg_inherits WHERE inhparent = 'transfers'::regclass",
+            "SELECT coalesce(sum(pg_relation_size(relid)), 0)::bigint
+             FROM pg_partition_tree('transfers') WHERE isleaf",
             &[],
         )
         .await?
@@ -172,8 +172,8 @@ pub(crate) async fn ranking_sizes(url: &str) -> anyhow::Result<(i64, i64, i64)> 
         .query_one(
             "SELECT (SELECT count(*) FROM rankings),
                     pg_total_relation_size('rankings') + pg_total_relation_size('ranking_rows'),
-                    (SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits
-                     WHERE inhparent = 'transfers'::regclass)",
+                    (SELECT sum(pg_total_relation_size(relid))::bigint
+                     FROM pg_partition_tree('transfers') WHERE isleaf)",
             &[],
         )
         .await?;
@@ -191,8 +191,8 @@ pub(crate) async fn check_store(
     let row = db
         .query_one(
             "SELECT transfer_count, indexed_block, total_supply::text,
-                    (SELECT count(*) FROM transfers WHERE token = $1)
-             FROM tokens WHERE address = $1",
+                    (SELECT count(*) FROM transfers t WHERE t.token = k.id)
+             FROM tokens k WHERE k.address = $1",
             &[&built.token.as_slice()],
         )
         .await?;
@@ -219,7 +219,8 @@ pub(crate) async fn check_store(
     for (address, expected) in sample.iter().zip(on_chain) {
         let stored: Option<String> = db
             .query_opt(
-                "SELECT balance::text FROM balances WHERE token = $1 AND address = $2",
+                "SELECT balance::text FROM balances
+                 WHERE token = (SELECT id FROM tokens WHERE address = $1) AND address = $2",
                 &[&built.token.as_slice(), &address.as_slice()],
             )
             .await?
