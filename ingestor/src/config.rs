@@ -73,9 +73,21 @@ pub struct Config {
     pub database_url: Option<String>,
 
     /// ERC-20 token contract to index (mixed-case addresses must carry a valid EIP-55
-    /// checksum).
-    #[arg(long, global = true, env = "TOKEN_ADDRESS", default_value = DOG_TOKEN, value_parser = parse_address)]
-    pub token: Address,
+    /// checksum); repeat it (or give a comma-separated list) for a token set. With none
+    /// here, in TOKEN_ADDRESS or in --tokens-file: DOG. `verify` checks these only.
+    #[arg(long = "token", global = true, env = "TOKEN_ADDRESSES", value_delimiter = ',', value_parser = parse_address)]
+    pub tokens: Vec<Address>,
+
+    /// One token (the setting of earlier versions; adds to TOKEN_ADDRESSES).
+    #[arg(long = "token-address", global = true, env = "TOKEN_ADDRESS", hide = true, value_parser = parse_address)]
+    pub token_address: Option<Address>,
+
+    /// A file of tokens, one a line: `<address> [start block]`, `#` starts a comment.
+    /// Read again when it changes (also when replaced by a rename, as a Kubernetes
+    /// ConfigMap is): a token added is backfilled and joins the others at the head, a
+    /// token removed stops being indexed (its data stays).
+    #[arg(long, global = true, env = "TOKENS_FILE")]
+    pub tokens_file: Option<std::path::PathBuf>,
 
     /// First block to index, or `head` to follow from the newest block only (balances then
     /// count only transfers from there on). Unset: the token's creation block, found from
@@ -309,6 +321,22 @@ impl Config {
             .with_max_outage(max_outage)
     }
 
+    /// The tokens of the flags and environment (`--token`, TOKEN_ADDRESSES,
+    /// TOKEN_ADDRESS), each once, in order; DOG when neither these nor a tokens file name
+    /// one.
+    pub fn flag_tokens(&self) -> Vec<Address> {
+        let mut out: Vec<Address> = Vec::new();
+        for t in self.tokens.iter().chain(self.token_address.as_ref()) {
+            if !out.contains(t) {
+                out.push(*t);
+            }
+        }
+        if out.is_empty() && self.tokens_file.is_none() {
+            out.push(DOG_TOKEN.parse().expect("DOG's address"));
+        }
+        out
+    }
+
     /// The database URL (checked present by [`Config::validate`]).
     pub fn database_url(&self) -> &str {
         self.database_url.as_deref().unwrap_or_default()
@@ -384,7 +412,23 @@ mod tests {
 
     #[test]
     fn defaults_to_the_dog_token() {
-        assert_eq!(parse(&[]).unwrap().token, DOG_TOKEN.parse::<Address>().unwrap());
+        let mut c = parse(&[]).unwrap();
+        // Cleared by hand: the environment may name tokens.
+        (c.tokens, c.token_address, c.tokens_file) = (vec![], None, None);
+        assert_eq!(c.flag_tokens(), vec![DOG_TOKEN.parse::<Address>().unwrap()]);
+        c.tokens_file = Some("tokens.txt".into());
+        assert!(c.flag_tokens().is_empty(), "a tokens file replaces the default");
+    }
+
+    #[test]
+    fn tokens_repeat_and_merge_without_duplicates() {
+        let a = "0x00000000000000000000000000000000000000aa";
+        let b = "0x00000000000000000000000000000000000000bb";
+        let mut c = parse(&["--token", a, "--token", &format!("{b},{a}")]).unwrap();
+        c.token_address = Some(b.parse().unwrap());
+        let got: Vec<String> =
+            c.flag_tokens().iter().map(|t| t.to_string().to_lowercase()).collect();
+        assert_eq!(got, vec![a.to_string(), b.to_string()]);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::abi::IERC20;
 /// One ERC-20 Transfer, located on the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
+    /// The token contract that emitted it.
+    pub token: Address,
     /// Block that holds it.
     pub block_number: u64,
     /// Hash of that block.
@@ -65,6 +67,7 @@ pub fn decode(log: &Log) -> Result<Transfer, Rejected> {
         return Err(Rejected::Unplaced);
     }
     Ok(Transfer {
+        token: log.inner.address,
         block_number,
         block_hash,
         block_time: log.block_timestamp,

@@ -14,6 +14,39 @@ use tracing::{debug, warn};
 use crate::decode::{self, Transfer};
 use crate::rpc::{Rpc, RpcError};
 
+/// Addresses in one `eth_getLogs` filter at most: a larger set is asked in several lists
+/// per span (providers cap the list, and a long one makes the request heavy).
+pub const ADDRESSES_PER_REQUEST: usize = 1000;
+
+/// The tokens a range is fetched for, each from the block its index resumes at: a span
+/// asks for every token whose start it reaches, in one address list (or a few, past
+/// [`ADDRESSES_PER_REQUEST`]), whatever their number.
+#[derive(Debug, Clone)]
+pub struct TokenList(Arc<Vec<(u64, Address)>>);
+
+impl TokenList {
+    /// `tokens` as (first block to fetch, address).
+    pub fn new(tokens: impl IntoIterator<Item = (u64, Address)>) -> Self {
+        let mut v: Vec<(u64, Address)> = tokens.into_iter().collect();
+        v.sort();
+        Self(Arc::new(v))
+    }
+
+    /// The same tokens, none fetched from later than `block`.
+    pub fn lowered_to(&self, block: u64) -> Self {
+        Self::new(self.0.iter().map(|(from, a)| ((*from).min(block), *a)))
+    }
+
+    /// The address lists of the tokens a span ending at `end` reaches.
+    fn lists(&self, end: u64) -> Vec<Vec<Address>> {
+        let reached = self.0.partition_point(|(from, _)| *from <= end);
+        self.0[..reached]
+            .chunks(ADDRESSES_PER_REQUEST)
+            .map(|c| c.iter().map(|(_, a)| *a).collect())
+            .collect()
+    }
+}
+
 /// How spans are sized.
 #[derive(Debug, Clone, Copy)]
 pub struct SpanPolicy {
@@ -34,8 +67,8 @@ pub struct Chunk {
     pub span: RangeInclusive<u64>,
     /// Their transfers, in log order, with block times.
     pub transfers: Vec<Transfer>,
-    /// Positions (block, log index) of logs with the Transfer topic but another shape.
-    pub rejected: Vec<(u64, u64)>,
+    /// Logs with the Transfer topic but another shape: (token, block, log index).
+    pub rejected: Vec<(Address, u64, u64)>,
     /// `eth_getLogs` requests it took (refusals included).
     pub requests: u32,
 }
@@ -123,7 +156,7 @@ impl Width {
 /// on while the consumer writes.
 pub fn chunks(
     rpc: Rpc,
-    token: Address,
+    tokens: TokenList,
     range: RangeInclusive<u64>,
     policy: SpanPolicy,
 ) -> impl Stream<Item = anyhow::Result<Chunk>> {
@@ -153,9 +186,10 @@ pub fn chunks(
     planner
         .map(move |(span, width, calibrated)| {
             let rpc = rpc.clone();
+            let lists = tokens.lists(*span.end());
             // Aborted when the stream is dropped (a failed or finished range).
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                let chunk = fetch_span(&rpc, token, span, &width).await;
+                let chunk = fetch_span(&rpc, &lists, span, &width).await;
                 calibrated.send_replace(true);
                 chunk
             }))
@@ -171,13 +205,13 @@ pub fn chunks(
 /// only planned while it is polled). The task ends with the receiver, or after an error.
 pub fn prefetched(
     rpc: Rpc,
-    token: Address,
+    tokens: TokenList,
     range: RangeInclusive<u64>,
     policy: SpanPolicy,
 ) -> Prefetched {
     // Memory: these chunks and the spans in flight.
     let (tx, rx) = tokio::sync::mpsc::channel(policy.concurrency.max(2) + 2);
-    let stream = chunks(rpc, token, range, policy);
+    let stream = chunks(rpc, tokens, range, policy);
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(chunk) = stream.next().await {
@@ -205,15 +239,50 @@ impl Prefetched {
     }
 }
 
-/// Fetches every log of `span`, in as many requests as the node needs.
+/// Fetches every log of `span` of the tokens in `lists` (one address list, or a few for
+/// a large set), in as many requests as the node needs.
 async fn fetch_span(
     rpc: &Rpc,
-    token: Address,
+    lists: &[Vec<Address>],
     span: RangeInclusive<u64>,
     width: &Mutex<Width>,
 ) -> anyhow::Result<Chunk> {
-    let retry = rpc.retry_policy();
     let mut logs = Vec::new();
+    let mut requests = 0u32;
+    for list in lists {
+        requests += fetch_list(rpc, list, &span, width, &mut logs).await?;
+    }
+    let mut transfers = Vec::with_capacity(logs.len());
+    let mut rejected = Vec::new();
+    for log in &logs {
+        match decode::decode(log) {
+            Ok(t) => transfers.push(t),
+            Err(why) => {
+                rejected.push((
+                    log.inner.address,
+                    log.block_number.unwrap_or_default(),
+                    log.log_index.unwrap_or_default(),
+                ));
+                debug!(block = ?log.block_number, log_index = ?log.log_index, %why, "skipped a log");
+            }
+        }
+    }
+    // Log order is block order then position, whichever token logged.
+    transfers.sort_by_key(|t| (t.block_number, t.log_index));
+    fill_block_times(rpc, &mut transfers).await?;
+    Ok(Chunk { span, transfers, rejected, requests })
+}
+
+/// Fetches every log of `span` for the addresses `list` into `logs`; returns the requests
+/// it took.
+async fn fetch_list(
+    rpc: &Rpc,
+    list: &[Address],
+    span: &RangeInclusive<u64>,
+    width: &Mutex<Width>,
+    logs: &mut Vec<alloy_rpc_types_eth::Log>,
+) -> anyhow::Result<u32> {
+    let retry = rpc.retry_policy();
     let mut cursor = *span.start();
     let mut blocks = span.end() - span.start() + 1;
     let mut failures = 0u32;
@@ -221,7 +290,7 @@ async fn fetch_span(
     while cursor <= *span.end() {
         let stop = cursor.saturating_add(blocks - 1).min(*span.end());
         requests += 1;
-        match rpc.transfer_logs(token, cursor..=stop).await {
+        match rpc.transfer_logs(list, cursor..=stop).await {
             Ok(got) => {
                 width.lock().expect("width lock").on_success(stop - cursor + 1, got.len());
                 logs.extend(got);
@@ -271,24 +340,7 @@ async fn fetch_span(
         // small answers.
         blocks = width.lock().expect("width lock").current().max(1);
     }
-
-    let mut transfers = Vec::with_capacity(logs.len());
-    let mut rejected = Vec::new();
-    for log in &logs {
-        match decode::decode(log) {
-            Ok(t) => transfers.push(t),
-            Err(why) => {
-                rejected.push((
-                    log.block_number.unwrap_or_default(),
-                    log.log_index.unwrap_or_default(),
-                ));
-                debug!(block = ?log.block_number, log_index = ?log.log_index, %why, "skipped a log");
-            }
-        }
-    }
-    transfers.sort_by_key(|t| (t.block_number, t.log_index));
-    fill_block_times(rpc, &mut transfers).await?;
-    Ok(Chunk { span, transfers, rejected, requests })
+    Ok(requests)
 }
 
 /// Fills `block_time` where the node did not send `blockTimestamp` with its logs, with one

@@ -1,8 +1,12 @@
-//! Indexes an ERC-20 token's Transfer events from an Ethereum JSON-RPC node into Postgres:
-//! transfers, balances derived from them, and a checkpoint, one transaction per batch.
+//! Indexes ERC-20 tokens' Transfer events from an Ethereum JSON-RPC node into Postgres:
+//! transfers, balances derived from them, and a checkpoint per token, one transaction per
+//! batch of the whole token set.
 //!
 //! Modules in the order a Transfer goes through them:
-//! - [`config`]: the settings, from flags and environment variables;
+//! - [`config`]: the settings, from flags and environment variables; [`tokens`]: the
+//!   token set, from the flags and the watched tokens file;
+//! - `lanes`: the token set at work: writer locks per token, the head lane and the
+//!   catch-up lane of tokens added while running;
 //! - [`sync`]: where a run starts, backfill in batches, verified steps and reorgs at the
 //!   head, finality, following new heads;
 //! - [`fetch`]: adaptive `eth_getLogs` spans, several in flight, delivered in order;
@@ -18,11 +22,13 @@ pub mod config;
 pub mod decode;
 pub mod fetch;
 pub mod health;
+mod lanes;
 pub mod metrics;
 pub mod retry;
 pub mod rpc;
 pub mod store;
 pub mod sync;
+pub mod tokens;
 pub mod verify;
 
 use anyhow::Context;
@@ -37,7 +43,7 @@ use crate::fetch::SpanPolicy;
 use crate::retry::{RetryPolicy, retrying};
 use crate::rpc::Rpc;
 use crate::store::Store;
-use crate::sync::{FinalityPolicy, Indexer, SyncPolicy};
+use crate::sync::{FinalityPolicy, SyncPolicy};
 
 /// A setting (or what it points at) that cannot work: the binary stops with this one
 /// line and exit code 2, as for a bad flag, rather than retrying or exiting 1.
@@ -45,27 +51,43 @@ use crate::sync::{FinalityPolicy, Indexer, SyncPolicy};
 #[error("{0}")]
 pub struct Misconfigured(pub String);
 
-/// `ingestor verify`: the store checked against the chain at its checkpoint (every holder
-/// or a random `sample`), and with `cross_check_span` the Transfer log counts of the first
-/// two nodes compared range by range; through the same RPC settings (failover, rate limit,
-/// retries) as indexing.
+/// What `ingestor verify` found for one token.
+pub type Verified = (verify::Report, Option<verify::CrossCheck>);
+
+/// `ingestor verify`: the store checked against the chain at each token's checkpoint
+/// (every holder or a random `sample`), and with `cross_check_span` the Transfer log
+/// counts of the first two nodes compared range by range; through the same RPC settings
+/// (failover, rate limit, retries) as indexing. The tokens checked: `--token` (and
+/// TOKEN_ADDRESSES, TOKEN_ADDRESS) if given, else those of `--tokens-file`, else DOG.
 pub async fn verify_store(
     config: &Config,
     sample: Option<u64>,
     cross_check_span: Option<u64>,
-) -> anyhow::Result<(verify::Report, Option<verify::CrossCheck>)> {
+) -> anyhow::Result<Vec<Verified>> {
+    let mut tokens = config.flag_tokens();
+    if tokens.is_empty()
+        && let Some(path) = &config.tokens_file
+    {
+        tokens = tokens::read(path).map_err(Misconfigured)?.iter().map(|w| w.address).collect();
+    }
+    anyhow::ensure!(!tokens.is_empty(), "no token to check: give --token or --tokens-file");
     let rpc = connect(config).await?;
     let store = Store::new(store::pool(config.database_url(), 1)?);
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
-    let row = store.token(chain_id, config.token).await?.with_context(|| {
-        format!("token {} of chain {chain_id} is not in the store", config.token)
-    })?;
-    let report = verify::verify(&rpc, &store, &row, sample).await?;
-    let cross = match cross_check_span {
-        Some(span) => Some(verify::cross_check(&rpc, &store, &row, span).await?),
-        None => None,
-    };
-    Ok((report, cross))
+    let mut out = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let row = store
+            .token(chain_id, token)
+            .await?
+            .with_context(|| format!("token {token} of chain {chain_id} is not in the store"))?;
+        let report = verify::verify(&rpc, &store, &row, sample).await?;
+        let cross = match cross_check_span {
+            Some(span) => Some(verify::cross_check(&rpc, &store, &row, span).await?),
+            None => None,
+        };
+        out.push((report, cross));
+    }
+    Ok(out)
 }
 
 /// Brings the schema up to date, waiting out outages. What the database holds that
@@ -140,11 +162,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         && shutdown.is_cancelled()
     {
         let store = Store::new(store::pool(database_url, 1)?);
-        let at = match chain.get() {
-            Some(&chain_id) => store.token(chain_id, config.token).await.ok().flatten(),
-            None => None,
+        let mut at = None;
+        if let Some(&chain_id) = chain.get() {
+            for token in config.flag_tokens() {
+                let row = store.token(chain_id, token).await.ok().flatten();
+                let indexed = row.map_or(-1, |t| t.indexed_block);
+                at = Some(at.map_or(indexed, |a: i64| a.min(indexed)));
+            }
         }
-        .map(|t| t.indexed_block);
+        let at = at.filter(|&b| b >= 0);
         if at.is_none_or(|at| at < to as i64) {
             let at = at.map_or("nothing".to_string(), |b| format!("block {b}"));
             result = Err(anyhow::anyhow!(
@@ -200,13 +226,15 @@ async fn serve_and_index(
             every: i64::from(config.ranking_every),
             depth: config.ranking_depth as usize,
         });
-    info!(database = %store::describe_url(database_url), token = %config.token, "starting");
+    let wanted = tokens::watch(config.flag_tokens(), config.tokens_file.clone(), servers.clone())
+        .map_err(Misconfigured)?;
+    info!(database = %store::describe_url(database_url), tokens = wanted.borrow().len(), "starting");
 
     let applied = migrate(&store, retry).await?;
     if applied > 0 {
         info!(applied, "schema migrated");
     }
-    // A token is its chain and address: the chain is asked before the lock.
+    // A token is its chain and address: the chain is asked before the locks.
     let chain_id = rpc.chain_id().await.context("reading the chain id")?;
     if i64::try_from(chain_id).is_err() {
         return Err(Misconfigured(format!(
@@ -215,129 +243,74 @@ async fn serve_and_index(
         .into());
     }
     let _ = chain.set(chain_id);
-    // One writer per token: wait for the lock before reading where to start. A lock
-    // lost with its connection (Postgres restarted, a network cut) is taken again, and
-    // the work starts over from the stored checkpoint, which another ingestor may have
-    // moved in between.
-    loop {
-        let Some(lock) = retrying(retry, "taking the writer lock", || {
-            store::writer_lock(database_url, chain_id, config.token, shutdown)
-        })
-        .await?
-        else {
-            return Ok(());
-        };
-        let parts = Parts { rpc: rpc.clone(), store: store.clone(), chain_id };
-        let result = index(config, parts, &metrics, &health, &lock, tasks, shutdown).await;
-        if shutdown.is_cancelled() {
-            return result;
-        }
-        // The database went away under the work: its lock went with it (or is about to,
-        // when the work saw it first). Either way the lock is taken again, waiting out
-        // the outage, and the work resumes from the stored checkpoint.
-        let outage = result.as_ref().err().is_some_and(|e| {
-            e.chain().any(|c| {
-                c.downcast_ref::<store::StoreError>().is_some_and(retry::Transient::is_outage)
-            })
-        });
-        if lock.lost().is_cancelled() || outage {
-            let why = result.err().map(|e| format!("{e:#}"));
-            warn!(
-                error = why,
-                "lost the database (and with it the writer lock); taking the lock again"
-            );
-            drop(lock);
-            continue;
-        }
-        return result;
-    }
-}
-
-/// What one run indexes with: the node, the store and the node's chain.
-struct Parts {
-    rpc: Rpc,
-    store: Store,
-    chain_id: u64,
-}
-
-/// Indexes while `lock` is held: reads where to start, then runs the [`Indexer`] until
-/// the range is done, `shutdown`, or the lock is lost. Its helper tasks (on `tasks`) end
-/// with it.
-#[allow(clippy::too_many_arguments, reason = "the parts of one run, each borrowed")]
-async fn index(
-    config: &Config,
-    Parts { rpc, store, chain_id }: Parts,
-    metrics: &metrics::Metrics,
-    health: &health::Health,
-    lock: &store::WriterLock,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let retry = rpc.retry_policy();
-    let work = shutdown.child_token();
-    let _end_work = work.clone().drop_guard();
-    let (lost, stop_work) = (lock.lost(), work.clone());
-    tasks.spawn(async move {
-        tokio::select! {
-            () = lost.cancelled() => stop_work.cancel(),
-            () = stop_work.cancelled() => {}
-        }
-    });
-    health.follow(metrics.clone(), config.ready_max_lag, lock.lost(), tasks);
-
-    let head = rpc.head().await.context("reading the chain head")?;
-    metrics.head(head);
-    // An address without code is not a token (a typo, an EOA, another chain's contract):
-    // refused before anything is written for it.
-    let code = rpc.code(config.token, head).await.context("reading the token's code")?;
-    if code.is_empty() {
-        return Err(Misconfigured(format!(
-            "--token {} has no code on chain {chain_id} at block {head}: it is not a contract there; check --token and --rpc-url",
-            config.token.to_checksum(None)
-        ))
-        .into());
-    }
-    let existing =
-        retrying(&retry, "reading the token row", || store.token(chain_id, config.token)).await?;
-    let from = match config.from {
-        Some(config::From::Block(b)) => Some(b),
-        Some(config::From::Head) => {
-            info!(head, "--from head: balances count only transfers from here on");
-            Some(head)
-        }
-        None if existing.is_some() => None,
-        // Balances are sums over the whole history: from the creation block.
-        None => Some(creation_block(&rpc, config.token, chain_id, head).await?),
-    };
-    let start = sync::start_block(existing.as_ref(), from)?;
-    if let Some(to) = config.to.filter(|&to| to < start) {
-        info!(to, indexed = start - 1, "the range is already indexed; nothing to do");
-        return Ok(());
-    }
-    if start > 0
-        && let Ok(checkpoint) = rpc.block(start - 1).await
-    {
-        metrics.checkpoint(checkpoint.number, checkpoint.timestamp);
-    }
-    let meta = rpc.token_metadata(config.token).await.context("reading the token's metadata")?;
-    info!(name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, to = ?config.to, "indexing");
-    let row = retrying(&retry, "writing the token row", || {
-        store.upsert_token(config.token, chain_id, &meta, start)
-    })
-    .await?;
-
+    let (indexed, _) = tokio::sync::watch::channel(Vec::new());
     if let Some(every) = config.verify_every {
         tasks.spawn(verify::every(
             every,
             config.verify_sample,
             rpc.clone(),
             store.clone(),
-            row.clone(),
+            indexed.subscribe(),
             metrics.clone(),
-            work.clone(),
+            servers.clone(),
         ));
     }
-    let policy = SyncPolicy {
+    // One writer per token: the locks are held by a connection of this ingestor's. A
+    // connection lost (Postgres restarted, a network cut) loses them all: they are taken
+    // again, and the work starts over from the stored checkpoints, which another
+    // ingestor may have moved in between.
+    loop {
+        let mut locks = retrying(retry, "connecting for the writer locks", || {
+            store::WriterLocks::connect(database_url, chain_id)
+        })
+        .await?;
+        let work = shutdown.child_token();
+        let _end_work = work.clone().drop_guard();
+        let (lost, stop_work) = (locks.lost(), work.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                () = lost.cancelled() => stop_work.cancel(),
+                () = stop_work.cancelled() => {}
+            }
+        });
+        health.follow(metrics.clone(), config.ready_max_lag, locks.lost(), tasks);
+        let parts = lanes::Parts {
+            config,
+            rpc: rpc.clone(),
+            store: store.clone(),
+            chain_id,
+            metrics: metrics.clone(),
+            policy: sync_policy(config),
+            indexed: indexed.clone(),
+        };
+        let result = lanes::Lanes::new(parts, work.clone()).run(&mut locks, wanted.clone()).await;
+        if shutdown.is_cancelled() {
+            return result;
+        }
+        // The database went away under the work: its locks went with it (or are about
+        // to, when the work saw it first). Either way they are taken again, waiting out
+        // the outage, and the work resumes from the stored checkpoints.
+        let outage = result.as_ref().err().is_some_and(|e| {
+            e.chain().any(|c| {
+                c.downcast_ref::<store::StoreError>().is_some_and(retry::Transient::is_outage)
+            })
+        });
+        if locks.lost().is_cancelled() || outage {
+            let why = result.err().map(|e| format!("{e:#}"));
+            warn!(
+                error = why,
+                "lost the database (and with it the writer locks); taking them again"
+            );
+            drop(locks);
+            continue;
+        }
+        return result;
+    }
+}
+
+/// How the pipeline batches and polls, from the settings.
+fn sync_policy(config: &Config) -> SyncPolicy {
+    SyncPolicy {
         spans: SpanPolicy {
             initial: config.initial_span,
             max: config.max_span,
@@ -355,8 +328,5 @@ async fn index(
         confirmations: config.confirmations,
         draw_progress: config.log_format == bootstrap::LogFormat::Text
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    };
-    Indexer::new(config.token, row.key, rpc, store, policy, metrics.clone(), work)
-        .run(start, config.to)
-        .await
+    }
 }

@@ -80,30 +80,63 @@ async fn work(config: Config) -> ExitCode {
 #[allow(clippy::print_stdout)]
 async fn verify(config: &Config, sample: Option<u64>, json: bool, cross: Option<u64>) -> ExitCode {
     match ingestor::verify_store(config, sample, cross).await {
-        Ok((report, cross)) => {
-            let cross_ok = cross.as_ref().is_none_or(|c| c.diffs.is_empty());
+        Ok(checked) => {
+            let ok = |(report, cross): &ingestor::Verified| {
+                report.matches() && cross.as_ref().is_none_or(|c| c.diffs.is_empty())
+            };
+            let differ: Vec<String> =
+                checked.iter().filter(|c| !ok(c)).map(|c| c.0.token.to_checksum(None)).collect();
             if json {
-                let mut out = report.to_json();
-                if let Some(c) = &cross {
-                    out["cross_check"] = c.to_json();
-                }
+                let one = |(report, cross): &ingestor::Verified| {
+                    let mut out = report.to_json();
+                    if let Some(c) = cross {
+                        out["cross_check"] = c.to_json();
+                    }
+                    out
+                };
+                // One token: its report, as before token sets; several: each, and which differ.
+                let out = match checked.as_slice() {
+                    [only] => one(only),
+                    all => serde_json::json!({
+                        "ok": differ.is_empty(),
+                        "differ": differ,
+                        "tokens": all.iter().map(one).collect::<Vec<_>>(),
+                    }),
+                };
                 println!("{out}");
             } else {
-                println!("{}", report.summary());
-                for m in &report.mismatches {
-                    println!("mismatch {} stored {} on chain {}", m.address, m.stored, m.on_chain);
-                }
-                if let Some(c) = &cross {
-                    println!("{}", c.summary());
-                    for d in &c.diffs {
+                for (report, cross) in &checked {
+                    println!("{}", report.summary());
+                    for m in &report.mismatches {
                         println!(
-                            "range {}..={}: --rpc-url #1 {} logs, #2 {} logs, store {}",
-                            d.from, d.to, d.nodes[0], d.nodes[1], d.stored
+                            "mismatch {} stored {} on chain {}",
+                            m.address, m.stored, m.on_chain
+                        );
+                    }
+                    if let Some(c) = cross {
+                        println!("{}", c.summary());
+                        for d in &c.diffs {
+                            println!(
+                                "range {}..={}: --rpc-url #1 {} logs, #2 {} logs, store {}",
+                                d.from, d.to, d.nodes[0], d.nodes[1], d.stored
+                            );
+                        }
+                    }
+                }
+                if checked.len() > 1 {
+                    if differ.is_empty() {
+                        println!("verify: all {} tokens match", checked.len());
+                    } else {
+                        println!(
+                            "verify: {} of {} tokens differ: {}",
+                            differ.len(),
+                            checked.len(),
+                            differ.join(", ")
                         );
                     }
                 }
             }
-            ExitCode::from(if report.matches() && cross_ok { 0 } else { 1 })
+            ExitCode::from(if differ.is_empty() { 0 } else { 1 })
         }
         Err(e) => {
             if json {

@@ -154,14 +154,15 @@ pub async fn verify(
     })
 }
 
-/// While the ingestor indexes: every `period`, verifies a random `sample` of holders and
-/// exports the result as metrics, until `stop`. Mismatches are logged, one line each.
+/// While the ingestor indexes: every `period`, verifies a random `sample` of holders of
+/// every token indexed (`indexed`, as the token set changes) and exports the result as
+/// metrics (summed over the tokens), until `stop`. Mismatches are logged, one line each.
 pub async fn every(
     period: std::time::Duration,
     sample: u64,
     rpc: Rpc,
     store: Store,
-    token: TokenRow,
+    indexed: tokio::sync::watch::Receiver<Vec<TokenRow>>,
     metrics: Metrics,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -170,33 +171,45 @@ pub async fn every(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        match verify(&rpc, &store, &token, Some(sample)).await {
-            Ok(report) => {
-                let mismatched = report.mismatches.len() + usize::from(!report.supply_matches());
-                metrics.verify_checked.set(report.checked as i64);
-                metrics.verify_mismatched.set(mismatched as i64);
-                metrics.verify_last_run.set(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64),
-                );
-                for m in &report.mismatches {
-                    tracing::warn!(address = %m.address, stored = %m.stored, on_chain = %m.on_chain, block = report.block, "verify: stored balance differs from balanceOf");
+        let tokens = indexed.borrow().clone();
+        let (mut checked, mut mismatched, mut ran) = (0u64, 0usize, false);
+        for token in &tokens {
+            if stop.is_cancelled() {
+                return;
+            }
+            match verify(&rpc, &store, token, Some(sample)).await {
+                Ok(report) => {
+                    ran = true;
+                    checked += report.checked;
+                    mismatched += report.mismatches.len() + usize::from(!report.supply_matches());
+                    for m in &report.mismatches {
+                        tracing::warn!(token = %report.token, address = %m.address, stored = %m.stored, on_chain = %m.on_chain, block = report.block, "verify: stored balance differs from balanceOf");
+                    }
+                    if report.matches() {
+                        tracing::info!(
+                            token = %report.token,
+                            checked = report.checked,
+                            block = report.block,
+                            "verify: sample matches the chain"
+                        );
+                    } else {
+                        tracing::warn!("{}", report.summary());
+                    }
                 }
-                if report.matches() {
-                    tracing::info!(
-                        checked = report.checked,
-                        block = report.block,
-                        "verify: sample matches the chain"
-                    );
-                } else {
-                    tracing::warn!("{}", report.summary());
+                Err(e) => {
+                    metrics.verify_errors.inc();
+                    tracing::warn!(token = %token.address, error = format!("{e:#}"), "verify: could not check");
                 }
             }
-            Err(e) => {
-                metrics.verify_errors.inc();
-                tracing::warn!(error = format!("{e:#}"), "verify: could not check");
-            }
+        }
+        if ran {
+            metrics.verify_checked.set(checked as i64);
+            metrics.verify_mismatched.set(mismatched as i64);
+            metrics.verify_last_run.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            );
         }
     }
 }

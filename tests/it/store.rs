@@ -13,6 +13,7 @@ const B: Address = Address::repeat_byte(0xb2);
 
 fn transfer(block: u64, log_index: u64, from: Address, to: Address, value: U256) -> Transfer {
     Transfer {
+        token: TOKEN,
         block_number: block,
         block_hash: B256::repeat_byte(block as u8),
         block_time: Some(1_700_000_000 + block),
@@ -55,11 +56,12 @@ async fn uint256_round_trips_and_commits_are_idempotent() {
     let meta =
         TokenMetadata { name: Some("T".into()), symbol: Some("T".into()), decimals: Some(18) };
     let key = store.upsert_token(TOKEN, 1, &meta, 1).await.unwrap().key;
+    let set = ingestor::store::TokenSet::one(TOKEN, key);
     let c = db.client().await.unwrap();
 
     // Mint the largest uint256 there is.
     let first = batch(1, 1, vec![transfer(1, 0, Address::ZERO, A, U256::MAX)]);
-    assert_eq!(store.commit(key, &first).await.unwrap().inserted, 1);
+    assert_eq!(store.commit(&set, &first).await.unwrap().inserted, 1);
     assert_eq!(balance(&c, A).await, U256::MAX);
     let stored: U256 = c.query_one("SELECT value FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(stored, U256::MAX);
@@ -78,21 +80,21 @@ async fn uint256_round_trips_and_commits_are_idempotent() {
             transfer(4, 0, B, Address::ZERO, burn),
         ],
     );
-    store.commit(key, &second).await.unwrap();
+    store.commit(&set, &second).await.unwrap();
     let after = (balance(&c, A).await, balance(&c, B).await);
     assert_eq!(after, (U256::from(1), U256::MAX - U256::from(1) - burn));
     let (supply, _) = store.supplies(key).await.unwrap();
     assert_eq!(supply, (U256::MAX - burn).to_string());
 
     // The same batch again: nothing inserted, nothing moved.
-    assert_eq!(store.commit(key, &second).await.unwrap().inserted, 0);
+    assert_eq!(store.commit(&set, &second).await.unwrap().inserted, 0);
     assert_eq!((balance(&c, A).await, balance(&c, B).await), after);
     let holders: i64 = c.query_one("SELECT holder_count FROM tokens", &[]).await.unwrap().get(0);
     assert_eq!(holders, 2);
 
     // A gap after the checkpoint (block 5) is refused, and changes nothing.
     let gap = batch(7, 8, vec![transfer(7, 0, Address::ZERO, A, U256::from(5))]);
-    let err = store.commit(key, &gap).await.unwrap_err().to_string();
+    let err = store.commit(&set, &gap).await.unwrap_err().to_string();
     assert!(err.contains("6..=6"), "{err}");
     assert_eq!(balance(&c, A).await, U256::from(1));
     let checkpoint: i64 =

@@ -57,14 +57,14 @@ impl Rpc {
         .await
     }
 
-    /// One attempt of `eth_getLogs` for the token's Transfer events in `span`. Not retried
+    /// One attempt of `eth_getLogs` for the Transfer events of `tokens` in `span`. Not retried
     /// here: on refusal the caller changes the span.
     pub async fn transfer_logs(
         &self,
-        token: Address,
+        tokens: &[Address],
         span: RangeInclusive<u64>,
     ) -> Result<Vec<Log>, RpcError> {
-        let filter = transfer_filter(token, &span);
+        let filter = transfer_filter(tokens, &span);
         let (node, client) = self.node();
         self.timed("eth_getLogs", node, 1, client.request("eth_getLogs", (filter,))).await
     }
@@ -79,7 +79,7 @@ impl Rpc {
     ) -> Result<Vec<Log>, RpcError> {
         let client = self.node_at(node);
         self.retrying("eth_getLogs", || {
-            let filter = transfer_filter(token, &span);
+            let filter = transfer_filter(&[token], &span);
             self.observed("eth_getLogs", 1, client.request("eth_getLogs", (filter,)))
         })
         .await
@@ -159,9 +159,11 @@ impl Rpc {
 }
 
 /// The `eth_getLogs` filter for `token`'s Transfer events in `span`.
-fn transfer_filter(token: Address, span: &RangeInclusive<u64>) -> serde_json::Value {
+/// The filter of Transfer events of `tokens` (an address list: one request for a whole
+/// token set) in `span`.
+fn transfer_filter(tokens: &[Address], span: &RangeInclusive<u64>) -> serde_json::Value {
     json!({
-        "address": token,
+        "address": tokens,
         "topics": [TRANSFER_TOPIC],
         "fromBlock": format!("{:#x}", span.start()),
         "toBlock": format!("{:#x}", span.end()),

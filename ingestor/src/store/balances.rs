@@ -1,8 +1,9 @@
-//! Balances as the ingestor computes them. The ingestor is the token's only writer, so it
+//! Balances as the ingestor computes them. The ingestor is its tokens' only writer, so it
 //! keeps the balances a batch touches in memory, reads those it lacks once, moves them by
 //! each transfer (giving every transfer its balances after it) and hands Postgres final
 //! values: each touched balance row is written once per batch, and Postgres sums and
-//! sorts nothing.
+//! sorts nothing. One map serves a whole token set, keyed by (token id, address): a batch
+//! of many tokens reads and writes its balances in one statement each, not one per token.
 //!
 //! A backfill keeps the map from batch to batch (a cache: a whale's row is not read again
 //! at every batch), bounded by memory, not by count: [`Balances::full`] ends a batch
@@ -25,6 +26,9 @@ use crate::decode::Transfer;
 /// supply; an index started after a token's creation can see others below zero), and up
 /// to 2^256-1 either way, hence wider than I256.
 pub(super) type Balance = I512;
+
+/// A balance's place: the token's id in the store and the holder.
+pub(super) type Key = (i32, Address);
 
 /// A transfer's amount as a [`Balance`].
 pub(super) fn widen(v: U256) -> Balance {
@@ -75,12 +79,24 @@ impl Entry {
 
 /// Memory one entry takes in the map: key, value and hashbrown's control byte, at its
 /// load factor of 7/8.
-const ENTRY_BYTES: usize = (size_of::<(Address, Entry)>() + 1) * 8 / 7;
+const ENTRY_BYTES: usize = (size_of::<(Key, Entry)>() + 1) * 8 / 7;
 
-/// The balances of the addresses a batch (or a backfill) touches.
+/// What writing a batch's balances did, per token.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    /// Balance rows written, all tokens together.
+    pub rows: u64,
+    /// How each token's holder count moves.
+    pub holders: HashMap<i32, i64>,
+    /// Each token's new supply, where mints or burns changed it.
+    pub supplies: HashMap<i32, Balance>,
+}
+
+/// The balances of the addresses a batch (or a backfill) touches, of every token it
+/// writes.
 #[derive(Debug)]
 pub struct Balances {
-    map: HashMap<Address, Entry>,
+    map: HashMap<Key, Entry>,
     /// Entries the budget allows.
     capacity: usize,
     dirty: usize,
@@ -102,13 +118,13 @@ impl Balances {
         self.dirty >= self.capacity
     }
 
-    /// A map that knows `stored` as the store holds them (tests).
+    /// A map that knows `stored` of `token` as the store holds them (tests).
     #[cfg(test)]
-    pub(super) fn known(stored: &[(Address, Balance)]) -> Self {
+    pub(super) fn known(token: i32, stored: &[(Address, Balance)]) -> Self {
         let mut b = Self::unbounded();
         for (a, balance) in stored {
             b.map.insert(
-                *a,
+                (token, *a),
                 Entry {
                     has_row: true,
                     held_before: *balance > Balance::ZERO,
@@ -117,71 +133,76 @@ impl Balances {
                 },
             );
         }
-        b.set_supply(Balance::ZERO);
+        b.set_supply(token, Balance::ZERO);
         b
     }
 
-    /// Whether this batch changed `address`.
-    pub(super) fn is_dirty(&self, address: &Address) -> bool {
-        self.map.get(address).is_some_and(|e| e.dirty)
+    /// Whether this batch changed `address`'s balance of `token`.
+    pub(super) fn is_dirty(&self, token: i32, address: &Address) -> bool {
+        self.map.get(&(token, *address)).is_some_and(|e| e.dirty)
     }
 
-    /// The balance of a known `address` now, and the block of its newest transfer.
-    pub(super) fn now(&self, address: &Address) -> Option<(Balance, i64)> {
-        self.map.get(address).map(|e| (e.now, e.last_block))
+    /// The balance of `token` a known `address` holds now, and the block of its newest
+    /// transfer.
+    pub(super) fn now(&self, token: i32, address: &Address) -> Option<(Balance, i64)> {
+        self.map.get(&(token, *address)).map(|e| (e.now, e.last_block))
     }
 
-    /// Whether the zero address (minus the supply) is known.
-    pub(super) fn knows_supply(&self) -> bool {
-        self.map.contains_key(&Address::ZERO)
+    /// Whether `token`'s zero address (minus the supply) is known.
+    pub(super) fn knows_supply(&self, token: i32) -> bool {
+        self.map.contains_key(&(token, Address::ZERO))
     }
 
-    /// Takes the stored supply as the zero address's balance (minus it).
-    pub(super) fn set_supply(&mut self, supply: Balance) {
-        self.map.insert(Address::ZERO, Entry { now: -supply, has_row: true, ..Entry::NEW });
+    /// Takes `token`'s stored supply as its zero address's balance (minus it).
+    pub(super) fn set_supply(&mut self, token: i32, supply: Balance) {
+        self.map
+            .insert((token, Address::ZERO), Entry { now: -supply, has_row: true, ..Entry::NEW });
     }
 
-    /// The supply after the changes, if the zero address was touched.
-    pub(super) fn changed_supply(&self) -> Option<Balance> {
-        self.map.get(&Address::ZERO).filter(|z| z.dirty).map(|z| -z.now)
-    }
-
-    /// The addresses of `transfers` the map lacks (the zero address aside), each once.
-    pub(super) fn missing(&self, transfers: &[Transfer]) -> Vec<Address> {
+    /// The places `transfers` (of the tokens `ids`, position by position) touch that the
+    /// map lacks (zero addresses aside), each once.
+    pub(super) fn missing<'a>(
+        &self,
+        ids: &[i32],
+        transfers: impl IntoIterator<Item = &'a Transfer>,
+    ) -> Vec<Key> {
         let mut seen = std::collections::HashSet::new();
-        transfers
-            .iter()
-            .flat_map(|t| [t.from, t.to])
-            .filter(|a| *a != Address::ZERO && !self.map.contains_key(a) && seen.insert(*a))
+        ids.iter()
+            .zip(transfers)
+            .flat_map(|(id, t)| [(*id, t.from), (*id, t.to)])
+            .filter(|k| k.1 != Address::ZERO && !self.map.contains_key(k) && seen.insert(*k))
             .collect()
     }
 
-    /// Reads the stored balances of `addresses` (none of them known) in one streamed
-    /// query; those without a row start at zero.
+    /// Reads the stored balances of `keys` (none of them known) in one streamed query;
+    /// those without a row start at zero.
     pub(super) async fn load<C: GenericClient>(
         &mut self,
         client: &C,
-        token: super::TokenKey,
-        addresses: Vec<Address>,
+        keys: Vec<Key>,
     ) -> StoreResult<()> {
-        if addresses.is_empty() {
+        if keys.is_empty() {
             return Ok(());
         }
+        let (tokens, addresses): (Vec<i32>, Vec<Address>) = keys.iter().copied().unzip();
         let rows = client
             .query_raw(
-                "SELECT address, balance FROM balances WHERE token = $1 AND address = ANY($2::bytea[])",
-                [&token.id as &(dyn ToSql + Sync), &addresses],
+                "SELECT b.token, b.address, b.balance
+                 FROM unnest($1::integer[], $2::bytea[]) AS k(token, address)
+                 JOIN balances b ON b.token = k.token AND b.address = k.address",
+                [&tokens as &(dyn ToSql + Sync), &addresses],
             )
             .await
             .what("reading the balances the batch touches")?;
-        for a in &addresses {
-            self.map.insert(*a, Entry::NEW);
+        for k in &keys {
+            self.map.insert(*k, Entry::NEW);
         }
         pin_mut!(rows);
         while let Some(r) = rows.next().await {
             let r = r.what("reading the balances the batch touches")?;
             let balance: Balance = r.get("balance");
-            if let Some(e) = self.map.get_mut(&r.get::<_, Address>("address")) {
+            let key = (r.get::<_, i32>("token"), r.get::<_, Address>("address"));
+            if let Some(e) = self.map.get_mut(&key) {
                 *e = Entry {
                     has_row: true,
                     held_before: balance > Balance::ZERO,
@@ -193,21 +214,21 @@ impl Balances {
         Ok(())
     }
 
-    /// Moves the balances by one transfer (both sides known); the (sender's, receiver's)
-    /// balance right after it. A transfer to oneself changes nothing.
-    pub(super) fn apply(&mut self, t: &Transfer) -> (Balance, Balance) {
+    /// Moves `token`'s balances by one transfer (both sides known); the (sender's,
+    /// receiver's) balance right after it. A transfer to oneself changes nothing.
+    pub(super) fn apply(&mut self, token: i32, t: &Transfer) -> (Balance, Balance) {
         let block = t.block_number as i64;
         let value = if t.from != t.to { widen(t.value) } else { Balance::ZERO };
-        let from = self.touch(t.from, block);
+        let from = self.touch((token, t.from), block);
         from.now -= value;
         let after_from = from.now;
-        let to = self.touch(t.to, block);
+        let to = self.touch((token, t.to), block);
         to.now += value;
         (after_from, to.now)
     }
 
-    fn touch(&mut self, a: Address, block: i64) -> &mut Entry {
-        let e = self.map.get_mut(&a).expect("a transfer's addresses are loaded before it");
+    fn touch(&mut self, key: Key, block: i64) -> &mut Entry {
+        let e = self.map.get_mut(&key).expect("a transfer's addresses are loaded before it");
         if !e.dirty {
             e.dirty = true;
             self.dirty += 1;
@@ -216,46 +237,48 @@ impl Balances {
         e
     }
 
-    /// Writes each changed balance row once, with its final value: an UPDATE of the rows
-    /// that exist and an INSERT of the new ones (no speculative insertion: the read told
-    /// which is which). Returns the rows written and how the holder count moves.
-    pub(super) async fn write<C: GenericClient>(
-        &self,
-        client: &C,
-        token: super::TokenKey,
-    ) -> StoreResult<(u64, i64)> {
-        let mut holders_delta = 0i64;
+    /// Writes each changed balance row once, with its final value, every token at once:
+    /// an UPDATE of the rows that exist and an INSERT of the new ones (no speculative
+    /// insertion: the read told which is which). Returns the rows written, how each
+    /// token's holder count moves and the supplies that changed.
+    pub(super) async fn write<C: GenericClient>(&self, client: &C) -> StoreResult<Written> {
+        let mut out = Written::default();
         let (mut known, mut new) = (Columns::default(), Columns::default());
-        for (a, e) in self.map.iter().filter(|(a, e)| e.dirty && **a != Address::ZERO) {
-            holders_delta += i64::from(e.now > Balance::ZERO) - i64::from(e.held_before);
+        for ((token, a), e) in self.map.iter().filter(|(_, e)| e.dirty) {
+            if a.is_zero() {
+                out.supplies.insert(*token, -e.now);
+                continue;
+            }
+            *out.holders.entry(*token).or_default() +=
+                i64::from(e.now > Balance::ZERO) - i64::from(e.held_before);
             let side = if e.has_row { &mut known } else { &mut new };
+            side.tokens.push(*token);
             side.addresses.push(*a);
             side.balances.push(e.now);
             side.blocks.push(e.last_block);
         }
-        let mut written = 0;
         if !known.addresses.is_empty() {
-            written += client
+            out.rows += client
                 .execute(
                     "UPDATE balances b SET balance = u.b, last_transfer_block = u.l
-                     FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)
-                     WHERE b.token = $1 AND b.address = u.a",
-                    &[&token.id, &known.addresses, &known.balances, &known.blocks],
+                     FROM unnest($1::integer[], $2::bytea[], $3::numeric[], $4::bigint[]) AS u(t, a, b, l)
+                     WHERE b.token = u.t AND b.address = u.a",
+                    &[&known.tokens, &known.addresses, &known.balances, &known.blocks],
                 )
                 .await
                 .what("updating balances")?;
         }
         if !new.addresses.is_empty() {
-            written += client
+            out.rows += client
                 .execute(
                     "INSERT INTO balances (token, address, balance, last_transfer_block)
-                     SELECT $1, a, b, l FROM unnest($2::bytea[], $3::numeric[], $4::bigint[]) AS u(a, b, l)",
-                    &[&token.id, &new.addresses, &new.balances, &new.blocks],
+                     SELECT t, a, b, l FROM unnest($1::integer[], $2::bytea[], $3::numeric[], $4::bigint[]) AS u(t, a, b, l)",
+                    &[&new.tokens, &new.addresses, &new.balances, &new.blocks],
                 )
                 .await
                 .what("inserting balances")?;
         }
-        Ok((written, holders_delta))
+        Ok(out)
     }
 
     /// After a commit: the changed entries are what the store holds now. Empties a map
@@ -282,6 +305,7 @@ impl Balances {
 /// Balance rows to write, column by column.
 #[derive(Debug, Default)]
 struct Columns {
+    tokens: Vec<i32>,
     addresses: Vec<Address>,
     balances: Vec<Balance>,
     blocks: Vec<i64>,
@@ -294,6 +318,7 @@ mod tests {
 
     fn transfer(block: u64, log: u64, from: Address, to: Address, value: u64) -> Transfer {
         Transfer {
+            token: Address::ZERO,
             block_number: block,
             block_hash: B256::ZERO,
             block_time: Some(1),
@@ -305,13 +330,19 @@ mod tests {
         }
     }
 
+    const T: i32 = 1;
+
     fn known(addresses: &[Address]) -> Balances {
         let mut b = Balances::unbounded();
         for a in addresses {
-            b.map.insert(*a, Entry::NEW);
+            b.map.insert((T, *a), Entry::NEW);
         }
-        b.set_supply(Balance::ZERO);
+        b.set_supply(T, Balance::ZERO);
         b
+    }
+
+    fn supply(b: &Balances) -> Option<Balance> {
+        b.map.get(&(T, Address::ZERO)).filter(|z| z.dirty).map(|z| -z.now)
     }
 
     #[test]
@@ -329,16 +360,12 @@ mod tests {
         ];
         let mut balances = known(&[a, b]);
         let n = |v: i64| Balance::try_from(v).unwrap();
-        let rows: Vec<_> = ts.iter().map(|t| balances.apply(t)).collect();
+        let rows: Vec<_> = ts.iter().map(|t| balances.apply(T, t)).collect();
         assert_eq!(rows, vec![(n(-100), n(100)), (n(70), n(30)), (n(30), n(30)), (n(20), n(-90))]);
-        assert_eq!(balances.map[&a].now, n(70));
-        assert_eq!(balances.map[&b].now, n(20));
-        assert_eq!(balances.map[&b].last_block, 3);
-        assert_eq!(
-            balances.changed_supply(),
-            Some(n(90)),
-            "the zero address holds minus the supply"
-        );
+        assert_eq!(balances.map[&(T, a)].now, n(70));
+        assert_eq!(balances.map[&(T, b)].now, n(20));
+        assert_eq!(balances.map[&(T, b)].last_block, 3);
+        assert_eq!(supply(&balances), Some(n(90)), "the zero address holds minus the supply");
         assert_eq!(balances.dirty, 3);
     }
 
@@ -349,14 +376,14 @@ mod tests {
         let mut balances = Balances::new(0);
         assert_eq!(balances.capacity, 1024, "a floor keeps tiny budgets useful");
         for a in &addresses[..1500] {
-            balances.map.insert(*a, Entry::NEW);
+            balances.map.insert((T, *a), Entry::NEW);
         }
         assert!(
-            balances.missing(&[transfer(1, 0, addresses[0], addresses[1999], 1)])
-                == vec![addresses[1999]]
+            balances.missing(&[T], &[transfer(1, 0, addresses[0], addresses[1999], 1)])
+                == vec![(T, addresses[1999])]
         );
         for (i, a) in addresses[..1100].iter().enumerate() {
-            balances.apply(&transfer(1, i as u64, *a, *a, 0));
+            balances.apply(T, &transfer(1, i as u64, *a, *a, 0));
         }
         assert!(balances.full());
         balances.settle();
@@ -368,11 +395,11 @@ mod tests {
     fn settled_entries_remember_what_was_stored() {
         let a = address!("0x00000000000000000000000000000000000000aa");
         let mut balances = known(&[a]);
-        balances.apply(&transfer(1, 0, Address::ZERO, a, 5));
+        balances.apply(T, &transfer(1, 0, Address::ZERO, a, 5));
         balances.settle();
-        let e = balances.map[&a];
+        let e = balances.map[&(T, a)];
         assert!(e.has_row && e.held_before && !e.dirty);
-        assert_eq!(balances.changed_supply(), None, "nothing changed since the commit");
+        assert_eq!(supply(&balances), None, "nothing changed since the commit");
     }
 
     #[test]
@@ -391,7 +418,7 @@ mod tests {
                 n => people[(n as usize - 1) % people.len()],
             };
             let (from, to) = (pick(33), pick(41));
-            let held = balances.map.get(&from).map_or(Balance::ZERO, |e| e.now);
+            let held = balances.map.get(&(T, from)).map_or(Balance::ZERO, |e| e.now);
             let value =
                 if (x >> 50).is_multiple_of(3) && from != Address::ZERO && held > Balance::ZERO {
                     u64::try_from(held).unwrap()
@@ -399,9 +426,10 @@ mod tests {
                     (x >> 20) % 50
                 };
             let t = transfer(i, 0, from, to, value);
-            let after = balances.apply(&t);
+            let after = balances.apply(T, &t);
             counted += holders_moved(&t, after);
-            let holders = people.iter().filter(|a| balances.map[*a].now > Balance::ZERO).count();
+            let holders =
+                people.iter().filter(|a| balances.map[&(T, **a)].now > Balance::ZERO).count();
             assert_eq!(counted, holders as i64, "after transfer {i} ({from} -> {to}, {value})");
         }
     }

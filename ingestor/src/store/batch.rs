@@ -15,9 +15,9 @@ pub struct Batch {
     pub end: BlockRef,
     /// Transfers in the span, every `block_time` filled.
     pub transfers: Vec<Transfer>,
-    /// Positions (block, log index) of logs with the Transfer topic but not an ERC-20
-    /// Transfer's shape.
-    pub rejected: Vec<(u64, u64)>,
+    /// Logs with the Transfer topic but not an ERC-20 Transfer's shape: (token, block,
+    /// log index).
+    pub rejected: Vec<(alloy_primitives::Address, u64, u64)>,
     /// Headers of the span's blocks when they were checked against each other (near the
     /// head): their hashes are kept so that a later reorg can be traced to its fork.
     pub verified: Vec<BlockRef>,

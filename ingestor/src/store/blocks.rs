@@ -23,18 +23,6 @@ pub(super) fn sorted(transfers: &[Transfer]) -> std::borrow::Cow<'_, [Transfer]>
     }
 }
 
-/// The supply the token row holds (the zero address's balance is minus it).
-pub(super) async fn stored_supply<C: GenericClient>(
-    client: &C,
-    token: super::TokenKey,
-) -> StoreResult<Balance> {
-    Ok(client
-        .query_one("SELECT total_supply FROM tokens WHERE id = $1", &[&token.id])
-        .await
-        .what("reading the supply")?
-        .get(0))
-}
-
 /// The blocks a batch must keep the hashes of (those with transfers, the verified ones
 /// and the checkpoint), each with how far the batch has moved the holder count by its
 /// end: stored as the count after the block (migration V9).
@@ -88,48 +76,67 @@ impl Blocks {
         }
         out
     }
-
-    /// Keeps the block hashes with the holder count after each (the token row's count,
-    /// not yet moved by this batch, plus what the batch moved by then) and the rejected
-    /// logs (block, log index). Returns how many rejected logs are new.
-    pub(super) async fn keep<C: GenericClient>(
-        &self,
-        client: &C,
-        token: super::TokenKey,
-        rejected: &[(u64, u64)],
-    ) -> StoreResult<i64> {
-        let (numbers, hashes, times, moved) = self.rows();
-        client
-            .execute(
-                "INSERT INTO blocks (token, number, hash, time, holders)
-                 SELECT $1, n, h, t, (SELECT holder_count FROM tokens WHERE id = $1) + m
-                 FROM unnest($2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[]) AS b(n, h, t, m)
-                 ON CONFLICT DO NOTHING",
-                &[&token.id, &numbers, &hashes, &times, &moved],
-            )
-            .await
-            .what("keeping block hashes")?;
-        if rejected.is_empty() {
-            return Ok(0);
-        }
-        let rejected_blocks: Vec<i64> = rejected.iter().map(|r| r.0 as i64).collect();
-        let rejected_logs: Vec<i32> = rejected.iter().map(|r| r.1 as i32).collect();
-        let n = client
-            .execute(
-                "INSERT INTO rejected_logs (token, block_number, log_index)
-                 SELECT $1, b, i FROM unnest($2::bigint[], $3::integer[]) AS r(b, i)
-                 ON CONFLICT DO NOTHING",
-                &[&token.id, &rejected_blocks, &rejected_logs],
-            )
-            .await
-            .what("keeping rejected logs")?;
-        Ok(n as i64)
-    }
 }
 
-/// How a commit moves the token row's counters.
+/// Keeps the block hashes of every token of a batch (`blocks`: token id and its blocks)
+/// with the holder count after each (the token row's count, not yet moved by this batch,
+/// plus what the batch moved by then), and the rejected logs (token id, block, log index),
+/// each in one statement. Returns how many rejected logs are new, per token.
+pub(super) async fn keep_blocks<'a, C: GenericClient>(
+    client: &C,
+    blocks: impl Iterator<Item = (i32, &'a Blocks)>,
+    rejected: &[(i32, u64, u64)],
+) -> StoreResult<std::collections::HashMap<i32, i64>> {
+    let (mut tokens, mut numbers, mut hashes, mut times, mut moved) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (token, b) in blocks {
+        let (n, h, t, m) = b.rows();
+        tokens.extend(std::iter::repeat_n(token, n.len()));
+        numbers.extend(n);
+        hashes.extend(h);
+        times.extend(t);
+        moved.extend(m);
+    }
+    client
+        .execute(
+            "INSERT INTO blocks (token, number, hash, time, holders)
+             SELECT b.k, b.n, b.h, b.t, t.holder_count + b.m
+             FROM unnest($1::integer[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[])
+                  AS b(k, n, h, t, m)
+             JOIN tokens t ON t.id = b.k
+             ON CONFLICT DO NOTHING",
+            &[&tokens, &numbers, &hashes, &times, &moved],
+        )
+        .await
+        .what("keeping block hashes")?;
+    let mut new = std::collections::HashMap::new();
+    if rejected.is_empty() {
+        return Ok(new);
+    }
+    let rejected_tokens: Vec<i32> = rejected.iter().map(|r| r.0).collect();
+    let rejected_blocks: Vec<i64> = rejected.iter().map(|r| r.1 as i64).collect();
+    let rejected_logs: Vec<i32> = rejected.iter().map(|r| r.2 as i32).collect();
+    let rows = client
+        .query(
+            "WITH kept AS (
+                 INSERT INTO rejected_logs (token, block_number, log_index)
+                 SELECT k, b, i FROM unnest($1::integer[], $2::bigint[], $3::integer[]) AS r(k, b, i)
+                 ON CONFLICT DO NOTHING RETURNING token)
+             SELECT token, count(*) FROM kept GROUP BY token",
+            &[&rejected_tokens, &rejected_blocks, &rejected_logs],
+        )
+        .await
+        .what("keeping rejected logs")?;
+    for r in rows {
+        new.insert(r.get::<_, i32>(0), r.get::<_, i64>(1));
+    }
+    Ok(new)
+}
+
+/// How a commit moves one token row's counters.
 #[derive(Debug)]
 pub(super) struct Moved {
+    pub token: i32,
     pub transfers: i64,
     pub holders: i64,
     pub rejected: i64,
@@ -137,39 +144,45 @@ pub(super) struct Moved {
     pub supply: Option<Balance>,
 }
 
-/// Moves the token row's counters, and the checkpoint to `end` unless it is past it (a
-/// batch read again).
+/// Moves the token rows' counters, and each checkpoint to `end` unless it is past it (a
+/// token indexed further, or a batch read again), in one statement.
 pub(super) async fn advance<C: GenericClient>(
     client: &C,
-    token: super::TokenKey,
-    moved: &Moved,
+    moved: &[Moved],
     end: &BlockRef,
 ) -> StoreResult<()> {
+    let tokens: Vec<i32> = moved.iter().map(|m| m.token).collect();
+    let supplies: Vec<Option<Balance>> = moved.iter().map(|m| m.supply).collect();
+    let transfers: Vec<i64> = moved.iter().map(|m| m.transfers).collect();
+    let holders: Vec<i64> = moved.iter().map(|m| m.holders).collect();
+    let rejected: Vec<i64> = moved.iter().map(|m| m.rejected).collect();
     client
         .execute(
             "UPDATE tokens SET
-                total_supply = coalesce($2::numeric, total_supply),
-                transfer_count = transfer_count + $3,
-                holder_count = holder_count + $4,
-                rejected_logs = rejected_logs + $5,
-                last_seq = last_seq + $3,
+                total_supply = coalesce(m.s, total_supply),
+                transfer_count = transfer_count + m.n,
+                holder_count = holder_count + m.h,
+                rejected_logs = rejected_logs + m.r,
+                last_seq = last_seq + m.n,
                 indexed_hash = CASE WHEN $6 >= indexed_block THEN $7 ELSE indexed_hash END,
                 indexed_time = CASE WHEN $6 >= indexed_block THEN $8 ELSE indexed_time END,
                 indexed_block = greatest(indexed_block, $6),
                 updated_at = now()
-             WHERE id = $1",
+             FROM unnest($1::integer[], $2::numeric[], $3::bigint[], $4::bigint[], $5::bigint[])
+                  AS m(k, s, n, h, r)
+             WHERE id = m.k",
             &[
-                &token.id,
-                &moved.supply,
-                &moved.transfers,
-                &moved.holders,
-                &moved.rejected,
+                &tokens,
+                &supplies,
+                &transfers,
+                &holders,
+                &rejected,
                 &(end.number as i64),
                 &end.hash,
                 &(end.timestamp as i64),
             ],
         )
         .await
-        .what("moving the checkpoint")?;
+        .what("moving the checkpoints")?;
     Ok(())
 }

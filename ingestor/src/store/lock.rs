@@ -1,6 +1,10 @@
-//! One writer per token: a Postgres advisory lock, held by a connection of its own. A
-//! second ingestor of the same token waits here; if the holder's connection ends, the
-//! lock is free and [`WriterLock::lost`] tells the holder to stop.
+//! One writer per token: a Postgres advisory lock per token (its chain and address), all
+//! of an ingestor's held by one connection of its own. An ingestor takes the locks of
+//! its set that are free and indexes those tokens; the others it tries again, taking a
+//! token over once its holder lets it go or dies (the standby, per token). If the
+//! connection ends, every lock is gone and [`WriterLocks::lost`] tells the holder to stop.
+
+use std::collections::HashSet;
 
 use alloy_primitives::Address;
 use tokio_postgres::NoTls;
@@ -8,60 +12,89 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{StoreResult, What};
 
-/// The single-writer lock of one token, held for as long as this value lives.
+/// The advisory locks of an ingestor's tokens, held for as long as this value lives.
 #[derive(Debug)]
-pub struct WriterLock {
-    _client: tokio_postgres::Client,
-    lost: CancellationToken,
-}
-
-impl WriterLock {
-    /// Fires when the lock's connection ends.
-    pub fn lost(&self) -> CancellationToken {
-        self.lost.clone()
-    }
-}
-
-/// Takes the writer lock of `token`, waiting while another ingestor holds it; `None` if
-/// `shutdown` comes first.
-pub async fn writer_lock(
-    database_url: &str,
+pub struct WriterLocks {
+    client: tokio_postgres::Client,
     chain_id: u64,
-    token: Address,
-    shutdown: &CancellationToken,
-) -> StoreResult<Option<WriterLock>> {
-    let (client, connection) = tokio_postgres::connect(database_url, NoTls)
-        .await
-        .what("connecting for the writer lock")?;
-    let lost = CancellationToken::new();
-    let fire = lost.clone();
-    // Drives the lock's connection; ends with it (the lock is then gone).
-    tokio::spawn(async move {
-        let _ = connection.await;
-        fire.cancel();
-    });
-    // A key of our own per token (chain and address): 8 bytes of their hash, tagged.
+    lost: CancellationToken,
+    held: HashSet<Address>,
+}
+
+/// The lock key of a token: 8 bytes of the hash of its chain and address, tagged.
+fn key(chain_id: u64, token: &Address) -> i64 {
     let mut named = chain_id.to_be_bytes().to_vec();
     named.extend_from_slice(token.as_slice());
     let hash = alloy_primitives::keccak256(&named);
-    let key = i64::from_be_bytes(hash[..8].try_into().expect("8 bytes")) ^ 0x4552_4332_3057_5254;
-    let mut waiting_logged = false;
-    loop {
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+    i64::from_be_bytes(hash[..8].try_into().expect("8 bytes")) ^ 0x4552_4332_3057_5254
+}
+
+impl WriterLocks {
+    /// A connection for the locks of tokens of chain `chain_id`; none is taken yet.
+    pub async fn connect(database_url: &str, chain_id: u64) -> StoreResult<Self> {
+        let (client, connection) = tokio_postgres::connect(database_url, NoTls)
             .await
-            .what("taking the writer lock")?
-            .get(0);
-        if got {
-            return Ok(Some(WriterLock { _client: client, lost }));
+            .what("connecting for the writer locks")?;
+        let lost = CancellationToken::new();
+        let fire = lost.clone();
+        // Drives the locks' connection; ends with it (the locks are then gone).
+        tokio::spawn(async move {
+            let _ = connection.await;
+            fire.cancel();
+        });
+        Ok(Self { client, chain_id, lost, held: HashSet::new() })
+    }
+
+    /// Fires when the locks' connection ends.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Whether this ingestor holds `token`'s lock.
+    pub fn holds(&self, token: &Address) -> bool {
+        self.held.contains(token)
+    }
+
+    /// Takes the locks of those of `tokens` that are free (without waiting); returns the
+    /// tokens newly taken. Those held already are kept.
+    pub async fn take(&mut self, tokens: &[Address]) -> StoreResult<Vec<Address>> {
+        let wanted: Vec<Address> =
+            tokens.iter().filter(|t| !self.held.contains(*t)).copied().collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
         }
-        if !waiting_logged {
-            tracing::info!(%token, "another ingestor holds this token's writer lock; waiting");
-            waiting_logged = true;
+        let keys: Vec<i64> = wanted.iter().map(|t| key(self.chain_id, t)).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT k.i, pg_try_advisory_lock(k.key)
+                 FROM unnest($1::bigint[]) WITH ORDINALITY AS k(key, i) ORDER BY k.i",
+                &[&keys],
+            )
+            .await
+            .what("taking writer locks")?;
+        let mut taken = Vec::new();
+        for r in rows {
+            if r.get::<_, bool>(1) {
+                let t = wanted[(r.get::<_, i64>(0) - 1) as usize];
+                self.held.insert(t);
+                taken.push(t);
+            }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        Ok(taken)
+    }
+
+    /// Lets `tokens` go: another ingestor may take them.
+    pub async fn release(&mut self, tokens: &[Address]) -> StoreResult<()> {
+        let keys: Vec<i64> =
+            tokens.iter().filter(|t| self.held.remove(*t)).map(|t| key(self.chain_id, t)).collect();
+        if keys.is_empty() {
+            return Ok(());
         }
+        self.client
+            .execute("SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k", &[&keys])
+            .await
+            .what("releasing writer locks")?;
+        Ok(())
     }
 }

@@ -40,7 +40,7 @@ use tokio_postgres::NoTls;
 pub use balances::Balances;
 pub use batch::{Batch, CommitStats};
 pub use error::{StoreError, StoreResult};
-pub use lock::{WriterLock, writer_lock};
+pub use lock::WriterLocks;
 pub use ranking::RankingPolicy;
 pub use token::TokenRow;
 pub use verify::VerifySnapshot;
@@ -132,49 +132,149 @@ impl Store {
     }
 }
 
-/// Locks the token's row for this transaction; returns its checkpoint and last sequence
-/// number. Every write of the batch kind takes it first: one writer per token at a time,
-/// and sequence numbers handed out in commit order.
-async fn lock_token<C: tokio_postgres::GenericClient>(
-    tx: &C,
-    token: TokenKey,
-) -> StoreResult<(i64, i64)> {
-    let row = tx
-        .query_opt(
-            "SELECT indexed_block, last_seq FROM tokens WHERE id = $1 FOR UPDATE",
-            &[&token.id],
-        )
-        .await
-        .what("locking the token row")?
-        .ok_or_else(|| {
-            StoreError::Refused(format!("token id {} has no row: register it first", token.id))
-        })?;
-    Ok((row.get("indexed_block"), row.get("last_seq")))
+/// The tokens one batch writes: of one chain, each by its address (what logs name) and
+/// its key in the store.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    chain_id: i64,
+    by_address: std::sync::Arc<std::collections::HashMap<alloy_primitives::Address, TokenKey>>,
 }
 
-/// The block of the token's newest stored transfer (-1 if none): one backward step of
-/// the primary key per partition. Rows above the checkpoint exist only if something moved
-/// the checkpoint back by hand; a batch skips them.
-async fn newest_transfer<C: tokio_postgres::GenericClient>(
-    tx: &C,
-    token: TokenKey,
-) -> StoreResult<i64> {
-    Ok(tx
-        .query_one(
-            "SELECT coalesce(max(block_number), -1) FROM transfers WHERE token = $1 AND chain_id = $2",
-            &[&token.id, &token.chain_id],
-        )
-        .await
-        .what("reading the newest stored transfer")?
-        .get(0))
+impl TokenSet {
+    /// The set of `tokens`, all of chain `chain_id`.
+    pub fn new(
+        chain_id: i64,
+        tokens: impl IntoIterator<Item = (alloy_primitives::Address, TokenKey)>,
+    ) -> Self {
+        let by_address = tokens.into_iter().collect();
+        Self { chain_id, by_address: std::sync::Arc::new(by_address) }
+    }
+
+    /// The set of one token.
+    pub fn one(address: alloy_primitives::Address, key: TokenKey) -> Self {
+        Self::new(key.chain_id, [(address, key)])
+    }
+
+    /// Their chain.
+    pub fn chain_id(&self) -> i64 {
+        self.chain_id
+    }
+
+    /// The key of the token at `address`, if it is in the set.
+    pub fn get(&self, address: &alloy_primitives::Address) -> Option<TokenKey> {
+        self.by_address.get(address).copied()
+    }
+
+    /// Their keys.
+    pub fn keys(&self) -> impl Iterator<Item = TokenKey> + '_ {
+        self.by_address.values().copied()
+    }
+
+    /// Their addresses and keys.
+    pub fn iter(&self) -> impl Iterator<Item = (alloy_primitives::Address, TokenKey)> + '_ {
+        self.by_address.iter().map(|(a, k)| (*a, *k))
+    }
+
+    /// Their ids, ascending (the order rows are locked in, so that two writers of
+    /// overlapping sets never wait for each other in a circle).
+    pub fn ids(&self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self.by_address.values().map(|k| k.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.by_address.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.by_address.is_empty()
+    }
 }
 
-/// Announces a commit or rollback of `token` on [`bootstrap::NOTIFY_CHANNEL`] (delivered
-/// when `tx` commits).
-async fn notify<C: tokio_postgres::GenericClient>(tx: &C, token: TokenKey) -> StoreResult<()> {
+/// A token row as a batch finds it, locked.
+#[derive(Debug)]
+struct Locked {
+    key: TokenKey,
+    /// The checkpoint.
+    indexed: i64,
+    last_seq: i64,
+    supply: balances::Balance,
+    /// The block of the newest stored transfer (-1 if none). Rows above the checkpoint
+    /// exist only if something moved the checkpoint back by hand; a batch skips them.
+    newest: i64,
+}
+
+/// Locks the rows of every token of `set` for this transaction (in id order) and reads
+/// their checkpoints, last sequence numbers, supplies and newest transfers in one
+/// statement. Every write of the batch kind takes it first: one writer per token at a
+/// time, and sequence numbers handed out in commit order.
+async fn lock_tokens<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    set: &TokenSet,
+) -> StoreResult<Vec<Locked>> {
+    let ids = set.ids();
+    let rows = tx
+        .query(
+            "SELECT id, chain_id, indexed_block, last_seq, total_supply FROM tokens
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .what("locking the token rows")?;
+    if rows.len() != ids.len() {
+        return Err(StoreError::Refused(format!(
+            "{} of {} tokens have no row: register them first",
+            ids.len() - rows.len(),
+            ids.len()
+        )));
+    }
+    // One backward step of the primary key per token and partition.
+    let newest = tx
+        .query(
+            "SELECT k.id, coalesce((SELECT max(t.block_number) FROM transfers t
+                                    WHERE t.token = k.id AND t.chain_id = $2), -1)
+             FROM unnest($1::integer[]) AS k(id)",
+            &[&ids, &set.chain_id()],
+        )
+        .await
+        .what("reading the newest stored transfers")?;
+    let newest: std::collections::HashMap<i32, i64> =
+        newest.iter().map(|r| (r.get(0), r.get(1))).collect();
+    rows.iter()
+        .map(|r| {
+            let key = TokenKey { id: r.get("id"), chain_id: r.get("chain_id") };
+            if key.chain_id != set.chain_id() {
+                return Err(StoreError::Refused(format!(
+                    "token id {} is of chain {}, not of the batch's chain {}",
+                    key.id,
+                    key.chain_id,
+                    set.chain_id()
+                )));
+            }
+            Ok(Locked {
+                key,
+                indexed: r.get("indexed_block"),
+                last_seq: r.get("last_seq"),
+                supply: r.get("total_supply"),
+                newest: newest.get(&key.id).copied().unwrap_or(-1),
+            })
+        })
+        .collect()
+}
+
+/// Announces a commit or rollback of the tokens `ids` on [`bootstrap::NOTIFY_CHANNEL`]
+/// (delivered when `tx` commits), one notification each.
+async fn notify<C: tokio_postgres::GenericClient>(tx: &C, ids: &[i32]) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     tx.execute(
-        "SELECT pg_notify($2, chain_id || ':' || encode(address, 'hex') || ':' || last_seq) FROM tokens WHERE id = $1",
-        &[&token.id, &bootstrap::NOTIFY_CHANNEL],
+        "SELECT pg_notify($2, chain_id || ':' || encode(address, 'hex') || ':' || last_seq)
+         FROM tokens WHERE id = ANY($1) ORDER BY id",
+        &[&ids, &bootstrap::NOTIFY_CHANNEL],
     )
     .await
     .what("announcing the commit")?;

@@ -54,6 +54,8 @@ struct Taken {
 #[derive(Debug)]
 pub(super) struct Rankings {
     policy: RankingPolicy,
+    /// The token's id: which balances of the map are its.
+    token: i32,
     /// Transfers stored when the batch began, and since the last ranking.
     stored_transfers: i64,
     since: i64,
@@ -72,9 +74,10 @@ pub(super) struct Rankings {
 impl Rankings {
     /// No ranking taken yet: `stored_transfers` stored when the batch began, `since` of
     /// them after the last ranking.
-    fn new(policy: RankingPolicy, stored_transfers: i64, since: i64) -> Self {
+    fn new(policy: RankingPolicy, token: i32, stored_transfers: i64, since: i64) -> Self {
         Self {
             policy,
+            token,
             stored_transfers,
             since,
             seen: 0,
@@ -94,7 +97,7 @@ impl Rankings {
         policy: RankingPolicy,
     ) -> StoreResult<Self> {
         if policy.every <= 0 {
-            return Ok(Self::new(policy, 0, 0));
+            return Ok(Self::new(policy, token.id, 0, 0));
         }
         let row = client
             .query_one(
@@ -106,7 +109,7 @@ impl Rankings {
             )
             .await
             .what("reading where the last ranking is")?;
-        Ok(Self::new(policy, row.get(0), row.get(1)))
+        Ok(Self::new(policy, token.id, row.get(0), row.get(1)))
     }
 
     /// Called before transfer `t`'s block `block` is applied: takes a ranking of the
@@ -175,9 +178,9 @@ impl Rankings {
         self.prune(balances);
         let (stored, stored_all) = self.stored.as_ref().expect("read above");
         let mut candidates: Vec<Entry> =
-            stored.iter().filter(|e| !balances.is_dirty(&e.1)).copied().collect();
+            stored.iter().filter(|e| !balances.is_dirty(self.token, &e.1)).copied().collect();
         candidates.extend(self.high.iter().filter_map(|a| {
-            let (now, last) = balances.now(a)?;
+            let (now, last) = balances.now(self.token, a)?;
             (now > Balance::ZERO && now >= self.floor).then_some((now, *a, last))
         }));
         candidates.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
@@ -240,12 +243,13 @@ impl Rankings {
             return;
         }
         let mut nows: Vec<Balance> =
-            self.high.iter().filter_map(|a| balances.now(a).map(|n| n.0)).collect();
+            self.high.iter().filter_map(|a| balances.now(self.token, a).map(|n| n.0)).collect();
         let nth = self.policy.depth - 1;
         nows.select_nth_unstable_by(nth, |x, y| y.cmp(x));
         self.floor = nows[nth];
         let floor = self.floor;
-        self.high.retain(|a| balances.now(a).is_some_and(|(now, _)| now >= floor));
+        let token = self.token;
+        self.high.retain(|a| balances.now(token, a).is_some_and(|(now, _)| now >= floor));
     }
 
     /// Writes the rankings taken (inside the batch's transaction, after its COPY).
@@ -298,12 +302,15 @@ mod tests {
     use super::*;
     use alloy_primitives::{B256, U256};
 
+    const T: i32 = 1;
+
     fn who(i: u64) -> Address {
         Address::from_word(B256::from(U256::from(i + 1)))
     }
 
     fn transfer(block: u64, from: Address, to: Address, value: u64) -> Transfer {
         Transfer {
+            token: Address::ZERO,
             block_number: block,
             block_hash: B256::ZERO,
             block_time: Some(1),
@@ -319,7 +326,7 @@ mod tests {
     fn brute(balances: &Balances, people: &[Address]) -> Vec<(Balance, Address)> {
         let mut all: Vec<(Balance, Address)> = people
             .iter()
-            .filter_map(|a| balances.now(a).map(|(now, _)| (now, *a)))
+            .filter_map(|a| balances.now(T, a).map(|(now, _)| (now, *a)))
             .filter(|(now, _)| *now > Balance::ZERO)
             .collect();
         all.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
@@ -340,13 +347,13 @@ mod tests {
                 (*a, Balance::try_from(held).unwrap())
             })
             .collect();
-        let mut balances = Balances::known(&before);
+        let mut balances = Balances::known(T, &before);
         let mut head: Vec<Entry> =
             before.iter().filter(|(_, b)| *b > Balance::ZERO).map(|(a, b)| (*b, *a, 0)).collect();
         head.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
         let all = head.len() <= 2 * depth;
         head.truncate(2 * depth);
-        let mut r = Rankings::new(RankingPolicy { every: 15, depth }, 0, 0);
+        let mut r = Rankings::new(RankingPolicy { every: 15, depth }, T, 0, 0);
         r.found(head, all);
         let mut x = seed;
         let mut checked = 0;
@@ -368,7 +375,7 @@ mod tests {
             r.block = Some(block as i64);
             let from = people[(x >> 33) as usize % people.len()];
             let to = people[(x >> 45) as usize % people.len()];
-            let held = balances.now(&from).map_or(Balance::ZERO, |n| n.0);
+            let held = balances.now(T, &from).map_or(Balance::ZERO, |n| n.0);
             // Mostly small moves, sometimes a whole balance, sometimes a mint.
             let (from, value) = match (x >> 20) % 10 {
                 0 => (Address::ZERO, 10 * (1 + (x >> 8) % 2_000)),
@@ -376,7 +383,7 @@ mod tests {
                 _ => (from, 10 * ((x >> 8) % 30)),
             };
             let t = transfer(block, from, to, value);
-            let after = balances.apply(&t);
+            let after = balances.apply(T, &t);
             r.moved(&t, after, &balances);
         }
         assert!(
@@ -395,18 +402,18 @@ mod tests {
         let stored = [(h[1], 600), (h[2], 500), (h[3], 400), (h[4], 300), (h[5], 200)];
         let mut known: Vec<(Address, Balance)> = stored.iter().map(|(a, b)| (*a, n(*b))).collect();
         known.extend([(h[6], n(100)), (h[7], n(100)), (h[9], n(0))]);
-        let mut balances = Balances::known(&known);
-        let mut r = Rankings::new(RankingPolicy { every: 1, depth: 3 }, 0, 0);
+        let mut balances = Balances::known(T, &known);
+        let mut r = Rankings::new(RankingPolicy { every: 1, depth: 3 }, T, 0, 0);
         // The head of 2 x depth rows ends at (100, h6); h7 holds 100 too, beyond it.
         let head: Vec<Entry> = known[..6].iter().map(|(a, b)| (*b, *a, 0)).collect();
         r.found(head, false);
         for (i, who) in [h[1], h[2], h[3], h[4]].into_iter().enumerate() {
             let t = transfer(1, who, Address::ZERO, [600, 500, 400, 300][i]);
-            let after = balances.apply(&t);
+            let after = balances.apply(T, &t);
             r.moved(&t, after, &balances);
         }
         let t = transfer(1, Address::ZERO, h[9], 100);
-        let after = balances.apply(&t);
+        let after = balances.apply(T, &t);
         r.moved(&t, after, &balances);
         r.take(1, &balances);
         let rows: Vec<Address> = r.taken[0].rows.iter().map(|e| e.1).collect();

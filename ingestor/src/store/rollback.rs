@@ -5,43 +5,50 @@
 use alloy_primitives::Address;
 
 use super::error::{StoreError, StoreResult, What};
-use super::{Store, TokenKey, lock_token, notify};
+use super::{Store, TokenSet, lock_tokens, notify};
 use crate::rpc::BlockRef;
 
 const ROLL_BACK: &str = include_str!("roll_back.sql");
 
 impl Store {
-    /// Undoes everything above block `fork` in one transaction: its transfers move to
-    /// removed_transfers with new sequence numbers (newest first), their balance changes
-    /// and supply are reversed, their blocks and rejected logs are dropped, and the
-    /// checkpoint moves back to `fork`. Returns how many transfers were removed.
-    pub async fn roll_back(&self, token: TokenKey, fork: &BlockRef) -> StoreResult<u64> {
+    /// Undoes everything above block `fork` of every token of `set` in one transaction:
+    /// their transfers move to removed_transfers with new sequence numbers (newest
+    /// first), their balance changes and supplies are reversed, their blocks and rejected
+    /// logs are dropped, and each checkpoint above the fork moves back to it. Tokens
+    /// indexed only up to the fork or below are left as they are. Returns how many
+    /// transfers were removed.
+    pub async fn roll_back(&self, set: &TokenSet, fork: &BlockRef) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.what("starting the rollback transaction")?;
-        let (indexed, last_seq) = lock_token(&*tx, token).await?;
-        if fork.number as i64 > indexed {
+        let locked = lock_tokens(&*tx, set).await?;
+        let mut removed = 0;
+        let mut moved = Vec::new();
+        for t in locked.iter().filter(|t| t.indexed.max(t.newest) > fork.number as i64) {
+            let row = tx
+                .query_one(
+                    ROLL_BACK,
+                    &[
+                        &t.key.id,
+                        &Address::ZERO,
+                        &(fork.number as i64),
+                        &fork.hash,
+                        &(fork.timestamp as i64),
+                        &t.last_seq,
+                        &t.key.chain_id,
+                    ],
+                )
+                .await
+                .what("rolling back")?;
+            removed += row.get::<_, i64>("removed") as u64;
+            moved.push(t.key.id);
+        }
+        if moved.is_empty() {
             return Err(StoreError::Refused(format!(
-                "cannot roll back to block {} above the checkpoint {indexed}",
+                "cannot roll back to block {}: no token of the set is indexed above it",
                 fork.number
             )));
         }
-        let row = tx
-            .query_one(
-                ROLL_BACK,
-                &[
-                    &token.id,
-                    &Address::ZERO,
-                    &(fork.number as i64),
-                    &fork.hash,
-                    &(fork.timestamp as i64),
-                    &last_seq,
-                    &token.chain_id,
-                ],
-            )
-            .await
-            .what("rolling back")?;
-        let removed = row.get::<_, i64>("removed") as u64;
-        notify(&*tx, token).await?;
+        notify(&*tx, &moved).await?;
         tx.commit().await.what("committing the rollback")?;
         Ok(removed)
     }

@@ -6,7 +6,7 @@ use alloy_primitives::{Address, B256, U256};
 use tokio_postgres::Row;
 
 use super::error::{StoreResult, What};
-use super::{Store, TokenKey};
+use super::{Store, TokenKey, TokenSet};
 use crate::rpc::TokenMetadata;
 
 /// A token's row: metadata and checkpoint.
@@ -49,8 +49,50 @@ impl Store {
         Ok(row.as_ref().map(TokenRow::from_row))
     }
 
+    /// The rows of the tokens of `set`.
+    pub async fn token_rows(&self, set: &TokenSet) -> StoreResult<Vec<TokenRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, address, chain_id, start_block, indexed_block FROM tokens
+                 WHERE id = ANY($1) ORDER BY id",
+                &[&set.ids()],
+            )
+            .await
+            .what("reading the token rows")?;
+        Ok(rows.iter().map(TokenRow::from_row).collect())
+    }
+
+    /// Marks the tokens `ids` as followed (in an ingestor's set) or not (removed from
+    /// it: their data is served as of their last block).
+    pub async fn set_following(&self, ids: &[i32], following: bool) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE tokens SET following = $2, updated_at = now() WHERE id = ANY($1)",
+                &[&ids, &following],
+            )
+            .await
+            .what("marking tokens followed")?;
+        Ok(())
+    }
+
+    /// The lowest checkpoint of the tokens of `set` (where a run of the whole set
+    /// resumes, less one); `None` if one of them has no row.
+    pub async fn lowest_checkpoint(&self, set: &TokenSet) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT min(indexed_block), count(*) FROM tokens WHERE id = ANY($1)",
+                &[&set.ids()],
+            )
+            .await
+            .what("reading the checkpoints")?;
+        Ok((row.get::<_, i64>(1) == set.len() as i64).then(|| row.get(0)))
+    }
+
     /// Creates the token's row starting at `start_block`, or refreshes its metadata when it
-    /// exists; metadata the node could not read (`None`) leaves the stored value. The
+    /// exists, marked as followed; metadata the node could not read (`None`) leaves the stored value. The
     /// start of a row with nothing indexed yet moves to `start_block` (a wrong `--from`
     /// is corrected by running again with the right one); once a batch is committed the
     /// start and checkpoint never change here.
@@ -69,6 +111,7 @@ impl Store {
                  ON CONFLICT (chain_id, address) DO UPDATE
                     SET name = coalesce($3::text, tokens.name), symbol = coalesce($4::text, tokens.symbol),
                         decimals = coalesce($5::smallint, tokens.decimals),
+                        following = true,
                         start_block = CASE WHEN tokens.indexed_block < tokens.start_block
                                             AND tokens.transfer_count = 0
                                            THEN excluded.start_block ELSE tokens.start_block END,
@@ -126,11 +169,12 @@ impl Store {
         Ok((row.get(0), row.get(1)))
     }
 
-    /// Records the chain's safe and finalized blocks for `token`, never lowering them, and
-    /// announces it (streams of final transfers wait for it). Returns what is now stored.
+    /// Records the chain's safe and finalized blocks for every token of `set`, never
+    /// lowering them, and announces it (streams of final transfers wait for it). Returns
+    /// the highest now stored (no reorg may reach below any token's).
     pub async fn record_finality(
         &self,
-        token: TokenKey,
+        set: &TokenSet,
         safe: u64,
         finalized: u64,
     ) -> StoreResult<(u64, u64)> {
@@ -140,12 +184,14 @@ impl Store {
                 "WITH t AS (
                      UPDATE tokens SET safe_block = greatest(safe_block, $2),
                                        finalized_block = greatest(finalized_block, $3)
-                     WHERE id = $1
-                     RETURNING chain_id, address, safe_block, finalized_block, last_seq)
-                 SELECT safe_block, finalized_block,
-                        pg_notify($4, chain_id || ':' || encode(address, 'hex') || ':' || last_seq)::text
+                     WHERE id = ANY($1)
+                     RETURNING chain_id, address, safe_block, finalized_block, last_seq),
+                 n AS (SELECT pg_notify($4, chain_id || ':' || encode(address, 'hex') || ':' || last_seq) FROM t)
+                 SELECT coalesce(max(safe_block), $2) AS safe_block,
+                        coalesce(max(finalized_block), $3) AS finalized_block,
+                        (SELECT count(*) FROM n) AS announced
                  FROM t",
-                &[&token.id, &(safe as i64), &(finalized as i64), &bootstrap::NOTIFY_CHANNEL],
+                &[&set.ids(), &(safe as i64), &(finalized as i64), &bootstrap::NOTIFY_CHANNEL],
             )
             .await
             .what("recording the finalized block")?;
@@ -155,32 +201,34 @@ impl Store {
         ))
     }
 
-    /// The hash stored for `block`, if the store kept one (blocks with transfers, verified
-    /// blocks near the head, and every checkpoint).
-    pub async fn block_hash(&self, token: TokenKey, block: u64) -> StoreResult<Option<B256>> {
+    /// The hash stored for `block` by any token of `set`, if the store kept one (blocks
+    /// with transfers, verified blocks near the head, and every checkpoint).
+    pub async fn block_hash(&self, set: &TokenSet, block: u64) -> StoreResult<Option<B256>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT hash FROM blocks WHERE token = $1 AND number = $2",
-                &[&token.id, &(block as i64)],
+                "SELECT hash FROM blocks WHERE token = ANY($1) AND number = $2 LIMIT 1",
+                &[&set.ids(), &(block as i64)],
             )
             .await
             .what("reading a block hash")?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Stored block hashes at or below `below`, newest first, at most `limit`.
+    /// Block hashes the tokens of `set` stored at or below `below`, newest first, at most
+    /// `limit` blocks.
     pub async fn recent_blocks(
         &self,
-        token: TokenKey,
+        set: &TokenSet,
         below: u64,
         limit: i64,
     ) -> StoreResult<Vec<(u64, B256)>> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT number, hash FROM blocks WHERE token = $1 AND number <= $2 ORDER BY number DESC LIMIT $3",
-                &[&token.id, &(below as i64), &limit],
+                "SELECT DISTINCT number, hash FROM blocks WHERE token = ANY($1) AND number <= $2
+                 ORDER BY number DESC LIMIT $3",
+                &[&set.ids(), &(below as i64), &limit],
             )
             .await
             .what("reading stored block hashes")?;

@@ -1,7 +1,11 @@
 //! The one batch writer. Every batch (a backfill's, streamed as its logs arrive; a
 //! verified step's; one held in memory and committed again after a failure) is written
 //! here, in one transaction that opens at its first chunk and commits its transfers,
-//! balances, blocks, rankings and checkpoint at once, and announces it.
+//! balances, blocks, rankings and checkpoint at once, and announces it. A batch covers a
+//! token set of one chain: every token of the set moves in the same transaction, and
+//! each statement covers them all (one lock, one balance read and write, one COPY per
+//! chunk, one checkpoint update), so a batch of a thousand tokens costs about what a
+//! batch of one does.
 //!
 //! Each chunk: the balances it touches that the cache ([`Balances`]) lacks are read, each
 //! transfer gets both sides' balances after it (the one place of the balance arithmetic,
@@ -9,23 +13,29 @@
 //! by one binary COPY. No batch is ever held in memory here: memory is the balance cache,
 //! whatever the batch's length.
 //!
-//! A batch may start at or below the checkpoint (a step committed again after its COMMIT
+//! A batch may start at or below a token's checkpoint (a step committed again after its COMMIT
 //! was not confirmed, a range read again): the blocks already stored are whole (a batch
 //! covers whole blocks), so their transfers are skipped and only the rest move balances.
-//! A batch that would leave a gap after the checkpoint is refused.
+//! A batch that would leave a gap after a token's checkpoint is refused. A token whose
+//! checkpoint is above the batch's start (it starts later, or was indexed further) has
+//! its stored blocks skipped the same way: a set whose tokens stand at different blocks
+//! is written as one.
 //!
 //! Nothing is repeated inside: a failure drops the transaction (the connection is closed,
 //! not returned to the pool mid-statement) and the caller decides what to write again.
 
+use std::collections::HashMap;
+
+use alloy_primitives::Address;
 use deadpool_postgres::Object;
 
 use super::balances::{Balance, Balances};
 use super::batch::{Batch, CommitStats};
-use super::blocks::{Blocks, Moved, advance, sorted, stored_supply};
+use super::blocks::{Blocks, Moved, advance, keep_blocks, sorted};
 use super::copy::TransferCopy;
 use super::error::{StoreError, StoreResult, What};
 use super::ranking::Rankings;
-use super::{Store, TokenKey, lock_token, newest_transfer, notify};
+use super::{Store, TokenKey, TokenSet, lock_tokens, notify};
 use crate::decode::Transfer;
 use crate::rpc::BlockRef;
 
@@ -34,16 +44,28 @@ use crate::rpc::BlockRef;
 pub struct BatchWriter {
     /// In the batch's transaction; closed, not pooled, unless the batch commits.
     client: Closing,
-    token: TokenKey,
+    set: TokenSet,
+    /// Per token id, what the batch knows and did.
+    members: HashMap<i32, Member>,
+    transfers: i64,
+    /// Rejected logs above their token's stored blocks: (token id, block, log index).
+    rejected: Vec<(i32, u64, u64)>,
+    /// Whether its commit waits for the disk (it was opened near the head).
+    durable: bool,
+    policy: super::RankingPolicy,
+}
+
+/// One token of a batch.
+#[derive(Debug)]
+struct Member {
+    key: TokenKey,
     /// Blocks up to this one are stored whole: their transfers are skipped.
     stored_to: i64,
     next_seq: i64,
     transfers: i64,
     blocks: Blocks,
-    rankings: Rankings,
-    rejected: Vec<(u64, u64)>,
-    /// Whether its commit waits for the disk (it was opened near the head).
-    durable: bool,
+    /// Started at the token's first transfer in the batch (it reads the store).
+    rankings: Option<Rankings>,
 }
 
 impl Store {
@@ -54,13 +76,13 @@ impl Store {
         known.get(&chain_id).is_some_and(|&to| block as i64 <= to)
     }
 
-    /// Opens a batch starting at `first` (at most right after the checkpoint), whose
-    /// first chunk ends at `reach`: of final blocks, or `near_head` (blocks whose headers
-    /// the caller checks; their partitions get their indexes at once, and the commit
-    /// waits for the disk).
+    /// Opens a batch of the token set `set` starting at `first` (at most right after
+    /// each token's checkpoint), whose first chunk ends at `reach`: of final blocks, or
+    /// `near_head` (blocks whose headers the caller checks; their partitions get their
+    /// indexes at once, and the commit waits for the disk).
     pub async fn open_batch(
         &self,
-        token: TokenKey,
+        set: &TokenSet,
         first: u64,
         reach: u64,
         near_head: bool,
@@ -68,7 +90,7 @@ impl Store {
     ) -> StoreResult<BatchWriter> {
         // Before the transaction: making a partition locks the parent table, and that
         // must not last as long as a batch.
-        self.ensure_partitions(token.chain_id, &(first..=reach), near_head).await?;
+        self.ensure_partitions(set.chain_id(), &(first..=reach), near_head).await?;
         let client = self.client().await?;
         // A batch of final blocks: if the server crashes before this commit reaches the
         // disk, the batch and its checkpoint are lost together and read again. Near the
@@ -84,40 +106,51 @@ impl Store {
         // From here on, a failure must not hand the connection back mid-transaction.
         let client = Closing(Some(client));
         begun?;
-        let (indexed, last_seq) = lock_token(client.get(), token).await?;
-        if first as i64 > indexed + 1 {
-            return Err(StoreError::Refused(format!(
-                "a batch from block {first} would leave blocks {}..={} unindexed",
-                indexed + 1,
-                first - 1
-            )));
+        let locked = lock_tokens(client.get(), set).await?;
+        let mut members = HashMap::with_capacity(locked.len());
+        for t in locked {
+            if first as i64 > t.indexed + 1 {
+                return Err(StoreError::Refused(format!(
+                    "a batch from block {first} would leave blocks {}..={} of token id {} unindexed",
+                    t.indexed + 1,
+                    first - 1,
+                    t.key.id
+                )));
+            }
+            if !balances.knows_supply(t.key.id) {
+                balances.set_supply(t.key.id, t.supply);
+            }
+            members.insert(
+                t.key.id,
+                Member {
+                    key: t.key,
+                    stored_to: t.indexed.max(t.newest),
+                    next_seq: t.last_seq + 1,
+                    transfers: 0,
+                    blocks: Blocks::default(),
+                    rankings: None,
+                },
+            );
         }
-        let newest = newest_transfer(client.get(), token).await?;
-        if !balances.knows_supply() {
-            balances.set_supply(stored_supply(client.get(), token).await?);
-        }
-        let rankings = Rankings::start(client.get(), token, self.rankings).await?;
         Ok(BatchWriter {
             client,
-            token,
-            stored_to: indexed.max(newest),
-            next_seq: last_seq + 1,
+            set: set.clone(),
+            members,
             transfers: 0,
-            blocks: Blocks::default(),
-            rankings,
             rejected: Vec::new(),
             durable: near_head,
+            policy: self.rankings,
         })
     }
 
     /// Writes a batch held in memory in one transaction: its transfers (those of blocks
     /// not stored yet), the balance changes of those, its blocks and the checkpoint. Safe
-    /// to repeat. Refuses a batch that would leave a gap after the checkpoint.
-    pub async fn commit(&self, token: TokenKey, batch: &Batch) -> StoreResult<CommitStats> {
+    /// to repeat. Refuses a batch that would leave a gap after a checkpoint.
+    pub async fn commit(&self, set: &TokenSet, batch: &Batch) -> StoreResult<CommitStats> {
         let (first, last) = (*batch.span.start(), *batch.span.end());
         let near_head = !batch.verified.is_empty();
         let mut balances = Balances::unbounded();
-        let mut writer = self.open_batch(token, first, last, near_head, &mut balances).await?;
+        let mut writer = self.open_batch(set, first, last, near_head, &mut balances).await?;
         writer.push(&sorted(&batch.transfers), &batch.rejected, &mut balances).await?;
         writer.commit(&batch.end, &batch.verified, &mut balances).await
     }
@@ -129,36 +162,66 @@ impl BatchWriter {
     pub async fn push(
         &mut self,
         transfers: &[Transfer],
-        rejected: &[(u64, u64)],
+        rejected: &[(Address, u64, u64)],
         balances: &mut Balances,
     ) -> StoreResult<()> {
-        let stored_to = self.stored_to;
-        let fresh = transfers.partition_point(|t| t.block_number as i64 <= stored_to);
-        let transfers = &transfers[fresh..];
-        self.rejected.extend(rejected.iter().filter(|r| r.0 as i64 > stored_to));
-        if transfers.is_empty() {
+        let mut ids = Vec::with_capacity(transfers.len());
+        let mut fresh = Vec::with_capacity(transfers.len());
+        for t in transfers {
+            let m = self.member(&t.token)?;
+            if t.block_number as i64 > m.stored_to {
+                ids.push(m.key.id);
+                fresh.push(t);
+            }
+        }
+        for &(token, block, log_index) in rejected {
+            let m = self.member(&token)?;
+            if block as i64 > m.stored_to {
+                self.rejected.push((m.key.id, block, log_index));
+            }
+        }
+        if fresh.is_empty() {
             return Ok(());
         }
         let client = self.client.get();
-        balances.load(client, self.token, balances.missing(transfers)).await?;
+        let missing = balances.missing(&ids, fresh.iter().copied());
+        balances.load(client, missing).await?;
         // The arithmetic first, while the connection may still read what a ranking
         // needs; then the chunk's one COPY.
-        let mut after: Vec<(Balance, Balance)> = Vec::with_capacity(transfers.len());
-        for t in transfers {
-            self.rankings.before(t.block_number, balances, client, self.token).await?;
-            let a = balances.apply(t);
-            self.blocks.saw(t, a);
-            self.rankings.moved(t, a, balances);
+        let mut after: Vec<(Balance, Balance)> = Vec::with_capacity(fresh.len());
+        let policy = self.policy;
+        for (id, t) in ids.iter().zip(&fresh) {
+            let m = self.members.get_mut(id).expect("a member");
+            if m.rankings.is_none() {
+                m.rankings = Some(Rankings::start(client, m.key, policy).await?);
+            }
+            let rankings = m.rankings.as_mut().expect("started");
+            rankings.before(t.block_number, balances, client, m.key).await?;
+            let a = balances.apply(*id, t);
+            m.blocks.saw(t, a);
+            rankings.moved(t, a, balances);
             after.push(a);
         }
         let mut copy = TransferCopy::start(client).await?;
-        for (t, a) in transfers.iter().zip(after) {
-            copy.write(self.token, t, self.next_seq, a).await?;
-            self.next_seq += 1;
+        for ((id, t), a) in ids.iter().zip(&fresh).zip(after) {
+            let m = self.members.get_mut(id).expect("a member");
+            copy.write(m.key, t, m.next_seq, a).await?;
+            m.next_seq += 1;
+            m.transfers += 1;
         }
         copy.finish().await?;
-        self.transfers += transfers.len() as i64;
+        self.transfers += fresh.len() as i64;
         Ok(())
+    }
+
+    /// The member that `token` is; a log of another address is refused (the node did
+    /// not keep to the filter).
+    fn member(&self, token: &Address) -> StoreResult<&Member> {
+        self.set.get(token).and_then(|k| self.members.get(&k.id)).ok_or_else(|| {
+            StoreError::Refused(format!(
+                "the node returned a log of {token}, which is not in the batch's token set"
+            ))
+        })
     }
 
     /// Transfers written so far.
@@ -167,8 +230,8 @@ impl BatchWriter {
     }
 
     /// Writes the changed balances, the blocks (the `verified` headers' too) and the
-    /// checkpoint `end`, and commits: durably if there are `verified` headers. On success
-    /// the cache holds what the store holds.
+    /// checkpoint `end` of every token, and commits: durably if there are `verified`
+    /// headers. On success the cache holds what the store holds.
     pub async fn commit(
         mut self,
         end: &BlockRef,
@@ -176,13 +239,17 @@ impl BatchWriter {
         balances: &mut Balances,
     ) -> StoreResult<CommitStats> {
         let client = self.client.get();
-        self.rankings.end_of_block(balances, client, self.token).await?;
-        self.rankings.keep(client, self.token).await?;
-        // Headers of blocks stored before keep the rows they have.
-        let stored_to = self.stored_to;
-        self.blocks.verified(
-            verified.iter().chain(std::iter::once(end)).filter(|b| b.number as i64 > stored_to),
-        );
+        for m in self.members.values_mut() {
+            if let Some(r) = m.rankings.as_mut() {
+                r.end_of_block(balances, client, m.key).await?;
+                r.keep(client, m.key).await?;
+            }
+            // Headers of blocks stored before keep the rows they have.
+            let stored_to = m.stored_to;
+            m.blocks.verified(
+                verified.iter().chain(std::iter::once(end)).filter(|b| b.number as i64 > stored_to),
+            );
+        }
         if !self.durable && !verified.is_empty() {
             // The hashes kept are what a later reorg is traced by.
             client
@@ -190,23 +257,33 @@ impl BatchWriter {
                 .await
                 .what("making the commit durable")?;
         }
-        let (balance_rows, holders) = balances.write(client, self.token).await?;
-        let rejected = self.blocks.keep(client, self.token, &self.rejected).await?;
-        let moved = Moved {
-            transfers: self.transfers,
-            holders,
-            rejected,
-            supply: balances.changed_supply(),
-        };
-        advance(client, self.token, &moved, end).await?;
-        if self.transfers > 0 {
-            notify(client, self.token).await?;
-        }
+        let written = balances.write(client).await?;
+        let rejected = keep_blocks(
+            client,
+            self.members.values().map(|m| (m.key.id, &m.blocks)),
+            &self.rejected,
+        )
+        .await?;
+        let moved: Vec<Moved> = self
+            .members
+            .values()
+            .map(|m| Moved {
+                token: m.key.id,
+                transfers: m.transfers,
+                holders: written.holders.get(&m.key.id).copied().unwrap_or(0),
+                rejected: rejected.get(&m.key.id).copied().unwrap_or(0),
+                supply: written.supplies.get(&m.key.id).copied(),
+            })
+            .collect();
+        advance(client, &moved, end).await?;
+        let announced: Vec<i32> =
+            self.members.values().filter(|m| m.transfers > 0).map(|m| m.key.id).collect();
+        notify(client, &announced).await?;
         client.batch_execute("COMMIT").await.what("committing the batch")?;
         // Committed: the connection is clean again and goes back to the pool.
         drop(self.client.0.take());
         balances.settle();
-        Ok(CommitStats { inserted: self.transfers as u64, balances_touched: balance_rows })
+        Ok(CommitStats { inserted: self.transfers as u64, balances_touched: written.rows })
     }
 }
 

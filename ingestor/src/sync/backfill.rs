@@ -85,7 +85,7 @@ impl Indexer {
         // range ends in is still to be made.
         let after = *range.end() + 1;
         crate::retry::retrying(&policy, "splitting a transfer partition", || {
-            self.store.split_partition(self.key.chain_id, after)
+            self.store.split_partition(self.set.chain_id(), after)
         })
         .await?;
         let mut builds = Builds::default();
@@ -103,8 +103,8 @@ impl Indexer {
             let delay = policy.backoff(attempt);
             warn!(call = "streaming a batch", attempt, error = %bootstrap::ErrorChain(e.as_ref() as &dyn std::error::Error), delay_ms = delay.as_millis() as u64, "retrying from the checkpoint");
             tokio::time::sleep(delay).await;
-            let resume = match self.store.token(self.key.chain_id as u64, self.token).await {
-                Ok(Some(row)) => (row.indexed_block + 1) as u64,
+            let resume = match self.store.lowest_checkpoint(&self.set).await {
+                Ok(Some(indexed)) => (indexed + 1) as u64,
                 // Still unreachable: the next attempt finds out again.
                 _ => start,
             };
@@ -126,7 +126,8 @@ impl Indexer {
     ) -> anyhow::Result<Option<Unfinished>> {
         // Fetched and decoded a few chunks ahead while one is written; the fetching
         // lives as long as this call.
-        let mut rx = fetch::prefetched(self.rpc.clone(), self.token, range.clone(), self.spans());
+        let mut rx =
+            fetch::prefetched(self.rpc.clone(), self.token_list(), range.clone(), self.spans());
 
         let mut progress = Progress::new(range.clone(), self.policy.draw_progress);
         let mut balances = self.take_balances();
@@ -148,7 +149,7 @@ impl Indexer {
                     if !last {
                         self.learn_span(to - from + 1);
                     }
-                    if streaming.is_some() && !self.store.covers(self.key.chain_id, to) {
+                    if streaming.is_some() && !self.store.covers(self.set.chain_id(), to) {
                         // The next partition is made outside any batch.
                         let (end, n) = self
                             .commit_streamed(streaming.take().expect("open"), &mut balances)
@@ -160,7 +161,7 @@ impl Indexer {
                         None => {
                             let batch = self
                                 .store
-                                .open_batch(self.key, from, to, false, &mut balances)
+                                .open_batch(&self.set, from, to, false, &mut balances)
                                 .await
                                 .inspect_err(|_| balances.forget())?;
                             streaming.insert(Streaming {
@@ -226,7 +227,7 @@ impl Indexer {
                 // The one it ends in waits for the verified steps above it: they keep
                 // every core busy, and a build beside them only slows them down.
                 if builds.0.is_empty() && !last {
-                    builds.start(&self.store, self.key.chain_id, end);
+                    builds.start(&self.store, self.set.chain_id(), end);
                 }
             }
             if last {
@@ -284,7 +285,7 @@ impl Indexer {
         self.drop_balances();
         let started = Instant::now();
         let stats = crate::retry::retrying(&self.rpc.retry_policy(), "committing a batch", || {
-            self.store.commit(self.key, batch)
+            self.store.commit(&self.set, batch)
         })
         .await?;
         self.count_commit(&stats, &batch.end, started);

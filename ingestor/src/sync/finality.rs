@@ -84,7 +84,7 @@ impl Indexer {
         if recorded != Some((safe, finalized)) {
             (safe, finalized) =
                 crate::retry::retrying(&self.rpc.retry_policy(), "recording finality", || {
-                    self.store.record_finality(self.key, safe, finalized)
+                    self.store.record_finality(&self.set, safe, finalized)
                 })
                 .await?;
             *memo.recorded.lock().expect("finality lock") = Some((safe, finalized));

@@ -24,10 +24,10 @@ use tracing::{info, warn};
 
 pub use finality::{Finality, FinalityPolicy};
 
-use crate::fetch::SpanPolicy;
+use crate::fetch::{SpanPolicy, TokenList};
 use crate::metrics::Metrics;
 use crate::rpc::Rpc;
-use crate::store::{Store, TokenKey, TokenRow};
+use crate::store::{Store, TokenRow, TokenSet};
 
 /// Where a run starts, given what the store holds and what was asked.
 ///
@@ -71,6 +71,10 @@ fn transient(e: &anyhow::Error) -> bool {
     e.downcast_ref::<crate::store::StoreError>().is_some_and(|s| s.is_transient())
 }
 
+/// Sets of at most this many tokens have their totalSupply() read after every pass;
+/// larger ones after ranges of final blocks only.
+const SUPPLY_CHECKED_EVERY_PASS: usize = 16;
+
 /// How the pipeline batches and polls.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncPolicy {
@@ -94,15 +98,17 @@ pub struct SyncPolicy {
     pub draw_progress: bool,
 }
 
-/// Indexes one token into one store.
+/// Indexes a token set of one chain into one store: one request per span for the whole
+/// set, one transaction per batch for every token in it.
 #[derive(Debug)]
 pub struct Indexer {
     rpc: Rpc,
     store: Store,
-    /// The token's address, for the node.
-    token: Address,
-    /// The token in the store.
-    key: TokenKey,
+    /// The tokens, by address (for the node) and key (in the store).
+    set: TokenSet,
+    /// Each token's address with the first block its logs are fetched from: its resume
+    /// point (blocks below it are stored), lowered by a rollback.
+    list: std::sync::Mutex<TokenList>,
     policy: SyncPolicy,
     /// Stops the run between batches.
     shutdown: CancellationToken,
@@ -126,13 +132,13 @@ struct Carried {
 }
 
 impl Indexer {
-    /// An indexer of `token` (`key` in the store) from `rpc` into `store`, batching and
-    /// polling by `policy`, counting into `metrics`, stopping between batches at
-    /// `shutdown`.
+    /// An indexer of the tokens `set`, each resuming at the block `resumes` gives it,
+    /// from `rpc` into `store`, batching and polling by `policy`, counting into `metrics`,
+    /// stopping between batches at `shutdown`.
     #[allow(clippy::too_many_arguments, reason = "the parts of one indexer, each owned")]
     pub fn new(
-        token: Address,
-        key: TokenKey,
+        set: TokenSet,
+        resumes: TokenList,
         rpc: Rpc,
         store: Store,
         policy: SyncPolicy,
@@ -142,8 +148,8 @@ impl Indexer {
         Self {
             rpc,
             store,
-            token,
-            key,
+            set,
+            list: std::sync::Mutex::new(resumes),
             policy,
             shutdown,
             metrics,
@@ -158,6 +164,7 @@ impl Indexer {
     /// wide ranges ([`backfill`]); the rest through verified steps ([`tip`]).
     pub async fn run(&self, start: u64, to: Option<u64>) -> anyhow::Result<()> {
         let mut next = start;
+        self.check_tips_ahead(start).await?;
         let mut caught_up_logged = false;
         let mut heads = heads::Heads::default();
         let mut partitions_indexed = false;
@@ -213,11 +220,16 @@ impl Indexer {
                         continue 'passes;
                     }
                 }
+                let deep = builds.is_some();
                 if let Some(builds) = builds {
                     builds.finish().await;
                 }
                 caught_up_logged = false;
-                self.check_supply(next - 1).await;
+                // A call per token: after each pass for a small set, after ranges of
+                // final blocks for a large one (not a thousand calls every block).
+                if deep || self.set.len() <= SUPPLY_CHECKED_EVERY_PASS {
+                    self.check_supplies(next - 1).await;
+                }
             }
             if !partitions_indexed && !self.shutdown.is_cancelled() {
                 // The backfill has reached the finalized block: from here on, the
@@ -226,7 +238,13 @@ impl Indexer {
                 let built = crate::retry::retrying(
                     &self.rpc.retry_policy(),
                     "indexing transfer partitions",
-                    || self.store.index_partitions(self.key.chain_id, next.saturating_sub(1), true),
+                    || {
+                        self.store.index_partitions(
+                            self.set.chain_id(),
+                            next.saturating_sub(1),
+                            true,
+                        )
+                    },
                 )
                 .await?;
                 if built > 0 {
@@ -253,6 +271,30 @@ impl Indexer {
                 return Ok(());
             }
         }
+    }
+
+    /// Tokens of the set indexed past `start` (ahead of the others, e.g. at the head
+    /// when the rest are catching up) are skipped until the range reaches them: their
+    /// checkpoints are checked against the node first, and rolled back where the chain
+    /// changed under them while nobody looked.
+    async fn check_tips_ahead(&self, start: u64) -> anyhow::Result<()> {
+        let rows =
+            crate::retry::retrying(&self.rpc.retry_policy(), "reading the checkpoints", || {
+                self.store.token_rows(&self.set)
+            })
+            .await?;
+        let mut ahead: Vec<i64> =
+            rows.iter().map(|r| r.indexed_block).filter(|&b| b >= start as i64).collect();
+        ahead.sort_unstable_by(|a, b| b.cmp(a));
+        ahead.dedup();
+        if ahead.is_empty() {
+            return Ok(());
+        }
+        let head = self.rpc.head().await.context("reading the chain head")?;
+        for checkpoint in ahead {
+            self.check_tip(checkpoint as u64 + 1, head).await?;
+        }
+        Ok(())
     }
 
     /// Takes the carried balance cache, or a new one.
@@ -289,27 +331,47 @@ impl Indexer {
         self.carried.lock().expect("carried lock").span = Some(blocks);
     }
 
+    /// The fetch list as it stands.
+    fn token_list(&self) -> TokenList {
+        self.list.lock().expect("list lock").clone()
+    }
+
+    /// Every token fetched from `block` on at the latest (after a rollback to the block
+    /// below it).
+    fn fetch_from(&self, block: u64) {
+        let mut list = self.list.lock().expect("list lock");
+        *list = list.lowered_to(block);
+    }
+
+    /// [`Indexer::check_supply`] of every token of the set.
+    async fn check_supplies(&self, block: u64) {
+        for (address, key) in self.set.iter() {
+            self.check_supply(address, key, block).await;
+        }
+    }
+
     /// Reads totalSupply() at `block` and compares it with the supply derived from
     /// transfers. A difference is a warning, not an error: rebasing or fee-on-transfer
     /// tokens, or an index that started after the token's creation, differ by design.
-    async fn check_supply(&self, block: u64) {
-        let chain = match self.rpc.total_supply(self.token, block).await {
+    async fn check_supply(&self, token: Address, key: crate::store::TokenKey, block: u64) {
+        let chain = match self.rpc.total_supply(token, block).await {
             Ok(Some(v)) => v,
             Ok(None) => return,
             Err(e) => {
-                warn!(error = %bootstrap::ErrorChain(&e), "could not read totalSupply()");
+                warn!(%token, error = %bootstrap::ErrorChain(&e), "could not read totalSupply()");
                 return;
             }
         };
-        if let Err(e) = self.store.record_chain_supply(self.key, block, chain).await {
-            warn!(error = %bootstrap::ErrorChain(&e), "could not record totalSupply()");
+        if let Err(e) = self.store.record_chain_supply(key, block, chain).await {
+            warn!(%token, error = %bootstrap::ErrorChain(&e), "could not record totalSupply()");
             return;
         }
-        match self.store.supplies(self.key).await {
+        match self.store.supplies(key).await {
             Ok((derived, Some(on_chain)))
                 if derived != on_chain && !self.supply_warned.swap(true, Ordering::Relaxed) =>
             {
                 warn!(
+                    %token,
                     block,
                     %derived,
                     %on_chain,

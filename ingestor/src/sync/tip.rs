@@ -32,7 +32,7 @@ impl Indexer {
             return Ok(next);
         };
         if next > 0
-            && let Some(stored) = self.store.block_hash(self.key, next - 1).await?
+            && let Some(stored) = self.store.block_hash(&self.set, next - 1).await?
             && headers[0].parent_hash != stored
         {
             return self.roll_back_from(next - 1).await;
@@ -40,7 +40,8 @@ impl Indexer {
         if headers.windows(2).any(|w| w[1].parent_hash != w[0].hash) {
             return Ok(next);
         }
-        let mut spans = fetch::prefetched(self.rpc.clone(), self.token, next..=stop, self.spans());
+        let mut spans =
+            fetch::prefetched(self.rpc.clone(), self.token_list(), next..=stop, self.spans());
         let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
         // A step of several blocks (catching up) is written as its logs arrive, like a
         // backfill batch, and also held in memory: if streaming fails, the step is
@@ -115,7 +116,7 @@ impl Indexer {
     pub(super) async fn step_onto(&self, open: Unfinished, end: u64) -> anyhow::Result<u64> {
         let next = open.last() + 1;
         let stop = end.min(next + MAX_STEP_BLOCKS - 1);
-        if !self.store.covers(self.key.chain_id, stop) {
+        if !self.store.covers(self.set.chain_id(), stop) {
             // Its blocks need a partition made outside any batch.
             let after = self.commit_alone(open).await?;
             return if after == next { self.step(next, end).await } else { Ok(after) };
@@ -138,7 +139,8 @@ impl Indexer {
         };
         let headers = &headers[1..];
         let on_branch = |block: u64, hash| headers[(block - next) as usize].hash == hash;
-        let mut spans = fetch::prefetched(self.rpc.clone(), self.token, next..=stop, self.spans());
+        let mut spans =
+            fetch::prefetched(self.rpc.clone(), self.token_list(), next..=stop, self.spans());
         let mut chunks = Vec::new();
         while let Some(chunk) = spans.next().await {
             match chunk {
@@ -214,19 +216,19 @@ impl Indexer {
         let delay = policy.backoff(1);
         warn!(error = %bootstrap::ErrorChain(e.as_ref() as &dyn std::error::Error), delay_ms = delay.as_millis() as u64, "a streamed batch failed; reading again from the checkpoint");
         tokio::time::sleep(delay).await;
-        let row = crate::retry::retrying(&policy, "reading the checkpoint", || {
-            self.store.token(self.key.chain_id as u64, self.token)
+        let indexed = crate::retry::retrying(&policy, "reading the checkpoint", || {
+            self.store.lowest_checkpoint(&self.set)
         })
         .await?
-        .context("the token row is gone")?;
-        Ok((row.indexed_block + 1) as u64)
+        .context("a token row is gone")?;
+        Ok((indexed + 1) as u64)
     }
 
     /// Opens the streamed batch of a step `next..=stop`, or `None` where it cannot be
     /// streamed (a failure).
     async fn open_step(&self, next: u64, stop: u64) -> Option<(BatchWriter, Balances)> {
         let mut balances = self.take_balances();
-        match self.store.open_batch(self.key, next, stop, true, &mut balances).await {
+        match self.store.open_batch(&self.set, next, stop, true, &mut balances).await {
             Ok(open) => Some((open, balances)),
             Err(e) => {
                 warn!(error = %bootstrap::ErrorChain(&e), "could not stream a verified step; it is committed from memory");
@@ -240,13 +242,13 @@ impl Indexer {
     /// next.
     pub(super) async fn check_tip(&self, next: u64, head: u64) -> anyhow::Result<u64> {
         let checkpoint = next - 1;
-        let Some(stored) = self.store.block_hash(self.key, checkpoint).await? else {
+        let Some(stored) = self.store.block_hash(&self.set, checkpoint).await? else {
             return Ok(next);
         };
         // A node behind the checkpoint whose head is on the stored chain is lagging (a
         // backend behind a load balancer), not reorged: wait for it rather than roll back.
         if checkpoint > head
-            && let Some(ours) = self.store.block_hash(self.key, head).await?
+            && let Some(ours) = self.store.block_hash(&self.set, head).await?
             && self
                 .rpc
                 .blocks_if_known(&[head])
@@ -283,7 +285,9 @@ impl Indexer {
     async fn roll_back_from(&self, top: u64) -> anyhow::Result<u64> {
         let fork = self.find_fork(top).await?;
         self.drop_balances();
-        let removed = self.store.roll_back(self.key, &fork).await?;
+        let removed = self.store.roll_back(&self.set, &fork).await?;
+        // Tokens indexed above the fork are fetched again from it.
+        self.fetch_from(fork.number + 1);
         let depth = top - fork.number;
         self.metrics.reorgs.inc();
         self.metrics.reorg_depth.observe(depth as f64);
@@ -298,7 +302,7 @@ impl Indexer {
         let finalized = self.finalized_floor();
         let mut below = top;
         loop {
-            let stored = self.store.recent_blocks(self.key, below, 64).await?;
+            let stored = self.store.recent_blocks(&self.set, below, 64).await?;
             let Some(&(oldest, _)) = stored.last() else {
                 anyhow::bail!(
                     "reorg below the first indexed block: the store holds no block of the node's chain"
