@@ -5,6 +5,7 @@
 //! - [`chain`]: JSON-RPC to it, the compiled TestToken contract and its calls;
 //! - [`history`]: a deterministic token history (mints, transfers, burns, batches,
 //!   self-transfers, zero values, amounts past 2^128, days apart);
+//! - [`many`]: many tokens on one chain, deployed at different blocks, with activity;
 //! - [`db`]: a throwaway database per test on the Postgres at `DATABASE_URL`;
 //! - [`pair`]: the ingestor and the query-service run in-process, and a gRPC client;
 //! - [`proxy`]: a JSON-RPC proxy that refuses wide `eth_getLogs` spans in providers' words
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod db;
 pub mod history;
 pub mod load;
+pub mod many;
 pub mod pair;
 pub mod proxy;
 pub mod silent_heads;

@@ -24,6 +24,7 @@ mod rankings;
 mod reorg;
 mod replicas;
 mod restart;
+mod sets;
 mod shutdown;
 mod soak;
 mod start;
