@@ -90,13 +90,13 @@ impl Tokens {
                     let from = self.holders[(x % self.holders.len() as u64) as usize];
                     let to = self.holders[((x >> 20) % self.holders.len() as u64) as usize];
                     let held = self.model.get(&(*token, from)).copied().unwrap_or_default();
-                    if held.is_zero() || x % 7 == 0 {
+                    if held.is_zero() || x.is_multiple_of(7) {
                         let value = U256::from(1_000 + x % 1_000_000);
                         chain
                             .call_from(DEPLOYER, *token, TestToken::mintCall { to: from, value })
                             .await?;
                         *self.model.entry((*token, from)).or_default() += value;
-                    } else if x % 11 == 0 {
+                    } else if x.is_multiple_of(11) {
                         let value = held / U256::from(3);
                         chain.call_from(from, *token, TestToken::burnCall { value }).await?;
                         *self.model.entry((*token, from)).or_default() -= value;
