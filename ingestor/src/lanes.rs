@@ -32,6 +32,9 @@ use crate::sync::{Indexer, SyncPolicy};
 use crate::tokens::Wanted;
 use crate::{Misconfigured, creation_block};
 
+/// Tokens registered at once (each a few calls to the node and the database).
+const REGISTERING: usize = 16;
+
 /// How often locks held elsewhere are tried again.
 const RETRY_LOCKS: Duration = Duration::from_millis(500);
 
@@ -468,50 +471,57 @@ impl<'a> Lanes<'a> {
     /// its start, reads its metadata and writes its row (followed). A token that cannot
     /// be indexed as asked is [`Misconfigured`], named.
     async fn register_all(&self, wanted: &[Wanted]) -> anyhow::Result<Vec<TokenRow>> {
-        let Parts { config, rpc, store, chain_id, .. } = &self.parts;
-        let chain_id = *chain_id;
+        use futures::{StreamExt, TryStreamExt};
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let retry = rpc.retry_policy();
-        let head = rpc.head().await.context("reading the chain head")?;
+        let head = self.parts.rpc.head().await.context("reading the chain head")?;
         self.parts.metrics.head(head);
-        let mut rows = Vec::with_capacity(wanted.len());
-        for w in wanted {
-            let token = w.address;
-            // An address without code is not a token (a typo, an EOA, another chain's
-            // contract): refused before anything is written for it.
-            let code = rpc.code(token, head).await.context("reading the token's code")?;
-            if code.is_empty() {
-                return Err(Misconfigured(format!(
-                    "token {} has no code on chain {chain_id} at block {head}: it is not a contract there; check --token, --tokens-file and --rpc-url",
-                    token.to_checksum(None)
-                ))
-                .into());
-            }
-            let existing =
-                retrying(&retry, "reading the token row", || store.token(chain_id, token)).await?;
-            let from = match w.start.map(config::From::Block).or(config.from) {
-                Some(config::From::Block(b)) => Some(b),
-                Some(config::From::Head) => {
-                    info!(%token, head, "--from head: balances count only transfers from here on");
-                    Some(head)
-                }
-                None if existing.is_some() => None,
-                // Balances are sums over the whole history: from the creation block.
-                None => Some(creation_block(rpc, token, chain_id, head).await?),
-            };
-            let start = crate::sync::start_block(existing.as_ref(), from)
-                .map_err(|e| Misconfigured(format!("token {}: {e:#}", token.to_checksum(None))))?;
-            let meta = rpc.token_metadata(token).await.context("reading the token's metadata")?;
-            info!(%token, name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, "indexing");
-            let row = retrying(&retry, "writing the token row", || {
-                store.upsert_token(token, chain_id, &meta, start)
-            })
-            .await?;
-            rows.push(row);
+        // A few tokens at a time: a set of a thousand behind a distant node registers in
+        // seconds, not in a thousand round trips one after another.
+        futures::stream::iter(wanted.iter().copied())
+            .map(|w| self.register(w, head))
+            .buffered(REGISTERING)
+            .try_collect()
+            .await
+    }
+
+    /// Registers one token (see [`Lanes::register_all`]).
+    async fn register(&self, w: Wanted, head: u64) -> anyhow::Result<TokenRow> {
+        let Parts { config, rpc, store, chain_id, .. } = &self.parts;
+        let chain_id = *chain_id;
+        let retry = rpc.retry_policy();
+        let token = w.address;
+        // An address without code is not a token (a typo, an EOA, another chain's
+        // contract): refused before anything is written for it.
+        let code = rpc.code(token, head).await.context("reading the token's code")?;
+        if code.is_empty() {
+            return Err(Misconfigured(format!(
+                "token {} has no code on chain {chain_id} at block {head}: it is not a contract there; check --token, --tokens-file and --rpc-url",
+                token.to_checksum(None)
+            ))
+            .into());
         }
-        Ok(rows)
+        let existing =
+            retrying(&retry, "reading the token row", || store.token(chain_id, token)).await?;
+        let from = match w.start.map(config::From::Block).or(config.from) {
+            Some(config::From::Block(b)) => Some(b),
+            Some(config::From::Head) => {
+                info!(%token, head, "--from head: balances count only transfers from here on");
+                Some(head)
+            }
+            None if existing.is_some() => None,
+            // Balances are sums over the whole history: from the creation block.
+            None => Some(creation_block(rpc, token, chain_id, head).await?),
+        };
+        let start = crate::sync::start_block(existing.as_ref(), from)
+            .map_err(|e| Misconfigured(format!("token {}: {e:#}", token.to_checksum(None))))?;
+        let meta = rpc.token_metadata(token).await.context("reading the token's metadata")?;
+        info!(%token, name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, "indexing");
+        Ok(retrying(&retry, "writing the token row", || {
+            store.upsert_token(token, chain_id, &meta, start)
+        })
+        .await?)
     }
 }
 

@@ -454,3 +454,145 @@ async fn ingestors_share_a_chain_by_token_and_an_overlapping_one_takes_over() {
     second.await.unwrap().unwrap();
     third.await.unwrap().unwrap();
 }
+
+/// Each token's rows as text, tokens named by chain and address (ids differ between two
+/// stores): the token rows' counters and checkpoints, transfers and balances.
+async fn dump_by_address(db: &TestDb) -> Vec<String> {
+    let c = db.client().await.unwrap();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT chain_id, address, start_block, indexed_block, indexed_hash, total_supply::text,
+                transfer_count, holder_count, last_seq FROM tokens ORDER BY chain_id, address",
+        "SELECT k.chain_id, k.address, t.block_number, t.log_index, t.block_hash, t.tx_hash, t.from_address,
+                t.to_address, t.value::text, t.seq, t.from_balance::text, t.to_balance::text
+         FROM transfers t JOIN tokens k ON k.id = t.token ORDER BY k.chain_id, k.address, t.block_number, t.log_index",
+        "SELECT k.chain_id, k.address, b.address, b.balance::text, b.last_transfer_block
+         FROM balances b JOIN tokens k ON k.id = b.token ORDER BY k.chain_id, k.address, b.address",
+    ] {
+        for row in c.query(sql, &[]).await.unwrap() {
+            let mut line = String::new();
+            for i in 0..row.len() {
+                let cell = if let Ok(v) = row.try_get::<_, Option<String>>(i) {
+                    format!("{v:?}")
+                } else if let Ok(v) = row.try_get::<_, Option<i64>>(i) {
+                    format!("{v:?}")
+                } else if let Ok(v) = row.try_get::<_, Option<i32>>(i) {
+                    format!("{v:?}")
+                } else {
+                    format!("{:?}", row.try_get::<_, Option<Vec<u8>>>(i).unwrap())
+                };
+                line.push_str(&cell);
+                line.push('|');
+            }
+            out.push(line);
+        }
+    }
+    out
+}
+
+/// kill -9 at moments spread over a run of 20 tokens, ten following the head and ten
+/// added to the tokens file (catching up in tiny batches behind a slow node), while the
+/// chain moves: after the last run every token's rows equal an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9s_with_twenty_tokens_catching_up_and_at_the_head_change_nothing() {
+    use rig::proxy::{FaultProxy, Rules};
+    use std::process::Stdio;
+    let (_anvil, mut chain, mut tokens) = chain_with(31337, 20, 61).await;
+    tokens.activity(&mut chain, 12, 1).await.unwrap();
+    let rules = Rules { latency: Duration::from_millis(40), ..Rules::default() };
+    let node = FaultProxy::start(&chain.url, rules).await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let dir = crate::access::tempdir("token-set-kills");
+    let file = dir.join("tokens.txt");
+    let lines: Vec<String> = tokens.addresses.iter().map(|a| a.to_string()).collect();
+    write_tokens_file(&file, &lines[..10]);
+    let bin = rig::pair::ingestor_binary().unwrap();
+    let mut args: Vec<String> =
+        ["--rpc-url", &node.url, "--database-url", &db.url].iter().map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "--tokens-file",
+            file.to_str().unwrap(),
+            "--poll-interval",
+            "50ms",
+            "--finality-from",
+            "depth",
+            "--finality-depth",
+            "3",
+        ]
+        .map(String::from),
+    );
+    args.extend(
+        ["--batch-transfers", "3", "--initial-span", "1", "--max-span", "1", "--concurrency", "1"]
+            .map(String::from),
+    );
+    args.extend(
+        rig::pair::LOCAL_PORTS.iter().chain(&rig::pair::TEST_RANKINGS).map(|s| s.to_string()),
+    );
+    let start = || {
+        tokio::process::Command::new(&bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("KILLS_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    wait_at_head(&chain, &db, 31337, &tokens.addresses[..10]).await;
+    write_tokens_file(&file, &lines);
+    let c = db.client().await.unwrap();
+    let (mut moved_between_kills, mut mid_catch_up) = (0, 0);
+    for round in 0..10u64 {
+        let before: i64 = c
+            .query_one("SELECT sum(indexed_block)::bigint FROM tokens", &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i64>>(0)
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(1000 + (round * 389) % 1500)).await;
+        tokens.activity(&mut chain, 1, 1).await.unwrap();
+        let behind: i64 = c
+            .query_one(
+                "SELECT count(*) FROM tokens WHERE indexed_block < (SELECT max(indexed_block) FROM tokens)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        child.start_kill().unwrap(); // SIGKILL
+        child.wait().await.unwrap();
+        mid_catch_up += usize::from(behind > 0);
+        let after: i64 = c
+            .query_one("SELECT sum(indexed_block)::bigint FROM tokens", &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i64>>(0)
+            .unwrap_or(0);
+        moved_between_kills += usize::from(after > before);
+        child = start();
+    }
+    assert!(mid_catch_up >= 2, "only {mid_catch_up} of 10 kills landed while tokens caught up");
+    assert!(
+        moved_between_kills >= 5,
+        "only {moved_between_kills} of 10 runs moved a checkpoint before their kill"
+    );
+    let head = wait_at_head(&chain, &db, 31337, &tokens.addresses).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let reference = TestDb::create().await.unwrap();
+    let to = head.to_string();
+    let flags = ["--tokens-file", file.to_str().unwrap(), "--to", &to];
+    rig::pair::ingest(&chain.url, &reference.url, &flags).await.unwrap();
+    let (got, want) = (dump_by_address(&db).await, dump_by_address(&reference).await);
+    assert_eq!(got.len(), want.len(), "rows");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    assert_tokens_match(&chain, &db, 31337, &tokens, &tokens.addresses).await;
+}
