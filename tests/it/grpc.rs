@@ -303,6 +303,7 @@ async fn hostile_requests_get_a_clear_answer() {
                             token: a.clone(),
                             finalized_only: at,
                             chain_id: block.map_or(0, |b| b / 3),
+                            tokens: addresses.clone(),
                         })
                         .await;
                     check("StreamTransfers", r.map(drop))

@@ -355,6 +355,19 @@ async fn tokens_added_to_the_file_catch_up_and_removed_ones_stop() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(followed, vec![true; 3]);
+    let qs = QueryService::start(&db.url).await.unwrap();
+    let listed = qs
+        .client()
+        .await
+        .unwrap()
+        .list_tokens(proto::pb::ListTokensRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    let not_followed: Vec<&str> =
+        listed.iter().filter(|t| !t.following).map(|t| t.address.as_str()).collect();
+    assert_eq!(not_followed, vec![a.to_checksum(None)], "ListTokens says which is not followed");
     assert_tokens_match(&chain, &db, 31337, &tokens, &[a, b, c]).await;
     stop.cancel();
     running.await.unwrap().unwrap();
@@ -595,4 +608,127 @@ async fn kill_9s_with_twenty_tokens_catching_up_and_at_the_head_change_nothing()
         assert_eq!(g, w);
     }
     assert_tokens_match(&chain, &db, 31337, &tokens, &tokens.addresses).await;
+}
+
+/// One stream of several tokens: every transfer of each, named by its token and chain, in
+/// order per token; its cursor resumes the same list with no gap and no repeat, and is
+/// refused for another list; tokens of two chains need chain_id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_of_several_tokens_resumes_by_its_cursor() {
+    use proto::pb::{ListTokensRequest, StreamTransfersRequest};
+    let (_anvil, mut chain, mut tokens) = chain_with(8453, 3, 71).await;
+    tokens.activity(&mut chain, 4, 2).await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let t: Vec<String> = tokens.addresses.iter().map(|a| a.to_string()).collect();
+    let stop = CancellationToken::new();
+    let running =
+        follow(&chain, &db, &["--token", &t[0], "--token", &t[1], "--token", &t[2]], stop.clone());
+    wait_at_head(&chain, &db, 8453, &tokens.addresses).await;
+    let qs = QueryService::start(&db.url).await.unwrap();
+    let mut client = qs.client().await.unwrap();
+    let listed = vec![t[2].clone(), t[0].clone(), t[1].clone()];
+    let request = |cursor: String, from_block: Option<u64>| StreamTransfersRequest {
+        tokens: listed.clone(),
+        cursor,
+        from_block,
+        ..Default::default()
+    };
+    // (token, block, log index, removed) of each event received.
+    let mut got: Vec<(String, u64, u32, bool)> = Vec::new();
+    let key = |e: &proto::pb::TransferEvent| {
+        let tr = e.transfer.as_ref().unwrap();
+        assert_eq!(tr.chain_id, 8453, "each transfer names its chain");
+        (tr.token.clone(), tr.block_number, tr.log_index, e.removed)
+    };
+    let stored: i64 = db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM transfers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut stream =
+        client.stream_transfers(request(String::new(), Some(0))).await.unwrap().into_inner();
+    let half = stored as usize / 2;
+    let mut cursor = String::new();
+    for _ in 0..half {
+        let e = crate::streaming::next(&mut stream, Duration::from_secs(5)).await;
+        got.push(key(&e));
+        cursor = e.cursor;
+    }
+    drop(stream);
+    // More transfers while nobody listens; then resume after the cursor.
+    tokens.activity(&mut chain, 2, 2).await.unwrap();
+    wait_at_head(&chain, &db, 8453, &tokens.addresses).await;
+    let total: i64 = db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM transfers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut stream =
+        client.stream_transfers(request(cursor.clone(), None)).await.unwrap().into_inner();
+    while got.len() < total as usize {
+        let e = crate::streaming::next(&mut stream, Duration::from_secs(5)).await;
+        got.push(key(&e));
+    }
+    drop(stream);
+    let mut want: Vec<(String, u64, u32, bool)> = db
+        .client()
+        .await
+        .unwrap()
+        .query(
+            "SELECT k.address, t.block_number, t.log_index FROM transfers t JOIN tokens k ON k.id = t.token",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let a: Address = r.get(0);
+            (a.to_checksum(None), r.get::<_, i64>(1) as u64, r.get::<_, i32>(2) as u32, false)
+        })
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(sorted, want, "every transfer of the three tokens once, none missed at the resume");
+    for token in &tokens.addresses {
+        let of: Vec<(u64, u32)> =
+            got.iter().filter(|g| g.0 == token.to_checksum(None)).map(|g| (g.1, g.2)).collect();
+        assert!(of.windows(2).all(|w| w[0] < w[1]), "{token}: in chain order");
+    }
+
+    // The cursor is the list's: another list, or one token's stream, refuses it.
+    let other = StreamTransfersRequest {
+        tokens: vec![t[0].clone(), t[1].clone()],
+        cursor: cursor.clone(),
+        ..Default::default()
+    };
+    let err = client.stream_transfers(other).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("cursor"), "{}", err.message());
+    let one = StreamTransfersRequest { token: t[0].clone(), cursor, ..Default::default() };
+    assert_eq!(
+        client.stream_transfers(one).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    let many = StreamTransfersRequest { tokens: vec![t[0].clone(); 1001], ..Default::default() };
+    let err = client.stream_transfers(many).await.unwrap_err();
+    assert!(
+        err.message().starts_with("tokens") && err.message().contains("at most 1000"),
+        "{}",
+        err.message()
+    );
+
+    // Each token of the set is listed as followed.
+    let listed_tokens =
+        client.list_tokens(ListTokensRequest::default()).await.unwrap().into_inner().tokens;
+    assert_eq!(listed_tokens.len(), 3);
+    assert!(listed_tokens.iter().all(|t| t.following && t.chain_id == 8453));
+    stop.cancel();
+    running.await.unwrap().unwrap();
 }

@@ -131,7 +131,7 @@ def test_any_argument_is_refused_clearly_or_answered(
         outcome(lambda: METHODS[method](client, value, keyword), also)
 
 
-@pytest.mark.parametrize("keyword", ["cursor", "from_block", "addresses", "finalized_only"])
+@pytest.mark.parametrize("keyword", ["cursor", "from_block", "addresses", "finalized_only", "tokens"])
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(value=ANYTHING)
 def test_stream_arguments_are_checked_when_called(
@@ -143,8 +143,9 @@ def test_stream_arguments_are_checked_when_called(
         except (TypeError, ValueError) as e:
             assert keyword in str(e) or "cursor" in str(e), str(e)
             return
-        # Accepted: only a cursor can still be refused, and the server names it.
-        if keyword == "cursor" and value:
+        # Accepted: only a cursor or a token list can still be refused, and the server
+        # names it (an empty list is a live stream of the client's token: it waits).
+        if keyword in ("cursor", "tokens") and value:
             outcome(lambda: next(stream))
 
 

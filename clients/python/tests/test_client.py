@@ -189,6 +189,27 @@ def test_transfers_are_the_chain_s_logs(store: Store, client: HoldersClient) -> 
     assert all(who.lower() in (t.from_address.lower(), t.to_address.lower()) for t in theirs)
 
 
+def test_a_stream_of_a_token_list_resumes_by_its_cursor(store: Store, client: HoldersClient) -> None:
+    stored = next(t for t in client.tokens()).transfer_count
+    first = []
+    for e in client.stream_transfers(from_block=store.start_block, tokens=[store.token]):
+        first.append(e)
+        if len(first) == stored // 2:
+            break
+    assert all(e.transfer.token.lower() == store.token.lower() for e in first)
+    rest = []
+    for e in client.stream_transfers(cursor=first[-1].cursor, tokens=[store.token]):
+        rest.append(e)
+        if len(first) + len(rest) == stored:
+            break
+    order = [(e.transfer.block_number, e.transfer.log_index) for e in first + rest]
+    assert order == sorted(order) and len(set(order)) == stored, "no gap, no repeat"
+    with pytest.raises(HoldersError) as refused:
+        next(iter(client.stream_transfers(cursor=first[-1].cursor)))
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details.startswith("cursor"), refused.value.details
+
+
 def test_a_stream_resumes_across_a_restart_of_the_query_service(
     store: Store, client: HoldersClient, service: QueryService
 ) -> None:
@@ -242,6 +263,7 @@ def test_tokens(store: Store, client: HoldersClient) -> None:
     assert token.transfer_count >= store.info["transfers"]
     chain_id = int(store.chain.rpc("eth_chainId", []), 16)
     assert token.chain_id == chain_id
+    assert token.following is True, "its ingestor indexes it"
     assert client.tokens(chain_id=chain_id) == client.tokens()
     assert client.tokens(chain_id=chain_id + 1) == []
     assert [t.address for t in client.tokens(symbol=token.symbol.lower())] == [token.address]

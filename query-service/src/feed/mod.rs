@@ -337,15 +337,15 @@ impl Feed {
 
     /// Starts one subscriber's stream as `subscription` says. The stream's task is tracked
     /// by `tasks` and ends at `shutdown`, or UNAUTHENTICATED at its revocation.
-    /// RESOURCE_EXHAUSTED past the stream limit.
+    /// RESOURCE_EXHAUSTED past the stream limit (a stream of many tokens is one stream).
     pub async fn subscribe(
         &self,
         pool: Pool,
         subscription: Subscription,
         shutdown: CancellationToken,
     ) -> Result<mpsc::Receiver<Result<TransferEvent, Status>>, QueryError> {
-        let Subscription { token: of, start, addresses, finalized_only, revocation } = subscription;
-        let token = of.id;
+        let Subscription { tokens, start, addresses, finalized_only, revocation, set } =
+            subscription;
         let permit = self
             .streams
             .clone()
@@ -354,26 +354,41 @@ impl Feed {
         // Subscribe before reading the store, so nothing committed from now on is missed.
         let live = self.events.subscribe();
         let db = pool.get().await?;
-        let after = match start {
-            Start::After(seq) => seq,
-            Start::Block(block) => store::events::seq_before_block(&db, token, block).await?,
-            Start::Now if finalized_only => store::events::last_final_seq(&db, token).await?,
-            Start::Now => store::events::last_seq(&**db, token).await?,
+        let mut seen = Vec::with_capacity(tokens.len());
+        for (i, of) in tokens.iter().enumerate() {
+            let token = of.id;
+            seen.push(match &start {
+                Start::After(seqs) => seqs[i],
+                Start::Block(block) => store::events::seq_before_block(&db, token, *block).await?,
+                Start::Now if finalized_only => store::events::last_final_seq(&db, token).await?,
+                Start::Now => store::events::last_seq(&**db, token).await?,
+            });
+        }
+        let set = match set {
+            Some(digest) => Some(subscriber::SetStamp {
+                chain_id: tokens.first().map_or(0, |t| t.chain_id),
+                digest,
+                seal: self.sealer.get(&**db).await?.clone(),
+            }),
+            None => None,
         };
         drop(db);
         let (out, rx) = mpsc::channel(64);
         let metrics = self.metrics.clone();
         let sealer = self.sealer.clone();
+        let index = tokens.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         let mut sub = Subscriber {
             pool,
-            token: of,
+            tokens,
+            index,
             addresses,
-            seen: after,
+            seen,
             out,
             live,
             metrics,
             sealer,
             revocation,
+            set,
         };
         self.tasks.spawn(async move {
             let _permit = permit;
@@ -389,7 +404,7 @@ impl Feed {
                 let _ = tokio::time::timeout(Duration::from_secs(1), last).await;
             }
             sub.metrics.active_streams.dec();
-            debug!(token = %sub.token.address, chain_id = sub.token.chain_id, seen = sub.seen, "stream closed");
+            debug!(tokens = sub.tokens.len(), "stream closed");
         });
         Ok(rx)
     }
@@ -411,8 +426,8 @@ struct Seen {
 /// What one stream follows.
 #[derive(Debug)]
 pub struct Subscription {
-    /// The token of the stream.
-    pub token: Streamed,
+    /// The tokens of the stream, of one chain (for a `set`, in ascending address order).
+    pub tokens: Vec<Streamed>,
     /// Where it starts.
     pub start: Start,
     /// Only transfers touching these (every transfer when empty).
@@ -421,13 +436,17 @@ pub struct Subscription {
     pub finalized_only: bool,
     /// Ends the stream when the caller's key is revoked.
     pub revocation: Option<Revocation>,
+    /// A stream asked for by a list of tokens: each event's cursor is the position of
+    /// every token ([`crate::input::SetCursor`]), bound to the list by this digest.
+    /// `None`: one token, its own cursors.
+    pub set: Option<[u8; 8]>,
 }
 
 /// Where a stream starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Start {
-    /// After this sequence number (a cursor).
-    After(i64),
+    /// After these sequence numbers, one per token of the stream (a cursor).
+    After(Vec<i64>),
     /// With the transfers of this block.
     Block(i64),
     /// With the next commit.

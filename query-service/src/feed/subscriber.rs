@@ -49,18 +49,29 @@ impl Revocation {
     }
 }
 
+/// What a stream of a list of tokens stamps on each event: a cursor of every token's
+/// position, sealed.
+pub(super) struct SetStamp {
+    pub(super) chain_id: i64,
+    pub(super) digest: [u8; 8],
+    pub(super) seal: crate::input::Seal,
+}
+
 /// One stream's state.
 pub(super) struct Subscriber {
     pub(super) pool: Pool,
-    pub(super) token: super::Streamed,
+    /// Its tokens, and where each is in that list by id.
+    pub(super) tokens: Vec<super::Streamed>,
+    pub(super) index: std::collections::HashMap<i32, usize>,
     pub(super) addresses: Vec<Address>,
-    /// The newest sequence number handled (sent, or filtered out).
-    pub(super) seen: i64,
+    /// Per token, the newest sequence number handled (sent, or filtered out).
+    pub(super) seen: Vec<i64>,
     pub(super) out: mpsc::Sender<Result<TransferEvent, Status>>,
     pub(super) live: broadcast::Receiver<Arc<Event>>,
     pub(super) metrics: Metrics,
     pub(super) sealer: Arc<Sealer>,
     pub(super) revocation: Option<Revocation>,
+    pub(super) set: Option<SetStamp>,
 }
 
 impl Subscriber {
@@ -79,41 +90,43 @@ impl Subscriber {
             };
             match event {
                 Ok(event) => {
-                    if event.token != self.token.id || event.seq <= self.seen {
+                    let Some(&i) = self.index.get(&event.token) else { continue };
+                    if event.seq <= self.seen[i] {
                         continue;
                     }
                     let Some(message) = &event.message else {
                         // A marker ahead of us: what lies between comes from the store.
                         debug!(
                             marker = event.seq,
-                            seen = self.seen,
+                            seen = self.seen[i],
                             "catching up to a feed marker from the store"
                         );
-                        if !self.catch_up().await? {
+                        if !self.catch_up(i).await? {
                             return Ok(());
                         }
                         continue;
                     };
-                    if event.seq > self.seen + 1 {
+                    if event.seq > self.seen[i] + 1 {
                         debug!(
                             event = event.seq,
-                            seen = self.seen,
+                            seen = self.seen[i],
                             "a gap before a live event; reading the store"
                         );
                         // The broadcast skipped something this subscriber must see (it
                         // started after the feed read those events): read the store.
-                        if !self.catch_up().await? {
+                        if !self.catch_up(i).await? {
                             return Ok(());
                         }
-                        if event.seq <= self.seen {
+                        if event.seq <= self.seen[i] {
                             continue;
                         }
                     }
-                    self.seen = event.seq;
-                    if event.touches(&self.addresses)
-                        && self.out.send(Ok(message.clone())).await.is_err()
-                    {
-                        return Ok(());
+                    self.seen[i] = event.seq;
+                    if event.touches(&self.addresses) {
+                        let message = self.stamped(message.clone());
+                        if self.out.send(Ok(message)).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -121,7 +134,8 @@ impl Subscriber {
                         missed,
                         "subscriber fell behind the live buffer; catching up from the store"
                     );
-                    if !self.catch_up().await? {
+                    self.metrics.stream_catchups.inc();
+                    if !self.replay().await? {
                         return Ok(());
                     }
                 }
@@ -130,31 +144,58 @@ impl Subscriber {
         }
     }
 
-    /// Reads the store again after the live feed left a hole; counted as a catch-up.
-    async fn catch_up(&mut self) -> Result<bool, QueryError> {
+    /// Reads the store again for token `i` after the live feed left a hole; counted as a
+    /// catch-up.
+    async fn catch_up(&mut self, i: usize) -> Result<bool, QueryError> {
         self.metrics.stream_catchups.inc();
-        self.replay().await
+        self.replay_token(i).await
     }
 
-    /// Sends every stored event after `seen`. False when the client has left.
+    /// Sends every stored event of every token after what was seen of it. False when
+    /// the client has left.
     async fn replay(&mut self) -> Result<bool, QueryError> {
+        for i in 0..self.tokens.len() {
+            if !self.replay_token(i).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends every stored event of token `i` after `seen[i]`. False when the client has
+    /// left.
+    async fn replay_token(&mut self, i: usize) -> Result<bool, QueryError> {
         // Everything up to `newest` is visible to the reads below; events the address
         // filter leaves out are handled too, so `seen` can move past them.
         let newest = {
             let db = self.pool.get().await?;
-            store::events::last_seq(&**db, self.token.id).await?
+            store::events::last_seq(&**db, self.tokens[i].id).await?
         };
-        if !self.send_stored(false).await? {
+        if !self.send_stored(i, false).await? {
             return Ok(false);
         }
-        self.seen = self.seen.max(newest);
+        self.seen[i] = self.seen[i].max(newest);
         Ok(true)
     }
 
-    /// Sends every stored event after `seen` (final transfers only with
-    /// `finalized_only`), page by page, moving `seen` to each. False when the client has
-    /// left.
-    async fn send_stored(&mut self, finalized_only: bool) -> Result<bool, QueryError> {
+    /// The message as this stream sends it: with the position of every token as its
+    /// cursor when the stream is of a list of tokens.
+    fn stamped(&self, mut message: TransferEvent) -> TransferEvent {
+        if let Some(set) = &self.set {
+            message.cursor = crate::input::SetCursor {
+                chain_id: set.chain_id,
+                digest: set.digest,
+                seqs: self.seen.clone(),
+            }
+            .encode(&set.seal);
+        }
+        message
+    }
+
+    /// Sends every stored event of token `i` after `seen[i]` (final transfers only with
+    /// `finalized_only`), page by page, moving `seen[i]` to each. False when the client
+    /// has left.
+    async fn send_stored(&mut self, i: usize, finalized_only: bool) -> Result<bool, QueryError> {
         loop {
             if self.revocation.as_ref().is_some_and(Revocation::is_revoked) {
                 return Err(QueryError::Revoked);
@@ -163,8 +204,8 @@ impl Subscriber {
             let seal = self.sealer.get(&**db).await?.clone();
             let rows = store::events::events_after(
                 &db,
-                self.token.id,
-                self.seen,
+                self.tokens[i].id,
+                self.seen[i],
                 PAGE,
                 &self.addresses,
                 finalized_only,
@@ -173,8 +214,9 @@ impl Subscriber {
             drop(db);
             let full = rows.len() as i64 == PAGE;
             for row in rows {
-                self.seen = row.seq;
-                let message = Event::new(self.token, row, &seal).message.expect("an event");
+                self.seen[i] = row.seq;
+                let message = Event::new(self.tokens[i], row, &seal).message.expect("an event");
+                let message = self.stamped(message);
                 if self.out.send(Ok(message)).await.is_err() {
                     return Ok(false);
                 }
@@ -194,8 +236,10 @@ impl Subscriber {
         shutdown: &CancellationToken,
     ) -> Result<(), QueryError> {
         loop {
-            if !self.send_stored(true).await? {
-                return Ok(());
+            for i in 0..self.tokens.len() {
+                if !self.send_stored(i, true).await? {
+                    return Ok(());
+                }
             }
             // Any commit of any token, a lag, or a second: look again. The ingestor
             // records finality without new events, so the second bounds the delay.

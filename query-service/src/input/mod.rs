@@ -8,7 +8,9 @@ use alloy_primitives::{Address, U256};
 use crate::error::QueryError;
 
 mod sealed;
-pub use sealed::{Cursor, MIN_SECRET, PageToken, Seal, Sealer, TokensPage, TransferPage};
+pub use sealed::{
+    Cursor, MIN_SECRET, PageToken, Seal, Sealer, SetCursor, TokensPage, TransferPage,
+};
 
 /// Holders in GetTopHolders when `limit` is 0.
 pub const DEFAULT_TOP: u32 = 100;
@@ -61,16 +63,29 @@ pub fn address(field: &str, value: &str) -> Result<Address, QueryError> {
 
 /// The lookup list: at most [`MAX_ADDRESSES`], each checked, duplicates dropped.
 pub fn addresses(values: &[String]) -> Result<Vec<Address>, QueryError> {
+    address_list("addresses", values)
+}
+
+/// StreamTransfers' `tokens`: at most [`MAX_ADDRESSES`], each checked, duplicates
+/// dropped.
+pub fn tokens(values: &[String]) -> Result<Vec<Address>, QueryError> {
+    address_list("tokens", values)
+}
+
+/// A list of addresses in `field`: at most [`MAX_ADDRESSES`], each checked, duplicates
+/// dropped, in the order given.
+fn address_list(field: &str, values: &[String]) -> Result<Vec<Address>, QueryError> {
     if values.len() > MAX_ADDRESSES {
         return Err(QueryError::invalid(
-            "addresses",
+            field,
             format!("{} addresses; at most {MAX_ADDRESSES} per request", values.len()),
         ));
     }
     let mut out = Vec::with_capacity(values.len());
+    let mut seen = std::collections::HashSet::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
-        let a = address(&format!("addresses[{i}]"), v)?;
-        if !out.contains(&a) {
+        let a = address(&format!("{field}[{i}]"), v)?;
+        if seen.insert(a) {
             out.push(a);
         }
     }

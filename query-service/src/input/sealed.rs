@@ -178,6 +178,73 @@ impl Cursor {
     }
 }
 
+/// A position in a stream of several tokens of one chain: after `seqs[i]` of the i-th
+/// token of the stream's list (its addresses in ascending order), which `digest` binds
+/// the cursor to. About 16 hex characters per token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCursor {
+    /// The tokens' chain.
+    pub chain_id: i64,
+    /// Which list of tokens ([`SetCursor::digest_of`]).
+    pub digest: [u8; 8],
+    /// The last sequence number received of each token, in the list's order.
+    pub seqs: Vec<i64>,
+}
+
+impl SetCursor {
+    /// What binds a cursor to a stream's tokens: 8 bytes of SHA-256 of the chain and the
+    /// addresses, ascending.
+    pub fn digest_of(chain_id: i64, sorted: &[Address]) -> [u8; 8] {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        h.update(chain_id.to_be_bytes());
+        for a in sorted {
+            h.update(a.as_slice());
+        }
+        h.finalize()[..8].try_into().expect("8 of 32 bytes")
+    }
+
+    /// Opaque text for `TransferEvent.cursor`.
+    pub fn encode(&self, seal: &Seal) -> String {
+        let mut rest = Vec::with_capacity(16 + 8 * self.seqs.len());
+        rest.extend_from_slice(&self.chain_id.to_be_bytes());
+        rest.extend_from_slice(&self.digest);
+        for s in &self.seqs {
+            rest.extend_from_slice(&s.to_be_bytes());
+        }
+        pack(seal, 6, Address::ZERO, &rest)
+    }
+
+    /// Reads a `cursor` issued for the stream of `sorted` (ascending addresses) on
+    /// `chain_id`.
+    pub fn decode(
+        value: &str,
+        chain_id: i64,
+        sorted: &[Address],
+        seal: &Seal,
+    ) -> Result<Self, QueryError> {
+        let n = sorted.len();
+        let rest = unpack(seal, "cursor", value, 6, Address::ZERO, 16 + 8 * n)
+            .map_err(|_| QueryError::invalid("cursor", format!("not a cursor this service issued for a stream of these {n} tokens: pass back the last cursor of the same request unchanged, or leave it empty to start over")))?;
+        let issued_on = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        let digest: [u8; 8] = rest[8..16].try_into().expect("8 bytes");
+        if issued_on != chain_id || digest != Self::digest_of(chain_id, sorted) {
+            return Err(QueryError::invalid(
+                "cursor",
+                "issued for another list of tokens or chain: resume with the same tokens and chain_id",
+            ));
+        }
+        let seqs: Vec<i64> = rest[16..]
+            .chunks_exact(8)
+            .map(|c| i64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        if seqs.iter().any(|s| *s < 0) {
+            return Err(forged("cursor"));
+        }
+        Ok(Self { chain_id, digest, seqs })
+    }
+}
+
 /// Where a ListTransfers page starts: before this position, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferPage {
@@ -342,6 +409,18 @@ mod tests {
                 .contains("page_token")
         );
         assert!(Cursor::decode("xyz", 1, T, &s).unwrap_err().to_string().contains("cursor"));
+        let list = [Address::ZERO, T];
+        let set = SetCursor {
+            chain_id: 8453,
+            digest: SetCursor::digest_of(8453, &list),
+            seqs: vec![4, 9],
+        };
+        assert_eq!(SetCursor::decode(&set.encode(&s), 8453, &list, &s).unwrap(), set);
+        for (chain, tokens) in [(1, &list[..]), (8453, &list[1..]), (8453, &[T, T][..])] {
+            let e = SetCursor::decode(&set.encode(&s), chain, tokens, &s).unwrap_err().to_string();
+            assert!(e.starts_with("cursor: "), "{e}");
+        }
+        assert!(Cursor::decode(&set.encode(&s), 8453, T, &s).is_err(), "not a one-token cursor");
         let negative = pack(&s, 2, T, &(-5i64).to_be_bytes());
         assert!(Cursor::decode(&negative, 1, T, &s).is_err(), "signed, and still out of range");
     }
@@ -361,6 +440,8 @@ mod tests {
                 prop_assert!(e.starts_with("cursor: "), "{}", e);
                 let e = TokensPage::decode(&value, &s).unwrap_err().to_string();
                 prop_assert!(e.starts_with("page_token: "), "{}", e);
+                let e = SetCursor::decode(&value, 1, &[T, Address::ZERO], &s).unwrap_err().to_string();
+                prop_assert!(e.starts_with("cursor: "), "{}", e);
             }
         }
 

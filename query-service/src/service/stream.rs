@@ -21,6 +21,7 @@ impl Holders {
         req: StreamTransfersRequest,
     ) -> Result<TransferStream, QueryError> {
         let wanted = input::wanted(&req.token, req.chain_id)?;
+        let listed = input::tokens(&req.tokens)?;
         let addresses = input::addresses(&req.addresses)?;
         let slot = self.stream_slots.take(call.caller.name())?;
         if !req.cursor.is_empty() && req.from_block.is_some() {
@@ -29,10 +30,40 @@ impl Holders {
                 "set either cursor (to resume) or from_block (to start at a block), not both",
             ));
         }
-        let (token, start) = {
+        let (tokens, start, set) = {
             let mut lease = self.lease(Cost::Stream).await?;
             let tx = store::snapshot(&mut lease.client, call.budget).await?;
-            let token = store::tokens::token(&tx, wanted).await?;
+            let tokens = if listed.is_empty() {
+                vec![store::tokens::token(&tx, wanted).await?]
+            } else {
+                let mut all = listed.clone();
+                if let Some(t) = wanted.token.filter(|t| !all.contains(t)) {
+                    all.push(t);
+                }
+                let mut tokens = Vec::with_capacity(all.len());
+                for token in all {
+                    let one =
+                        store::tokens::Wanted { token: Some(token), chain_id: wanted.chain_id };
+                    tokens.push(store::tokens::token(&tx, one).await?);
+                }
+                let chains: std::collections::BTreeSet<i64> =
+                    tokens.iter().map(|t| t.chain_id).collect();
+                if chains.len() > 1 {
+                    let ids: Vec<String> = chains.iter().map(i64::to_string).collect();
+                    return Err(QueryError::invalid(
+                        "tokens",
+                        format!(
+                            "the tokens are on chains {}; one stream is of one chain: set chain_id",
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+                tokens.sort_by_key(|t| t.address);
+                tokens
+            };
+            let chain_id = tokens[0].chain_id;
+            let sorted: Vec<alloy_primitives::Address> = tokens.iter().map(|t| t.address).collect();
+            let set = (!listed.is_empty()).then(|| input::SetCursor::digest_of(chain_id, &sorted));
             let start = match (req.cursor.as_str(), req.from_block) {
                 ("", None) => Start::Now,
                 ("", Some(block)) => Start::Block(i64::try_from(block).map_err(|_| {
@@ -40,39 +71,48 @@ impl Holders {
                 })?),
                 (cursor, _) => {
                     let seal = self.sealer.get(&*tx).await?;
-                    let seq = Cursor::decode(cursor, token.chain_id, token.address, seal)?.seq;
+                    let seqs = match set {
+                        None => vec![Cursor::decode(cursor, chain_id, sorted[0], seal)?.seq],
+                        Some(_) => input::SetCursor::decode(cursor, chain_id, &sorted, seal)?.seqs,
+                    };
                     // A cursor ahead of the store (another store's, or one rolled back by
                     // a restore) would silently skip everything up to it.
-                    let newest = store::events::last_seq(&*tx, token.id).await?;
-                    if seq > newest {
-                        return Err(QueryError::invalid(
-                            "cursor",
-                            format!(
-                                "it points after event {seq}, but the newest event of {} in this store is {newest}: it was issued by another store; resume with from_block instead",
-                                token.address
-                            ),
-                        ));
+                    for (token, seq) in tokens.iter().zip(&seqs) {
+                        let newest = store::events::last_seq(&*tx, token.id).await?;
+                        if *seq > newest {
+                            return Err(QueryError::invalid(
+                                "cursor",
+                                format!(
+                                    "it points after event {seq}, but the newest event of {} in this store is {newest}: it was issued by another store; resume with from_block instead",
+                                    token.address
+                                ),
+                            ));
+                        }
                     }
-                    Start::After(seq)
+                    Start::After(seqs)
                 }
             };
             tx.commit().await?;
-            (token, start)
+            (tokens, start, set)
         };
         let revocation = match (&self.keys, call.caller.key()) {
             (Some(keys), Some(key)) => Some(Revocation { ring: keys.subscribe(), key }),
             _ => None,
         };
         let subscription = Subscription {
-            token: crate::feed::Streamed {
-                id: token.id,
-                address: token.address,
-                chain_id: token.chain_id,
-            },
+            tokens: tokens
+                .iter()
+                .map(|t| crate::feed::Streamed {
+                    id: t.id,
+                    address: t.address,
+                    chain_id: t.chain_id,
+                })
+                .collect(),
             start,
             addresses,
             finalized_only: req.finalized_only,
             revocation,
+            set,
         };
         let pool = self.lanes.stream_pool().clone();
         let rx = self.feed.subscribe(pool, subscription, self.shutdown.clone()).await?;

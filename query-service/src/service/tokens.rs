@@ -77,6 +77,7 @@ impl Holders {
                     finalized_block: t.finalized_block.max(0) as u64,
                     safe_block: t.safe_block.max(0) as u64,
                     chain_id: t.chain_id.max(0) as u64,
+                    following: t.following,
                 })
                 .collect(),
             next_page_token,

@@ -41,6 +41,8 @@ pub struct TokenView {
     pub week_ago_block: i64,
     /// The chain's safe block as the ingestor last recorded it; -1 while unknown.
     pub safe_block: i64,
+    /// Whether an ingestor's token set holds it.
+    pub following: bool,
     /// The chain's finalized block as the ingestor last recorded it; -1 while unknown.
     pub finalized_block: i64,
 }
@@ -68,7 +70,7 @@ macro_rules! token_columns {
                           WHERE b.token = t.id AND b.time <= t.indexed_time - $1
                           ORDER BY b.time DESC, b.number DESC LIMIT 1),
                          t.start_block - 1) AS week_ago_block,
-                t.safe_block, t.finalized_block
+                t.safe_block, t.finalized_block, t.following
          FROM tokens t "
     };
 }
@@ -189,6 +191,7 @@ fn token_view(r: &Row) -> TokenView {
         last_seq: r.get("last_seq"),
         week_ago_block: r.get("week_ago_block"),
         safe_block: r.get("safe_block"),
+        following: r.get("following"),
         finalized_block: r.get("finalized_block"),
     }
 }

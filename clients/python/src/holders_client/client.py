@@ -296,13 +296,22 @@ class HoldersClient:
         addresses: Optional[Iterable[str]] = None,
         finalized_only: bool = False,
         *,
+        tokens: Optional[Iterable[str]] = None,
         reconnect_for: float = 60.0,
     ) -> Iterator[TransferEvent]:
         """Every transfer from ``cursor`` (or ``from_block``; neither: live only), then
         each new one as it is committed, in order, once. When the server ends the stream
         as UNAVAILABLE (a restart, a rollout) it resumes after the last event's cursor by
-        itself, retrying for up to ``reconnect_for`` seconds before it raises."""
-        last = _args.optional_text("cursor", cursor, max_len=1000)
+        itself, retrying for up to ``reconnect_for`` seconds before it raises.
+
+        ``tokens``: several tokens of one chain in one stream (at most 1000, besides the
+        client's own token if it has one); each event's ``transfer.token`` says whose it
+        is, and its cursor resumes a stream of the same list."""
+        listed = [] if tokens is None else _args.addresses(
+            "tokens", tokens, limit=_args.MAX_ADDRESSES_PER_CALL
+        )
+        # A cursor of a list of tokens holds each token's position.
+        last = _args.optional_text("cursor", cursor, max_len=1000 + 16 * len(listed))
         from_block = _args.optional_integer("from_block", from_block, high=_args.MAX_INT64)
         wanted = [] if addresses is None else _args.addresses(
             "addresses", addresses, limit=_args.MAX_ADDRESSES_PER_CALL
@@ -311,13 +320,14 @@ class HoldersClient:
         reconnect_for = _args.seconds("reconnect_for", reconnect_for) or 0.0
         if last and from_block is not None:
             raise ValueError("cursor and from_block: give one of them, not both")
-        return self._follow(last, from_block, wanted, finalized_only, reconnect_for)
+        return self._follow(last, from_block, wanted, listed, finalized_only, reconnect_for)
 
     def _follow(
         self,
         last: str,
         from_block: Optional[int],
         wanted: List[str],
+        listed: List[str],
         finalized_only: bool,
         reconnect_for: float,
     ) -> Iterator[TransferEvent]:
@@ -327,6 +337,7 @@ class HoldersClient:
             request = pb.StreamTransfersRequest(
                 cursor=last,
                 addresses=wanted,
+                tokens=listed,
                 token=self.token,
                 chain_id=self.chain_id,
                 finalized_only=finalized_only,

@@ -148,6 +148,9 @@ class Token:
     finalized_block: int
     safe_block: int
     chain_id: int = 0
+    #: False once the token was removed from its ingestor's token set (its data
+    #: stays, as of ``indexed_block``).
+    following: bool = True
 
     @classmethod
     def from_pb(cls, t: "pb.Token") -> "Token":
@@ -165,6 +168,7 @@ class Token:
             finalized_block=t.finalized_block,
             safe_block=t.safe_block,
             chain_id=t.chain_id,
+            following=t.following,
         )
 
 
