@@ -1,6 +1,8 @@
-//! The local demo: a chain on Anvil with a realistic token history, the `ingestor` and
-//! `query-service` binaries run as a user would run them, and the top holders asked for
-//! through grpcurl. `scripts/demo.sh` installs what it needs and runs it.
+//! The local demo: two chains on Anvil (chain ids 1 and 8453, as Ethereum and Base), a
+//! DOG-like token on both at the same address with a realistic history on the first, a
+//! few more tokens beside it; one `ingestor` per chain and one `query-service`, run as a
+//! user would run them, asked through grpcurl. `scripts/demo.sh` installs what it needs
+//! and runs it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,6 +12,7 @@ use proto::pb::GetTopHoldersRequest;
 use rig::anvil::Anvil;
 use rig::chain::Chain;
 use rig::history::{self, Spec};
+use rig::many::Tokens;
 use tokio::process::Command;
 
 const DEMO_DB: &str = "holders_demo";
@@ -19,9 +22,10 @@ const DEMO_DB: &str = "holders_demo";
 /// README and docs/grpc.md stays true, dates included.
 const GENESIS: u64 = 1_793_491_200;
 
-/// The local demo: deploys a compiled ERC-20 on a fresh Anvil, makes 14 days of history,
-/// indexes it with the ingestor (into the database holders_demo, dropped and made anew
-/// at the admin DATABASE_URL) and serves it with the query-service.
+/// The local demo: deploys a compiled ERC-20 on two fresh Anvil chains (ids 1 and 8453),
+/// makes 14 days of history on the first and more tokens beside it, indexes both chains
+/// with an ingestor each (into the database holders_demo, dropped and made anew at the
+/// admin DATABASE_URL) and serves them with one query-service.
 #[derive(Debug, clap::Parser)]
 #[command(name = "demo", about, long_about = None)]
 struct Args {
@@ -42,11 +46,15 @@ async fn main() -> anyhow::Result<()> {
     let Args { keep_running, listen } = clap::Parser::parse();
     let bin_dir = std::env::current_exe()?.parent().context("binary folder")?.to_path_buf();
 
-    step("starting Anvil (genesis 2026-11-01T00:00:00Z)");
-    let anvil = Anvil::start(GENESIS).await?;
+    step(
+        "starting two Anvil chains: ids 1 (as Ethereum) and 8453 (as Base), genesis 2026-11-01T00:00:00Z",
+    );
+    let anvil = Anvil::start_with(GENESIS, &["--chain-id", "1"]).await?;
     let mut chain = Chain::connect(&anvil.url).await?;
+    let base_anvil = Anvil::start_with(GENESIS, &["--chain-id", "8453"]).await?;
+    let mut base = Chain::connect(&base_anvil.url).await?;
 
-    step("deploying TestToken and making 14 days of history");
+    step("chain 1: deploying TestToken and making 14 days of history");
     let spec = Spec {
         holders: 2_000,
         days: 14,
@@ -66,6 +74,25 @@ async fn main() -> anyhow::Result<()> {
         h.end_block,
         started.elapsed().as_secs_f64()
     );
+    let names = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()
+    };
+    let mut more = Tokens::deploy_named(
+        &mut chain,
+        &names(&[("Demo Gold", "DGLD"), ("Demo Silver", "DSLV"), ("Demo Bronze", "DBRZ")]),
+        200,
+        7,
+    )
+    .await?;
+    more.activity(&mut chain, 8, 5).await?;
+    println!("    and 3 more tokens: {}", list(&more.addresses));
+
+    step("chain 8453: the same deployer deploys the token first: the same address");
+    let mut on_base =
+        Tokens::deploy_named(&mut base, &names(&[("Test Doge", "TDOG")]), 300, 8453).await?;
+    on_base.activity(&mut base, 20, 6).await?;
+    anyhow::ensure!(on_base.addresses[0] == h.token, "the deployer's first contract differs");
+    println!("    token {} on chain 8453 too", on_base.addresses[0]);
 
     step(&format!("creating database {DEMO_DB}"));
     let admin = rig::db::admin_url();
@@ -74,29 +101,28 @@ async fn main() -> anyhow::Result<()> {
     client.execute(&format!("CREATE DATABASE {DEMO_DB}"), &[]).await?;
     let database_url = rig::db::url_with_db(&admin, DEMO_DB);
 
-    step("ingestor: backfilling the token's whole history");
-    let from = h.start_block.to_string();
-    let to = h.end_block.to_string();
-    let token = h.token.to_string();
-    let ingest = [
-        "--rpc-url",
-        &anvil.url,
-        "--database-url",
-        &database_url,
-        "--token",
-        &token,
-        "--from",
-        &from,
-        "--to",
-        &to,
-    ];
-    println!("    $ ingestor --rpc-url {} --token {token} --from {from} --to {to}", anvil.url);
-    let status = Command::new(bin_dir.join("ingestor"))
-        .args(ingest)
-        .args(rig::pair::LOCAL_PORTS)
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "the ingestor failed: {status}");
+    step("an ingestor per chain, each backfilling its tokens from their creation blocks");
+    let mut set = vec![h.token, h.other_token];
+    set.extend(&more.addresses);
+    for (url, tokens) in [(&anvil.url, set.clone()), (&base_anvil.url, vec![h.token])] {
+        let to = Chain::connect(url).await?.head().await?.to_string();
+        let mut args: Vec<String> =
+            vec!["--rpc-url".into(), url.clone(), "--database-url".into(), database_url.clone()];
+        for t in &tokens {
+            args.extend(["--token".to_string(), t.to_string()]);
+        }
+        args.extend(["--to".to_string(), to.clone()]);
+        println!(
+            "    $ ingestor --rpc-url {url} {}--to {to}",
+            tokens.iter().map(|t| format!("--token {t} ")).collect::<String>()
+        );
+        let status = Command::new(bin_dir.join("ingestor"))
+            .args(&args)
+            .args(rig::pair::LOCAL_PORTS)
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "the ingestor failed: {status}");
+    }
 
     step(&format!("query-service on {listen}"));
     let mut qs = Command::new(bin_dir.join("query-service"))
@@ -108,7 +134,8 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = format!("http://{listen}");
     let mut grpc = rig::pair::wait_for_client(&endpoint).await?;
 
-    step("top 10 holders, through grpcurl (reflection, no .proto file)");
+    step("the tokens, and one address on two chains, through grpcurl (reflection, no .proto file)");
+    let token = h.token.to_string();
     match grpcurl() {
         Some(grpcurl) => {
             let list =
@@ -117,30 +144,38 @@ async fn main() -> anyhow::Result<()> {
                 "    $ grpcurl -plaintext {listen} list\n{}",
                 indent(&String::from_utf8_lossy(&list.stdout))
             );
-            let args = [
-                "-plaintext",
-                "-d",
-                r#"{"limit": 3}"#,
-                &listen,
-                "holders.v1.HolderService/GetTopHolders",
-            ];
-            let out = Command::new(&grpcurl).args(args).output().await?;
-            anyhow::ensure!(
-                out.status.success(),
-                "grpcurl failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            println!(
-                "    $ grpcurl -plaintext -d '{{\"limit\": 3}}' {listen} holders.v1.HolderService/GetTopHolders\n{}",
-                indent(&String::from_utf8_lossy(&out.stdout))
-            );
+            for (data, method) in [
+                (r#"{"page_size": 2}"#.to_string(), "ListTokens"),
+                (
+                    format!(r#"{{"token": "{token}", "chain_id": 8453, "limit": 2}}"#),
+                    "GetTopHolders",
+                ),
+                (format!(r#"{{"token": "{token}", "limit": 2}}"#), "GetTopHolders"),
+            ] {
+                let method = format!("holders.v1.HolderService/{method}");
+                let out = Command::new(&grpcurl)
+                    .args(["-plaintext", "-d", &data, &listen, &method])
+                    .output()
+                    .await?;
+                println!(
+                    "    $ grpcurl -plaintext -d '{data}' {listen} {method}\n{}{}",
+                    indent(&String::from_utf8_lossy(&out.stdout)),
+                    indent(&String::from_utf8_lossy(&out.stderr))
+                );
+            }
         }
         None => println!(
             "    (grpcurl not found: run scripts/tools.sh; showing the answer through the Rust client)"
         ),
     }
+    step("top 10 holders of the token on chain 1");
     let top = grpc
-        .get_top_holders(GetTopHoldersRequest { limit: 10, ..Default::default() })
+        .get_top_holders(GetTopHoldersRequest {
+            token: token.clone(),
+            chain_id: 1,
+            limit: 10,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     println!(
@@ -166,13 +201,13 @@ async fn main() -> anyhow::Result<()> {
         step("serving until Ctrl-C; try:");
         println!("    grpcurl -plaintext {listen} describe holders.v1.HolderService");
         println!(
-            "    grpcurl -plaintext -d '{{\"page_size\": 5}}' {listen} holders.v1.HolderService/GetHolders"
+            "    grpcurl -plaintext -d '{{\"token\": \"{token}\", \"chain_id\": 1, \"page_size\": 5}}' {listen} holders.v1.HolderService/GetHolders"
         );
         tokio::signal::ctrl_c().await?;
     }
     let _ = qs.start_kill();
     let _ = qs.wait().await;
-    drop(anvil);
+    drop((anvil, base_anvil));
     step("done");
     Ok(())
 }
@@ -180,6 +215,11 @@ async fn main() -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)]
 fn step(what: &str) {
     println!("\n==> {what}");
+}
+
+/// Addresses, comma-separated.
+fn list(addresses: &[impl std::fmt::Display]) -> String {
+    addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn indent(text: &str) -> String {

@@ -33,6 +33,18 @@ impl Tokens {
         holders: usize,
         seed: u64,
     ) -> anyhow::Result<Self> {
+        let names: Vec<(String, String)> =
+            (0..n).map(|i| (format!("Token {i}"), format!("T{i}"))).collect();
+        Self::deploy_named(chain, &names, holders, seed).await
+    }
+
+    /// [`Tokens::deploy`] of tokens with these (name, symbol).
+    pub async fn deploy_named(
+        chain: &mut Chain,
+        names: &[(String, String)],
+        holders: usize,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         let holders: Vec<Address> = (0..holders.max(2)).map(|i| holder(seed, i)).collect();
         chain.fund(&holders).await?;
         let mut tokens = Self {
@@ -42,21 +54,14 @@ impl Tokens {
             model: HashMap::new(),
             step: seed,
         };
-        for i in 0..n {
-            let token = chain.deploy_token(&format!("Token {i}"), &format!("T{i}")).await?;
+        for (name, symbol) in names {
+            let token = chain.deploy_token(name, symbol).await?;
             tokens.created.push(chain.head().await?);
             tokens.addresses.push(token);
             chain.mine(12).await?;
         }
         tokens.activity(chain, 1, 2).await?;
         Ok(tokens)
-    }
-
-    /// Adds an already deployed `token` (created at block `created`) to the set.
-    pub fn with(mut self, token: Address, created: u64) -> Self {
-        self.addresses.push(token);
-        self.created.push(created);
-        self
     }
 
     /// `blocks` blocks, each with `per_token` moves of every token: a mint to someone
