@@ -8,6 +8,9 @@ default (read from its --help) unless the ConfigMap sets the variable. Every var
 ConfigMap or a container sets is one the binary reads, and the query-service's API keys
 file lies in a Secret mounted as a folder (a subPath mount would never see an edit); with a
 FEED_DATABASE_URL, the query-service reads from another database than it listens on.
+There is one query-service and one ingestor per chain (`ingestor`, `ingestor-<chain>`),
+whose selectors do not overlap; a TOKENS_FILE lies in a ConfigMap mounted as a folder, so
+that an edit of the ConfigMap reaches the ingestor.
 
 Usage: deploy/check.py <folder with the ingestor and query-service binaries>
 """
@@ -45,6 +48,16 @@ def known_variables(binary):
     return names | {n + "_FILE" for n in ("DATABASE_URL", "RPC_URL")} | {"RUST_LOG"}
 
 
+def binary_of(deployment):
+    """The binary a Deployment runs: `query-service`, or `ingestor` for `ingestor` and
+    `ingestor-<chain>` (one per chain)."""
+    if deployment == "query-service":
+        return deployment
+    if deployment == "ingestor" or deployment.startswith("ingestor-"):
+        return "ingestor"
+    return None
+
+
 def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
 
@@ -64,18 +77,28 @@ def check(target, failures):
     if valid.returncode != 0:
         failures.append(f"{target}: schema validation failed:\n{valid.stdout}{valid.stderr}")
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    # The settings: the ConfigMap both binaries take their environment from (others are
+    # files, such as the tokens files).
     config = {}
     for d in docs:
-        if d["kind"] == "ConfigMap":
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "erc20-holders":
             config.update(d.get("data") or {})
     for var in config:
         if not any(var in known_variables(b) for b in PORT_SETTING):
             failures.append(f"{target}: the ConfigMap sets {var}, which no binary reads")
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    if {d["metadata"]["name"] for d in deployments} != set(PORT_SETTING):
-        failures.append(f"{target}: expected Deployments {sorted(PORT_SETTING)}")
+    binaries = sorted(binary_of(d["metadata"]["name"]) or d["metadata"]["name"] for d in deployments)
+    if binaries.count("query-service") != 1 or "ingestor" not in binaries or not set(binaries) <= set(PORT_SETTING):
+        failures.append(f"{target}: expected one query-service and one or more ingestor Deployments, got {binaries}")
+    selectors = [tuple(sorted(d["spec"]["selector"]["matchLabels"].items())) for d in deployments]
+    for i, a in enumerate(selectors):
+        for b in selectors[i + 1:]:
+            if set(a) <= set(b) or set(b) <= set(a):
+                failures.append(f"{target}: two Deployments' selectors overlap: {dict(a)} and {dict(b)}")
     for d in deployments:
-        name = d["metadata"]["name"]
+        name = binary_of(d["metadata"]["name"])
+        if name is None:
+            continue
         spec = d["spec"]["template"]["spec"]
         settings = {**defaults(name), **config}
         known = known_variables(name)
@@ -91,6 +114,15 @@ def check(target, failures):
                           for e in c.get("env", [])}
                 if secret.get("DATABASE_URL") == secret.get("FEED_DATABASE_URL"):
                     failures.append(f"{target}: query-service reads and listens on the same database; FEED_DATABASE_URL is for the primary when DATABASE_URL is a replica")
+            tokens = env.get("TOKENS_FILE")
+            if tokens is not None:
+                config_dirs = {
+                    m["mountPath"] for m in c.get("volumeMounts", [])
+                    if not m.get("subPath") and any(
+                        v["name"] == m["name"] and "configMap" in v for v in spec.get("volumes", []))
+                }
+                if not any(tokens.startswith(d.rstrip("/") + "/") for d in config_dirs):
+                    failures.append(f"{target}: {d['metadata']['name']}'s TOKENS_FILE is not in a ConfigMap mounted as a folder (a subPath mount would never see an edit)")
             if name == "query-service":
                 keys = env.get("QUERY_API_KEYS_FILE")
                 secret_dirs = {
