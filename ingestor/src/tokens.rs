@@ -181,6 +181,34 @@ mod tests {
         assert!(!control.contains('\u{7}'), "no control character echoed: {control:?}");
     }
 
+    /// A ConfigMap volume: the file is a link through `..data`, a link to a folder that
+    /// the kubelet replaces by swapping the link.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_configmap_update_swapping_the_data_link_is_seen() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("tokens-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("v1")).unwrap();
+        std::fs::create_dir_all(dir.join("v2")).unwrap();
+        std::fs::write(dir.join("v1/tokens.txt"), format!("{A}\n")).unwrap();
+        std::fs::write(dir.join("v2/tokens.txt"), format!("{A}\n{B} 9\n")).unwrap();
+        symlink("v1", dir.join("..data")).unwrap();
+        symlink("..data/tokens.txt", dir.join("tokens.txt")).unwrap();
+        let stop = CancellationToken::new();
+        let mut rx = watch(vec![], Some(dir.join("tokens.txt")), stop.clone()).unwrap();
+        assert_eq!(rx.borrow_and_update().len(), 1);
+        // The kubelet's swap: a new link renamed over the old one.
+        symlink("v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
+        let now = rx.borrow().clone();
+        assert_eq!(now.len(), 2);
+        assert_eq!(now[1].start, Some(9));
+        stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn flags_add_to_the_file_which_keeps_its_starts() {
         let a: Address = A.parse().unwrap();

@@ -732,3 +732,47 @@ async fn one_stream_of_several_tokens_resumes_by_its_cursor() {
     stop.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// A wrong tokens file stops the ingestor at start with one line naming the file and the
+/// line; a token without code stops it naming the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_tokens_file_or_token_stops_the_ingestor_in_one_line() {
+    let (_anvil, chain, tokens) = chain_with(31337, 1, 81).await;
+    let db = TestDb::create().await.unwrap();
+    let dir = crate::access::tempdir("token-set-wrong");
+    let file = dir.join("tokens.txt");
+    std::fs::write(&file, format!("{}\n0xnot-an-address 5\n", tokens.addresses[0])).unwrap();
+    let bin = rig::pair::ingestor_binary().unwrap();
+    let run = |args: Vec<String>| {
+        let (rpc, url) = (chain.url.clone(), db.url.clone());
+        let bin = bin.clone();
+        async move {
+            tokio::process::Command::new(bin)
+                .args(["--rpc-url", &rpc, "--database-url", &url])
+                .args(rig::pair::LOCAL_PORTS)
+                .args(args)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(vec!["--tokens-file".into(), file.to_str().unwrap().into()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(line.contains("--tokens-file") && line.contains("line 2"), "{stderr}");
+    // An address without code among good ones: named, nothing indexed.
+    let nobody = "0x000000000000000000000000000000000000dEaD";
+    let good = tokens.addresses[0].to_string();
+    let out = run(vec!["--token".into(), good, "--token".into(), nobody.into()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or_default().contains(nobody), "{stderr}");
+    let c = db.client().await.unwrap();
+    let committed: i64 = c
+        .query_one("SELECT count(*) FROM tokens WHERE indexed_block >= start_block", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(committed, 0, "nothing indexed for a set with a wrong token");
+}
