@@ -9,6 +9,10 @@ use super::error::{StoreResult, What};
 use super::{Store, TokenKey, TokenSet};
 use crate::rpc::TokenMetadata;
 
+/// How far below a block the fork search looks: far beyond any chain's finality (blocks
+/// below the finalized one never change), and a bound on what it reads.
+const RECENT: i64 = 100_000;
+
 /// A token's row: metadata and checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -201,22 +205,27 @@ impl Store {
         ))
     }
 
-    /// The hash stored for `block` by any token of `set`, if the store kept one (blocks
-    /// with transfers, verified blocks near the head, and every checkpoint).
+    /// The hash stored for `block`, if the store kept one: a block row of a token of `set`
+    /// first, else of any token of its chain (blocks with transfers, and each batch's
+    /// verified blocks and checkpoint, kept once per batch).
     pub async fn block_hash(&self, set: &TokenSet, block: u64) -> StoreResult<Option<B256>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT hash FROM blocks WHERE token = ANY($1) AND number = $2 LIMIT 1",
-                &[&set.ids(), &(block as i64)],
+                "SELECT hash FROM blocks
+                 WHERE token IN (SELECT id FROM tokens WHERE chain_id = $3) AND number = $2
+                 ORDER BY token <> ALL($1) LIMIT 1",
+                &[&set.ids(), &(block as i64), &set.chain_id()],
             )
             .await
             .what("reading a block hash")?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Block hashes the tokens of `set` stored at or below `below`, newest first, at most
-    /// `limit` blocks.
+    /// Block hashes stored at or below `below` (and within [`RECENT`] blocks of it) by the
+    /// tokens of `set`'s chain, newest first, at most `limit` rows: where a fork is looked
+    /// for. A block may come twice (a row of another ingestor's not yet rolled back): the
+    /// fork is the newest that matches.
     pub async fn recent_blocks(
         &self,
         set: &TokenSet,
@@ -226,9 +235,11 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT DISTINCT number, hash FROM blocks WHERE token = ANY($1) AND number <= $2
-                 ORDER BY number DESC LIMIT $3",
-                &[&set.ids(), &(below as i64), &limit],
+                "SELECT DISTINCT number, hash FROM blocks
+                 WHERE token IN (SELECT id FROM tokens WHERE chain_id = $3)
+                   AND number <= $1 AND number > $1 - $4
+                 ORDER BY number DESC LIMIT $2",
+                &[&(below as i64), &limit, &set.chain_id(), &RECENT],
             )
             .await
             .what("reading stored block hashes")?;

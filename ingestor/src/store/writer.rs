@@ -239,16 +239,28 @@ impl BatchWriter {
         balances: &mut Balances,
     ) -> StoreResult<CommitStats> {
         let client = self.client.get();
+        // The headers (checked ones and the checkpoint) are kept once per batch, by the
+        // token the batch takes furthest (all of the batch's blocks are new to it; the
+        // lowest id among equals): a fork is traced through every token of the chain, a
+        // token's own rows are the blocks of its transfers (its holder counts), and its
+        // checkpoint's hash is on its row. A set of a thousand tokens does not write a
+        // thousand rows a block.
+        let lead = self.members.values().map(|m| (m.stored_to, m.key.id)).min().map(|l| l.1);
         for m in self.members.values_mut() {
             if let Some(r) = m.rankings.as_mut() {
                 r.end_of_block(balances, client, m.key).await?;
                 r.keep(client, m.key).await?;
             }
-            // Headers of blocks stored before keep the rows they have.
-            let stored_to = m.stored_to;
-            m.blocks.verified(
-                verified.iter().chain(std::iter::once(end)).filter(|b| b.number as i64 > stored_to),
-            );
+            if Some(m.key.id) == lead {
+                // Headers of blocks stored before keep the rows they have.
+                let stored_to = m.stored_to;
+                m.blocks.verified(
+                    verified
+                        .iter()
+                        .chain(std::iter::once(end))
+                        .filter(|b| b.number as i64 > stored_to),
+                );
+            }
         }
         if !self.durable && !verified.is_empty() {
             // The hashes kept are what a later reorg is traced by.
