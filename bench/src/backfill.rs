@@ -259,7 +259,7 @@ pub(crate) async fn ceiling(url: &str) -> anyhow::Result<Duration> {
 }
 
 /// The process's peak resident memory so far, from /proc.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+pub(crate) fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -18,6 +18,7 @@ mod overload;
 mod perf;
 mod report;
 mod seed;
+mod sets;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -87,6 +88,18 @@ struct Args {
     /// lane serves no more here and leaves cheap answers less CPU).
     #[arg(long, default_value_t = 2)]
     overload_lane: usize,
+    /// Only the token-set benchmark: a chain of `--set-tokens` tokens sharing
+    /// `--transfers` by a power law beside one token with as many alone (written between
+    /// the sets markers with --results).
+    #[arg(long, conflicts_with_all = ["only_backfill", "only_queries", "only_overload"])]
+    only_sets: bool,
+    /// Tokens with transfers in the token-set benchmark.
+    #[arg(long, default_value_t = 1_000)]
+    set_tokens: usize,
+    /// Tokens deployed in all (the rest without transfers), for the memory of a large
+    /// tokens file.
+    #[arg(long, default_value_t = 10_000)]
+    set_file_tokens: usize,
     /// Write the results between the bench markers of this file (docs/performance.md).
     #[arg(long, alias = "readme")]
     results: Option<PathBuf>,
@@ -115,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
             println!("written into {}", results.display());
         }
         return Ok(());
+    }
+    if args.only_sets {
+        return only_sets(&args, &bin, &admin).await;
     }
     if args.only_queries {
         queries(&args, &bin, &admin, &mut report).await?;
@@ -261,6 +277,83 @@ async fn main() -> anyhow::Result<()> {
     println!("\n{table}");
     if let Some(results) = &args.results {
         report::write_into(results, &table)?;
+        println!("written into {}", results.display());
+    }
+    Ok(())
+}
+
+/// The token-set benchmark ([`sets`]): the single token's chain and backfill first, then
+/// the set's chain beside it on the same node.
+#[allow(clippy::print_stdout)]
+async fn only_sets(args: &Args, bin: &std::path::Path, admin: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.set_file_tokens >= args.set_tokens && args.set_tokens >= 8,
+        "--set-file-tokens must be at least --set-tokens, and that at least 8"
+    );
+    let blocks = 2 * args.transfers / args.per_block as u64 + 400;
+    let history_seconds = blocks * chain::block_seconds(blocks);
+    let anvil = Anvil::start_with(
+        chain::unix_now() - history_seconds - 3600,
+        &["--gas-limit", "200000000", "--prune-history", "64"],
+    )
+    .await?;
+    let mut rpc = rig::chain::Chain::connect(&anvil.url).await?;
+    println!("== chain: one token, {} transfers among {} holders", args.transfers, args.holders);
+    let single = chain::build(&mut rpc, args.holders, args.transfers, args.per_block).await?;
+    let (fetch_took, fetched) = fetch::raw(&anvil.url, &single, args.per_block).await?;
+    anyhow::ensure!(fetched == single.transfers, "fetched {fetched} logs of {}", single.transfers);
+    println!("== backfill of the single token");
+    let url = fresh_db(admin, "holders_bench").await?;
+    let flags: Vec<String> = vec![
+        "--token".into(),
+        single.token.to_string(),
+        "--from".into(),
+        single.start_block.to_string(),
+        "--to".into(),
+        single.end_block.to_string(),
+    ];
+    let single_log = bin.join("bench-sets-single.log");
+    let (took, peak) = sets::ingest(bin, &anvil.url, &url, &flags, &single_log).await?;
+    backfill::check_store(&rpc, &url, &single).await?;
+    println!(
+        "   {} transfers in {:.2} s: {:.0}/s, {:.2}× the raw fetch ({:.2} s), peak RSS {:.1} MiB",
+        single.transfers,
+        took.as_secs_f64(),
+        single.transfers as f64 / took.as_secs_f64(),
+        took.as_secs_f64() / fetch_took.as_secs_f64(),
+        fetch_took.as_secs_f64(),
+        peak as f64 / 1024.0
+    );
+    println!(
+        "== chain: {} tokens ({} with transfers), {} transfers by a power law",
+        args.set_file_tokens, args.set_tokens, args.transfers
+    );
+    let set = sets::build(
+        &mut rpc,
+        args.set_file_tokens,
+        args.set_tokens,
+        args.transfers,
+        args.holders,
+        args.per_block,
+    )
+    .await?;
+    let figures = sets::run(
+        bin,
+        &anvil.url,
+        &mut rpc,
+        admin,
+        &single,
+        took.as_secs_f64(),
+        fetch_took.as_secs_f64(),
+        &single_log,
+        &set,
+        args.per_block,
+    )
+    .await?;
+    let section = figures.markdown(&report::machine());
+    println!("\n{section}");
+    if let Some(results) = &args.results {
+        report::write_between(results, sets::BEGIN, sets::END, &section)?;
         println!("written into {}", results.display());
     }
     Ok(())

@@ -29,7 +29,10 @@ pub(super) struct Streaming {
     batch: BatchWriter,
     first: u64,
     last: u64,
+    /// `eth_getLogs` requests and spans (chunks) fetched for it: requests per span do not
+    /// grow with the token set.
     requests: u32,
+    chunks: u32,
     rejected: usize,
     opened: Instant,
 }
@@ -169,6 +172,7 @@ impl Indexer {
                                 first: from,
                                 last: from,
                                 requests: 0,
+                                chunks: 0,
                                 rejected: 0,
                                 opened: Instant::now(),
                             })
@@ -180,6 +184,7 @@ impl Indexer {
                         .inspect_err(|_| balances.forget())?;
                     s.last = to;
                     s.requests += chunk.requests;
+                    s.chunks += 1;
                     s.rejected += chunk.rejected.len();
                     last
                 }
@@ -267,6 +272,7 @@ impl Indexer {
                     balances = stats.balances_touched,
                     rejected = s.rejected,
                     requests = s.requests,
+                    spans = s.chunks,
                     open_ms = s.opened.elapsed().as_millis() as u64,
                     ms = started.elapsed().as_millis() as u64,
                     "committed"
