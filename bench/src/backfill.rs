@@ -117,12 +117,13 @@ pub(crate) async fn run(
         .map_or(elapsed.as_secs_f64(), |(t, _)| *t);
     rows.push((written_at, built.transfers));
     rows.retain(|(t, _)| *t <= written_at);
-    // The final blocks (below the split the backfill made after its last final block)
-    // are written before any verified step: their own fifths.
+    // The final blocks (below the partition the verified steps made after the last
+    // final block) are written before any verified step: their own fifths.
     let deep: Option<i64> = db
         .query_one(
-            "SELECT (SELECT count(*) FROM transfers WHERE block_number < s.split_at)
-             FROM transfer_partition_splits s ORDER BY partition_no DESC LIMIT 1",
+            "SELECT (SELECT count(*) FROM transfers WHERE block_number < s.first)
+             FROM (SELECT max(first) AS first FROM transfer_partitions_of(31337)) s
+             WHERE s.first > 0",
             &[],
         )
         .await

@@ -47,7 +47,7 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
         .await?;
     // Partitions without their sender and receiver indexes, built after the load.
     db.execute(
-        "SELECT ensure_transfer_partitions(31337, 0, $1, false)",
+        "SELECT ensure_transfer_partitions(31337, 0, $1, false, NULL)",
         &[&((HISTORY_BLOCKS + 10) as i64)],
     )
     .await?;

@@ -240,32 +240,41 @@ impl Prefetched {
 }
 
 /// Fetches every log of `span` of the tokens in `lists` (one address list, or a few for
-/// a large set), in as many requests as the node needs.
+/// a large set), in as many requests as the node needs. Each list's logs are decoded as
+/// they arrive, so a span holds one list's raw logs at a time.
 async fn fetch_span(
     rpc: &Rpc,
     lists: &[Vec<Address>],
     span: RangeInclusive<u64>,
     width: &Mutex<Width>,
 ) -> anyhow::Result<Chunk> {
-    let mut logs = Vec::new();
-    let mut requests = 0u32;
-    for list in lists {
-        requests += fetch_list(rpc, list, &span, width, &mut logs).await?;
-    }
-    let mut transfers = Vec::with_capacity(logs.len());
+    let mut transfers = Vec::new();
     let mut rejected = Vec::new();
-    for log in &logs {
-        match decode::decode(log) {
-            Ok(t) => transfers.push(t),
-            Err(why) => {
-                rejected.push((
-                    log.inner.address,
-                    log.block_number.unwrap_or_default(),
-                    log.log_index.unwrap_or_default(),
-                ));
-                debug!(block = ?log.block_number, log_index = ?log.log_index, %why, "skipped a log");
+    let mut requests = 0u32;
+    // With several lists the span's size is learned from all of their logs together:
+    // each list alone returns a fraction of them, and learning from that would grow the
+    // span until every list returned the target (a span of lists times the target).
+    let per_request = lists.len() <= 1;
+    let mut logs = Vec::new();
+    for list in lists {
+        requests += fetch_list(rpc, list, &span, width, per_request, &mut logs).await?;
+        for log in logs.drain(..) {
+            match decode::decode(&log) {
+                Ok(t) => transfers.push(t),
+                Err(why) => {
+                    rejected.push((
+                        log.inner.address,
+                        log.block_number.unwrap_or_default(),
+                        log.log_index.unwrap_or_default(),
+                    ));
+                    debug!(block = ?log.block_number, log_index = ?log.log_index, %why, "skipped a log");
+                }
             }
         }
+    }
+    if !per_request {
+        let blocks = span.end() - span.start() + 1;
+        width.lock().expect("width lock").on_success(blocks, transfers.len() + rejected.len());
     }
     // Log order is block order then position, whichever token logged.
     transfers.sort_by_key(|t| (t.block_number, t.log_index));
@@ -274,12 +283,13 @@ async fn fetch_span(
 }
 
 /// Fetches every log of `span` for the addresses `list` into `logs`; returns the requests
-/// it took.
+/// it took. `learn`: each answer's size teaches the span width (refusals always do).
 async fn fetch_list(
     rpc: &Rpc,
     list: &[Address],
     span: &RangeInclusive<u64>,
     width: &Mutex<Width>,
+    learn: bool,
     logs: &mut Vec<alloy_rpc_types_eth::Log>,
 ) -> anyhow::Result<u32> {
     let retry = rpc.retry_policy();
@@ -292,7 +302,9 @@ async fn fetch_list(
         requests += 1;
         match rpc.transfer_logs(list, cursor..=stop).await {
             Ok(got) => {
-                width.lock().expect("width lock").on_success(stop - cursor + 1, got.len());
+                if learn {
+                    width.lock().expect("width lock").on_success(stop - cursor + 1, got.len());
+                }
                 logs.extend(got);
                 cursor = stop + 1;
                 failures = 0;

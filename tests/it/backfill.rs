@@ -191,71 +191,55 @@ async fn repeated_and_split_backfills_store_the_same() {
     assert_eq!(dump(&w.db).await, once, "re-reading stored transfers");
 }
 
-/// A backfill that ends inside a partition not made yet makes it as two, split after its
-/// last final block: the part below is indexed while the verified steps above write into
-/// the tail; both end with both indexes, and the store matches the chain.
+/// A backfill's partitions end where its final blocks end: the one it fills last is
+/// indexed while the verified steps above write into a partition of their own; both end
+/// with both indexes, and the store matches the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_partition_a_backfill_ends_in_is_split_where_finality_ends() {
+async fn the_partition_a_backfill_ends_in_ends_where_finality_ends() {
     let w = world(Spec { holders: 20, days: 2, extreme_amounts: false, ..Spec::test() }).await;
     let (start, end) = (w.history.start_block, w.history.end_block);
     let head = w.chain.head().await.unwrap();
     w.ingest_with(&w.db, start, end, &["--finality-from", "depth", "--finality-depth", "4"]).await;
-    let split = end.min(head - 4) + 1;
-    assert!(split > start && split <= end, "the history has blocks on both sides of {split}");
+    let split = (end.min(head - 4) + 1) as i64;
+    assert!(
+        split > start as i64 && split <= end as i64,
+        "the history has blocks on both sides of {split}"
+    );
 
     let c = w.db.client().await.unwrap();
-    let size: i64 =
-        c.query_one("SELECT blocks FROM transfer_partitioning", &[]).await.unwrap().get(0);
-    let k = split as i64 / size;
     let chain: i64 = c.query_one("SELECT chain_id FROM tokens", &[]).await.unwrap().get(0);
-    let row = c
-        .query_one("SELECT chain_id, partition_no, split_at FROM transfer_partition_splits", &[])
+    let parts: Vec<(String, i64, i64)> = c
+        .query("SELECT name, first, next FROM transfer_partitions_of($1) ORDER BY first", &[&chain])
         .await
-        .unwrap();
-    let got = (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2));
-    assert_eq!(got, (chain, k, split as i64));
-    let bounds: Vec<(String, String)> = pairs(
-        &c,
-        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
-         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = to_regclass('transfers_' || (SELECT chain_id FROM tokens))
-         ORDER BY 1",
-    )
-    .await;
-    assert_eq!(
-        bounds,
-        vec![
-            (
-                format!("transfers_{chain}_{k}"),
-                format!("FOR VALUES FROM ('{}') TO ('{split}')", k * size)
-            ),
-            (
-                format!("transfers_{chain}_{k}_tail"),
-                format!("FOR VALUES FROM ('{split}') TO ('{}')", (k + 1) * size)
-            ),
-        ]
-    );
-    for part in [format!("{chain}_{k}"), format!("{chain}_{k}_tail")] {
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(parts.len(), 2, "the final blocks' partition and the verified steps': {parts:?}");
+    let (below, above) = (&parts[0], &parts[1]);
+    assert!(below.1 <= start as i64 && below.2 == split, "below the split: {below:?}");
+    assert!(above.1 == split && above.2 > end as i64, "from the split: {above:?}");
+    for (name, first, _) in &parts {
+        assert_eq!(name, &format!("transfers_{chain}_at_{first}"), "named by its first block");
+        let suffix = name.trim_start_matches("transfers_");
         for side in ["from", "to"] {
+            let index = format!("transfers_{side}_{suffix}");
             let valid: bool = c
                 .query_one(
                     "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
-                    &[&format!("transfers_{side}_{part}")],
+                    &[&index],
                 )
                 .await
-                .unwrap_or_else(|e| panic!("transfers_{side}_{part} is missing: {e}"))
+                .unwrap_or_else(|e| panic!("{index} is missing: {e}"))
                 .get(0);
-            assert!(valid, "transfers_{side}_{part} is valid");
+            assert!(valid, "{index} is valid");
         }
     }
-    let below: i64 = c
-        .query_one(&format!("SELECT count(*) FROM transfers_{chain}_{k}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let filled: i64 =
+        c.query_one(&format!("SELECT count(*) FROM {}", below.0), &[]).await.unwrap().get(0);
     let all: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
     assert_eq!(all as u64, w.history.transfers, "every transfer stored once");
-    assert!(below > 0 && below <= all, "the backfill filled the part below the split");
+    assert!(filled > 0 && filled <= all, "the backfill filled the partition below the split");
     w.assert_balances_at(end).await;
 }
 

@@ -93,7 +93,7 @@ async fn twenty_kill_9s_during_a_backfill_lose_and_repeat_nothing() {
     ingestor::store::migrate::run(&mut c).await.unwrap();
     c.batch_execute(
         "UPDATE transfer_partitioning SET blocks = 8;
-         SELECT ensure_transfer_partitions(31337, 0, 0, false);",
+         SELECT ensure_transfer_partitions(31337, 0, 0, false, NULL);",
     )
     .await
     .unwrap();
@@ -222,7 +222,7 @@ async fn killed_while_a_partition_is_indexed(
 ) {
     let holder = w.db.client().await.unwrap();
     holder
-        .batch_execute("BEGIN; LOCK TABLE transfers_31337_0 IN ROW EXCLUSIVE MODE")
+        .batch_execute("BEGIN; LOCK TABLE transfers_31337_at_0 IN ROW EXCLUSIVE MODE")
         .await
         .unwrap();
     let mut child =
@@ -255,7 +255,7 @@ async fn killed_while_a_partition_is_indexed(
     let half_built: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_index
-             WHERE indrelid = 'transfers_31337_0'::regclass AND NOT (indisvalid AND indisready)",
+             WHERE indrelid = 'transfers_31337_at_0'::regclass AND NOT (indisvalid AND indisready)",
             &[],
         )
         .await

@@ -18,7 +18,7 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
          INSERT INTO balances (token, address, balance, last_transfer_block)
              SELECT 1, decode(lpad(to_hex(i), 40, '0'), 'hex'), (i % 100000) * 1e12 + i, i % 100
              FROM generate_series(1, 1000000) i;
-         SELECT ensure_transfer_partitions(1, 0, 100, true);
+         SELECT ensure_transfer_partitions(1, 0, 100, true, NULL);
          INSERT INTO transfers (chain_id, token, block_number, log_index, block_hash, block_time, tx_hash,
                                 from_address, to_address, value, seq, from_balance, to_balance)
              SELECT 1, 1, i / 1000, i % 1000, '\\x00', i, '\\x00',
@@ -84,7 +84,7 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
     // week's moves of a page are then one pass over the partition per direction, never
     // one per holder (which would outlast the statement timeout at a million transfers).
     c.batch_execute(
-        "DROP INDEX transfers_from_1_0; DROP INDEX transfers_to_1_0; ANALYZE transfers;",
+        "DROP INDEX transfers_from_1_at_0; DROP INDEX transfers_to_1_at_0; ANALYZE transfers;",
     )
     .await
     .unwrap();
@@ -94,7 +94,7 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
         let text = explain(&c, &format!("q_unindexed_{name}"), sql, params).await;
         tracing::info!("plan of {name} without the address indexes:\n{text}");
         let scans: Vec<&str> =
-            text.lines().filter(|l| l.contains("Scan on transfers_1_0")).collect();
+            text.lines().filter(|l| l.contains("Scan on transfers_1_at_0")).collect();
         assert!(!scans.is_empty() && scans.len() <= 2, "{name}:\n{text}");
         assert!(
             scans.iter().all(|l| l.contains("loops=1)")),
@@ -114,7 +114,7 @@ async fn list_transfers_reads_one_page_off_an_index() {
     c.batch_execute(
         "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block)
              VALUES ('\\xabababababababababababababababababababab', 1, 18, 0, 100000);
-         SELECT ensure_transfer_partitions(1, 0, 100000, true);
+         SELECT ensure_transfer_partitions(1, 0, 100000, true, NULL);
          INSERT INTO transfers (chain_id, token, block_number, log_index, block_hash, block_time, tx_hash,
                                 from_address, to_address, value, seq, from_balance, to_balance)
              SELECT 1, 1, i / 5, i % 5, '\\x00', i, '\\x00',
@@ -195,7 +195,7 @@ async fn point_in_time_lookups_cost_the_same_at_a_hundred_times_the_transfers() 
         c.batch_execute(&format!(
             "INSERT INTO tokens (address, chain_id, decimals, start_block, indexed_block, total_supply)
                  VALUES ('\\xabababababababababababababababababababab', 1, 18, 0, {transfers}, 1e30);
-             SELECT ensure_transfer_partitions(1, 0, {transfers}, true);
+             SELECT ensure_transfer_partitions(1, 0, {transfers}, true, NULL);
              INSERT INTO transfers (chain_id, token, block_number, log_index, block_hash, block_time, tx_hash,
                                     from_address, to_address, value, seq, from_balance, to_balance)
                  SELECT 1, 1, i, 0, '\\x00', i * 12, '\\x00',

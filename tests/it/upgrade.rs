@@ -1,6 +1,7 @@
-//! A populated store of the previous schema (V11: one token per address, transfers
+//! A populated store of an older schema (V11: one token per address, transfers
 //! partitioned by block alone, with balances, blocks, kept rankings, removed transfers)
-//! upgrades in place to the current one, and every row and every answer is what a store
+//! upgrades in place to V12 (the chain in every key) and then to V13 (partitions by
+//! density, beside the fixed ones), and every row and every answer is what a store
 //! written by the current ingestor holds.
 //!
 //! The V11 store is made from a store the current ingestor wrote: migrated to V11 only,
@@ -123,7 +124,7 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
     let rankings: i64 = admin.query_one("SELECT count(*) FROM rankings", &[]).await.unwrap().get(0);
     assert!(rankings > 0, "the store keeps rankings");
 
-    let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
+    let applied = ingestor::store::migrate::run_to(&mut admin, 12).await.unwrap();
     assert_eq!(applied, 1, "V12 alone");
     assert_eq!(dump(&old).await, expected_rows, "every row as the current ingestor writes it");
     // One partition per chain, and that chain's block ranges below it.
@@ -156,6 +157,51 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
         .map(|r| r.get(0))
         .collect();
     assert!(unindexed.is_empty(), "partitions without address indexes: {unindexed:?}");
+
+    // V13 (partitions by density) keeps V12's partitions as they are, reads them by their
+    // bounds, and makes new ones in the gaps beside them, named by their first block.
+    let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
+    assert_eq!(applied, 1, "V13 alone");
+    assert_eq!(dump(&old).await, expected_rows, "V13 moves no row");
+    let bounds: Vec<(String, i64, i64)> = admin
+        .query("SELECT name, first, next FROM transfer_partitions_of(31337) ORDER BY first", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let want: Vec<(String, i64, i64)> = (lo / 16..=hi / 16)
+        .map(|k| (format!("transfers_31337_{k}"), k * 16, k * 16 + 16))
+        .collect();
+    assert_eq!(bounds, want, "V12's partitions, read by their bounds");
+    let top = hi / 16 * 16 + 16;
+    let covered: i64 = admin
+        .query_one(
+            "SELECT ensure_transfer_partitions(31337, $1, $2, true, 1000)",
+            &[&lo, &(top + 40)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(covered >= top + 40, "covered to {covered}");
+    let made: Vec<(String, i64, i64)> = admin
+        .query(
+            "SELECT name, first, next FROM transfer_partitions_of(31337) WHERE first >= $1 ORDER BY first",
+            &[&top],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(made.first().map(|m| m.1), Some(top), "the first new one starts where V12's end");
+    for w in made.windows(2) {
+        assert_eq!(w[0].2, w[1].1, "new partitions follow each other without a gap");
+    }
+    for (name, first, next) in &made {
+        assert_eq!(name, &format!("transfers_31337_at_{first}"));
+        assert!(next - first <= 16, "never larger than transfer_partitioning.blocks");
+    }
     let qs = QueryService::start(&old.url).await.unwrap();
     assert_eq!(all_holders(&qs, 3).await, expected, "every page answers as before");
 }

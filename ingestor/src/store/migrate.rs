@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (10, "rankings", include_str!("../../../migrations/V10__rankings.sql")),
     (11, "token_mac_key", include_str!("../../../migrations/V11__token_mac_key.sql")),
     (12, "chain_in_every_key", include_str!("../../../migrations/V12__chain_in_every_key.sql")),
+    (
+        13,
+        "partitions_by_density",
+        include_str!("../../../migrations/V13__partitions_by_density.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

@@ -41,6 +41,7 @@ pub use balances::Balances;
 pub use batch::{Batch, CommitStats};
 pub use error::{StoreError, StoreResult};
 pub use lock::WriterLocks;
+pub use partitions::{Layout, PARTITION_TRANSFERS};
 pub use ranking::RankingPolicy;
 pub use token::TokenRow;
 pub use verify::VerifySnapshot;
@@ -62,9 +63,9 @@ pub struct TokenKey {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
-    /// Per chain, the newest block whose transfer partition is known to exist (clones
+    /// Per chain, the block ranges its transfer partitions are known to cover (clones
     /// share it).
-    partitions_to: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, i64>>>,
+    partitions: std::sync::Arc<std::sync::Mutex<partitions::Covered>>,
     /// How often batches keep a ranking.
     rankings: RankingPolicy,
 }
@@ -112,7 +113,7 @@ pub fn describe_url(database_url: &str) -> String {
 impl Store {
     /// A store over `pool`.
     pub fn new(pool: Pool) -> Self {
-        Self { pool, partitions_to: Default::default(), rankings: RankingPolicy::default() }
+        Self { pool, partitions: Default::default(), rankings: RankingPolicy::default() }
     }
 
     /// This store, keeping rankings as `policy` says.

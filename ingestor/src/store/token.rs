@@ -138,23 +138,30 @@ impl Store {
         Ok(TokenRow::from_row(&row))
     }
 
-    /// Records `totalSupply()` as read from the chain at `block`, for checks against the
-    /// supply derived from transfers.
-    pub async fn record_chain_supply(
+    /// Records the chain's totalSupply() read at `block` for each token of `read`, and
+    /// returns those whose supply derived from transfers (minted minus burned) differs
+    /// from it while indexed to that very block: (token id, derived, chain).
+    pub async fn record_chain_supplies(
         &self,
-        token: TokenKey,
         block: u64,
-        supply: U256,
-    ) -> StoreResult<()> {
+        read: &[(TokenKey, U256)],
+    ) -> StoreResult<Vec<(i32, String, String)>> {
+        let ids: Vec<i32> = read.iter().map(|(k, _)| k.id).collect();
+        let supplies: Vec<U256> = read.iter().map(|(_, s)| *s).collect();
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE tokens SET chain_supply = $2, chain_supply_block = $3 WHERE id = $1",
-                &[&token.id, &supply, &(block as i64)],
+        let rows = client
+            .query(
+                "WITH s AS (SELECT * FROM unnest($1::integer[], $2::numeric[]) AS s(id, supply)),
+                 u AS (UPDATE tokens k SET chain_supply = s.supply, chain_supply_block = $3
+                       FROM s WHERE k.id = s.id
+                       RETURNING k.id, k.total_supply, k.chain_supply, k.indexed_block)
+                 SELECT id, total_supply::text, chain_supply::text FROM u
+                 WHERE indexed_block = $3 AND total_supply <> chain_supply",
+                &[&ids, &supplies, &(block as i64)],
             )
             .await
             .what("recording totalSupply()")?;
-        Ok(())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
     /// The supply derived from transfers (minted minus burned) and the chain's totalSupply()

@@ -34,6 +34,7 @@ use super::batch::{Batch, CommitStats};
 use super::blocks::{Blocks, Moved, advance, keep_blocks, sorted};
 use super::copy::TransferCopy;
 use super::error::{StoreError, StoreResult, What};
+use super::partitions::Layout;
 use super::ranking::Rankings;
 use super::{Store, TokenKey, TokenSet, lock_tokens, notify};
 use crate::decode::Transfer;
@@ -72,25 +73,26 @@ impl Store {
     /// Whether the partitions of `transfers` are known to cover `block`: a streamed batch
     /// must end before a chunk that needs a new one (made outside any batch).
     pub fn covers(&self, chain_id: i64, block: u64) -> bool {
-        let known = self.partitions_to.lock().unwrap_or_else(|e| e.into_inner());
-        known.get(&chain_id).is_some_and(|&to| block as i64 <= to)
+        let known = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        known.covers(chain_id, block.min(i64::MAX as u64) as i64)
     }
 
     /// Opens a batch of the token set `set` starting at `first` (at most right after
     /// each token's checkpoint), whose first chunk ends at `reach`: of final blocks, or
     /// `near_head` (blocks whose headers the caller checks; their partitions get their
-    /// indexes at once, and the commit waits for the disk).
+    /// indexes at once, and the commit waits for the disk). Partitions it needs are made
+    /// as `layout` says.
     pub async fn open_batch(
         &self,
         set: &TokenSet,
-        first: u64,
-        reach: u64,
+        (first, reach): (u64, u64),
         near_head: bool,
+        layout: Layout,
         balances: &mut Balances,
     ) -> StoreResult<BatchWriter> {
         // Before the transaction: making a partition locks the parent table, and that
         // must not last as long as a batch.
-        self.ensure_partitions(set.chain_id(), &(first..=reach), near_head).await?;
+        self.ensure_partitions(set.chain_id(), &(first..=reach), near_head, layout).await?;
         let client = self.client().await?;
         // A batch of final blocks: if the server crashes before this commit reaches the
         // disk, the batch and its checkpoint are lost together and read again. Near the
@@ -150,7 +152,11 @@ impl Store {
         let (first, last) = (*batch.span.start(), *batch.span.end());
         let near_head = !batch.verified.is_empty();
         let mut balances = Balances::unbounded();
-        let mut writer = self.open_batch(set, first, last, near_head, &mut balances).await?;
+        let layout = Layout {
+            density: Some((batch.transfers.len() as u64, last.saturating_sub(first) + 1)),
+        };
+        let mut writer =
+            self.open_batch(set, (first, last), near_head, layout, &mut balances).await?;
         writer.push(&sorted(&batch.transfers), &batch.rejected, &mut balances).await?;
         writer.commit(&batch.end, &batch.verified, &mut balances).await
     }

@@ -18,7 +18,7 @@ use super::Indexer;
 use super::progress::Progress;
 use crate::fetch;
 use crate::rpc::BlockRef;
-use crate::store::{Balances, Batch, BatchWriter, CommitStats};
+use crate::store::{Balances, Batch, BatchWriter, CommitStats, Layout};
 
 /// A batch stays open at least this many times as long as the previous commit took.
 const PACE: u32 = 4;
@@ -64,6 +64,11 @@ impl Streaming {
         self.batch.transfers()
     }
 
+    /// `eth_getLogs` requests and spans fetched for it so far.
+    pub(super) fn fetched(&self) -> (u32, u32) {
+        (self.requests, self.chunks)
+    }
+
     /// The batch, to write more into.
     pub(super) fn into_batch(self) -> BatchWriter {
         self.batch
@@ -84,11 +89,12 @@ impl Indexer {
         leave_open: bool,
     ) -> anyhow::Result<(Builds, Option<Unfinished>)> {
         let policy = self.rpc.retry_policy();
-        // The blocks above the range go into a partition of their own, if the one the
-        // range ends in is still to be made.
+        // The blocks above the range get a partition of their own first (the verified
+        // step that joins the range's last batch writes there, and a batch makes no
+        // partition); the range's own partitions then end below it.
         let after = *range.end() + 1;
-        crate::retry::retrying(&policy, "splitting a transfer partition", || {
-            self.store.split_partition(self.set.chain_id(), after)
+        crate::retry::retrying(&policy, "making a transfer partition", || {
+            self.store.make_partition_at(self.set.chain_id(), after)
         })
         .await?;
         let mut builds = Builds::default();
@@ -162,9 +168,13 @@ impl Indexer {
                     let s = match streaming.as_mut() {
                         Some(s) => s,
                         None => {
+                            // Partitions sized by the chunk's density.
+                            let layout = Layout {
+                                density: Some((chunk.transfers.len() as u64, to - from + 1)),
+                            };
                             let batch = self
                                 .store
-                                .open_batch(&self.set, from, to, false, &mut balances)
+                                .open_batch(&self.set, (from, to), false, layout, &mut balances)
                                 .await
                                 .inspect_err(|_| balances.forget())?;
                             streaming.insert(Streaming {

@@ -17,7 +17,6 @@ pub mod tip;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use alloy_primitives::Address;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -343,46 +342,53 @@ impl Indexer {
         *list = list.lowered_to(block);
     }
 
-    /// [`Indexer::check_supply`] of every token of the set.
+    /// Reads totalSupply() at `block` of every token of the set (a few calls at once)
+    /// and compares each with the supply derived from transfers, all in one statement. A
+    /// difference is a warning, not an error: rebasing or fee-on-transfer tokens, or an
+    /// index that started after the token's creation, differ by design.
     async fn check_supplies(&self, block: u64) {
-        for (address, key) in self.set.iter() {
-            self.check_supply(address, key, block).await;
-        }
-    }
-
-    /// Reads totalSupply() at `block` and compares it with the supply derived from
-    /// transfers. A difference is a warning, not an error: rebasing or fee-on-transfer
-    /// tokens, or an index that started after the token's creation, differ by design.
-    async fn check_supply(&self, token: Address, key: crate::store::TokenKey, block: u64) {
-        let chain = match self.rpc.total_supply(token, block).await {
-            Ok(Some(v)) => v,
-            Ok(None) => return,
-            Err(e) => {
-                warn!(%token, error = %bootstrap::ErrorChain(&e), "could not read totalSupply()");
-                return;
-            }
-        };
-        if let Err(e) = self.store.record_chain_supply(key, block, chain).await {
-            warn!(%token, error = %bootstrap::ErrorChain(&e), "could not record totalSupply()");
+        use futures::StreamExt;
+        let read: Vec<(crate::store::TokenKey, alloy_primitives::U256)> =
+            futures::stream::iter(self.set.iter())
+                .map(|(token, key)| async move {
+                    match self.rpc.total_supply(token, block).await {
+                        Ok(supply) => supply.map(|s| (key, s)),
+                        Err(e) => {
+                            warn!(%token, error = %bootstrap::ErrorChain(&e), "could not read totalSupply()");
+                            None
+                        }
+                    }
+                })
+                .buffer_unordered(SUPPLY_CALLS_AT_ONCE)
+                .filter_map(|r| async move { r })
+                .collect()
+                .await;
+        if read.is_empty() {
             return;
         }
-        match self.store.supplies(key).await {
-            Ok((derived, Some(on_chain)))
-                if derived != on_chain && !self.supply_warned.swap(true, Ordering::Relaxed) =>
-            {
-                warn!(
-                    %token,
-                    block,
-                    %derived,
-                    %on_chain,
-                    "minted minus burned differs from totalSupply(): the token rebases or charges fees, or indexing started after its creation"
-                )
+        match self.store.record_chain_supplies(block, &read).await {
+            Ok(differing) => {
+                for (id, derived, on_chain) in differing {
+                    if self.supply_warned.swap(true, Ordering::Relaxed) {
+                        break;
+                    }
+                    let token = self.set.iter().find(|(_, k)| k.id == id).map(|(a, _)| a);
+                    warn!(
+                        token = ?token,
+                        block,
+                        %derived,
+                        %on_chain,
+                        "minted minus burned differs from totalSupply(): the token rebases or charges fees, or indexing started after its creation"
+                    );
+                }
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %bootstrap::ErrorChain(&e), "could not compare supplies"),
+            Err(e) => warn!(error = %bootstrap::ErrorChain(&e), "could not record totalSupply()"),
         }
     }
 }
+
+/// totalSupply() calls in flight at once when a set's supplies are checked.
+const SUPPLY_CALLS_AT_ONCE: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -391,7 +397,7 @@ mod tests {
     fn row(start: u64, indexed: i64) -> TokenRow {
         TokenRow {
             key: crate::store::TokenKey { id: 1, chain_id: 1 },
-            address: Address::ZERO,
+            address: alloy_primitives::Address::ZERO,
             start_block: start,
             indexed_block: indexed,
         }

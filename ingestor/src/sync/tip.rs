@@ -12,7 +12,7 @@ use super::Indexer;
 use super::backfill::Unfinished;
 use crate::fetch;
 use crate::rpc::BlockRef;
-use crate::store::{Balances, Batch, BatchWriter, StoreError};
+use crate::store::{Balances, Batch, BatchWriter, Layout, StoreError};
 
 /// At most this many blocks in one verified step (one batch of headers).
 const MAX_STEP_BLOCKS: u64 = 256;
@@ -49,8 +49,11 @@ impl Indexer {
         let started = Instant::now();
         let mut streamed = if stop > next { self.open_step(next, stop).await } else { None };
         let (mut transfers, mut rejected) = (Vec::new(), Vec::new());
+        let (mut requests, mut chunks) = (0u32, 0u32);
         while let Some(chunk) = spans.next().await {
             let chunk = chunk?;
+            requests += chunk.requests;
+            chunks += 1;
             if !chunk.transfers.iter().all(|t| on_branch(t.block_number, t.block_hash)) {
                 // Logs of another branch than the headers: the chain moved between the
                 // calls. A streamed step is rolled back as it is dropped.
@@ -97,6 +100,8 @@ impl Indexer {
             to = stop,
             transfers = count,
             inserted = stats.inserted,
+            requests,
+            spans = chunks,
             headers_ms = (started - began).as_millis() as u64,
             written_ms = written.as_millis() as u64,
             ms = started.elapsed().as_millis() as u64,
@@ -157,6 +162,8 @@ impl Indexer {
         let fetched = began.elapsed();
         let Unfinished { streaming, mut balances } = open;
         let (first, deep) = (streaming.first(), streaming.transfers());
+        let (requests, spans) =
+            chunks.iter().fold(streaming.fetched(), |(r, s), c| (r + c.requests, s + 1));
         let end_block = *headers.last().expect("at least one header");
         let started = Instant::now();
         let span = info_span!("batch", from = first, to = stop, joined = true);
@@ -181,6 +188,8 @@ impl Indexer {
                     transfers = stats.inserted,
                     final_transfers = deep,
                     balances = stats.balances_touched,
+                    requests,
+                    spans,
                     fetched_ms = fetched.as_millis() as u64,
                     written_ms = written.as_millis() as u64,
                     ms = started.elapsed().as_millis() as u64,
@@ -228,7 +237,11 @@ impl Indexer {
     /// streamed (a failure).
     async fn open_step(&self, next: u64, stop: u64) -> Option<(BatchWriter, Balances)> {
         let mut balances = self.take_balances();
-        match self.store.open_batch(&self.set, next, stop, true, &mut balances).await {
+        match self
+            .store
+            .open_batch(&self.set, (next, stop), true, Layout::default(), &mut balances)
+            .await
+        {
             Ok(open) => Some((open, balances)),
             Err(e) => {
                 warn!(error = %bootstrap::ErrorChain(&e), "could not stream a verified step; it is committed from memory");
