@@ -206,6 +206,9 @@ struct Locked {
     /// The block of the newest stored transfer (-1 if none). Rows above the checkpoint
     /// exist only if something moved the checkpoint back by hand; a batch skips them.
     newest: i64,
+    /// Transfers stored, and how many of them came after the last ranking kept.
+    transfer_count: i64,
+    since_ranking: i64,
 }
 
 /// Locks the rows of every token of `set` for this transaction (in id order) and reads
@@ -219,8 +222,11 @@ async fn lock_tokens<C: tokio_postgres::GenericClient>(
     let ids = set.ids();
     let rows = tx
         .query(
-            "SELECT id, chain_id, indexed_block, last_seq, total_supply FROM tokens
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT k.id, k.chain_id, k.indexed_block, k.last_seq, k.total_supply, k.transfer_count,
+                    k.transfer_count - coalesce((SELECT r.transfer_count FROM rankings r
+                                                 WHERE r.token = k.id
+                                                 ORDER BY r.block DESC LIMIT 1), 0) AS since_ranking
+             FROM tokens k WHERE k.id = ANY($1) ORDER BY k.id FOR UPDATE OF k",
             &[&ids],
         )
         .await
@@ -261,6 +267,8 @@ async fn lock_tokens<C: tokio_postgres::GenericClient>(
                 last_seq: r.get("last_seq"),
                 supply: r.get("total_supply"),
                 newest: newest.get(&key.id).copied().unwrap_or(-1),
+                transfer_count: r.get("transfer_count"),
+                since_ranking: r.get("since_ranking"),
             })
         })
         .collect()

@@ -73,8 +73,13 @@ pub(super) struct Rankings {
 
 impl Rankings {
     /// No ranking taken yet: `stored_transfers` stored when the batch began, `since` of
-    /// them after the last ranking.
-    fn new(policy: RankingPolicy, token: i32, stored_transfers: i64, since: i64) -> Self {
+    /// them after the last ranking (read with the token's row, [`super::lock_tokens`]).
+    pub(super) fn new(
+        policy: RankingPolicy,
+        token: i32,
+        stored_transfers: i64,
+        since: i64,
+    ) -> Self {
         Self {
             policy,
             token,
@@ -87,29 +92,6 @@ impl Rankings {
             floor: Balance::ZERO,
             taken: Vec::new(),
         }
-    }
-
-    /// Reads where the last ranking is (how many transfers ago); reads nothing when no
-    /// rankings are kept.
-    pub(super) async fn start<C: GenericClient>(
-        client: &C,
-        token: super::TokenKey,
-        policy: RankingPolicy,
-    ) -> StoreResult<Self> {
-        if policy.every <= 0 {
-            return Ok(Self::new(policy, token.id, 0, 0));
-        }
-        let row = client
-            .query_one(
-                "SELECT k.transfer_count, k.transfer_count - coalesce(
-                     (SELECT r.transfer_count FROM rankings r WHERE r.token = $1
-                      ORDER BY r.block DESC LIMIT 1), 0)
-                 FROM tokens k WHERE k.id = $1",
-                &[&token.id],
-            )
-            .await
-            .what("reading where the last ranking is")?;
-        Ok(Self::new(policy, token.id, row.get(0), row.get(1)))
     }
 
     /// Called before transfer `t`'s block `block` is applied: takes a ranking of the

@@ -53,7 +53,6 @@ pub struct BatchWriter {
     rejected: Vec<(i32, u64, u64)>,
     /// Whether its commit waits for the disk (it was opened near the head).
     durable: bool,
-    policy: super::RankingPolicy,
 }
 
 /// One token of a batch.
@@ -65,8 +64,7 @@ struct Member {
     next_seq: i64,
     transfers: i64,
     blocks: Blocks,
-    /// Started at the token's first transfer in the batch (it reads the store).
-    rankings: Option<Rankings>,
+    rankings: Rankings,
 }
 
 impl Store {
@@ -130,7 +128,12 @@ impl Store {
                     next_seq: t.last_seq + 1,
                     transfers: 0,
                     blocks: Blocks::default(),
-                    rankings: None,
+                    rankings: Rankings::new(
+                        self.rankings,
+                        t.key.id,
+                        t.transfer_count,
+                        t.since_ranking,
+                    ),
                 },
             );
         }
@@ -141,7 +144,6 @@ impl Store {
             transfers: 0,
             rejected: Vec::new(),
             durable: near_head,
-            policy: self.rankings,
         })
     }
 
@@ -195,13 +197,9 @@ impl BatchWriter {
         // The arithmetic first, while the connection may still read what a ranking
         // needs; then the chunk's one COPY.
         let mut after: Vec<(Balance, Balance)> = Vec::with_capacity(fresh.len());
-        let policy = self.policy;
         for (id, t) in ids.iter().zip(&fresh) {
             let m = self.members.get_mut(id).expect("a member");
-            if m.rankings.is_none() {
-                m.rankings = Some(Rankings::start(client, m.key, policy).await?);
-            }
-            let rankings = m.rankings.as_mut().expect("started");
+            let rankings = &mut m.rankings;
             rankings.before(t.block_number, balances, client, m.key).await?;
             let a = balances.apply(*id, t);
             m.blocks.saw(t, a);
@@ -253,10 +251,8 @@ impl BatchWriter {
         // thousand rows a block.
         let lead = self.members.values().map(|m| (m.stored_to, m.key.id)).min().map(|l| l.1);
         for m in self.members.values_mut() {
-            if let Some(r) = m.rankings.as_mut() {
-                r.end_of_block(balances, client, m.key).await?;
-                r.keep(client, m.key).await?;
-            }
+            m.rankings.end_of_block(balances, client, m.key).await?;
+            m.rankings.keep(client, m.key).await?;
             if Some(m.key.id) == lead {
                 // Headers of blocks stored before keep the rows they have.
                 let stored_to = m.stored_to;
