@@ -94,7 +94,7 @@ pub(super) async fn added_while_following(
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(-1)
     };
-    let mut rng = Rng(0xadd_ed);
+    let mut rng = Rng(0x000a_dded);
     loop {
         // A new block with transfers of the head tokens (mints: always valid).
         for (token, _) in &set.tokens[..3] {
