@@ -35,6 +35,9 @@ use crate::{Misconfigured, creation_block};
 /// Tokens registered at once (each a few calls to the node and the database).
 const REGISTERING: usize = 16;
 
+/// Token rows written by one statement at most.
+const REGISTERED_PER_STATEMENT: usize = 1000;
+
 /// How often locks held elsewhere are tried again.
 const RETRY_LOCKS: Duration = Duration::from_millis(500);
 
@@ -478,23 +481,45 @@ impl<'a> Lanes<'a> {
         let head = self.parts.rpc.head().await.context("reading the chain head")?;
         self.parts.metrics.head(head);
         // A few tokens at a time: a set of a thousand behind a distant node registers in
-        // seconds, not in a thousand round trips one after another.
-        futures::stream::iter(wanted.iter().copied())
-            .map(|w| self.register(w, head))
-            .buffered(REGISTERING)
-            .try_collect()
-            .await
+        // seconds, not in a thousand round trips one after another; their rows are then
+        // written in one statement (one commit, not one per token).
+        let read: Vec<(alloy_primitives::Address, crate::rpc::TokenMetadata, u64)> =
+            futures::stream::iter(wanted.iter().copied())
+                .map(|w| self.register(w, head))
+                .buffered(REGISTERING)
+                .try_collect()
+                .await?;
+        let Parts { rpc, store, chain_id, .. } = &self.parts;
+        let mut rows = Vec::with_capacity(read.len());
+        for chunk in read.chunks(REGISTERED_PER_STATEMENT) {
+            rows.extend(
+                retrying(&rpc.retry_policy(), "writing the token rows", || {
+                    store.upsert_tokens(*chain_id, chunk)
+                })
+                .await?,
+            );
+        }
+        Ok(rows)
     }
 
-    /// Registers one token (see [`Lanes::register_all`]).
-    async fn register(&self, w: Wanted, head: u64) -> anyhow::Result<TokenRow> {
+    /// What registers one token (see [`Lanes::register_all`]): its code checked, its start
+    /// resolved and its metadata read.
+    async fn register(
+        &self,
+        w: Wanted,
+        head: u64,
+    ) -> anyhow::Result<(alloy_primitives::Address, crate::rpc::TokenMetadata, u64)> {
         let Parts { config, rpc, store, chain_id, .. } = &self.parts;
         let chain_id = *chain_id;
         let retry = rpc.retry_policy();
         let token = w.address;
         // An address without code is not a token (a typo, an EOA, another chain's
         // contract): refused before anything is written for it.
-        let code = rpc.code(token, head).await.context("reading the token's code")?;
+        let (code, existing) = tokio::join!(
+            rpc.code(token, head),
+            retrying(&retry, "reading the token row", || store.token(chain_id, token))
+        );
+        let (code, existing) = (code.context("reading the token's code")?, existing?);
         if code.is_empty() {
             return Err(Misconfigured(format!(
                 "token {} has no code on chain {chain_id} at block {head}: it is not a contract there; check --token, --tokens-file and --rpc-url",
@@ -502,8 +527,6 @@ impl<'a> Lanes<'a> {
             ))
             .into());
         }
-        let existing =
-            retrying(&retry, "reading the token row", || store.token(chain_id, token)).await?;
         let from = match w.start.map(config::From::Block).or(config.from) {
             Some(config::From::Block(b)) => Some(b),
             Some(config::From::Head) => {
@@ -518,10 +541,7 @@ impl<'a> Lanes<'a> {
             .map_err(|e| Misconfigured(format!("token {}: {e:#}", token.to_checksum(None))))?;
         let meta = rpc.token_metadata(token).await.context("reading the token's metadata")?;
         info!(%token, name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, "indexing");
-        Ok(retrying(&retry, "writing the token row", || {
-            store.upsert_token(token, chain_id, &meta, start)
-        })
-        .await?)
+        Ok((token, meta, start))
     }
 }
 

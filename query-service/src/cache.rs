@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use alloy_primitives::Address;
 use proto::pb::HoldersResponse;
 
 /// What identifies a ranked answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
-    /// The token.
-    pub token: Address,
+    /// The token's id in the store: one chain's token (the same address on another
+    /// chain is another token, whose state may have the same block and sequence).
+    pub token: i32,
     /// Its checkpoint when the answer was read.
     pub indexed_block: i64,
     /// Its newest sequence number then.
@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     fn key(last_seq: i64) -> Key {
-        Key { token: Address::ZERO, indexed_block: 10, last_seq, limit: 100, after: String::new() }
+        Key { token: 1, indexed_block: 10, last_seq, limit: 100, after: String::new() }
     }
 
     #[test]
@@ -70,6 +70,8 @@ mod tests {
         answers.put(key(1), Arc::new(HoldersResponse { as_of_block: 10, ..Default::default() }));
         assert_eq!(answers.get(&key(1)).map(|a| a.as_of_block), Some(10));
         assert!(answers.get(&key(2)).is_none(), "a commit moved last_seq");
+        let other_chain = Key { token: 2, ..key(1) };
+        assert!(answers.get(&other_chain).is_none(), "the same state of another token");
     }
 
     #[test]

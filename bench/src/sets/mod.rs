@@ -40,13 +40,16 @@ pub(crate) async fn ingest(
 ) -> anyhow::Result<(Duration, u64)> {
     let file = std::fs::File::create(log)?;
     let started = Instant::now();
-    // BENCH_WRAP (e.g. "heaptrack -o /tmp/profile") runs the ingestor under a profiler.
+    // BENCH_WRAP (e.g. "heaptrack -o /tmp/{run}") runs the ingestor under a profiler;
+    // {run} becomes the name of the run's log.
     let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
     let mut command = match words.next() {
         Some(program) => {
+            let stem =
+                log.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let mut c = Command::new(program);
-            c.args(words).arg(bin.join("ingestor"));
+            c.args(words.map(|w| w.replace("{run}", &stem))).arg(bin.join("ingestor"));
             c
         }
         None => Command::new(bin.join("ingestor")),

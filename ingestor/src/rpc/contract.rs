@@ -66,9 +66,11 @@ impl Rpc {
                 Err(e) => Err(e),
             }
         }
-        let name = self.call_decoded(token, "latest", IERC20::nameCall {}).await;
-        let symbol = self.call_decoded(token, "latest", IERC20::symbolCall {}).await;
-        let decimals = self.call_decoded(token, "latest", IERC20::decimalsCall {}).await;
+        let (name, symbol, decimals) = tokio::join!(
+            self.call_decoded(token, "latest", IERC20::nameCall {}),
+            self.call_decoded(token, "latest", IERC20::symbolCall {}),
+            self.call_decoded(token, "latest", IERC20::decimalsCall {}),
+        );
         Ok(TokenMetadata {
             name: optional(token, "name()", name)?,
             symbol: optional(token, "symbol()", symbol)?,

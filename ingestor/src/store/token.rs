@@ -5,7 +5,7 @@
 use alloy_primitives::{Address, B256, U256};
 use tokio_postgres::Row;
 
-use super::error::{StoreResult, What};
+use super::error::{StoreError, StoreResult, What};
 use super::{Store, TokenKey, TokenSet};
 use crate::rpc::TokenMetadata;
 
@@ -107,14 +107,34 @@ impl Store {
         meta: &TokenMetadata,
         start_block: u64,
     ) -> StoreResult<TokenRow> {
+        let rows = self.upsert_tokens(chain_id, &[(address, meta.clone(), start_block)]).await?;
+        rows.into_iter().next().ok_or_else(|| StoreError::Refused("no token row written".into()))
+    }
+
+    /// [`Store::upsert_token`] for many tokens of one chain in one statement (one commit,
+    /// not one per token); rows in no particular order.
+    pub async fn upsert_tokens(
+        &self,
+        chain_id: u64,
+        tokens: &[(Address, TokenMetadata, u64)],
+    ) -> StoreResult<Vec<TokenRow>> {
+        let addresses: Vec<Address> = tokens.iter().map(|t| t.0).collect();
+        let names: Vec<Option<String>> = tokens.iter().map(|t| t.1.name.clone()).collect();
+        let symbols: Vec<Option<String>> = tokens.iter().map(|t| t.1.symbol.clone()).collect();
+        let decimals: Vec<Option<i16>> =
+            tokens.iter().map(|t| t.1.decimals.map(i16::from)).collect();
+        let starts: Vec<i64> = tokens.iter().map(|t| t.2.min(i64::MAX as u64) as i64).collect();
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
-                 VALUES ($1, $2, coalesce($3::text, ''), coalesce($4::text, ''), coalesce($5::smallint, 0::smallint), $6::bigint, $6::bigint - 1)
+        let rows = client
+            .query(
+                "WITH u AS (SELECT * FROM unnest($1::bytea[], $3::text[], $4::text[], $5::smallint[], $6::bigint[])
+                            AS u(a, n, s, d, b))
+                 INSERT INTO tokens (address, chain_id, name, symbol, decimals, start_block, indexed_block)
+                 SELECT a, $2, coalesce(n, ''), coalesce(s, ''), coalesce(d, 0::smallint), b, b - 1 FROM u
                  ON CONFLICT (chain_id, address) DO UPDATE
-                    SET name = coalesce($3::text, tokens.name), symbol = coalesce($4::text, tokens.symbol),
-                        decimals = coalesce($5::smallint, tokens.decimals),
+                    SET name = coalesce((SELECT u.n FROM u WHERE u.a = excluded.address), tokens.name),
+                        symbol = coalesce((SELECT u.s FROM u WHERE u.a = excluded.address), tokens.symbol),
+                        decimals = coalesce((SELECT u.d FROM u WHERE u.a = excluded.address), tokens.decimals),
                         following = true,
                         start_block = CASE WHEN tokens.indexed_block < tokens.start_block
                                             AND tokens.transfer_count = 0
@@ -124,18 +144,11 @@ impl Store {
                                              THEN excluded.indexed_block ELSE tokens.indexed_block END,
                         updated_at = now()
                  RETURNING id, address, chain_id, start_block, indexed_block",
-                &[
-                    &address,
-                    &(chain_id as i64),
-                    &meta.name,
-                    &meta.symbol,
-                    &meta.decimals.map(i16::from),
-                    &(start_block as i64),
-                ],
+                &[&addresses, &(chain_id as i64), &names, &symbols, &decimals, &starts],
             )
             .await
-            .what("writing the token row")?;
-        Ok(TokenRow::from_row(&row))
+            .what("writing the token rows")?;
+        Ok(rows.iter().map(TokenRow::from_row).collect())
     }
 
     /// Records the chain's totalSupply() read at `block` for each token of `read`, and

@@ -339,7 +339,7 @@ pub fn format_units(raw: &str, decimals: u8) -> String {
 /// down to the balance `min`.
 fn key(token: &TokenView, moment: &Moment, limit: i64, after: &str, min: &str) -> Key {
     Key {
-        token: token.address,
+        token: token.id,
         indexed_block: token.indexed_block,
         last_seq: token.last_seq,
         limit,
