@@ -82,6 +82,10 @@ pub struct Width {
     /// The narrowest width refused lately: growth stays below it for a while, so a node
     /// that refuses without naming its limit is not asked the same thing every time.
     refused: Option<u64>,
+    /// The widest span answered so far, and whether a span wider than that is in
+    /// flight: a width no answer has tried yet is tried by one span at a time.
+    answered: u64,
+    probing: bool,
     /// Successes since the last refusal; after [`Width::FORGET_AFTER`] growth may probe again.
     successes: u32,
     target_logs: usize,
@@ -96,6 +100,8 @@ impl Width {
             ceiling,
             refused: None,
             successes: 0,
+            answered: 0,
+            probing: false,
             target_logs: policy.target_logs.max(1),
         }
     }
@@ -109,9 +115,31 @@ impl Width {
         self.current
     }
 
+    /// The width of the next span to plan, or `None` while it must wait: a width wider
+    /// than any answered so far is planned for one span at a time (a stretch without
+    /// logs grows the width fast, and several spans that wide entering a dense stretch
+    /// at once would each bring a flood of logs; one does, and its answer narrows the
+    /// rest). `true` with the width: it is such a probe ([`Width::probed`] when done).
+    fn plan(&mut self) -> Option<(u64, bool)> {
+        if self.current <= self.answered {
+            Some((self.current, false))
+        } else if !self.probing {
+            self.probing = true;
+            Some((self.current, true))
+        } else {
+            None
+        }
+    }
+
+    /// A probe planned by [`Width::plan`] has ended, answered or not.
+    fn probed(&mut self) {
+        self.probing = false;
+    }
+
     /// A request of `blocks` returned `logs`: grow while answers are small, shrink when
     /// they are large, so that responses stay near the target.
     pub fn on_success(&mut self, blocks: u64, logs: usize) {
+        self.answered = self.answered.max(blocks);
         self.successes += 1;
         if self.successes >= Self::FORGET_AFTER {
             self.refused = None;
@@ -161,36 +189,42 @@ pub fn chunks(
     policy: SpanPolicy,
 ) -> impl Stream<Item = anyhow::Result<Chunk>> {
     let width = Arc::new(Mutex::new(Width::new(&policy)));
-    // Until one answer has told how dense the logs are, only the first span is in
-    // flight: several wide spans of a dense range at once would hold far more logs in
-    // memory than the target.
-    let (calibrated, _) = tokio::sync::watch::channel(false);
-    let calibrated = Arc::new(calibrated);
+    // Spans ended so far: a planner waiting for a probe wakes when one ends.
+    let (ended, _) = tokio::sync::watch::channel(0u64);
+    let ended = Arc::new(ended);
     let end = *range.end();
     let first = *range.start();
     let planner = futures::stream::unfold(Some(first), move |next| {
         let width = width.clone();
-        let calibrated = calibrated.clone();
+        let ended = ended.clone();
         async move {
             let start = next.filter(|&s| s <= end)?;
-            if start != first {
+            let mut seen = ended.subscribe();
+            let (w, probe) = loop {
+                if let Some(planned) = width.lock().expect("width lock").plan() {
+                    break planned;
+                }
                 // Errs only when no span is left to answer; plan on regardless.
-                let _ = calibrated.subscribe().wait_for(|done| *done).await;
-            }
-            let w = width.lock().expect("width lock").current();
+                if seen.changed().await.is_err() {
+                    break (width.lock().expect("width lock").current(), false);
+                }
+            };
             let stop = start.saturating_add(w - 1).min(end);
             let following = if stop >= end { None } else { Some(stop + 1) };
-            Some(((start..=stop, width, calibrated), following))
+            Some(((start..=stop, width, ended, probe), following))
         }
     });
     planner
-        .map(move |(span, width, calibrated)| {
+        .map(move |(span, width, ended, probe)| {
             let rpc = rpc.clone();
             let lists = tokens.lists(*span.end());
             // Aborted when the stream is dropped (a failed or finished range).
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 let chunk = fetch_span(&rpc, &lists, span, &width).await;
-                calibrated.send_replace(true);
+                if probe {
+                    width.lock().expect("width lock").probed();
+                }
+                ended.send_modify(|n| *n += 1);
                 chunk
             }))
         })
@@ -444,6 +478,23 @@ mod tests {
         w.on_success(w.current(), 0);
         w.on_success(w.current(), 0);
         assert!(w.current() >= 1000, "probes again after enough successes: {}", w.current());
+    }
+
+    #[test]
+    fn a_width_no_answer_has_tried_is_one_span_at_a_time() {
+        let mut w = Width::new(&policy());
+        assert_eq!(w.plan(), Some((1000, true)), "the first span probes");
+        assert_eq!(w.plan(), None, "the others wait for its answer");
+        w.on_success(1000, 10);
+        w.probed();
+        assert_eq!(w.current(), 2000, "an empty answer doubles the width");
+        assert_eq!(w.plan(), Some((2000, true)), "one span tries the new width");
+        assert_eq!(w.plan(), None);
+        w.on_success(2000, 5000);
+        w.probed();
+        // A dense answer narrows the width below what was answered: all may go.
+        assert_eq!(w.plan(), Some((400, false)));
+        assert_eq!(w.plan(), Some((400, false)));
     }
 
     #[test]
