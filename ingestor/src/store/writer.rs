@@ -206,10 +206,16 @@ impl BatchWriter {
             rankings.moved(t, a, balances);
             after.push(a);
         }
+        // Rows go in token by token (each token's in block order, so its sequence
+        // numbers follow the chain): the key and sequence indexes lead with the token,
+        // and a chunk of many tokens then fills each token's place in them in one run
+        // instead of hopping between a thousand places row by row.
+        let mut order: Vec<usize> = (0..fresh.len()).collect();
+        order.sort_by_key(|&i| ids[i]);
         let mut copy = TransferCopy::start(client).await?;
-        for ((id, t), a) in ids.iter().zip(&fresh).zip(after) {
-            let m = self.members.get_mut(id).expect("a member");
-            copy.write(m.key, t, m.next_seq, a).await?;
+        for i in order {
+            let m = self.members.get_mut(&ids[i]).expect("a member");
+            copy.write(m.key, fresh[i], m.next_seq, after[i]).await?;
             m.next_seq += 1;
             m.transfers += 1;
         }
