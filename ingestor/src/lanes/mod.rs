@@ -18,11 +18,11 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use anyhow::Context;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::Misconfigured;
+use crate::config::Config;
 use crate::fetch::TokenList;
 use crate::metrics::Metrics;
 use crate::retry::retrying;
@@ -30,13 +30,11 @@ use crate::rpc::Rpc;
 use crate::store::{Store, TokenKey, TokenRow, TokenSet, WriterLocks};
 use crate::sync::{Indexer, SyncPolicy};
 use crate::tokens::Wanted;
-use crate::{Misconfigured, creation_block};
 
-/// Tokens registered at once (each a few calls to the node and the database).
-const REGISTERING: usize = 16;
+mod register;
+mod task;
 
-/// Token rows written by one statement at most.
-const REGISTERED_PER_STATEMENT: usize = 1000;
+use task::{LaneTask, Running, lane_end};
 
 /// How often locks held elsewhere are tried again.
 const RETRY_LOCKS: Duration = Duration::from_millis(500);
@@ -51,21 +49,6 @@ pub(crate) struct Parts<'a> {
     pub policy: SyncPolicy,
     /// The rows of the tokens indexed now, for `--verify-every`.
     pub indexed: watch::Sender<Vec<TokenRow>>,
-}
-
-/// A lane running in a task of its own.
-struct Running {
-    set: TokenSet,
-    stop: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// Stops the lane between batches and waits for it.
-    async fn halt(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.handle.await.context("a lane ended abnormally")?
-    }
 }
 
 /// The tokens of an ingestor and its lanes.
@@ -469,80 +452,6 @@ impl<'a> Lanes<'a> {
     fn publish_indexed(&self, rows: &[TokenRow]) {
         self.parts.indexed.send_replace(rows.to_vec());
     }
-
-    /// Registers `wanted` (locked by this ingestor): checks each is a contract, resolves
-    /// its start, reads its metadata and writes its row (followed). A token that cannot
-    /// be indexed as asked is [`Misconfigured`], named.
-    async fn register_all(&self, wanted: &[Wanted]) -> anyhow::Result<Vec<TokenRow>> {
-        use futures::{StreamExt, TryStreamExt};
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let head = self.parts.rpc.head().await.context("reading the chain head")?;
-        self.parts.metrics.head(head);
-        // A few tokens at a time: a set of a thousand behind a distant node registers in
-        // seconds, not in a thousand round trips one after another; their rows are then
-        // written in one statement (one commit, not one per token).
-        let read: Vec<(alloy_primitives::Address, crate::rpc::TokenMetadata, u64)> =
-            futures::stream::iter(wanted.iter().copied())
-                .map(|w| self.register(w, head))
-                .buffered(REGISTERING)
-                .try_collect()
-                .await?;
-        let Parts { rpc, store, chain_id, .. } = &self.parts;
-        let mut rows = Vec::with_capacity(read.len());
-        for chunk in read.chunks(REGISTERED_PER_STATEMENT) {
-            rows.extend(
-                retrying(&rpc.retry_policy(), "writing the token rows", || {
-                    store.upsert_tokens(*chain_id, chunk)
-                })
-                .await?,
-            );
-        }
-        Ok(rows)
-    }
-
-    /// What registers one token (see [`Lanes::register_all`]): its code checked, its start
-    /// resolved and its metadata read.
-    async fn register(
-        &self,
-        w: Wanted,
-        head: u64,
-    ) -> anyhow::Result<(alloy_primitives::Address, crate::rpc::TokenMetadata, u64)> {
-        let Parts { config, rpc, store, chain_id, .. } = &self.parts;
-        let chain_id = *chain_id;
-        let retry = rpc.retry_policy();
-        let token = w.address;
-        // An address without code is not a token (a typo, an EOA, another chain's
-        // contract): refused before anything is written for it.
-        let (code, existing) = tokio::join!(
-            rpc.code(token, head),
-            retrying(&retry, "reading the token row", || store.token(chain_id, token))
-        );
-        let (code, existing) = (code.context("reading the token's code")?, existing?);
-        if code.is_empty() {
-            return Err(Misconfigured(format!(
-                "token {} has no code on chain {chain_id} at block {head}: it is not a contract there; check --token, --tokens-file and --rpc-url",
-                token.to_checksum(None)
-            ))
-            .into());
-        }
-        let from = match w.start.map(config::From::Block).or(config.from) {
-            Some(config::From::Block(b)) => Some(b),
-            Some(config::From::Head) => {
-                info!(%token, head, "--from head: balances count only transfers from here on");
-                Some(head)
-            }
-            None if existing.is_some() => None,
-            // Balances are sums over the whole history: from the creation block.
-            None => Some(creation_block(rpc, token, chain_id, head).await?),
-        };
-        let start = crate::sync::start_block(existing.as_ref(), from)
-            .map_err(|e| Misconfigured(format!("token {}: {e:#}", token.to_checksum(None))))?;
-        let meta = rpc.token_metadata(token).await.context("reading the token's metadata")?;
-        info!(%token, name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, "indexing");
-        Ok((token, meta, start))
-    }
 }
 
 /// What ended the wait of [`Lanes::drive`].
@@ -554,46 +463,4 @@ enum Event {
     Tick,
     HeadEnded(anyhow::Result<()>),
     CatchUpEnded(anyhow::Result<()>),
-}
-
-/// What a lane's task owns.
-struct LaneTask {
-    rpc: Rpc,
-    store: Store,
-    policy: SyncPolicy,
-    metrics: Metrics,
-}
-
-impl LaneTask {
-    async fn run(
-        self,
-        set: TokenSet,
-        to: Option<u64>,
-        stop: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let retry = self.rpc.retry_policy();
-        let rows =
-            retrying(&retry, "reading the checkpoints", || self.store.token_rows(&set)).await?;
-        let list = TokenList::new(rows.iter().map(|r| ((r.indexed_block + 1) as u64, r.address)));
-        let start = rows.iter().map(|r| (r.indexed_block + 1) as u64).min().unwrap_or(0);
-        if start > 0
-            && let Ok(checkpoint) = self.rpc.block(start - 1).await
-        {
-            self.metrics.checkpoint(checkpoint.number, checkpoint.timestamp);
-        }
-        Indexer::new(set, list, self.rpc, self.store, self.policy, self.metrics, stop)
-            .run(start, to)
-            .await
-    }
-}
-
-/// Waits for a lane to end (forever if there is none); leaves the slot for the caller.
-async fn lane_end(slot: &mut Option<Running>) -> anyhow::Result<()> {
-    match slot.as_mut() {
-        Some(lane) => match (&mut lane.handle).await {
-            Ok(r) => r,
-            Err(e) => Err(anyhow::anyhow!("a lane ended abnormally: {e}")),
-        },
-        None => std::future::pending().await,
-    }
 }
