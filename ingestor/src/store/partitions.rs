@@ -46,9 +46,10 @@ impl Layout {
 pub(super) struct Covered(HashMap<i64, Vec<(i64, i64)>>);
 
 impl Covered {
-    /// Whether `block` of `chain` is known to be covered.
-    pub(super) fn covers(&self, chain: i64, block: i64) -> bool {
-        self.0.get(&chain).is_some_and(|r| r.iter().any(|&(a, b)| a <= block && block <= b))
+    /// Whether every block of `lo..=hi` of `chain` is known to be covered (ranges are
+    /// merged, so that is one of them).
+    pub(super) fn covers(&self, chain: i64, lo: i64, hi: i64) -> bool {
+        self.0.get(&chain).is_some_and(|r| r.iter().any(|&(a, b)| a <= lo && hi <= b))
     }
 
     /// Remembers that `lo..=hi` of `chain` is covered.
@@ -79,7 +80,7 @@ impl Store {
         layout: Layout,
     ) -> StoreResult<()> {
         let (lo, hi) = (*span.start() as i64, *span.end() as i64);
-        if self.covers(chain_id, lo as u64) && self.covers(chain_id, hi as u64) {
+        if self.partitions.lock().unwrap_or_else(|e| e.into_inner()).covers(chain_id, lo, hi) {
             return Ok(());
         }
         let client = self.client().await?;
@@ -176,11 +177,12 @@ mod tests {
         let mut c = Covered::default();
         c.add(1, 100, 199);
         c.add(1, 300, 399);
-        assert!(c.covers(1, 150) && c.covers(1, 300));
-        assert!(!c.covers(1, 250), "a gap between known ranges is not covered");
-        assert!(!c.covers(8453, 150), "another chain's ranges are its own");
+        assert!(c.covers(1, 150, 150) && c.covers(1, 300, 399));
+        assert!(!c.covers(1, 250, 250), "a gap between known ranges is not covered");
+        assert!(!c.covers(1, 150, 350), "nor a span over it, though both ends are");
+        assert!(!c.covers(8453, 150, 150), "another chain's ranges are its own");
         c.add(1, 200, 299);
-        assert!(c.covers(1, 250));
+        assert!(c.covers(1, 250, 250) && c.covers(1, 150, 350));
         assert_eq!(c.0[&1], vec![(100, 399)], "adjacent ranges merge");
     }
 }

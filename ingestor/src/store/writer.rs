@@ -72,7 +72,8 @@ impl Store {
     /// must end before a chunk that needs a new one (made outside any batch).
     pub fn covers(&self, chain_id: i64, block: u64) -> bool {
         let known = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-        known.covers(chain_id, block.min(i64::MAX as u64) as i64)
+        let block = block.min(i64::MAX as u64) as i64;
+        known.covers(chain_id, block, block)
     }
 
     /// Opens a batch of the token set `set` starting at `first` (at most right after
