@@ -133,3 +133,32 @@ async fn any_uint256_round_trips_through_numeric() {
     })
     .unwrap();
 }
+
+/// totalSupply() read for a set: recorded in one statement, and a token named only when
+/// it differs from minted minus burned at the token's own checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_supplies_are_recorded_and_only_differences_at_the_checkpoint_named() {
+    let db = TestDb::create().await.unwrap();
+    let store = Store::new(store::pool(&db.url, 2).unwrap());
+    store.migrate().await.unwrap();
+    let meta = TokenMetadata { name: None, symbol: None, decimals: Some(18) };
+    let key = store.upsert_token(TOKEN, 1, &meta, 1).await.unwrap().key;
+    let other = store.upsert_token(Address::repeat_byte(0x71), 1, &meta, 1).await.unwrap().key;
+    let set = ingestor::store::TokenSet::one(TOKEN, key);
+    store
+        .commit(&set, &batch(1, 5, vec![transfer(2, 0, Address::ZERO, A, U256::from(9))]))
+        .await
+        .unwrap();
+
+    let differing = store
+        .record_chain_supplies(5, &[(key, U256::from(9)), (other, U256::from(7))])
+        .await
+        .unwrap();
+    assert!(differing.is_empty(), "the first matches; the other is not indexed to block 5");
+    assert_eq!(store.supplies(key).await.unwrap(), ("9".to_string(), Some("9".to_string())));
+    let differing = store.record_chain_supplies(5, &[(key, U256::from(1))]).await.unwrap();
+    assert_eq!(differing, vec![(key.id, "9".to_string(), "1".to_string())]);
+    let differing = store.record_chain_supplies(4, &[(key, U256::from(1))]).await.unwrap();
+    assert!(differing.is_empty(), "read at another block than the checkpoint");
+    assert_eq!(store.supplies(key).await.unwrap().1, None, "and so not compared");
+}
