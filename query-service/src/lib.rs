@@ -11,7 +11,8 @@
 //!   statuses, and [`wire`] puts right those tonic gives before a method runs;
 //! - [`lane`]: the database's three lanes (cheap answers, expensive work, streams);
 //! - [`store`]: the SQL of the read path, a file per query family;
-//! - [`cache`]: ranked answers kept per store state;
+//! - [`cache`]: ranked answers kept per store state; [`warm`]: the newest of them
+//!   recomputed at each commit and served without a read;
 //! - [`feed`]: the live feed behind StreamTransfers (one LISTEN connection, fanned out);
 //! - [`health`], [`metrics`]: what probes and Prometheus read.
 
@@ -27,6 +28,7 @@ pub mod lane;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod warm;
 pub mod wire;
 
 use std::time::Duration;
@@ -235,6 +237,8 @@ async fn run(
     let feed_url = settings.feed_database_url.clone().unwrap_or_else(|| database_url.clone());
     tasks.spawn(feed.clone().listen(feed_url, pool.clone(), shutdown.clone()));
     let answers = std::sync::Arc::new(cache::Answers::new(settings.answer_cache));
+    // A few questions at the head kept warm: the answer cache's setting turns both off.
+    let warm = std::sync::Arc::new(warm::Warm::new(settings.answer_cache.min(64)));
     let expensive = store::expensive_pool(
         &database_url,
         settings.expensive_connections,
@@ -249,6 +253,7 @@ async fn run(
         lanes,
         feed,
         answers,
+        warm,
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         metrics,
@@ -259,6 +264,7 @@ async fn run(
         sealer,
         keys: access.keys.clone(),
     });
+    tasks.spawn(holders.clone().keep_warm(shutdown.clone()));
     info!(addr = %listener.local_addr()?, "serving holders.v1.HolderService");
     let http = &settings.http;
     let mut server = tonic::transport::Server::builder()

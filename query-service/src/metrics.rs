@@ -34,6 +34,9 @@ pub struct Metrics {
     pub feed_connected: IntGauge,
     /// Database connections leased by requests, by lane (cheap, stream, expensive).
     pub leases: IntCounterVec,
+    /// Warm answers at the head ([`crate::warm`]): served from memory, recomputed after
+    /// a commit, or dropped when a recomputation failed.
+    pub warm: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +98,14 @@ impl Metrics {
                 &["lane"],
             )
             .expect("metric"),
+            warm: IntCounterVec::new(
+                Opts::new(
+                    "query_warm_answers_total",
+                    "Answers at the head kept warm: served, recomputed, failed",
+                ),
+                &["outcome"],
+            )
+            .expect("metric"),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -108,6 +119,7 @@ impl Metrics {
             Box::new(m.replica_lag_seconds.clone()),
             Box::new(m.feed_connected.clone()),
             Box::new(m.leases.clone()),
+            Box::new(m.warm.clone()),
         ] {
             m.registry.register(c).expect("each metric once");
         }

@@ -16,10 +16,6 @@ use crate::access::tempdir;
 use crate::access::{ALPHA_KEY, key_line};
 use crate::{metric, small, wait_metric, world};
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// Opens 100 connections to `addr`, half sending `opening` and then nothing, half
 /// nothing at all; asserts that every one is closed by the server 2 s later.
 async fn silent_connections_are_closed(addr: std::net::SocketAddr, opening: &[u8]) {
@@ -81,7 +77,7 @@ async fn connections_that_never_send_the_preface_are_dropped() {
 async fn min_block_waiters_share_one_look_and_are_capped() {
     let w = world(small(282)).await;
     w.ingest_all().await;
-    let metrics = free_addr();
+    let metrics = crate::free_addr();
     let settings = query_service::Settings {
         metrics_listen: Some(metrics),
         min_block_wait: Duration::from_secs(3),
@@ -163,7 +159,7 @@ impl Decoder for Raw {
 async fn malformed_requests_and_short_deadlines_get_their_own_codes() {
     let w = world(small(283)).await;
     w.ingest_all().await;
-    let metrics = free_addr();
+    let metrics = crate::free_addr();
     let settings = query_service::Settings { metrics_listen: Some(metrics), ..Default::default() };
     let qs = QueryService::start_with(&w.db.url, settings).await.unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", qs.addr)).unwrap();

@@ -62,11 +62,6 @@ pub(crate) fn top(limit: u32) -> GetTopHoldersRequest {
     GetTopHoldersRequest { limit, ..Default::default() }
 }
 
-/// A free local port.
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// Runs grpcurl's `list` against `addr` with these extra arguments; whether it listed
 /// the holders service.
 async fn grpcurl_lists(addr: std::net::SocketAddr, extra: &[&str]) -> bool {
@@ -93,7 +88,7 @@ async fn api_keys_gate_every_call_but_health_and_a_revoked_key_stops_working() {
         format!("# who may call\n{}{}", key_line("alpha", ALPHA_KEY), key_line("beta", BETA_KEY)),
     )
     .unwrap();
-    let (listen, metrics) = (free_addr(), free_addr());
+    let (listen, metrics) = (crate::free_addr(), crate::free_addr());
     let bin = rig::pair::ingestor_binary().unwrap().with_file_name("query-service");
     let mut child = Command::new(bin)
         .args(["--database-url", &w.db.url, "--listen", &listen.to_string()])
@@ -236,7 +231,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
     std::fs::create_dir_all(&other).unwrap();
     crate::privilege::certificates(&other).await;
     let [stranger_cert, stranger_key] = crate::privilege::client_certificate(&other, "ca").await;
-    let listen = free_addr();
+    let listen = crate::free_addr();
     let _child = crate::privilege::tls_query_service(&w.db.url, listen, [&cert, &key], Some(&ca));
     let server_ca = Certificate::from_pem(std::fs::read(&ca).unwrap());
     let ask = |identity: Option<Identity>| {

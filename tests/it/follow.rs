@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
 use proto::pb::{GetHoldersRequest, GetTopHoldersRequest};
+use query_service::warm;
 use rig::chain::TestToken;
 use rig::pair::QueryService;
 use tokio_util::sync::CancellationToken;
@@ -58,8 +59,9 @@ async fn following_picks_up_new_blocks() {
 }
 
 /// Ranked answers are kept between commits (the answer cache) but never outlive one: a
-/// transfer that makes a new richest holder shows in the next GetTopHolders and first
-/// page, though the same questions were asked (and cached) just before it.
+/// transfer that makes a new richest holder shows in the next GetTopHolders (asked for
+/// its block, or at once when the warm answer is recomputed) and first page, though the
+/// same questions were asked (and cached) just before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranked_answers_follow_each_commit() {
     let mut w = world(small(34)).await;
@@ -97,8 +99,24 @@ async fn ranked_answers_follow_each_commit() {
     let mined = w.chain.mine(12).await.unwrap();
     crate::wait_indexed(&w.db, mined).await;
 
-    let after = top().await;
+    // Asked with the block as min_block, the answer is of it at once. Without, the
+    // answer kept warm at the head moves to it as soon as it is recomputed (the
+    // previous state's answer serves meanwhile, for at most the recomputation).
+    let mut c = client.clone();
+    let at_mined = GetTopHoldersRequest { limit: 5, min_block: Some(mined), ..Default::default() };
+    let after = c.get_top_holders(at_mined).await.unwrap().into_inner();
     assert_eq!(after.as_of_block, mined);
+    let started = Instant::now();
+    loop {
+        let now = top().await;
+        if now.as_of_block == mined {
+            assert_eq!(now, after, "the warm answer is the one read from the store");
+            break;
+        }
+        assert!(now.as_of_block < mined, "only the previous state's answer meanwhile");
+        assert!(started.elapsed() < warm::STALE_FOR, "the warm answer did not move");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(after.holders[0].address, fresh.to_string());
     assert_eq!(u256(&after.holders[0].balance), all);
     assert!(after.holders.iter().all(|h| h.address != richest.to_string()));
@@ -106,6 +124,51 @@ async fn ranked_answers_follow_each_commit() {
     assert_ne!(next_page, first_page);
     assert_eq!(next_page.holders[0].address, fresh.to_string());
     assert_eq!(next_page.as_of_block, mined);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();
+}
+
+/// At the head, a question asked again while the store does not move is answered from
+/// memory: no connection is leased for it. A commit recomputes it once, whoever asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_holders_question_at_the_head_is_answered_without_a_read() {
+    let mut w = world(small(36)).await;
+    let shutdown = CancellationToken::new();
+    let running = w.follow(&["--poll-interval", "100ms"], shutdown.clone());
+    crate::wait_indexed(&w.db, w.history.end_block).await;
+    let metrics = crate::free_addr();
+    let settings = query_service::Settings { metrics_listen: Some(metrics), ..Default::default() };
+    let qs = QueryService::start_with(&w.db.url, settings).await.unwrap();
+    let mut c = qs.client().await.unwrap();
+    let ask = GetTopHoldersRequest { limit: 7, ..Default::default() };
+    let first = c.get_top_holders(ask.clone()).await.unwrap().into_inner();
+    let leases = || crate::metric(metrics, "query_database_leases_total{lane=\"cheap\"}");
+    let served = || crate::metric(metrics, "query_warm_answers_total{outcome=\"served\"}");
+    let before = leases().await.unwrap_or(0.0);
+    for _ in 0..20 {
+        assert_eq!(c.get_top_holders(ask.clone()).await.unwrap().into_inner(), first);
+    }
+    assert_eq!(leases().await.unwrap_or(0.0), before, "a warm answer leases nothing");
+    assert_eq!(served().await, Some(20.0));
+
+    // A commit: the answer is recomputed once, in the background, and served again.
+    let (a, b) = (w.history.addresses[0], w.history.addresses[1]);
+    w.chain
+        .call_from(a, w.history.token, TestToken::transferCall { to: b, value: U256::from(3) })
+        .await
+        .unwrap();
+    let mined = w.chain.mine(12).await.unwrap();
+    crate::wait_metric(metrics, "query_warm_answers_total{outcome=\"recomputed\"}", |n| n >= 1.0)
+        .await;
+    let at_mined = GetTopHoldersRequest { min_block: Some(mined), ..ask.clone() };
+    let fresh = c.get_top_holders(at_mined).await.unwrap().into_inner();
+    assert_eq!(fresh.as_of_block, mined);
+    assert_eq!(c.get_top_holders(ask.clone()).await.unwrap().into_inner(), fresh);
+    // A question with a min_block past the head is not served from memory: it waits.
+    let far = GetTopHoldersRequest { min_block: Some(mined + 1), ..ask };
+    let e = tokio::time::timeout(Duration::from_millis(300), c.get_top_holders(far)).await;
+    assert!(e.is_err(), "answered before block {} existed: {e:?}", mined + 1);
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();

@@ -453,6 +453,11 @@ async fn wait_indexed(db: &TestDb, block: u64) {
     }
 }
 
+/// A free local port.
+pub(crate) fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 /// The value of the metric line starting with `name ` at `addr`, if served.
 pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok()?;

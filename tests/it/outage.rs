@@ -11,16 +11,12 @@ use tokio::process::Command;
 use crate::ops::wait_health;
 use crate::{send, wait_metric, world};
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_following_ingestor_waits_out_a_database_outage_of_any_length() {
     let cluster = Cluster::start().await.expect("a private Postgres (initdb, pg_ctl)");
     let db = cluster.create_db("holders").await.unwrap();
     let mut w = world(crate::small(261)).await;
-    let (metrics, health) = (free_addr(), free_addr());
+    let (metrics, health) = (crate::free_addr(), crate::free_addr());
     // A retry budget of two attempts 200 ms apart: the old ingestor gave up on the
     // database within a second of it going away.
     let mut follower = Command::new(rig::pair::ingestor_binary().unwrap())

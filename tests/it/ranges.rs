@@ -72,3 +72,62 @@ async fn refused_spans_are_split_until_every_transfer_is_in() {
     );
     assert_eq!(dump(&via_proxy).await, direct, "the same store as a direct backfill");
 }
+
+/// An answer of several blocks over the ingestor's byte cap is refused before it is held
+/// (a node that answers any size would otherwise hand back a dense stretch whole), while
+/// one block is read whatever its size; the ingestor narrows such spans and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_byte_cap_is_narrowed_not_held() {
+    use alloy_primitives::U256;
+    use ingestor::retry::RetryPolicy;
+    use ingestor::rpc::{Rpc, RpcError};
+    use rig::chain::TestToken;
+    use std::time::Duration;
+
+    let spec = Spec { holders: 20, days: 1, extreme_amounts: false, ..Spec::test() };
+    let mut w = world(spec).await;
+    // 8 blocks of 1,000 transfers each: about 5.6 MB of logs in all, 0.7 MB a block.
+    let first = w.history.end_block + 1;
+    let sender = w.history.addresses[0];
+    for _ in 0..8 {
+        for i in 0..10 {
+            let to: Vec<_> = (0..100)
+                .map(|j| w.history.addresses[(i + j) % w.history.addresses.len()])
+                .collect();
+            let values = vec![U256::from(1); to.len()];
+            w.chain
+                .call_from(sender, w.history.token, TestToken::sprayCall { to, values })
+                .await
+                .unwrap();
+        }
+        w.chain.mine(12).await.unwrap();
+    }
+    let end = w.chain.head().await.unwrap();
+
+    let rpc = Rpc::new(
+        &w.chain.url,
+        Duration::from_secs(30),
+        RetryPolicy::new(3, Duration::from_secs(1)),
+    )
+    .unwrap()
+    .with_answer_cap(256 << 10);
+    let token = [w.history.token];
+    let e = rpc.transfer_logs(&token, first..=end).await.unwrap_err();
+    assert!(matches!(e, RpcError::TooLarge { .. }), "{e:?}");
+    let one = rpc.transfer_logs(&token, first..=first).await.unwrap();
+    assert_eq!(one.len(), 1000, "a single block over the cap is read whole");
+
+    // --target-logs 2000 caps answers at 4 MiB; the first span (1,000 blocks, alone in
+    // flight) reaches all 8 dense blocks and is refused, then narrowed.
+    w.ingest_with(
+        &w.db,
+        w.history.start_block,
+        end,
+        &["--initial-span", "1000", "--target-logs", "2000"],
+    )
+    .await;
+    w.assert_balances_at(end).await;
+    let c = w.db.client().await.unwrap();
+    let stored: i64 = c.query_one("SELECT count(*) FROM transfers", &[]).await.unwrap().get(0);
+    assert_eq!(stored as u64, w.history.transfers + 8000);
+}

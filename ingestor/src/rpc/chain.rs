@@ -65,7 +65,9 @@ impl Rpc {
         span: RangeInclusive<u64>,
     ) -> Result<Vec<Log>, RpcError> {
         let filter = transfer_filter(tokens, &span);
-        let (node, client) = self.node();
+        // A span of one block cannot be narrowed: it is read whatever its size.
+        let (node, client) =
+            if span.start() < span.end() { self.capped_node() } else { self.node() };
         self.timed("eth_getLogs", node, 1, client.request("eth_getLogs", (filter,))).await
     }
 

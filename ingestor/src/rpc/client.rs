@@ -12,6 +12,7 @@ use alloy_rpc_client::RpcClient;
 use alloy_transport::TransportError;
 use tracing::warn;
 
+use super::capped::CappedHttp;
 use super::error::{RpcError, classify};
 use crate::metrics::Metrics;
 use crate::retry::{self, RetryPolicy, Transient};
@@ -31,6 +32,11 @@ pub struct Rpc {
 #[derive(Debug)]
 struct Nodes {
     clients: Vec<RpcClient>,
+    /// The same nodes through [`CappedHttp`] (WebSocket ones as they are): for
+    /// `eth_getLogs` spans of several blocks.
+    capped: Vec<RpcClient>,
+    /// Bytes a capped answer may have.
+    cap: Arc<std::sync::atomic::AtomicUsize>,
     /// Index of the node in use.
     active: AtomicUsize,
 }
@@ -75,7 +81,7 @@ impl RateLimit {
 impl Rpc {
     /// A client for one http:// or https:// `url` whose requests time out after `timeout`.
     pub fn new(url: &str, timeout: Duration, retry: RetryPolicy) -> Result<Self, RpcError> {
-        Ok(Self::over(vec![http_client(url, timeout)?], timeout, retry))
+        Ok(Self::over(vec![http_node(url, timeout)?], timeout, retry))
     }
 
     /// A client for the nodes at `urls`, in failover order: http(s):// ones as in
@@ -93,9 +99,9 @@ impl Rpc {
         let mut clients = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
             let client = if url.starts_with("ws://") || url.starts_with("wss://") {
-                ws_client(url, timeout, retry).await
+                ws_client(url, timeout, retry).await.map(Node::Ws)
             } else {
-                http_client(url, timeout)
+                http_node(url, timeout)
             };
             clients.push(client.map_err(|e| {
                 RpcError::fatal(format!("--rpc-url #{}: {}", i + 1, bootstrap::ErrorChain(&e)))
@@ -104,9 +110,32 @@ impl Rpc {
         Ok(Self::over(clients, timeout, retry))
     }
 
-    fn over(clients: Vec<RpcClient>, timeout: Duration, retry: RetryPolicy) -> Self {
-        let nodes = Arc::new(Nodes { clients, active: AtomicUsize::new(0) });
+    fn over(nodes: Vec<Node>, timeout: Duration, retry: RetryPolicy) -> Self {
+        let cap = Arc::new(std::sync::atomic::AtomicUsize::new(DEFAULT_ANSWER_CAP));
+        let (mut clients, mut capped) = (Vec::new(), Vec::new());
+        for node in nodes {
+            match node {
+                Node::Ws(c) => {
+                    clients.push(c.clone());
+                    capped.push(c);
+                }
+                Node::Http { client, url } => {
+                    clients.push(RpcClient::new_http_with_client(client.clone(), url.clone()));
+                    let is_local = alloy_transport::utils::guess_local_url(url.as_str());
+                    let http = CappedHttp { client, url, cap: cap.clone() };
+                    capped.push(RpcClient::new(http, is_local));
+                }
+            }
+        }
+        let nodes = Arc::new(Nodes { clients, capped, cap, active: AtomicUsize::new(0) });
         Self { nodes, limit: None, retry, timeout, metrics: Metrics::new() }
+    }
+
+    /// Reads at most `bytes` of an `eth_getLogs` answer over several blocks (HTTP
+    /// nodes); a larger one is refused as too large, and the span narrowed.
+    pub fn with_answer_cap(self, bytes: usize) -> Self {
+        self.nodes.cap.store(bytes.max(1), Ordering::Relaxed);
+        self
     }
 
     /// Sends at most `per_second` calls within any second from now on (all clones
@@ -142,6 +171,12 @@ impl Rpc {
     pub(super) fn node(&self) -> (usize, &RpcClient) {
         let i = self.nodes.active.load(Ordering::Relaxed) % self.nodes.clients.len();
         (i, &self.nodes.clients[i])
+    }
+
+    /// The node in use, through its capped transport, and its index.
+    pub(super) fn capped_node(&self) -> (usize, &RpcClient) {
+        let i = self.nodes.active.load(Ordering::Relaxed) % self.nodes.clients.len();
+        (i, &self.nodes.capped[i])
     }
 
     /// Node number `i` (its place in `--rpc-url`, from 0).
@@ -303,13 +338,23 @@ impl Rpc {
     }
 }
 
-fn http_client(url: &str, timeout: Duration) -> Result<RpcClient, RpcError> {
+/// Bytes of an `eth_getLogs` answer over several blocks read at most, unless set
+/// ([`Rpc::with_answer_cap`]).
+pub const DEFAULT_ANSWER_CAP: usize = 16 << 20;
+
+/// A node of `--rpc-url`, before its clients are made.
+enum Node {
+    Ws(RpcClient),
+    Http { client: reqwest::Client, url: reqwest::Url },
+}
+
+fn http_node(url: &str, timeout: Duration) -> Result<Node, RpcError> {
     let parsed = url.parse().map_err(|e| RpcError::fatal(format!("not a URL: {e}")))?;
     let http = reqwest::Client::builder()
         .timeout(timeout)
         .build()
         .map_err(|e| RpcError::fatal(format!("cannot build the HTTP client: {e}")))?;
-    Ok(RpcClient::new_http_with_client(http, parsed))
+    Ok(Node::Http { client: http, url: parsed })
 }
 
 async fn ws_client(

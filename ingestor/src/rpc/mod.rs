@@ -10,6 +10,7 @@
 //!
 //! This module knows no SQL.
 
+mod capped;
 pub mod chain;
 pub mod client;
 pub mod contract;

@@ -78,6 +78,28 @@ impl Event {
     }
 }
 
+/// A token's state on the read side: every commit and every rollback moves `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// Its newest indexed block.
+    pub block: i64,
+    /// Its newest sequence number.
+    pub seq: i64,
+    /// Its chain's finalized block as recorded (-1: unknown).
+    pub finalized: i64,
+}
+
+/// Where a token stands, as the feed last read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Its id in the store.
+    pub id: i32,
+    /// Its state.
+    pub state: State,
+    /// Since when the feed has seen it in this state.
+    pub since: Instant,
+}
+
 /// The token a stream is of: its id in the store, its address and chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Streamed {
@@ -139,10 +161,13 @@ impl ReplicaLag {
 pub struct Feed {
     events: broadcast::Sender<Arc<Event>>,
     lag: ReplicaLag,
-    /// Each token's newest block the read side holds, as the feed last read it (empty
-    /// before its first look): requests waiting for a `min_block` all watch this one
-    /// look instead of asking the store each.
-    held: Arc<watch::Sender<HashMap<(i64, Address), i64>>>,
+    /// Where each token stands on the read side, as the feed last read it (empty before
+    /// its first look and while its LISTEN connection is away): requests waiting for a
+    /// `min_block` all watch this one look instead of asking the store each, and the
+    /// answers kept warm at the head ([`crate::warm`]) are checked against it.
+    held: Arc<watch::Sender<HashMap<(i64, Address), Held>>>,
+    /// Whether the LISTEN connection is up (`held` then moves with each commit).
+    listening: Arc<std::sync::atomic::AtomicBool>,
     streams: Arc<Semaphore>,
     max_streams: usize,
     metrics: Metrics,
@@ -167,13 +192,19 @@ impl Feed {
         let streams = Arc::new(Semaphore::new(max_streams));
         let held = Arc::new(watch::Sender::new(HashMap::new()));
         let lag = ReplicaLag::default();
-        Self { events, lag, held, streams, max_streams, metrics, tasks, sealer }
+        let listening = Arc::default();
+        Self { events, lag, held, listening, streams, max_streams, metrics, tasks, sealer }
     }
 
-    /// Each token's newest block on the read side; changes each time the feed sees it
-    /// move.
-    pub fn held(&self) -> watch::Receiver<HashMap<(i64, Address), i64>> {
+    /// Where each token stands on the read side, by (chain, address); changes each time
+    /// the feed sees one move.
+    pub fn held(&self) -> watch::Receiver<HashMap<(i64, Address), Held>> {
         self.held.subscribe()
+    }
+
+    /// Whether the feed hears each commit now: `held` is then at most one look behind.
+    pub fn listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The read side's lag behind this feed.
@@ -193,6 +224,13 @@ impl Feed {
             }
             let ended = self.listen_once(&database_url, &pool, &mut seen, &shutdown).await;
             self.metrics.feed_connected.set(0);
+            self.listening.store(false, std::sync::atomic::Ordering::Release);
+            // Unheard commits would leave it stale: nothing is known until the next look.
+            self.held.send_if_modified(|s| {
+                let had = !s.is_empty();
+                s.clear();
+                had
+            });
             match ended {
                 Ok(()) => return,
                 Err(e) => {
@@ -211,15 +249,27 @@ impl Feed {
         }
     }
 
-    /// Records where the read side stands (each token's newest block): any commit it
-    /// replayed since the last look, with events or without, wakes the `min_block`
-    /// waiters.
+    /// Records where the read side stands: any commit it replayed since the last look,
+    /// with events or without, wakes the `min_block` waiters and the warm answers.
     fn note_held(&self, positions: &[Position]) {
-        let stands: HashMap<(i64, Address), i64> =
-            positions.iter().map(|p| ((p.chain_id, p.token), p.indexed_block)).collect();
-        if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
-            debug!("the read side moved");
-        }
+        let now = Instant::now();
+        self.held.send_if_modified(|held| {
+            let before = std::mem::take(held);
+            for p in positions {
+                let state =
+                    State { block: p.indexed_block, seq: p.last_seq, finalized: p.finalized_block };
+                let since = match before.get(&(p.chain_id, p.token)) {
+                    Some(was) if was.id == p.id && was.state == state => was.since,
+                    _ => now,
+                };
+                held.insert((p.chain_id, p.token), Held { id: p.id, state, since });
+            }
+            let moved = *held != before;
+            if moved {
+                debug!("the read side moved");
+            }
+            moved
+        });
     }
 
     /// Whether the read side still lacks commits the feed last heard of; sets the lag.
@@ -263,6 +313,7 @@ impl Feed {
         client.batch_execute(&format!("LISTEN {}", bootstrap::NOTIFY_CHANNEL)).await?;
         info!("transfer feed: listening");
         self.metrics.feed_connected.set(1);
+        self.listening.store(true, std::sync::atomic::Ordering::Release);
         loop {
             let behind = self.publish_new(&client, pool, seen).await?;
             // While the read side lacks commits, look again soon: streams wait on it.

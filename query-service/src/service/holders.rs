@@ -12,9 +12,14 @@ use proto::pb::{GetHoldersRequest, GetTopHoldersRequest, Holder, HoldersResponse
 use super::{Call, Holders, timestamp};
 use crate::cache::Key;
 use crate::error::QueryError;
+use crate::feed::State;
 use crate::input::{self, At, PageToken, Seal};
 use crate::lane::Cost;
+use crate::store::tokens::Wanted;
 use crate::store::{self, HolderRow, Moment, TokenView};
+use crate::warm::{Of, Question};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 impl Holders {
     /// The ranked answer for `key`'s state from the cache, or read by `read` and kept.
@@ -68,10 +73,43 @@ impl Holders {
         let wanted = input::wanted(&req.token, req.chain_id)?;
         let at = input::at(req.finality, req.at_block, req.at_time.as_ref())?;
         let floor = input::min_balance(&req.min_balance)?;
-        let min = floor.map(|m| m.to_string());
+        // At the head, a question asked lately is answered from memory while its answer
+        // is the store's current state (see crate::warm).
+        let question = (matches!(at, At::Latest) && self.warm.on()).then_some(Question {
+            wanted,
+            limit,
+            floor,
+        });
+        if let Some(q) = &question
+            && self.feed.listening()
+        {
+            let held = self.feed.held();
+            if let Some(kept) = self.warm.get(q, &held.borrow(), req.min_block) {
+                self.metrics.warm.with_label_values(&["served"]).inc();
+                return Ok((*kept).clone());
+            }
+        }
         self.reach(wanted, req.min_block).await?;
+        let (answer, of) = self.read_top(call.budget, wanted, at, limit, floor).await?;
+        if let Some(q) = question {
+            self.warm.put(q, of, Arc::new(answer.clone()));
+        }
+        Ok(answer)
+    }
+
+    /// GetTopHolders read from the store (or the answer cache), with the token and state
+    /// it was read in.
+    async fn read_top(
+        &self,
+        budget: Option<std::time::Duration>,
+        wanted: Wanted,
+        at: At,
+        limit: i64,
+        floor: Option<U256>,
+    ) -> Result<(HoldersResponse, Of), QueryError> {
+        let min = floor.map(|m| m.to_string());
         let mut lease = self.lease(cost(at, true, floor.is_some())).await?;
-        let tx = store::snapshot(&mut lease.client, call.budget).await?;
+        let tx = store::snapshot(&mut lease.client, budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
         // GetTopHolders' answers carry no next page: keyed apart from first pages.
@@ -89,7 +127,43 @@ impl Holders {
             })
             .await?;
         tx.commit().await?;
-        Ok(answer)
+        let state = State {
+            block: token.indexed_block,
+            seq: token.last_seq,
+            finalized: token.finalized_block,
+        };
+        Ok((answer, Of { at: (token.chain_id, token.address), id: token.id, state }))
+    }
+
+    /// Recomputes the warm answers whose token moved, each time the feed sees the store
+    /// move, until `shutdown`: the first question after a commit finds its answer ready.
+    pub async fn keep_warm(self, shutdown: CancellationToken) {
+        if !self.warm.on() {
+            return;
+        }
+        let mut held = self.feed.held();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = held.changed() => if changed.is_err() { return },
+            }
+            let moved = self.warm.moved(&held.borrow_and_update());
+            for q in moved {
+                let read = self.read_top(None, q.wanted, At::Latest, q.limit, q.floor).await;
+                match read {
+                    Ok((answer, of)) => {
+                        self.metrics.warm.with_label_values(&["recomputed"]).inc();
+                        self.warm.put(q, of, Arc::new(answer));
+                    }
+                    Err(e) => {
+                        self.metrics.warm.with_label_values(&["failed"]).inc();
+                        // The next question goes to the store and hears why.
+                        debug!(error = %e, "a warm answer could not be recomputed");
+                        self.warm.forget(&q);
+                    }
+                }
+            }
+        }
     }
 
     pub(super) async fn page(

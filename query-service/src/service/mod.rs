@@ -32,6 +32,7 @@ use crate::feed::Feed;
 use crate::input::Sealer;
 use crate::lane::{Cost, Lanes, Lease};
 use crate::metrics::Metrics;
+use crate::warm::Warm;
 
 pub use call::{Call, grpc_timeout};
 pub use holders::format_units;
@@ -42,6 +43,7 @@ pub struct Holders {
     lanes: Lanes,
     feed: Feed,
     answers: Arc<Answers>,
+    warm: Arc<Warm>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     metrics: Metrics,
@@ -66,6 +68,8 @@ pub struct Parts {
     pub feed: Feed,
     /// Ranked answers kept per store state.
     pub answers: Arc<Answers>,
+    /// Answers at the head kept warm.
+    pub warm: Arc<Warm>,
     /// Open streams and exports end at this.
     pub shutdown: CancellationToken,
     /// Tasks a call leaves running (exports), so that shutdown waits for them.
@@ -93,6 +97,7 @@ impl Holders {
             lanes: parts.lanes,
             feed: parts.feed,
             answers: parts.answers,
+            warm: parts.warm,
             shutdown: parts.shutdown,
             tasks: parts.tasks,
             metrics: parts.metrics,
@@ -142,7 +147,7 @@ impl Holders {
                         && wanted.chain_id.is_none_or(|c| c == *chain)
                 });
                 match (named.next(), named.next()) {
-                    (Some((_, block)), None) => Some(*block),
+                    (Some((_, held)), None) => Some(held.state.block),
                     _ => None,
                 }
             };

@@ -115,12 +115,17 @@ pub struct Position {
     pub last_seq: i64,
     /// Its newest indexed block.
     pub indexed_block: i64,
+    /// The chain's finalized block as its ingestor last recorded it (-1: unknown).
+    pub finalized_block: i64,
 }
 
 /// Every token's position.
 pub async fn positions(client: &tokio_postgres::Client) -> Result<Vec<Position>, QueryError> {
     let rows = client
-        .query("SELECT address, chain_id, last_seq, indexed_block, id FROM tokens", &[])
+        .query(
+            "SELECT address, chain_id, last_seq, indexed_block, id, finalized_block FROM tokens",
+            &[],
+        )
         .await?;
     Ok(rows
         .iter()
@@ -130,6 +135,7 @@ pub async fn positions(client: &tokio_postgres::Client) -> Result<Vec<Position>,
             last_seq: r.get(2),
             indexed_block: r.get(3),
             id: r.get(4),
+            finalized_block: r.get(5),
         })
         .collect())
 }

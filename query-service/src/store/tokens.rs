@@ -166,7 +166,7 @@ pub async fn token(tx: &Transaction<'_>, wanted: Wanted) -> Result<TokenView, Qu
 }
 
 /// Which token a request names: an address, a chain, both, or neither.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Wanted {
     /// The `token` field; `None` when empty.
     pub token: Option<Address>,
