@@ -81,7 +81,8 @@ pub struct Config {
     pub stream_buffer: u32,
 
     /// Ranked answers (top holders, ranking pages) kept per store state, so repeated
-    /// questions between two commits are answered from memory; 0 turns it off.
+    /// questions between two commits are answered from memory, and GetTopHolders at the
+    /// head recomputed at each commit for the questions asked lately; 0 turns both off.
     #[arg(long, env = "QUERY_ANSWER_CACHE", default_value_t = 256)]
     pub answer_cache: u32,
 

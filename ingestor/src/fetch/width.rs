@@ -30,6 +30,11 @@ pub struct Width {
     /// Successes since the last refusal; after [`Width::FORGET_AFTER`] growth may probe again.
     successes: u32,
     target_logs: usize,
+    /// Logs per block of the last few answers: growth stops at the width the densest of
+    /// them would fill to the target, so a sparse stretch between dense ones does not
+    /// send the next spans into the dense one twice too wide. (A long quiet stretch
+    /// forgets them after a few answers and grows as before.)
+    densities: std::collections::VecDeque<f64>,
 }
 
 impl Width {
@@ -44,8 +49,12 @@ impl Width {
             answered: 0,
             probing: false,
             target_logs: policy.target_logs.max(1),
+            densities: std::collections::VecDeque::new(),
         }
     }
+
+    /// Answers whose density bounds growth.
+    const DENSITIES: usize = 8;
 
     /// Successes after which a refused width may be tried again (log density changes
     /// along the chain).
@@ -85,7 +94,17 @@ impl Width {
         if self.successes >= Self::FORGET_AFTER {
             self.refused = None;
         }
-        let limit = self.refused.map_or(self.ceiling, |r| (r - 1).clamp(1, self.ceiling));
+        if self.densities.len() == Self::DENSITIES {
+            self.densities.pop_front();
+        }
+        self.densities.push_back(logs as f64 / blocks.max(1) as f64);
+        let mut limit = self.refused.map_or(self.ceiling, |r| (r - 1).clamp(1, self.ceiling));
+        if let Some(densest) = self.densities.iter().copied().reduce(f64::max)
+            && densest > 0.0
+        {
+            let fills = (self.target_logs as f64 / densest) as u64;
+            limit = limit.min(fills.max(self.current).max(1));
+        }
         if logs < self.target_logs / 2 && blocks >= self.current {
             self.current = self.current.saturating_mul(2).min(limit).max(self.current.min(limit));
         } else if logs > self.target_logs && blocks > 1 {
@@ -189,6 +208,34 @@ mod tests {
         // A dense answer narrows the width below what was answered: all may go.
         assert_eq!(w.plan(), Some((400, false)));
         assert_eq!(w.plan(), Some((400, false)));
+    }
+
+    #[test]
+    fn growth_stops_where_the_densest_recent_answer_would_fill_the_target() {
+        let mut w = Width::new(&SpanPolicy { initial: 10, ..policy() });
+        // 10 blocks of 100 logs each: the target (1000) is reached at 10 blocks.
+        w.on_success(10, 1000);
+        assert_eq!(w.current(), 10);
+        // A sparse stretch: 10 blocks with 40 logs would double the width, but the dense
+        // answer before it says 10 blocks already hold the target.
+        w.on_success(10, 40);
+        assert_eq!(w.current(), 10);
+        // Once the dense answers are forgotten, sparse ones grow it again.
+        for _ in 0..Width::DENSITIES {
+            w.on_success(w.current(), 40);
+        }
+        assert!(w.current() > 10, "{}", w.current());
+        // Empty answers say nothing of density: they grow the width as before, and a
+        // quiet stretch after a dense one forgets it.
+        let mut fresh = Width::new(&SpanPolicy { initial: 10, ..policy() });
+        fresh.on_success(10, 0);
+        assert_eq!(fresh.current(), 20);
+        w.on_success(w.current(), 5000);
+        let dense = w.current();
+        for _ in 0..Width::DENSITIES + 3 {
+            w.on_success(w.current(), 0);
+        }
+        assert!(w.current() > dense * 4, "{} after {dense}", w.current());
     }
 
     #[test]
