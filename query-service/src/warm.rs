@@ -88,8 +88,10 @@ impl Warm {
         let mut entries = self.entries.lock().expect("warm lock");
         let entry = entries.get_mut(question)?;
         let now = held.get(&entry.of.at).filter(|h| h.id == entry.of.id)?;
+        // Any move of the token (a commit, a rollback, a new finalized block) starts a
+        // recomputation; the answer kept serves until it ends, for at most STALE_FOR.
         let current = now.state == entry.of.state;
-        let recomputing = now.state.seq > entry.of.state.seq && now.since.elapsed() < STALE_FOR;
+        let recomputing = now.since.elapsed() < STALE_FOR;
         let new_enough =
             min_block.is_none_or(|m| i64::try_from(m).is_ok_and(|m| m <= entry.of.state.block));
         if !(current || recomputing) || !new_enough {

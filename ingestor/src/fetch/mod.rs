@@ -228,12 +228,19 @@ async fn fetch_list(
                 cursor = stop + 1;
                 failures = 0;
             }
-            Err(RpcError::TooLarge { suggested, max_blocks, message }) => {
+            Err(RpcError::TooLarge { suggested, max_blocks, over_cap, message }) => {
                 let asked = stop - cursor + 1;
-                // Use a suggestion only if it starts where we asked and is narrower.
+                // Use a suggestion only if it starts where we asked and is narrower; an
+                // answer refused for its size narrows in proportion, to half the cap.
                 let suggested_blocks = suggested
                     .filter(|r| *r.start() == cursor && *r.end() < stop)
-                    .map(|r| r.end() - r.start() + 1);
+                    .map(|r| r.end() - r.start() + 1)
+                    .or_else(|| {
+                        over_cap.map(|(bytes, cap)| {
+                            (asked as u128 * cap as u128 / (2 * bytes.max(1)) as u128) as u64
+                        })
+                    })
+                    .filter(|&b| b >= 1 && b < asked);
                 if asked == 1 {
                     failures += 1;
                     anyhow::ensure!(

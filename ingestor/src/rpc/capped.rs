@@ -5,8 +5,8 @@
 //! Anvil) would otherwise hand back hundreds of thousands of logs in one answer, held
 //! three times over (the body, its JSON, the logs) while it is decoded.
 //!
-//! The refusal reads like a provider's ("response too large", HTTP 413), so the fetch
-//! narrows the span as it does for one. A span of one block is never sent through here
+//! The refusal is a provider's "too large" to the fetch, with the answer's size: the
+//! span is narrowed in proportion, to about half the cap. A span of one block is never sent through here
 //! ([`super::Rpc::transfer_logs`]): it cannot be narrowed, so it is read whatever its size.
 
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use alloy_json_rpc::{RequestPacket, ResponsePacket};
 use alloy_transport::{TransportError, TransportErrorKind, TransportFut, TransportResult};
+
+use super::error::AnswerTooLarge;
 
 /// The HTTP transport of one node, with the shared cap on an answer's bytes.
 #[derive(Debug, Clone)]
@@ -88,10 +90,7 @@ impl CappedHttp {
 
 /// The refusal of an answer over `cap` bytes (`size` of them, or more).
 fn too_large(size: u64, cap: usize) -> TransportError {
-    TransportErrorKind::http_error(
-        413,
-        format!("response too large: {size} bytes or more, over the {cap} read at once"),
-    )
+    TransportErrorKind::custom(AnswerTooLarge { bytes: size, cap: cap as u64 })
 }
 
 impl tower::Service<RequestPacket> for CappedHttp {

@@ -26,6 +26,9 @@ pub enum RpcError {
         suggested: Option<RangeInclusive<u64>>,
         /// The most blocks one request may span, as the node said.
         max_blocks: Option<u64>,
+        /// Refused on our side ([`super::capped`]): the bytes the answer had (at least)
+        /// and the most read at once, for narrowing in proportion.
+        over_cap: Option<(u64, u64)>,
         /// The node's words.
         message: String,
     },
@@ -160,7 +163,7 @@ pub(super) fn classify_payload<E: std::fmt::Display>(
     match refusal::classify(&text)? {
         Refusal::RateLimited => Some(RpcError::RateLimited { retry_after: None, message: text }),
         Refusal::TooLarge { suggested, max_blocks } => {
-            Some(RpcError::TooLarge { suggested, max_blocks, message: text })
+            Some(RpcError::TooLarge { suggested, max_blocks, over_cap: None, message: text })
         }
     }
 }
@@ -219,11 +222,39 @@ pub(crate) fn scrub(text: &str) -> String {
     }
 }
 
+/// An answer the capped transport would not hold: `bytes` or more, over `cap`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AnswerTooLarge {
+    pub bytes: u64,
+    pub cap: u64,
+}
+
+impl std::fmt::Display for AnswerTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "response too large: {} bytes or more, over the {} read at once",
+            self.bytes, self.cap
+        )
+    }
+}
+
+impl std::error::Error for AnswerTooLarge {}
+
 fn classify_transport(kind: TransportErrorKind) -> RpcError {
     let (status, body, retry_after) = match kind {
         TransportErrorKind::HttpError(e) => (e.status, e.body, None),
         TransportErrorKind::HttpErrorWithRetryAfter { error, retry_after } => {
             (error.status, error.body, Some(retry_after))
+        }
+        TransportErrorKind::Custom(e) if e.is::<AnswerTooLarge>() => {
+            let over = e.downcast_ref::<AnswerTooLarge>().expect("checked");
+            return RpcError::TooLarge {
+                suggested: None,
+                max_blocks: None,
+                over_cap: Some((over.bytes, over.cap)),
+                message: over.to_string(),
+            };
         }
         TransportErrorKind::Custom(e) => {
             // reqwest puts the URL in its errors, and hosted RPC URLs carry the API key.
@@ -249,10 +280,12 @@ fn classify_transport(kind: TransportErrorKind) -> RpcError {
             RpcError::RateLimited { retry_after, message }
         }
         (_, Some(Refusal::TooLarge { suggested, max_blocks })) => {
-            RpcError::TooLarge { suggested, max_blocks, message }
+            RpcError::TooLarge { suggested, max_blocks, over_cap: None, message }
         }
         // QuickNode refuses wide spans with 413.
-        (413, None) => RpcError::TooLarge { suggested: None, max_blocks: None, message },
+        (413, None) => {
+            RpcError::TooLarge { suggested: None, max_blocks: None, over_cap: None, message }
+        }
         (401 | 403 | 404, None) => {
             RpcError::fatal(format!("{message} (check the RPC URL and its API key)"))
         }
