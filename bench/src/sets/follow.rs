@@ -52,10 +52,19 @@ pub(super) async fn added_while_following(
         .await
         .map(|r| r.get::<_, Option<i64>>(0).unwrap_or(-1))
     };
-    // Caught up to the head first.
-    let head = rpc.head().await?;
-    while head_checkpoint().await? < head as i64 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Following at the head first: a block of the head tokens, mined once the
+    // ingestor runs, is committed by it. (The store is at the head already from the
+    // set's backfill, so its checkpoint alone would not say that the ingestor has read
+    // its tokens file yet, and a file changed before that is its starting set.)
+    let mut rng = Rng(0x000a_dded);
+    let block = head_block(rpc, set, &mut rng).await?;
+    let started = Instant::now();
+    while head_checkpoint().await? < block as i64 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the ingestor did not follow the set"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut lines: Vec<(Address, u64)> = set.tokens[..set.counts.len()].to_vec();
     lines.push((single.token, single.start_block));
@@ -94,15 +103,8 @@ pub(super) async fn added_while_following(
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(-1)
     };
-    let mut rng = Rng(0x000a_dded);
     loop {
-        // A new block with transfers of the head tokens (mints: always valid).
-        for (token, _) in &set.tokens[..3] {
-            let to = vec![set.holders[0][(rng.next() % set.holders[0].len() as u64) as usize]];
-            let call = TestToken::mintBatchCall { to, values: vec![U256::from(1_000u64)] };
-            rpc.send(DEPLOYER, Some(*token), call.abi_encode(), 200_000).await?;
-        }
-        let block = rpc.mine(1).await?;
+        let block = head_block(rpc, set, &mut rng).await?;
         let mined = Instant::now();
         while head_checkpoint().await? < block as i64 {
             anyhow::ensure!(
@@ -137,4 +139,15 @@ pub(super) async fn added_while_following(
         f.top_cached.len(),
     );
     Ok(())
+}
+
+/// Mines a block with a transfer of each of the set's three largest tokens (mints: always
+/// valid); returns its number.
+async fn head_block(rpc: &mut Chain, set: &SetChain, rng: &mut Rng) -> anyhow::Result<u64> {
+    for (token, _) in &set.tokens[..3] {
+        let to = vec![set.holders[0][(rng.next() % set.holders[0].len() as u64) as usize]];
+        let call = TestToken::mintBatchCall { to, values: vec![U256::from(1_000u64)] };
+        rpc.send(DEPLOYER, Some(*token), call.abi_encode(), 200_000).await?;
+    }
+    rpc.mine(1).await
 }
