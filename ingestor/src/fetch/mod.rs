@@ -62,22 +62,6 @@ pub struct Chunk {
     pub rejected: Vec<(Address, u64, u64)>,
     /// `eth_getLogs` requests it took (refusals included).
     pub requests: u32,
-    /// Blocks of the last span fetched into it (a merged chunk holds several).
-    pub last_span: u64,
-    /// Spans fetched into it: 1, more once merged.
-    pub spans: u32,
-}
-
-impl Chunk {
-    /// Appends `next`, the chunk that follows this one.
-    fn merge(&mut self, next: Self) {
-        self.span = *self.span.start()..=*next.span.end();
-        self.transfers.extend(next.transfers);
-        self.rejected.extend(next.rejected);
-        self.requests += next.requests;
-        self.last_span = next.last_span;
-        self.spans += next.spans;
-    }
 }
 
 /// Fetches `range` as an ordered stream of chunks. A chunk is one planned span; up to
@@ -156,15 +140,13 @@ pub fn prefetched(
             }
         }
     });
-    Prefetched { rx, held: None, _task: tokio_util::task::AbortOnDropHandle::new(task) }
+    Prefetched { rx, _task: tokio_util::task::AbortOnDropHandle::new(task) }
 }
 
 /// The chunks of [`prefetched`], in block order; dropping it stops the fetching.
 #[derive(Debug)]
 pub struct Prefetched {
     rx: tokio::sync::mpsc::Receiver<anyhow::Result<Chunk>>,
-    /// A chunk taken off the channel but not merged (an error, or past the size).
-    held: Option<anyhow::Result<Chunk>>,
     _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
@@ -172,33 +154,7 @@ impl Prefetched {
     /// The next chunk; `None` once the range is done (or the fetching ended on an error,
     /// which came before).
     pub async fn next(&mut self) -> Option<anyhow::Result<Chunk>> {
-        match self.held.take() {
-            Some(held) => Some(held),
-            None => self.rx.recv().await,
-        }
-    }
-
-    /// The next chunk, with the chunks already fetched after it appended while it holds
-    /// fewer than `transfers`: a writer that fell behind the fetch writes what waits in
-    /// one go (one balance read and one COPY) instead of span by span.
-    pub async fn next_merged(&mut self, transfers: usize) -> Option<anyhow::Result<Chunk>> {
-        let mut chunk = match self.next().await? {
-            Ok(c) => c,
-            Err(e) => return Some(Err(e)),
-        };
-        while chunk.transfers.len() < transfers {
-            match self.rx.try_recv() {
-                Ok(Ok(next)) if next.transfers.len() + chunk.transfers.len() <= transfers => {
-                    chunk.merge(next);
-                }
-                Ok(other) => {
-                    self.held = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        Some(Ok(chunk))
+        self.rx.recv().await
     }
 }
 
@@ -242,8 +198,7 @@ async fn fetch_span(
     // Log order is block order then position, whichever token logged.
     transfers.sort_by_key(|t| (t.block_number, t.log_index));
     fill_block_times(rpc, &mut transfers).await?;
-    let last_span = span.end() - span.start() + 1;
-    Ok(Chunk { span, transfers, rejected, requests, last_span, spans: 1 })
+    Ok(Chunk { span, transfers, rejected, requests })
 }
 
 /// Fetches every log of `span` for the addresses `list` into `logs`; returns the requests

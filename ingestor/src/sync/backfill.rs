@@ -23,10 +23,6 @@ use crate::store::{Balances, Batch, BatchWriter, CommitStats, Layout};
 /// A batch stays open at least this many times as long as the previous commit took.
 const PACE: u32 = 4;
 
-/// Transfers written in one go at most when chunks wait for the writer (merged): one
-/// balance read and one COPY for what would be several.
-const MERGED_TRANSFERS: usize = 20_000;
-
 /// A streamed batch and what the log line of its commit says.
 #[derive(Debug)]
 pub(super) struct Streaming {
@@ -152,7 +148,7 @@ impl Indexer {
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => None,
-                chunk = rx.next_merged(MERGED_TRANSFERS) => chunk,
+                chunk = rx.next() => chunk,
             };
             let ended = received.is_some();
             let last = match received {
@@ -160,7 +156,7 @@ impl Indexer {
                     let last = *chunk.span.end() == *range.end();
                     let (from, to) = (*chunk.span.start(), *chunk.span.end());
                     if !last {
-                        self.learn_span(chunk.last_span);
+                        self.learn_span(to - from + 1);
                     }
                     if streaming.is_some() && !self.store.covers(self.set.chain_id(), to) {
                         // The next partition is made outside any batch.
@@ -198,7 +194,7 @@ impl Indexer {
                         .inspect_err(|_| balances.forget())?;
                     s.last = to;
                     s.requests += chunk.requests;
-                    s.chunks += chunk.spans;
+                    s.chunks += 1;
                     s.rejected += chunk.rejected.len();
                     last
                 }
