@@ -14,7 +14,7 @@
 //! feed's server is unreachable, the lag is measured against the last commits it heard of.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
@@ -34,7 +34,9 @@ use crate::metrics::Metrics;
 use crate::store::events::Position;
 use crate::store::{self, EventRow, TransferRow};
 
+mod lag;
 mod subscriber;
+pub use lag::ReplicaLag;
 pub use subscriber::Revocation;
 use subscriber::Subscriber;
 
@@ -125,34 +127,6 @@ pub fn transfer_message(t: &TransferRow, token: Address, chain_id: i64) -> Trans
         to: t.to.to_checksum(None),
         value: t.value.clone(),
         finalized: t.finalized,
-    }
-}
-
-/// How long the read side has lacked a commit the feed heard of (zero while it has them
-/// all): a streaming replica's lag, as readiness and the metric see it.
-#[derive(Debug, Clone, Default)]
-pub struct ReplicaLag {
-    behind_since: Arc<Mutex<Option<Instant>>>,
-}
-
-impl ReplicaLag {
-    /// The lag now.
-    pub fn now(&self) -> Duration {
-        self.behind_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map_or(Duration::ZERO, |t| t.elapsed())
-    }
-
-    /// Whether the read side lacks a commit the feed heard of; the lag runs from the
-    /// first look that found it behind.
-    fn set(&self, behind: bool) {
-        let mut since = self.behind_since.lock().unwrap_or_else(|e| e.into_inner());
-        match (behind, *since) {
-            (true, None) => *since = Some(Instant::now()),
-            (false, Some(_)) => *since = None,
-            _ => {}
-        }
     }
 }
 
