@@ -56,6 +56,8 @@ struct Entry {
     of: Of,
     answer: Arc<HoldersResponse>,
     asked: Instant,
+    /// When the token was first seen past the state the answer was read in.
+    superseded: Option<Instant>,
 }
 
 /// The warm answers; capacity 0 turns them off.
@@ -77,7 +79,7 @@ impl Warm {
     }
 
     /// The kept answer to `question`, when it is of the state `held` shows for its token
-    /// (or of the state before, for up to [`STALE_FOR`] after the token moved) and not
+    /// (or of a state before, for up to [`STALE_FOR`] after it was first superseded) and not
     /// older than `min_block`.
     pub fn get(
         &self,
@@ -89,9 +91,12 @@ impl Warm {
         let entry = entries.get_mut(question)?;
         let now = held.get(&entry.of.at).filter(|h| h.id == entry.of.id)?;
         // Any move of the token (a commit, a rollback, a new finalized block) starts a
-        // recomputation; the answer kept serves until it ends, for at most STALE_FOR.
+        // recomputation; the answer kept serves until it ends, for at most STALE_FOR
+        // from when it was first seen superseded (however many moves come meanwhile).
         let current = now.state == entry.of.state;
-        let recomputing = now.since.elapsed() < STALE_FOR;
+        let superseded =
+            if current { None } else { Some(*entry.superseded.get_or_insert_with(Instant::now)) };
+        let recomputing = superseded.is_some_and(|t| t.elapsed() < STALE_FOR);
         let new_enough =
             min_block.is_none_or(|m| i64::try_from(m).is_ok_and(|m| m <= entry.of.state.block));
         if !(current || recomputing) || !new_enough {
@@ -114,6 +119,7 @@ impl Warm {
             kept.of = of;
             kept.answer = answer;
             kept.asked = Instant::now();
+            kept.superseded = None;
             return;
         }
         if entries.len() >= self.capacity {
@@ -123,7 +129,7 @@ impl Warm {
                 entries.remove(&q);
             }
         }
-        entries.insert(question, Entry { of, answer, asked: Instant::now() });
+        entries.insert(question, Entry { of, answer, asked: Instant::now(), superseded: None });
     }
 
     /// Forgets the answer to `question` (its recomputation failed: the next question
@@ -137,13 +143,14 @@ impl Warm {
     pub fn moved(&self, held: &HashMap<(i64, Address), Held>) -> Vec<Question> {
         let mut entries = self.entries.lock().expect("warm lock");
         entries.retain(|_, e| e.asked.elapsed() < KEPT_FOR);
-        entries
-            .iter()
-            .filter(|(_, e)| {
-                held.get(&e.of.at).is_some_and(|h| h.id != e.of.id || h.state != e.of.state)
-            })
-            .map(|(q, _)| *q)
-            .collect()
+        let mut moved = Vec::new();
+        for (q, e) in entries.iter_mut() {
+            if held.get(&e.of.at).is_some_and(|h| h.id != e.of.id || h.state != e.of.state) {
+                e.superseded.get_or_insert_with(Instant::now);
+                moved.push(*q);
+            }
+        }
+        moved
     }
 }
 
@@ -157,8 +164,8 @@ mod tests {
         State { block, seq, finalized: -1 }
     }
 
-    fn held(id: i32, s: State, since: Instant) -> HashMap<(i64, Address), Held> {
-        HashMap::from([(AT, Held { id, state: s, since })])
+    fn held(id: i32, s: State) -> HashMap<(i64, Address), Held> {
+        HashMap::from([(AT, Held { id, state: s })])
     }
 
     fn question() -> Question {
@@ -173,7 +180,7 @@ mod tests {
     fn served_while_its_state_is_current() {
         let warm = Warm::new(4);
         warm.put(question(), Of { at: AT, id: 3, state: state(10, 5) }, answer(10));
-        let now = held(3, state(10, 5), Instant::now());
+        let now = held(3, state(10, 5));
         assert_eq!(warm.get(&question(), &now, None).map(|a| a.as_of_block), Some(10));
         assert!(warm.get(&question(), &now, Some(11)).is_none(), "min_block past it");
         assert!(warm.get(&question(), &now, Some(10)).is_some());
@@ -184,14 +191,23 @@ mod tests {
     fn the_previous_state_only_briefly_then_never() {
         let warm = Warm::new(4);
         warm.put(question(), Of { at: AT, id: 3, state: state(10, 5) }, answer(10));
-        let just_moved = held(3, state(11, 9), Instant::now());
+        let just_moved = held(3, state(11, 9));
         assert!(warm.get(&question(), &just_moved, None).is_some(), "while recomputed");
         assert_eq!(warm.moved(&just_moved), vec![question()]);
-        let long_ago = held(3, state(11, 9), Instant::now() - STALE_FOR);
-        assert!(warm.get(&question(), &long_ago, None).is_none());
+        // Superseded STALE_FOR ago: never again, however many moves came since (each
+        // move does not restart the clock).
+        warm.entries.lock().unwrap().get_mut(&question()).unwrap().superseded =
+            Some(Instant::now() - STALE_FOR);
+        assert!(warm.get(&question(), &just_moved, None).is_none());
+        assert!(warm.get(&question(), &held(3, state(12, 11)), None).is_none());
+        assert!(warm.moved(&held(3, state(12, 11))).contains(&question()));
+        assert!(warm.get(&question(), &held(3, state(12, 11)), None).is_none());
+        // A new answer is current again.
+        warm.put(question(), Of { at: AT, id: 3, state: state(12, 11) }, answer(12));
+        assert!(warm.get(&question(), &held(3, state(12, 11)), None).is_some());
         // A rollback to an older block still moves seq; another token under the same
         // address (a store rebuilt) or no state at all (the feed is away) never serves.
-        assert!(warm.get(&question(), &held(4, state(10, 5), Instant::now()), None).is_none());
+        assert!(warm.get(&question(), &held(4, state(10, 5)), None).is_none());
         assert!(warm.get(&question(), &HashMap::new(), None).is_none());
     }
 
@@ -200,7 +216,7 @@ mod tests {
         let warm = Warm::new(4);
         warm.put(question(), Of { at: AT, id: 3, state: state(11, 9) }, answer(11));
         warm.put(question(), Of { at: AT, id: 3, state: state(10, 5) }, answer(10));
-        let now = held(3, state(11, 9), Instant::now());
+        let now = held(3, state(11, 9));
         assert_eq!(warm.get(&question(), &now, None).map(|a| a.as_of_block), Some(11));
     }
 
@@ -214,7 +230,7 @@ mod tests {
         assert_eq!(warm.entries.lock().unwrap().len(), 2);
         let off = Warm::new(0);
         off.put(question(), Of { at: AT, id: 3, state: state(10, 5) }, answer(10));
-        let now = held(3, state(10, 5), Instant::now());
+        let now = held(3, state(10, 5));
         assert!(off.get(&question(), &now, None).is_none());
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_primitives::Address;
 use deadpool_postgres::Pool;
@@ -98,8 +98,6 @@ pub struct Held {
     pub id: i32,
     /// Its state.
     pub state: State,
-    /// Since when the feed has seen it in this state.
-    pub since: Instant,
 }
 
 /// The token a stream is of: its id in the store, its address and chain.
@@ -226,24 +224,17 @@ impl Feed {
     /// Records where the read side stands: any commit it replayed since the last look,
     /// with events or without, wakes the `min_block` waiters and the warm answers.
     fn note_held(&self, positions: &[Position]) {
-        let now = Instant::now();
-        self.held.send_if_modified(|held| {
-            let before = std::mem::take(held);
-            for p in positions {
+        let stands: HashMap<(i64, Address), Held> = positions
+            .iter()
+            .map(|p| {
                 let state =
                     State { block: p.indexed_block, seq: p.last_seq, finalized: p.finalized_block };
-                let since = match before.get(&(p.chain_id, p.token)) {
-                    Some(was) if was.id == p.id && was.state == state => was.since,
-                    _ => now,
-                };
-                held.insert((p.chain_id, p.token), Held { id: p.id, state, since });
-            }
-            let moved = *held != before;
-            if moved {
-                debug!("the read side moved");
-            }
-            moved
-        });
+                ((p.chain_id, p.token), Held { id: p.id, state })
+            })
+            .collect();
+        if self.held.send_if_modified(|s| std::mem::replace(s, stands.clone()) != stands) {
+            debug!("the read side moved");
+        }
     }
 
     /// Whether the read side still lacks commits the feed last heard of; sets the lag.
