@@ -104,8 +104,8 @@ pub(crate) async fn fill(url: &str, holders: u64) -> anyhow::Result<Filled> {
         db.batch_execute(&sql).await.with_context(|| format!("rebuilding: {sql}"))?;
     }
     db.execute(
-        "SELECT index_transfer_partitions(31337, 0, $1, true, 'from')
-              + index_transfer_partitions(31337, 0, $1, true, 'to')",
+        "SELECT sum(index_transfer_partitions(31337, 0, $1, true, side))
+         FROM unnest(ARRAY['key', 'seq', 'from', 'to']) AS side",
         &[&((HISTORY_BLOCKS + 10) as i64)],
     )
     .await?;

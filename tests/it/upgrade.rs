@@ -1,7 +1,8 @@
 //! A populated store of an older schema (V11: one token per address, transfers
 //! partitioned by block alone, with balances, blocks, kept rankings, removed transfers)
-//! upgrades in place to V12 (the chain in every key) and then to V13 (partitions by
-//! density, beside the fixed ones), and every row and every answer is what a store
+//! upgrades in place to V12 (the chain in every key), then to V13 (partitions by
+//! density, beside the fixed ones) and V14 (each partition's own key and sequence
+//! index), and every row and every answer is what a store
 //! written by the current ingestor holds.
 //!
 //! The V11 store is made from a store the current ingestor wrote: migrated to V11 only,
@@ -160,7 +161,7 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
 
     // V13 (partitions by density) keeps V12's partitions as they are, reads them by their
     // bounds, and makes new ones in the gaps beside them, named by their first block.
-    let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
+    let applied = ingestor::store::migrate::run_to(&mut admin, 13).await.unwrap();
     assert_eq!(applied, 1, "V13 alone");
     assert_eq!(dump(&old).await, expected_rows, "V13 moves no row");
     let bounds: Vec<(String, i64, i64)> = admin
@@ -202,6 +203,39 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
         assert_eq!(name, &format!("transfers_31337_at_{first}"));
         assert!(next - first <= 16, "never larger than transfer_partitioning.blocks");
     }
+
+    // V14 moves the key and the sequence index from the parent to each partition.
+    let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
+    assert_eq!(applied, 1, "V14 alone");
+    assert_eq!(dump(&old).await, expected_rows, "V14 moves no row");
+    let keyless: Vec<String> = admin
+        .query(
+            "SELECT relid::text FROM pg_partition_tree('transfers') WHERE isleaf
+               AND EXISTS (SELECT 1 FROM unnest(ARRAY['key', 'seq', 'from', 'to']) AS side
+                           WHERE to_regclass(replace(relid::text, 'transfers_', 'transfers_' || side || '_')) IS NULL)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(keyless.is_empty(), "partitions without their four indexes: {keyless:?}");
+    let parent_indexes: i64 = admin
+        .query_one("SELECT count(*) FROM pg_indexes WHERE tablename = 'transfers'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parent_indexes, 0, "the parent keeps no index of its own");
+    // The key still refuses a row stored twice.
+    let twice = admin
+        .batch_execute(&format!(
+            "INSERT INTO transfers SELECT * FROM transfers WHERE block_number = {hi} LIMIT 1"
+        ))
+        .await
+        .expect_err("a transfer stored twice");
+    assert_eq!(twice.code(), Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION), "{twice}");
+
     let qs = QueryService::start(&old.url).await.unwrap();
     assert_eq!(all_holders(&qs, 3).await, expected, "every page answers as before");
 }

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partitions_by_density",
         include_str!("../../../migrations/V13__partitions_by_density.sql"),
     ),
+    (
+        14,
+        "key_indexes_built_after_fill",
+        include_str!("../../../migrations/V14__key_indexes_built_after_fill.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

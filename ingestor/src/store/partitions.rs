@@ -1,6 +1,6 @@
-//! The partitions of `transfers` (migrations V6, V12, V13: each chain's own, sized by
-//! density): made before a batch needs them, and their sender and receiver indexes built
-//! once a backfill has filled them. Both steps are SQL functions of the schema,
+//! The partitions of `transfers` (migrations V6, V12, V13, V14: each chain's own, sized
+//! by density): made before a batch needs them, and their indexes (key, sequence, sender,
+//! receiver) built once a backfill has filled them. Both steps are SQL functions of the schema,
 //! idempotent, each one transaction: a crash leaves a partition made or not, indexed or
 //! not, never half.
 
@@ -70,8 +70,8 @@ impl Covered {
 
 impl Store {
     /// Makes the partitions that `span` falls in, where missing, as `layout` says;
-    /// `with_indexes` (near the head) also builds their sender and receiver indexes at
-    /// once. Remembers what partitions are known to cover, so most batches ask nothing.
+    /// `with_indexes` (near the head) also builds their four indexes (key, sequence,
+    /// sender, receiver) at once. Remembers what partitions are known to cover, so most batches ask nothing.
     pub(super) async fn ensure_partitions(
         &self,
         chain_id: i64,
@@ -109,42 +109,48 @@ impl Store {
         self.ensure_partitions(chain_id, &(block..=block), false, Layout::default()).await
     }
 
-    /// Builds the sender and receiver indexes of the partitions of blocks `0..=upto` that
-    /// lack them: those that end at or before `upto`, and with `partial` the one `upto`
-    /// falls in. The two sides are built at once, on two connections. Returns how many
-    /// partitions it indexed. Sorted builds, one per partition: far cheaper than the
-    /// random inserts a backfill would otherwise make.
+    /// Builds the indexes of the partitions of blocks `0..=upto` that lack them: those
+    /// that end at or before `upto`, and with `partial` the one `upto` falls in. Each
+    /// partition gets four (its key, its sequence index, its sender and its receiver
+    /// index), built on two connections, two each. Returns how many partitions it indexed.
+    /// Sorted builds, one per partition and index: far cheaper than the inserts a backfill
+    /// would otherwise make into them, at a thousand places at once for a set of tokens.
     pub async fn index_partitions(
         &self,
         chain_id: i64,
         upto: u64,
         partial: bool,
     ) -> StoreResult<u32> {
-        let (from, to) = tokio::try_join!(
-            self.index_side(chain_id, upto, partial, "from"),
-            self.index_side(chain_id, upto, partial, "to")
+        let (a, b) = tokio::try_join!(
+            self.index_sides(chain_id, upto, partial, ["key", "from"]),
+            self.index_sides(chain_id, upto, partial, ["seq", "to"])
         )?;
-        Ok(from.max(to))
+        Ok(a.max(b))
     }
 
-    /// [`Store::index_partitions`] for one side: `from` or `to`.
-    async fn index_side(
+    /// [`Store::index_partitions`] for two of the indexes (`key`, `seq`, `from` or `to`),
+    /// one after the other on one connection. Returns how many partitions lacked either.
+    async fn index_sides(
         &self,
         chain_id: i64,
         upto: u64,
         partial: bool,
-        side: &str,
+        sides: [&str; 2],
     ) -> StoreResult<u32> {
         let client = self.client().await?;
-        let built: i32 = client
-            .query_one(
-                "SELECT index_transfer_partitions($1, 0, $2, $3, $4)",
-                &[&chain_id, &(upto as i64), &partial, &side],
-            )
-            .await
-            .what("indexing transfer partitions")?
-            .get(0);
-        Ok(built as u32)
+        let mut most = 0;
+        for side in sides {
+            let built: i32 = client
+                .query_one(
+                    "SELECT index_transfer_partitions($1, 0, $2, $3, $4)",
+                    &[&chain_id, &(upto as i64), &partial, &side],
+                )
+                .await
+                .what("indexing transfer partitions")?
+                .get(0);
+            most = most.max(built as u32);
+        }
+        Ok(most)
     }
 }
 
