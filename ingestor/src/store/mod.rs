@@ -203,8 +203,9 @@ struct Locked {
     indexed: i64,
     last_seq: i64,
     supply: balances::Balance,
-    /// The block of the newest stored transfer (-1 if none). Rows above the checkpoint
-    /// exist only if something moved the checkpoint back by hand; a batch skips them.
+    /// The newest block stored for the token (-1 if none): its transfers and block rows.
+    /// Rows above the checkpoint exist only if something moved the checkpoint back by
+    /// hand; a batch skips them.
     newest: i64,
     /// Transfers stored, and how many of them came after the last ranking kept.
     transfer_count: i64,
@@ -212,7 +213,7 @@ struct Locked {
 }
 
 /// Locks the rows of every token of `set` for this transaction (in id order) and reads
-/// their checkpoints, last sequence numbers, supplies and newest transfers in one
+/// their checkpoints, last sequence numbers, supplies and newest stored blocks in one
 /// statement. Every write of the batch kind takes it first: one writer per token at a
 /// time, and sequence numbers handed out in commit order.
 async fn lock_tokens<C: tokio_postgres::GenericClient>(
@@ -238,16 +239,17 @@ async fn lock_tokens<C: tokio_postgres::GenericClient>(
             ids.len()
         )));
     }
-    // One backward step of the primary key per token and partition.
+    // Every block with a transfer of a token has its row in `blocks`: one backward step
+    // of that table's key per token. (Not of the transfers: a partition a backfill is
+    // filling has no key index yet, see migration V14.)
     let newest = tx
         .query(
-            "SELECT k.id, coalesce((SELECT max(t.block_number) FROM transfers t
-                                    WHERE t.token = k.id AND t.chain_id = $2), -1)
+            "SELECT k.id, coalesce((SELECT max(b.number) FROM blocks b WHERE b.token = k.id), -1)
              FROM unnest($1::integer[]) AS k(id)",
-            &[&ids, &set.chain_id()],
+            &[&ids],
         )
         .await
-        .what("reading the newest stored transfers")?;
+        .what("reading the newest stored blocks")?;
     let newest: std::collections::HashMap<i32, i64> =
         newest.iter().map(|r| (r.get(0), r.get(1))).collect();
     rows.iter()
