@@ -86,7 +86,7 @@ pub(super) async fn added_while_following(
                         ..Default::default()
                     })
                     .await?;
-                out.push(started.elapsed());
+                out.push((started.duration_since(added), started.elapsed()));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok::<_, anyhow::Error>(out)
@@ -122,8 +122,18 @@ pub(super) async fn added_while_following(
     }
     f.added_seconds = added.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
-    f.top_computed = asking.0.await??;
-    f.top_cached = asking.1.await??;
+    let computed = asking.0.await??;
+    // When the slowest computed answers were asked, to set beside the ingestor's log.
+    let slow: Vec<String> = computed
+        .iter()
+        .filter(|(_, took)| *took > Duration::from_millis(50))
+        .map(|(at, took)| format!("{:.1} s: {:.0} ms", at.as_secs_f64(), ms(*took)))
+        .collect();
+    if !slow.is_empty() {
+        println!("   computed answers over 50 ms, by when they were asked: {}", slow.join(", "));
+    }
+    f.top_computed = computed.into_iter().map(|(_, took)| took).collect();
+    f.top_cached = asking.1.await??.into_iter().map(|(_, took)| took).collect();
     for v in [&mut f.head_lag, &mut f.top_computed, &mut f.top_cached] {
         v.sort();
     }

@@ -167,6 +167,7 @@ async fn fetch_span(
     span: RangeInclusive<u64>,
     width: &Mutex<Width>,
 ) -> anyhow::Result<Chunk> {
+    let started = std::time::Instant::now();
     let mut transfers = Vec::new();
     let mut rejected = Vec::new();
     let mut requests = 0u32;
@@ -198,6 +199,14 @@ async fn fetch_span(
     // Log order is block order then position, whichever token logged.
     transfers.sort_by_key(|t| (t.block_number, t.log_index));
     fill_block_times(rpc, &mut transfers).await?;
+    debug!(
+        from = span.start(),
+        to = span.end(),
+        logs = transfers.len() + rejected.len(),
+        requests,
+        ms = started.elapsed().as_millis() as u64,
+        "fetched a span"
+    );
     Ok(Chunk { span, transfers, rejected, requests })
 }
 
@@ -256,6 +265,39 @@ async fn fetch_list(
                     max_blocks,
                 );
                 debug!(from = cursor, to = stop, next_blocks = blocks, %message, "span refused; narrowing");
+                if cursor.saturating_add(blocks) <= *span.end() {
+                    // A span refused for its size is most often the first one into a
+                    // dense stretch: the rest of it is fetched in rounds of a few pieces
+                    // at once, as spans are (one after another, the writer would wait for
+                    // this one span alone), each round at the width the last taught.
+                    let at_once = width.lock().expect("width lock").at_once();
+                    let mut at = cursor;
+                    while at <= *span.end() {
+                        let w = width.lock().expect("width lock").current().max(1);
+                        let round: Vec<_> =
+                            pieces(at..=*span.end(), w).into_iter().take(at_once).collect();
+                        let last = round.last().map_or(*span.end(), |p| *p.end());
+                        let answers =
+                            futures::future::join_all(round.into_iter().map(|piece| async move {
+                                let mut got = Vec::new();
+                                let n =
+                                    Box::pin(fetch_list(rpc, list, &piece, width, learn, &mut got))
+                                        .await?;
+                                anyhow::Ok((n, got))
+                            }))
+                            .await;
+                        for answer in answers {
+                            let (n, got) = answer?;
+                            requests += n;
+                            logs.extend(got);
+                        }
+                        if last >= *span.end() {
+                            break;
+                        }
+                        at = last + 1;
+                    }
+                    return Ok(requests);
+                }
             }
             Err(e @ (RpcError::RateLimited { .. } | RpcError::Transient { .. })) => {
                 failures += 1;
@@ -279,6 +321,22 @@ async fn fetch_list(
         blocks = width.lock().expect("width lock").current().max(1);
     }
     Ok(requests)
+}
+
+/// `span` cut into consecutive pieces of `blocks` blocks (the last one shorter).
+fn pieces(span: RangeInclusive<u64>, blocks: u64) -> Vec<RangeInclusive<u64>> {
+    let blocks = blocks.max(1);
+    let mut out = Vec::new();
+    let mut at = *span.start();
+    while at <= *span.end() {
+        let stop = at.saturating_add(blocks - 1).min(*span.end());
+        out.push(at..=stop);
+        match stop.checked_add(1) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    out
 }
 
 /// Fills `block_time` where the node did not send `blockTimestamp` with its logs, with one
@@ -315,5 +373,21 @@ impl<T> BlocksContext<T> for Result<T, RpcError> {
                 numbers.last().unwrap_or(&0)
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn a_refused_span_is_cut_into_consecutive_pieces() {
+        assert_eq!(pieces(10..=29, 6), vec![10..=15, 16..=21, 22..=27, 28..=29]);
+        assert_eq!(pieces(5..=5, 6), vec![5..=5]);
+        assert_eq!(pieces(0..=3, 0), vec![0..=0, 1..=1, 2..=2, 3..=3], "no empty pieces");
+        assert_eq!(
+            pieces(u64::MAX - 1..=u64::MAX, 1),
+            vec![u64::MAX - 1..=u64::MAX - 1, u64::MAX..=u64::MAX]
+        );
     }
 }

@@ -35,6 +35,8 @@ pub struct Width {
     /// send the next spans into the dense one twice too wide. (A long quiet stretch
     /// forgets them after a few answers and grows as before.)
     densities: std::collections::VecDeque<f64>,
+    /// Requests in flight at once (`SpanPolicy::concurrency`).
+    at_once: usize,
 }
 
 impl Width {
@@ -50,6 +52,7 @@ impl Width {
             probing: false,
             target_logs: policy.target_logs.max(1),
             densities: std::collections::VecDeque::new(),
+            at_once: policy.concurrency.max(1),
         }
     }
 
@@ -63,6 +66,11 @@ impl Width {
     /// Blocks the next request should span.
     pub fn current(&self) -> u64 {
         self.current
+    }
+
+    /// Requests a range may have in flight at once.
+    pub fn at_once(&self) -> usize {
+        self.at_once
     }
 
     /// The width of the next span to plan, or `None` while it must wait: a width wider
@@ -107,6 +115,12 @@ impl Width {
         }
         if logs < self.target_logs / 2 && blocks >= self.current {
             self.current = self.current.saturating_mul(2).min(limit).max(self.current.min(limit));
+        } else if logs < self.target_logs && blocks >= self.current {
+            // Between half the target and the target: to the width this answer's density
+            // fills (a width stuck at 3 blocks of 1,000 logs against a 5,000 target asks
+            // two requests where one would do).
+            let fills = (blocks as u128 * self.target_logs as u128 / logs.max(1) as u128) as u64;
+            self.current = fills.min(limit).max(self.current.min(limit));
         } else if logs > self.target_logs && blocks > 1 {
             // In proportion to the target (at least halved): one dense answer sets a
             // width near the target at once, instead of after several halvings.
@@ -236,6 +250,16 @@ mod tests {
             w.on_success(w.current(), 0);
         }
         assert!(w.current() > dense * 4, "{} after {dense}", w.current());
+    }
+
+    #[test]
+    fn an_answer_between_half_the_target_and_the_target_grows_to_what_fills_it() {
+        let mut w = Width::new(&SpanPolicy { initial: 3, ..policy() });
+        // 200 logs a block: 5 blocks fill the 1000-log target.
+        w.on_success(3, 600);
+        assert_eq!(w.current(), 5);
+        w.on_success(5, 1000);
+        assert_eq!(w.current(), 5, "at the target it stays");
     }
 
     #[test]

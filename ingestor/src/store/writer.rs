@@ -53,6 +53,8 @@ pub struct BatchWriter {
     rejected: Vec<(i32, u64, u64)>,
     /// Whether its commit waits for the disk (it was opened near the head).
     durable: bool,
+    /// Time spent reading stored balances and in COPYs, for the debug log.
+    spent: (std::time::Duration, std::time::Duration),
 }
 
 /// One token of a batch.
@@ -145,6 +147,7 @@ impl Store {
             transfers: 0,
             rejected: Vec::new(),
             durable: near_head,
+            spent: Default::default(),
         })
     }
 
@@ -193,8 +196,10 @@ impl BatchWriter {
             return Ok(());
         }
         let client = self.client.get();
+        let loading = std::time::Instant::now();
         let missing = balances.missing(&ids, fresh.iter().copied());
         balances.load(client, missing).await?;
+        self.spent.0 += loading.elapsed();
         // The arithmetic first, while the connection may still read what a ranking
         // needs; then the chunk's one COPY.
         let mut after: Vec<(Balance, Balance)> = Vec::with_capacity(fresh.len());
@@ -213,6 +218,7 @@ impl BatchWriter {
         // instead of hopping between a thousand places row by row.
         let mut order: Vec<usize> = (0..fresh.len()).collect();
         order.sort_by_key(|&i| ids[i]);
+        let copying = std::time::Instant::now();
         let mut copy = TransferCopy::start(client).await?;
         for i in order {
             let m = self.members.get_mut(&ids[i]).expect("a member");
@@ -221,6 +227,7 @@ impl BatchWriter {
             m.transfers += 1;
         }
         copy.finish().await?;
+        self.spent.1 += copying.elapsed();
         self.transfers += fresh.len() as i64;
         Ok(())
     }
@@ -301,6 +308,11 @@ impl BatchWriter {
             self.members.values().filter(|m| m.transfers > 0).map(|m| m.key.id).collect();
         notify(client, &announced).await?;
         client.batch_execute("COMMIT").await.what("committing the batch")?;
+        tracing::debug!(
+            loading_ms = self.spent.0.as_millis() as u64,
+            copying_ms = self.spent.1.as_millis() as u64,
+            "the batch's reads of stored balances and its COPYs"
+        );
         // Committed: the connection is clean again and goes back to the pool.
         drop(self.client.0.take());
         balances.settle();

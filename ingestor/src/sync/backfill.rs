@@ -12,7 +12,7 @@ use std::ops::RangeInclusive;
 use std::time::Instant;
 
 use anyhow::Context;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Indexer;
 use super::progress::Progress;
@@ -144,12 +144,16 @@ impl Indexer {
         // How long the last commit took: a batch stays open PACE times as long, so that
         // commits (each rewrites the balances its batch changed) take a bounded share.
         let mut last_commit = std::time::Duration::ZERO;
+        // Where the range's time goes: waiting for fetched chunks, writing them, commits.
+        let mut spent = Spent::default();
         loop {
+            let asked = Instant::now();
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => None,
                 chunk = rx.next() => chunk,
             };
+            spent.waiting += asked.elapsed();
             let ended = received.is_some();
             let last = match received {
                 Some(Ok(chunk)) => {
@@ -188,10 +192,12 @@ impl Indexer {
                             })
                         }
                     };
+                    let pushing = Instant::now();
                     s.batch
                         .push(&chunk.transfers, &chunk.rejected, &mut balances)
                         .await
                         .inspect_err(|_| balances.forget())?;
+                    spent.writing += pushing.elapsed();
                     s.last = to;
                     s.requests += chunk.requests;
                     s.chunks += 1;
@@ -220,6 +226,7 @@ impl Indexer {
                     progress.advance(s.last, s.batch.transfers());
                     builds.reap();
                     progress.finish();
+                    spent.log();
                     return Ok(Some(Unfinished { streaming: s, balances }));
                 }
                 if last || due {
@@ -228,6 +235,7 @@ impl Indexer {
                         .commit_streamed(streaming.take().expect("open"), &mut balances)
                         .await?;
                     last_commit = started.elapsed();
+                    spent.committing += last_commit;
                     Some(done)
                 } else {
                     None
@@ -248,6 +256,7 @@ impl Indexer {
             if last {
                 builds.reap();
                 progress.finish();
+                spent.log();
                 // Committed: the cache holds what the store holds.
                 self.keep_balances(balances);
                 return Ok(None);
@@ -313,6 +322,26 @@ impl Indexer {
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.transfers.inc_by(stats.inserted);
         self.metrics.checkpoint(end.number, end.timestamp);
+    }
+}
+
+/// Where a range's time went, for the debug log: a writer that mostly waits is held
+/// back by the node, one that mostly writes by the database.
+#[derive(Debug, Default)]
+struct Spent {
+    waiting: std::time::Duration,
+    writing: std::time::Duration,
+    committing: std::time::Duration,
+}
+
+impl Spent {
+    fn log(&self) {
+        debug!(
+            waiting_ms = self.waiting.as_millis() as u64,
+            writing_ms = self.writing.as_millis() as u64,
+            committing_ms = self.committing.as_millis() as u64,
+            "where the range's time went"
+        );
     }
 }
 

@@ -126,7 +126,7 @@ impl Holders {
                 Ok(response(&token, &moment, rows, Some(0), None, count))
             })
             .await?;
-        tx.commit().await?;
+        store::end_snapshot(tx);
         let state = State {
             block: token.indexed_block,
             seq: token.last_seq,
@@ -222,7 +222,7 @@ impl Holders {
             })
             .await?
         };
-        tx.commit().await?;
+        store::end_snapshot(tx);
         Ok(answer)
     }
 }

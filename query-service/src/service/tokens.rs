@@ -53,7 +53,7 @@ impl Holders {
             }
         };
         let tokens = store::tokens::tokens_page(&tx, after, chain_id, symbol, size).await?;
-        tx.commit().await?;
+        store::end_snapshot(tx);
         let next_page_token = match tokens.last() {
             Some(last) if tokens.len() as i64 == size => {
                 TokensPage { chain_id: last.chain_id, address: last.address }.encode(seal)

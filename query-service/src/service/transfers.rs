@@ -49,7 +49,7 @@ impl Holders {
         };
         let filter = TransferFilter { address, from_block, to_block, before, limit };
         let rows = store::transfers::list_transfers(&tx, token.id, &filter).await?;
-        tx.commit().await?;
+        store::end_snapshot(tx);
         let next_page_token = match rows.last() {
             Some(last) if rows.len() as i64 == limit => TransferPage {
                 token: token.address,
