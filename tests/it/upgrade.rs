@@ -145,18 +145,7 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
     tree.sort();
     want.sort();
     assert_eq!(tree, want, "the chain's partition, and one per 16 blocks of data below it");
-    let unindexed: Vec<String> = admin
-        .query(
-            "SELECT relid::text FROM pg_partition_tree('transfers') WHERE isleaf
-               AND (to_regclass(replace(relid::text, 'transfers_', 'transfers_from_')) IS NULL
-                 OR to_regclass(replace(relid::text, 'transfers_', 'transfers_to_')) IS NULL)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let unindexed = lacking(&admin, &["from", "to"]).await;
     assert!(unindexed.is_empty(), "partitions without address indexes: {unindexed:?}");
 
     // V13 (partitions by density) keeps V12's partitions as they are, reads them by their
@@ -208,18 +197,7 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
     let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
     assert_eq!(applied, 1, "V14 alone");
     assert_eq!(dump(&old).await, expected_rows, "V14 moves no row");
-    let keyless: Vec<String> = admin
-        .query(
-            "SELECT relid::text FROM pg_partition_tree('transfers') WHERE isleaf
-               AND EXISTS (SELECT 1 FROM unnest(ARRAY['key', 'seq', 'from', 'to']) AS side
-                           WHERE to_regclass(replace(relid::text, 'transfers_', 'transfers_' || side || '_')) IS NULL)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keyless = lacking(&admin, &["key", "seq", "from", "to"]).await;
     assert!(keyless.is_empty(), "partitions without their four indexes: {keyless:?}");
     let parent_indexes: i64 = admin
         .query_one("SELECT count(*) FROM pg_indexes WHERE tablename = 'transfers'", &[])
@@ -238,6 +216,24 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
 
     let qs = QueryService::start(&old.url).await.unwrap();
     assert_eq!(all_holders(&qs, 3).await, expected, "every page answers as before");
+}
+
+/// The transfer partitions that lack one of the indexes `sides` (named
+/// transfers_<side>_<partition suffix>).
+async fn lacking(admin: &tokio_postgres::Client, sides: &[&str]) -> Vec<String> {
+    let sides: Vec<String> = sides.iter().map(|s| s.to_string()).collect();
+    admin
+        .query(
+            "SELECT relid::text FROM pg_partition_tree('transfers') WHERE isleaf
+               AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS side
+                           WHERE to_regclass(replace(relid::text, 'transfers_', 'transfers_' || side || '_')) IS NULL)",
+            &[&sides],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Copies the rows `select` reads on `from` into `table` (`columns`) on `to`, as text.
