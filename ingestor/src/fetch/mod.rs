@@ -274,8 +274,7 @@ async fn fetch_list(
                     let mut at = cursor;
                     while at <= *span.end() {
                         let w = width.lock().expect("width lock").current().max(1);
-                        let round: Vec<_> =
-                            pieces(at..=*span.end(), w).into_iter().take(at_once).collect();
+                        let round = pieces(at..=*span.end(), w, at_once);
                         let last = round.last().map_or(*span.end(), |p| *p.end());
                         let answers =
                             futures::future::join_all(round.into_iter().map(|piece| async move {
@@ -323,12 +322,13 @@ async fn fetch_list(
     Ok(requests)
 }
 
-/// `span` cut into consecutive pieces of `blocks` blocks (the last one shorter).
-fn pieces(span: RangeInclusive<u64>, blocks: u64) -> Vec<RangeInclusive<u64>> {
+/// The first `most` consecutive pieces of `blocks` blocks of `span` (the last one of the
+/// span shorter).
+fn pieces(span: RangeInclusive<u64>, blocks: u64, most: usize) -> Vec<RangeInclusive<u64>> {
     let blocks = blocks.max(1);
     let mut out = Vec::new();
     let mut at = *span.start();
-    while at <= *span.end() {
+    while at <= *span.end() && out.len() < most {
         let stop = at.saturating_add(blocks - 1).min(*span.end());
         out.push(at..=stop);
         match stop.checked_add(1) {
@@ -382,11 +382,13 @@ mod tests {
 
     #[test]
     fn a_refused_span_is_cut_into_consecutive_pieces() {
-        assert_eq!(pieces(10..=29, 6), vec![10..=15, 16..=21, 22..=27, 28..=29]);
-        assert_eq!(pieces(5..=5, 6), vec![5..=5]);
-        assert_eq!(pieces(0..=3, 0), vec![0..=0, 1..=1, 2..=2, 3..=3], "no empty pieces");
+        assert_eq!(pieces(10..=29, 6, 9), vec![10..=15, 16..=21, 22..=27, 28..=29]);
+        assert_eq!(pieces(10..=29, 6, 2), vec![10..=15, 16..=21], "at most `most`");
+        assert_eq!(pieces(5..=5, 6, 4), vec![5..=5]);
+        assert_eq!(pieces(0..=3, 0, 9), vec![0..=0, 1..=1, 2..=2, 3..=3], "no empty pieces");
+        assert_eq!(pieces(0..=u64::MAX, 1, 3).len(), 3, "a round of a wide span is cut short");
         assert_eq!(
-            pieces(u64::MAX - 1..=u64::MAX, 1),
+            pieces(u64::MAX - 1..=u64::MAX, 1, 9),
             vec![u64::MAX - 1..=u64::MAX - 1, u64::MAX..=u64::MAX]
         );
     }
