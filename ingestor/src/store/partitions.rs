@@ -1,8 +1,8 @@
 //! The partitions of `transfers` (migrations V6, V12, V13, V14: each chain's own, sized
 //! by density): made before a batch needs them, and their indexes (key, sequence, sender,
-//! receiver) built once a backfill has filled them. Both steps are SQL functions of the schema,
-//! idempotent, each one transaction: a crash leaves a partition made or not, indexed or
-//! not, never half.
+//! receiver) built once a backfill has filled them. Both steps are SQL functions of the
+//! schema, idempotent, each one transaction: a crash leaves a partition made or not,
+//! indexed or not, never half.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -71,7 +71,8 @@ impl Covered {
 impl Store {
     /// Makes the partitions that `span` falls in, where missing, as `layout` says;
     /// `with_indexes` (near the head) also builds their four indexes (key, sequence,
-    /// sender, receiver) at once. Remembers what partitions are known to cover, so most batches ask nothing.
+    /// sender, receiver) at once. Remembers what partitions are known to cover, so most
+    /// batches ask nothing.
     pub(super) async fn ensure_partitions(
         &self,
         chain_id: i64,
