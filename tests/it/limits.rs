@@ -184,6 +184,39 @@ async fn a_callers_deadline_cancels_its_statement() {
     // The lane is free again.
     let r = GetTopHoldersRequest { limit: 5, at_block: Some(past), ..Default::default() };
     client.get_top_holders(r).await.unwrap();
+
+    // A named token's ranking at the head is one statement, its timeout set and reset
+    // around it in the same round trip: the deadline stops it as well ...
+    let token = w.history.token.to_string();
+    let top = || GetTopHoldersRequest { token: token.clone(), limit: 5, ..Default::default() };
+    let locker = w.db.client().await.unwrap();
+    locker.batch_execute("BEGIN; LOCK TABLE balances IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let mut r = Request::new(top());
+    r.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let e = client.get_top_holders(r).await.unwrap_err();
+    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let started = Instant::now();
+    while waiting_statements(&w.db).await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(3), "the statement outlived its caller");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and leaves no connection with that deadline's timeout: questions without one on
+    // every connection of the pool (eight) wait out a lock held longer than that deadline.
+    let asked: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = client.clone();
+            let r = top();
+            tokio::spawn(async move { client.get_top_holders(r).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(locker);
+    for a in asked {
+        let answer = a.await.unwrap().expect("no connection kept the deadline's timeout");
+        assert_eq!(answer.into_inner().holders.len(), 5);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! A populated store of an older schema (V11: one token per address, transfers
 //! partitioned by block alone, with balances, blocks, kept rankings, removed transfers)
 //! upgrades in place to V12 (the chain in every key), then to V13 (partitions by
-//! density, beside the fixed ones) and V14 (each partition's own key and sequence
-//! index), and every row and every answer is what a store
+//! density, beside the fixed ones), V14 (each partition's own key and sequence
+//! index) and V15 (tokens by address), and every row and every answer is what a store
 //! written by the current ingestor holds.
 //!
 //! The V11 store is made from a store the current ingestor wrote: migrated to V11 only,
@@ -194,7 +194,7 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
     }
 
     // V14 moves the key and the sequence index from the parent to each partition.
-    let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
+    let applied = ingestor::store::migrate::run_to(&mut admin, 14).await.unwrap();
     assert_eq!(applied, 1, "V14 alone");
     assert_eq!(dump(&old).await, expected_rows, "V14 moves no row");
     let keyless = lacking(&admin, &["key", "seq", "from", "to"]).await;
@@ -213,6 +213,21 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
         .await
         .expect_err("a transfer stored twice");
     assert_eq!(twice.code(), Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION), "{twice}");
+
+    // V15 indexes the tokens by address: the plan of a question by address reads it.
+    let applied = ingestor::store::migrate::run(&mut admin).await.unwrap();
+    assert_eq!(applied, 1, "V15 alone");
+    assert_eq!(dump(&old).await, expected_rows, "V15 moves no row");
+    admin.batch_execute("SET enable_seqscan = off").await.unwrap();
+    let plan: Vec<String> = admin
+        .query("EXPLAIN SELECT id FROM tokens WHERE address = '\\x00'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("tokens_address")), "{plan:?}");
+    admin.batch_execute("RESET enable_seqscan").await.unwrap();
 
     let qs = QueryService::start(&old.url).await.unwrap();
     assert_eq!(all_holders(&qs, 3).await, expected, "every page answers as before");

@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "key_indexes_built_after_fill",
         include_str!("../../../migrations/V14__key_indexes_built_after_fill.sql"),
     ),
+    (15, "token_by_address", include_str!("../../../migrations/V15__token_by_address.sql")),
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to this program).

@@ -109,6 +109,28 @@ impl Holders {
     ) -> Result<(HoldersResponse, Of), QueryError> {
         let min = floor.map(|m| m.to_string());
         let mut lease = self.lease(cost(at, true, floor.is_some())).await?;
+        // The commonest question, a named token's ranking at the head, is one statement.
+        // (A deadline's timeout is set in a snapshot: a SET outside one could outlive an
+        // answer whose caller went away mid-statement.)
+        if let (At::Latest, None, Some(address)) = (at, floor, wanted.token) {
+            let chain = wanted.chain_id;
+            let read = match budget {
+                None => store::holders::top_at_head(&lease.client, address, chain, limit).await?,
+                Some(_) => {
+                    let tx = store::snapshot(&mut lease.client, budget).await?;
+                    let read = store::holders::top_at_head(&tx, address, chain, limit).await?;
+                    store::end_snapshot(tx);
+                    read
+                }
+            };
+            if let Some((token, rows)) = read {
+                drop(lease);
+                let moment = indexed(&token)?.latest();
+                let count = moment.holders.max(0) as u64;
+                let answer = response(&token, &moment, rows, Some(0), None, count);
+                return Ok((answer, of(&token)));
+            }
+        }
         let tx = store::snapshot(&mut lease.client, budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;
@@ -127,12 +149,7 @@ impl Holders {
             })
             .await?;
         store::end_snapshot(tx);
-        let state = State {
-            block: token.indexed_block,
-            seq: token.last_seq,
-            finalized: token.finalized_block,
-        };
-        Ok((answer, Of { at: (token.chain_id, token.address), id: token.id, state }))
+        Ok((answer, of(&token)))
     }
 
     /// Recomputes the warm answers whose token moved, each time the feed sees the store
@@ -240,18 +257,31 @@ fn cost(at: At, ranked: bool, filtered: bool) -> Cost {
     }
 }
 
-/// The moment `at` names, checked against what the store holds.
-pub(super) async fn moment(
-    tx: &deadpool_postgres::Transaction<'_>,
-    token: &TokenView,
-    at: At,
-) -> Result<Moment, QueryError> {
+/// The store state an answer of `token` at the head was read in, for the warm answers.
+fn of(token: &TokenView) -> Of {
+    let state =
+        State { block: token.indexed_block, seq: token.last_seq, finalized: token.finalized_block };
+    Of { at: (token.chain_id, token.address), id: token.id, state }
+}
+
+/// `token`, when it has anything indexed to answer from.
+fn indexed(token: &TokenView) -> Result<&TokenView, QueryError> {
     if token.indexed_block < token.start_block {
         return Err(QueryError::NotReady(format!(
             "token {} has nothing indexed yet: its index starts at block {}, which the ingestor has not committed; retry once it has",
             token.address, token.start_block
         )));
     }
+    Ok(token)
+}
+
+/// The moment `at` names, checked against what the store holds.
+pub(super) async fn moment(
+    tx: &deadpool_postgres::Transaction<'_>,
+    token: &TokenView,
+    at: At,
+) -> Result<Moment, QueryError> {
+    indexed(token)?;
     let block = match at {
         At::Latest => return Ok(token.latest()),
         At::Safe | At::Finalized => {

@@ -174,7 +174,9 @@ pub struct Wanted {
     pub chain_id: Option<i64>,
 }
 
-fn token_view(r: &Row) -> TokenView {
+pub(crate) use token_columns;
+
+pub(crate) fn token_view(r: &Row) -> TokenView {
     TokenView {
         id: r.get("id"),
         address: r.get("address"),
