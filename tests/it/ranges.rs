@@ -121,8 +121,9 @@ async fn an_answer_over_the_byte_cap_is_narrowed_not_held() {
     let one = rpc.transfer_logs(&token, first..=first).await.unwrap();
     assert_eq!(one.len(), 1000, "a single block over the cap is read whole");
 
-    // --target-logs 2000 caps answers at 4 MiB; the first span (1,000 blocks, alone in
-    // flight) reaches all 8 dense blocks and is refused, then narrowed.
+    // --target-logs 2000 caps answers at 4 MiB; the first spans (1,000 blocks, one at a
+    // time while no answer has tried that width) reach the 8 dense blocks: narrowed by
+    // their last block asked alone first, or refused at the cap and narrowed.
     w.ingest_with(
         &w.db,
         w.history.start_block,

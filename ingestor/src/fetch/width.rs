@@ -129,6 +129,24 @@ impl Width {
         }
     }
 
+    /// A probe's last block, asked alone, held `logs`: the density of what the probe
+    /// reaches into. The width narrows to what that density fills to the target, and the
+    /// answer says whether the probe's other `rest` blocks would then be more than about
+    /// twice the target in one answer (more than the answer cap lets through), so are
+    /// fetched in rounds at that width.
+    pub(super) fn on_sample(&mut self, logs: usize, rest: u64) -> bool {
+        if self.densities.len() == Self::DENSITIES {
+            self.densities.pop_front();
+        }
+        self.densities.push_back(logs as f64);
+        if logs == 0 {
+            return false;
+        }
+        let fills = (self.target_logs / logs).max(1) as u64;
+        self.current = self.current.min(fills);
+        rest > fills.saturating_mul(2)
+    }
+
     /// The node refused `blocks`: the next width, from its hint if it gave one. A named
     /// maximum becomes the ceiling for the rest of the run.
     pub fn on_refusal(
@@ -260,6 +278,27 @@ mod tests {
         assert_eq!(w.current(), 5);
         w.on_success(5, 1000);
         assert_eq!(w.current(), 5, "at the target it stays");
+    }
+
+    #[test]
+    fn a_probes_last_block_narrows_it_before_the_span_is_asked() {
+        let fresh = || Width::new(&SpanPolicy { initial: 160, ..policy() });
+        // An empty block says nothing: the span goes as planned.
+        let mut w = fresh();
+        assert!(!w.on_sample(0, 159));
+        assert_eq!(w.current(), 160);
+        // 100 logs a block: 10 blocks fill the 1000-log target, and the other 159 blocks
+        // would be an answer of 15,900: they go in rounds at 10.
+        let mut w = fresh();
+        assert!(w.on_sample(100, 159));
+        assert_eq!(w.current(), 10);
+        // 5 logs a block: the other 159 blocks are 795 logs, one answer.
+        let mut w = fresh();
+        assert!(!w.on_sample(5, 159));
+        assert_eq!(w.current(), 160);
+        // The sampled density bounds growth as an answer's does: 200 blocks fill it.
+        w.on_success(160, 10);
+        assert_eq!(w.current(), 200);
     }
 
     #[test]
