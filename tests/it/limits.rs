@@ -185,8 +185,7 @@ async fn a_callers_deadline_cancels_its_statement() {
     let r = GetTopHoldersRequest { limit: 5, at_block: Some(past), ..Default::default() };
     client.get_top_holders(r).await.unwrap();
 
-    // A named token's ranking at the head is one statement, its timeout set and reset
-    // around it in the same round trip: the deadline stops it as well ...
+    // A named token's ranking at the head: the deadline stops it as well ...
     let token = w.history.token.to_string();
     let top = || GetTopHoldersRequest { token: token.clone(), limit: 5, ..Default::default() };
     let locker = w.db.client().await.unwrap();

@@ -109,28 +109,6 @@ impl Holders {
     ) -> Result<(HoldersResponse, Of), QueryError> {
         let min = floor.map(|m| m.to_string());
         let mut lease = self.lease(cost(at, true, floor.is_some())).await?;
-        // The commonest question, a named token's ranking at the head, is one statement.
-        // (A deadline's timeout is set in a snapshot: a SET outside one could outlive an
-        // answer whose caller went away mid-statement.)
-        if let (At::Latest, None, Some(address)) = (at, floor, wanted.token) {
-            let chain = wanted.chain_id;
-            let read = match budget {
-                None => store::holders::top_at_head(&lease.client, address, chain, limit).await?,
-                Some(_) => {
-                    let tx = store::snapshot(&mut lease.client, budget).await?;
-                    let read = store::holders::top_at_head(&tx, address, chain, limit).await?;
-                    store::end_snapshot(tx);
-                    read
-                }
-            };
-            if let Some((token, rows)) = read {
-                drop(lease);
-                let moment = indexed(&token)?.latest();
-                let count = moment.holders.max(0) as u64;
-                let answer = response(&token, &moment, rows, Some(0), None, count);
-                return Ok((answer, of(&token)));
-            }
-        }
         let tx = store::snapshot(&mut lease.client, budget).await?;
         let token = store::tokens::token(&tx, wanted).await?;
         let moment = moment(&tx, &token, at).await?;

@@ -3,10 +3,8 @@
 //! (the checkpoint here, a past block in [`super::history`]) gives only its own "balance
 //! 7 days ago".
 
-use std::sync::LazyLock;
-
 use alloy_primitives::Address;
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
 use super::TokenView;
@@ -128,67 +126,6 @@ const LOOKUP: &str = with_week!(
 const COUNT_FROM: &str = "SELECT count(*) FROM balances
      WHERE token = $1 AND balance > 0 AND -balance <= -($2::text::numeric)";
 
-/// [`TOP`] with the token row read in the same statement, for [`top_at_head`]: the token
-/// named by address $2 (on chain $3 when not null) with [`super::WEEK`] as $1, and when
-/// exactly one token is so named its first $4 holders, one row each (the token's columns
-/// on every row; one row with null holder columns when it has none). TOP's token id, week
-/// and supply parameters become that row's columns; the ranking SQL stays TOP's own.
-static TOP_AT_HEAD: LazyLock<String> = LazyLock::new(|| {
-    let ranking = TOP
-        .replace("$1", "(SELECT id FROM one)")
-        .replace("$2", "(SELECT week_ago_block FROM one)")
-        .replace("$3::text::numeric", "(SELECT supply FROM one)");
-    format!(
-        "WITH tok AS MATERIALIZED ({}WHERE t.address = $2 AND ($3::bigint IS NULL OR t.chain_id = $3)),
-         one AS MATERIALIZED (SELECT id, week_ago_block, total_supply::numeric AS supply FROM tok
-                              WHERE (SELECT count(*) FROM tok) = 1),
-         ranked AS (SELECT row_number() OVER () AS n, r.* FROM ({ranking}) r)
-         SELECT tok.*, h.n, h.address AS holder, h.balance, h.balance_7d_ago, h.share_percent,
-                h.weekly_change_percent, h.last_transfer_block
-         FROM tok LEFT JOIN ranked h ON true
-         ORDER BY tok.chain_id, h.n",
-        super::tokens::token_columns!()
-    )
-});
-
-/// GetTopHolders at the checkpoint in one statement: the token named by `address` (on
-/// `chain`) and its first `limit` holders. `None` when the address names no token or
-/// several (the caller asks the long way, which says why). On a pooled connection
-/// outside a transaction it is one round trip (a statement reads one snapshot); inside a
-/// [`super::snapshot`] (a caller's deadline sets its timeout there) one fewer than
-/// reading the token first.
-///
-/// Why: an answer is otherwise four round trips (BEGIN, the token, the ranking, the end),
-/// each a wake-up of both processes, which on a host whose cores a backfill fills is
-/// what the slowest answers waited on (docs/performance.md, "Token sets").
-pub async fn top_at_head(
-    client: &impl GenericClient,
-    address: Address,
-    chain: Option<i64>,
-    limit: i64,
-) -> Result<Option<(TokenView, Vec<HolderRow>)>, QueryError> {
-    let stmt = client.prepare_cached(&TOP_AT_HEAD).await?;
-    let rows = client.query(&stmt, &[&super::WEEK, &address, &chain, &limit]).await?;
-    let Some(first) = rows.first() else { return Ok(None) };
-    let token = super::tokens::token_view(first);
-    if rows.iter().any(|r| r.get::<_, i32>("id") != token.id) {
-        return Ok(None);
-    }
-    let holders = rows
-        .iter()
-        .filter(|r| r.get::<_, Option<i64>>("n").is_some())
-        .map(|r| HolderRow {
-            address: r.get("holder"),
-            balance: r.get("balance"),
-            balance_7d_ago: r.get("balance_7d_ago"),
-            share_percent: r.get("share_percent"),
-            weekly_change_percent: r.get("weekly_change_percent"),
-            last_transfer_block: r.get("last_transfer_block"),
-        })
-        .collect();
-    Ok(Some((token, holders)))
-}
-
 /// The first `limit` holders of `token`, or those after `after` (balance, address).
 pub async fn ranked(
     tx: &Transaction<'_>,
@@ -252,8 +189,8 @@ pub(crate) fn holder_row(r: &Row) -> HolderRow {
 
 /// The SQL of the ranking queries, for EXPLAIN in tests: (name, SQL, sample parameters
 /// are the caller's).
-pub fn ranking_queries() -> [(&'static str, &'static str); 4] {
-    [("top", TOP), ("after", AFTER), ("lookup", LOOKUP), ("top_at_head", TOP_AT_HEAD.as_str())]
+pub fn ranking_queries() -> [(&'static str, &'static str); 3] {
+    [("top", TOP), ("after", AFTER), ("lookup", LOOKUP)]
 }
 
 pub(crate) use holder_columns;

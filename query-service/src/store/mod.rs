@@ -1,8 +1,6 @@
-//! The query-service's side of Postgres: reads only. Every answer is read from one
-//! snapshot, so the holders, the supply and the checkpoint it reports all come from the
-//! same committed batch: inside one REPEATABLE READ, READ ONLY transaction
-//! ([`snapshot`]), or, for the ranking at the head ([`holders::top_at_head`]), one
-//! statement that reads the token row and its holders together.
+//! The query-service's side of Postgres: reads only. Every answer is read inside one
+//! REPEATABLE READ, READ ONLY transaction ([`snapshot`]), so the holders, the supply and
+//! the checkpoint it reports all come from the same committed batch.
 //!
 //! Amounts leave Postgres as decimal text (`numeric::text`) and the percentages are
 //! computed there in exact NUMERIC before the final cast to double.

@@ -174,9 +174,7 @@ pub struct Wanted {
     pub chain_id: Option<i64>,
 }
 
-pub(crate) use token_columns;
-
-pub(crate) fn token_view(r: &Row) -> TokenView {
+fn token_view(r: &Row) -> TokenView {
     TokenView {
         id: r.get("id"),
         address: r.get("address"),
