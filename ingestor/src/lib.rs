@@ -332,5 +332,6 @@ fn sync_policy(config: &Config) -> SyncPolicy {
         confirmations: config.confirmations,
         draw_progress: config.log_format == bootstrap::LogFormat::Text
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        beside_head: false,
     }
 }

@@ -162,3 +162,25 @@ async fn chain_supplies_are_recorded_and_only_differences_at_the_checkpoint_name
     assert!(differing.is_empty(), "read at another block than the checkpoint");
     assert_eq!(store.supplies(key).await.unwrap().1, None, "and so not compared");
 }
+
+/// Filled partitions get their four indexes either way: two builds at once (a backfill
+/// alone), or one after another on one connection (a lane catching up beside the head,
+/// which leaves the other core to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filled_partitions_are_indexed_on_one_core_or_two() {
+    rig::init_test_logging();
+    let db = TestDb::create().await.unwrap();
+    let store = Store::new(store::pool(&db.url, 2).unwrap());
+    store.migrate().await.unwrap();
+    let c = db.client().await.unwrap();
+    for (chain, one_core) in [(7i64, true), (8, false)] {
+        c.execute("SELECT ensure_transfer_partitions($1, 0, 100, false, NULL)", &[&chain])
+            .await
+            .unwrap();
+        let lacking = crate::upgrade::lacking(&c, &["key", "seq", "from", "to"]).await;
+        assert!(!lacking.is_empty(), "a partition a backfill fills starts without indexes");
+        store.index_partitions(chain, 100, true, one_core).await.unwrap();
+    }
+    let lacking = crate::upgrade::lacking(&c, &["key", "seq", "from", "to"]).await;
+    assert!(lacking.is_empty(), "partitions without their four indexes: {lacking:?}");
+}

@@ -235,7 +235,7 @@ async fn a_populated_v11_store_upgrades_and_answers_as_before() {
 
 /// The transfer partitions that lack one of the indexes `sides` (named
 /// transfers_<side>_<partition suffix>).
-async fn lacking(admin: &tokio_postgres::Client, sides: &[&str]) -> Vec<String> {
+pub(crate) async fn lacking(admin: &tokio_postgres::Client, sides: &[&str]) -> Vec<String> {
     let sides: Vec<String> = sides.iter().map(|s| s.to_string()).collect();
     admin
         .query(

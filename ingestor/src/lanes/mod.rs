@@ -315,7 +315,7 @@ impl<'a> Lanes<'a> {
     fn start_head(&mut self, tokens: impl IntoIterator<Item = (Address, TokenKey)>) {
         let set = TokenSet::new(self.parts.chain_id as i64, tokens);
         if !set.is_empty() {
-            self.head = Some(self.spawn(set, None, self.parts.metrics.clone()));
+            self.head = Some(self.spawn(set, None, self.parts.metrics.clone(), false));
         }
     }
 
@@ -343,7 +343,7 @@ impl<'a> Lanes<'a> {
             "catching up added tokens while the others follow the head"
         );
         // A lane of its own metrics: its checkpoint is not the ingestor's.
-        self.catch_up = Some(self.spawn(set, Some(target), Metrics::new()));
+        self.catch_up = Some(self.spawn(set, Some(target), Metrics::new(), true));
         Ok(())
     }
 
@@ -404,13 +404,19 @@ impl<'a> Lanes<'a> {
     }
 
     /// A lane over `set` in a task of its own: from its lowest resume to `to`, or
-    /// following the head.
-    fn spawn(&self, set: TokenSet, to: Option<u64>, metrics: Metrics) -> Running {
+    /// following the head; `beside_head` when another lane follows the head meanwhile.
+    fn spawn(
+        &self,
+        set: TokenSet,
+        to: Option<u64>,
+        metrics: Metrics,
+        beside_head: bool,
+    ) -> Running {
         let stop = self.work.child_token();
         let lane = LaneTask {
             rpc: self.parts.rpc.clone(),
             store: self.parts.store.clone(),
-            policy: self.parts.policy,
+            policy: SyncPolicy { beside_head, ..self.parts.policy },
             metrics,
         };
         let (s, st) = (set.clone(), stop.clone());

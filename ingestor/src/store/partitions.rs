@@ -116,27 +116,33 @@ impl Store {
     /// index), built on two connections, two each. Returns how many partitions it indexed.
     /// Sorted builds, one per partition and index: far cheaper than the inserts a backfill
     /// would otherwise make into them, at a thousand places at once for a set of tokens.
+    /// With `one_core` the four builds go one after the other on one connection (a lane
+    /// beside the head leaves the other core to it).
     pub async fn index_partitions(
         &self,
         chain_id: i64,
         upto: u64,
         partial: bool,
+        one_core: bool,
     ) -> StoreResult<u32> {
+        if one_core {
+            return self.index_sides(chain_id, upto, partial, &["key", "from", "seq", "to"]).await;
+        }
         let (a, b) = tokio::try_join!(
-            self.index_sides(chain_id, upto, partial, ["key", "from"]),
-            self.index_sides(chain_id, upto, partial, ["seq", "to"])
+            self.index_sides(chain_id, upto, partial, &["key", "from"]),
+            self.index_sides(chain_id, upto, partial, &["seq", "to"])
         )?;
         Ok(a.max(b))
     }
 
-    /// [`Store::index_partitions`] for two of the indexes (`key`, `seq`, `from` or `to`),
-    /// one after the other on one connection. Returns how many partitions lacked either.
+    /// [`Store::index_partitions`] for some of the indexes (`key`, `seq`, `from` or `to`),
+    /// one after the other on one connection. Returns how many partitions lacked any.
     async fn index_sides(
         &self,
         chain_id: i64,
         upto: u64,
         partial: bool,
-        sides: [&str; 2],
+        sides: &[&str],
     ) -> StoreResult<u32> {
         let client = self.client().await?;
         let mut most = 0;

@@ -250,7 +250,7 @@ impl Indexer {
                 // The one it ends in waits for the verified steps above it: they keep
                 // every core busy, and a build beside them only slows them down.
                 if builds.0.is_empty() && !last {
-                    builds.start(&self.store, self.set.chain_id(), end);
+                    builds.start(&self.store, self.set.chain_id(), end, self.policy.beside_head);
                 }
             }
             if last {
@@ -352,10 +352,11 @@ impl Spent {
 pub struct Builds(tokio::task::JoinSet<Result<u32, crate::store::StoreError>>);
 
 impl Builds {
-    /// Starts building the indexes of the partitions filled up to block `upto`.
-    fn start(&mut self, store: &crate::store::Store, chain_id: i64, upto: u64) {
+    /// Starts building the indexes of the partitions filled up to block `upto` (on one
+    /// core when `one_core`).
+    fn start(&mut self, store: &crate::store::Store, chain_id: i64, upto: u64, one_core: bool) {
         let store = store.clone();
-        self.0.spawn(async move { store.index_partitions(chain_id, upto, false).await });
+        self.0.spawn(async move { store.index_partitions(chain_id, upto, false, one_core).await });
     }
 
     /// Logs the builds that have ended.

@@ -95,6 +95,10 @@ pub struct SyncPolicy {
     pub confirmations: u64,
     /// Draw a progress line on the terminal during long ranges (batch lines go to debug).
     pub draw_progress: bool,
+    /// Other tokens follow the head beside this lane (it catches up added ones): its
+    /// partition index builds take one core, not two, so that the head's commits and the
+    /// questions asked of them keep the other.
+    pub beside_head: bool,
 }
 
 /// Indexes a token set of one chain into one store: one request per span for the whole
@@ -242,6 +246,7 @@ impl Indexer {
                             self.set.chain_id(),
                             next.saturating_sub(1),
                             true,
+                            self.policy.beside_head,
                         )
                     },
                 )
