@@ -62,10 +62,13 @@ impl Lanes<'_> {
         let retry = rpc.retry_policy();
         let token = w.address;
         // An address without code is not a token (a typo, an EOA, another chain's
-        // contract): refused before anything is written for it.
-        let (code, existing) = tokio::join!(
+        // contract): refused before anything is written for it. Its metadata is read at
+        // the same time (one round trip a token, not two; for an address without code it
+        // is read for nothing).
+        let (code, existing, meta) = tokio::join!(
             rpc.code(token, head),
-            retrying(&retry, "reading the token row", || store.token(chain_id, token))
+            retrying(&retry, "reading the token row", || store.token(chain_id, token)),
+            rpc.token_metadata(token)
         );
         let (code, existing) = (code.context("reading the token's code")?, existing?);
         if code.is_empty() {
@@ -87,7 +90,7 @@ impl Lanes<'_> {
         };
         let start = crate::sync::start_block(existing.as_ref(), from)
             .map_err(|e| Misconfigured(format!("token {}: {e:#}", token.to_checksum(None))))?;
-        let meta = rpc.token_metadata(token).await.context("reading the token's metadata")?;
+        let meta = meta.context("reading the token's metadata")?;
         info!(%token, name = ?meta.name, symbol = ?meta.symbol, decimals = ?meta.decimals, chain_id, head, start, "indexing");
         Ok((token, meta, start))
     }
