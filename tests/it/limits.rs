@@ -149,6 +149,30 @@ async fn expensive_calls_wait_their_turn_and_never_take_cheap_answers() {
     }
 }
 
+/// Asks `r` with a deadline of 1 s while its statement waits on a lock: the caller hears
+/// at the deadline, and Postgres stops the statement too, well before the server's own
+/// statement timeout.
+async fn cut_off_at_a_deadline(
+    client: &mut HolderServiceClient<tonic::transport::Channel>,
+    db: &rig::db::TestDb,
+    r: GetTopHoldersRequest,
+) {
+    let mut r = Request::new(r);
+    r.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let e = client.get_top_holders(r).await.unwrap_err();
+    // The server stops at nine tenths of the deadline and answers DEADLINE_EXCEEDED; on a
+    // machine loaded by other tests that answer can still lose the race with the
+    // client's own timer (CANCELLED). Either way the caller is not kept waiting.
+    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let started = Instant::now();
+    while waiting_statements(db).await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(3), "the statement outlived its caller");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_deadline_cancels_its_statement() {
     let w = world(rig::history::Spec { days: 2, blocks_per_day: 10, ..small(86) }).await;
@@ -162,24 +186,8 @@ async fn a_callers_deadline_cancels_its_statement() {
     let mut client = qs.client().await.unwrap();
     let past = w.history.start_block + 3;
     let locker = block_past_rankings(&w.db).await;
-    let mut r =
-        Request::new(GetTopHoldersRequest { limit: 5, at_block: Some(past), ..Default::default() });
-    r.set_timeout(Duration::from_secs(1));
-    let started = Instant::now();
-    let e = client.get_top_holders(r).await.unwrap_err();
-    // The server stops at nine tenths of the deadline and answers DEADLINE_EXCEEDED; on a
-    // machine loaded by other tests that answer can still lose the race with the
-    // client's own timer (CANCELLED). Either way the caller is not kept waiting, and what
-    // matters below is that Postgres stopped the statement.
-    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    // Postgres stopped the statement too: nothing of the query-service still waits on
-    // the lock, well before the server's own 30 s timeout.
-    let started = Instant::now();
-    while waiting_statements(&w.db).await > 0 {
-        assert!(started.elapsed() < Duration::from_secs(3), "the statement outlived its caller");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = GetTopHoldersRequest { limit: 5, at_block: Some(past), ..Default::default() };
+    cut_off_at_a_deadline(&mut client, &w.db, r).await;
     drop(locker);
     // The lane is free again.
     let r = GetTopHoldersRequest { limit: 5, at_block: Some(past), ..Default::default() };
@@ -190,17 +198,7 @@ async fn a_callers_deadline_cancels_its_statement() {
     let top = || GetTopHoldersRequest { token: token.clone(), limit: 5, ..Default::default() };
     let locker = w.db.client().await.unwrap();
     locker.batch_execute("BEGIN; LOCK TABLE balances IN ACCESS EXCLUSIVE MODE").await.unwrap();
-    let mut r = Request::new(top());
-    r.set_timeout(Duration::from_secs(1));
-    let started = Instant::now();
-    let e = client.get_top_holders(r).await.unwrap_err();
-    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    let started = Instant::now();
-    while waiting_statements(&w.db).await > 0 {
-        assert!(started.elapsed() < Duration::from_secs(3), "the statement outlived its caller");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cut_off_at_a_deadline(&mut client, &w.db, top()).await;
     // ... and leaves no connection with that deadline's timeout: questions without one on
     // every connection of the pool (eight) wait out a lock held longer than that deadline.
     let asked: Vec<_> = (0..8)
