@@ -2,7 +2,7 @@
 //! holders: checked with EXPLAIN on a table of 1,000,000 holders.
 
 use alloy_primitives::Address;
-use query_service::store::holders::ranking_queries;
+use query_service::store::holders::RANKING_QUERIES;
 use rig::db::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +32,7 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
     .await
     .unwrap();
 
-    for (name, sql) in ranking_queries() {
+    for (name, sql) in RANKING_QUERIES {
         let params = match name {
             "top" => {
                 "1::integer, 50::bigint, '1000000000000000000000000000000'::text, 1000::bigint"
@@ -88,7 +88,7 @@ async fn ranking_queries_use_the_rank_index_at_a_million_holders() {
     )
     .await
     .unwrap();
-    for (name, sql) in ranking_queries().into_iter().filter(|(n, _)| *n == "top") {
+    for (name, sql) in RANKING_QUERIES.iter().filter(|(n, _)| *n == "top") {
         let params =
             "1::integer, 50::bigint, '1000000000000000000000000000000'::text, 1000::bigint";
         let text = explain(&c, &format!("q_unindexed_{name}"), sql, params).await;

@@ -164,9 +164,11 @@ impl Indexer {
                     }
                     if streaming.is_some() && !self.store.covers(self.set.chain_id(), to) {
                         // The next partition is made outside any batch.
+                        let started = Instant::now();
                         let (end, n) = self
                             .commit_streamed(streaming.take().expect("open"), &mut balances)
                             .await?;
+                        spent.committing += started.elapsed();
                         progress.advance(end, n);
                     }
                     let s = match streaming.as_mut() {

@@ -127,7 +127,12 @@ impl Holders {
             })
             .await?;
         store::end_snapshot(tx);
-        Ok((answer, of(&token)))
+        let state = State {
+            block: token.indexed_block,
+            seq: token.last_seq,
+            finalized: token.finalized_block,
+        };
+        Ok((answer, Of { at: (token.chain_id, token.address), id: token.id, state }))
     }
 
     /// Recomputes the warm answers whose token moved, each time the feed sees the store
@@ -235,31 +240,18 @@ fn cost(at: At, ranked: bool, filtered: bool) -> Cost {
     }
 }
 
-/// The store state an answer of `token` at the head was read in, for the warm answers.
-fn of(token: &TokenView) -> Of {
-    let state =
-        State { block: token.indexed_block, seq: token.last_seq, finalized: token.finalized_block };
-    Of { at: (token.chain_id, token.address), id: token.id, state }
-}
-
-/// `token`, when it has anything indexed to answer from.
-fn indexed(token: &TokenView) -> Result<&TokenView, QueryError> {
-    if token.indexed_block < token.start_block {
-        return Err(QueryError::NotReady(format!(
-            "token {} has nothing indexed yet: its index starts at block {}, which the ingestor has not committed; retry once it has",
-            token.address, token.start_block
-        )));
-    }
-    Ok(token)
-}
-
 /// The moment `at` names, checked against what the store holds.
 pub(super) async fn moment(
     tx: &deadpool_postgres::Transaction<'_>,
     token: &TokenView,
     at: At,
 ) -> Result<Moment, QueryError> {
-    indexed(token)?;
+    if token.indexed_block < token.start_block {
+        return Err(QueryError::NotReady(format!(
+            "token {} has nothing indexed yet: its index starts at block {}, which the ingestor has not committed; retry once it has",
+            token.address, token.start_block
+        )));
+    }
     let block = match at {
         At::Latest => return Ok(token.latest()),
         At::Safe | At::Finalized => {

@@ -189,8 +189,6 @@ pub(crate) fn holder_row(r: &Row) -> HolderRow {
 
 /// The SQL of the ranking queries, for EXPLAIN in tests: (name, SQL, sample parameters
 /// are the caller's).
-pub fn ranking_queries() -> [(&'static str, &'static str); 3] {
-    [("top", TOP), ("after", AFTER), ("lookup", LOOKUP)]
-}
+pub const RANKING_QUERIES: [(&str, &str); 3] = [("top", TOP), ("after", AFTER), ("lookup", LOOKUP)];
 
 pub(crate) use holder_columns;
